@@ -9,6 +9,7 @@ These are the plain PyTorch references: they build ``(N, V)`` intermediates, so 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -105,3 +106,25 @@ def cross_entropy_per_token(
 ) -> torch.Tensor:
     """Plain next-token negative log-likelihood, per token (zero where the label is ignored)."""
     return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One of the per-token losses with its hyper-parameters; call it as ``spec(logits, labels) -> Tensor[N]``.
+
+    A named spec (rather than a bare callable) lets a fused kernel recognise the loss it implements.
+    """
+
+    name: Literal["ce", "tofu", "gem"]
+    beta: float = 1.0
+    gamma: float = 0.0
+    h: GemWeighting = "linear"
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.name == "tofu":
+            return tofu_per_token(logits, labels, gamma=self.gamma, beta=self.beta)
+        if self.name == "gem":
+            return gem_per_token(logits, labels, beta=self.beta, h=self.h)
+        if self.name == "ce":
+            return cross_entropy_per_token(logits, labels)
+        raise ValueError(f"unknown loss {self.name!r}; expected 'ce', 'tofu' or 'gem'")
