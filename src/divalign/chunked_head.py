@@ -43,6 +43,9 @@ class LogitTransform(NamedTuple):
     softcap: float | None = None
 
 
+PLAIN_LOGITS = LogitTransform()
+
+
 def default_chunk_rows(vocab_size: int) -> int:
     """Rows per chunk so that one fp32 ``(rows, vocab)`` block stays near :data:`DEFAULT_CHUNK_ELEMENTS`."""
     return max(MIN_CHUNK_ROWS, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1))
@@ -53,7 +56,7 @@ def project(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     compute_dtype: torch.dtype,
-    transform: LogitTransform = LogitTransform(),
+    transform: LogitTransform = PLAIN_LOGITS,
 ) -> torch.Tensor:
     """fp32 logits of ``hidden @ weight.T + bias``, the matmul in ``compute_dtype`` as the model's own head runs it."""
     logits = hidden.to(compute_dtype) @ weight.to(compute_dtype).t()
@@ -128,8 +131,9 @@ class _ChunkedHeadFunction(torch.autograd.Function):
             ]
             grad_hidden = torch.empty_like(hidden) if wants[0] else None
             # Summing the chunks' head gradients in fp32 keeps bf16 heads from losing small contributions
-            head_sums = [torch.zeros_like(t, dtype=torch.float32) if t is not None and t.requires_grad else None
-                         for t in leaves]
+            head_sums = [
+                torch.zeros_like(t, dtype=torch.float32) if t is not None and t.requires_grad else None for t in leaves
+            ]
             for start in range(0, hidden.shape[0], ctx.chunk_rows):
                 rows = slice(start, start + ctx.chunk_rows)
                 chunk = hidden[rows].detach().requires_grad_(wants[0])
@@ -157,7 +161,7 @@ def chunked_head_loss(
     labels: torch.Tensor,
     loss_fn: PerTokenLoss,
     chunk_rows: int | None = None,
-    transform: LogitTransform = LogitTransform(),
+    transform: LogitTransform = PLAIN_LOGITS,
 ) -> HeadOutput:
     """Evaluate ``loss_fn(logits, labels)`` per token for ``logits = hidden @ weight.T (+ bias)``, chunk by chunk.
 
