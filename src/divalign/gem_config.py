@@ -1,0 +1,35 @@
+"""Configuration of the GEM SFT trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .loss_head_config import LossHeadSFTConfig, require_number
+from .losses import GEM_WEIGHTINGS
+
+
+@dataclass
+class GEMConfig(LossHeadSFTConfig):
+    """[`~trl.SFTConfig`] for [`GEMTrainer`]: entropy-regularised distribution matching.
+
+    Li et al., "Preserving Diversity in Supervised Fine-Tuning of Large Language Models", ICLR 2025,
+    arXiv:2408.16673.
+    """
+
+    gem_beta: float = field(
+        default=0.7,
+        metadata={"help": "Temperature β > 0 of the target distribution softmax(z / β); 1 gives the CE gradient."},
+    )
+    gem_h: str = field(
+        default="linear",
+        metadata={
+            "help": "Weighting h: 'linear' (the paper's default) or 'logsigmoid' (the authors' training scripts).",
+            "choices": list(GEM_WEIGHTINGS),
+        },
+    )
+
+    def __post_init__(self):
+        self.gem_beta = require_number("gem_beta", self.gem_beta, minimum=0.0, inclusive=False)
+        if self.gem_h not in GEM_WEIGHTINGS:
+            raise ValueError(f"`gem_h` must be one of {GEM_WEIGHTINGS}, got {self.gem_h!r}")
+        super().__post_init__()

@@ -1,0 +1,58 @@
+"""Settings shared by the SFT trainers whose loss runs in divalign's chunked LM head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from numbers import Real
+
+from trl import SFTConfig
+
+LOSS_HEADS = ("auto", "reference", "fused")
+
+
+def require_number(name: str, value: object, *, minimum: float, inclusive: bool) -> float:
+    """Return ``value`` as a float, or raise a ``ValueError`` naming the key and the allowed range."""
+    bound = f">= {minimum}" if inclusive else f"> {minimum}"
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"`{name}` must be a number {bound}, got {value!r} ({type(value).__name__})")
+    if value < minimum or (value == minimum and not inclusive):
+        raise ValueError(f"`{name}` must be {bound}, got {value}")
+    return float(value)
+
+
+@dataclass
+class LossHeadSFTConfig(SFTConfig):
+    """[`~trl.SFTConfig`] plus the knobs of divalign's chunked loss head.
+
+    The SFT loss itself is replaced, so `loss_type` must stay `"nll"` (its default) and label smoothing is refused.
+    """
+
+    loss_head: str = field(
+        default="auto",
+        metadata={
+            "help": "Loss head implementation: 'auto' (fused kernel on CUDA, plain PyTorch elsewhere), 'reference' "
+            "(plain chunked PyTorch) or 'fused'.",
+            "choices": list(LOSS_HEADS),
+        },
+    )
+    loss_chunk_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "Token rows projected through the LM head at once. Default: as many as keep one fp32 "
+            "(rows, vocab) block near 128 MiB."
+        },
+    )
+
+    def __post_init__(self):
+        if self.loss_head not in LOSS_HEADS:
+            raise ValueError(f"`loss_head` must be one of {LOSS_HEADS}, got {self.loss_head!r}")
+        if self.loss_chunk_rows is not None:
+            require_number("loss_chunk_rows", self.loss_chunk_rows, minimum=1, inclusive=True)
+        if self.loss_type != "nll":
+            raise ValueError(
+                f"`loss_type={self.loss_type!r}` cannot be combined with {type(self).__name__}: the trainer's own loss "
+                "replaces TRL's. Leave `loss_type` at 'nll' or use `trainer: sft`."
+            )
+        if self.label_smoothing_factor:
+            raise ValueError(f"`label_smoothing_factor` is not supported by {type(self).__name__}; set it to 0.")
+        super().__post_init__()

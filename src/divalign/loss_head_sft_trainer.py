@@ -1,0 +1,91 @@
+"""SFT trainer whose per-token loss runs in divalign's chunked LM head (base of TOFU and GEM)."""
+
+from __future__ import annotations
+
+import torch
+from accelerate.utils import is_peft_model
+from trl import SFTTrainer
+
+from .chunked_head import chunked_head_loss
+from .loss_head_config import LossHeadSFTConfig
+from .loss_head_forward import LossHeadOutput, add_loss_head
+from .losses import LossSpec
+
+
+def select_head(mode: str, device: torch.device):
+    """The head implementation for ``mode`` ('auto', 'reference', 'fused') on ``device``."""
+    if mode == "reference":
+        return chunked_head_loss
+    try:
+        from .fused_head import select_head as select_fused
+    except ImportError:
+        if mode == "fused":
+            raise
+        return chunked_head_loss
+    return select_fused(mode, device)
+
+
+class LossHeadSFTTrainer(SFTTrainer):
+    """[`~trl.SFTTrainer`] whose loss is :meth:`loss_spec`, evaluated in one forward without full logits.
+
+    `compute_loss` sums the per-token losses over trainable tokens and divides by `num_items_in_batch` (by their count
+    when it is `None`), times the number of processes under `average_tokens_across_devices` — the reduction of TRL's
+    `nll` loss, so gradient accumulation and data parallelism behave the same. It logs `nll`, `entropy`,
+    `mean_token_accuracy` and `num_tokens` like TRL, from the same forward.
+    """
+
+    args: LossHeadSFTConfig
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("compute_loss_func") is not None:
+            raise ValueError(f"{type(self).__name__} computes its own loss; `compute_loss_func` cannot be passed.")
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, LossHeadSFTConfig):
+            raise TypeError(f"{type(self).__name__} needs a {LossHeadSFTConfig.__name__} subclass as `args`")
+        base = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        head = select_head(self.args.loss_head, self.args.device)
+        add_loss_head(base, self.loss_spec(), head=head, chunk_rows=self.args.loss_chunk_rows)
+
+    def loss_spec(self) -> LossSpec:
+        raise NotImplementedError
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        inputs["use_cache"] = False
+        outputs: LossHeadOutput = model(**inputs, loss_head=True)
+        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        # Clamped so that a batch without trainable tokens reduces to a finite zero rather than 0 / 0
+        loss = outputs.per_token_loss.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts every rank's tokens while DDP averages the gradients over ranks
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        self._record_head_metrics(mode, outputs)
+        if mode == "train":
+            self._count_train_tokens(inputs)
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            return loss, outputs
+        return loss
+
+    def _record_head_metrics(self, mode: str, outputs: LossHeadOutput) -> None:
+        gather = self.accelerator.gather_for_metrics
+        num_valid = gather(outputs.label_mask.sum()).sum()
+        sums = {
+            "nll": outputs.nll.detach().sum(),
+            "entropy": outputs.entropy.detach().sum(),
+            "mean_token_accuracy": outputs.is_top1.sum(),
+        }
+        for name, local_sum in sums.items():
+            total = gather(local_sum).sum()
+            self._metrics[mode][name].append((total / num_valid).item() if num_valid > 0 else 0.0)
+
+    def _count_train_tokens(self, inputs: dict) -> None:
+        if "attention_mask" in inputs:
+            local = inputs["attention_mask"].sum()
+        elif "position_ids" in inputs:  # padding-free batches carry no attention mask
+            local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+        else:
+            raise ValueError("Expected 'attention_mask' or 'position_ids' in the batch")
+        self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item() // self._tp_size

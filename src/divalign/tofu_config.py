@@ -1,0 +1,30 @@
+"""Configuration of the TOFU SFT trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .loss_head_config import LossHeadSFTConfig, require_number
+
+
+@dataclass
+class TOFUConfig(LossHeadSFTConfig):
+    """[`~trl.SFTConfig`] for [`TOFUTrainer`]: tempered focal loss.
+
+    Klypa & Cherednichenko, "Diversity in Large Language Models under Supervised Fine-Tuning", arXiv:2605.00195.
+    The defaults are the values the authors fix across all models and benchmarks.
+    """
+
+    tofu_gamma: float = field(
+        default=3.0,
+        metadata={"help": "Focusing exponent γ ≥ 0 of the token weight g(p, γ); 0 turns TOFU into GEM-linear."},
+    )
+    tofu_beta: float = field(
+        default=0.8,
+        metadata={"help": "Temperature β > 0 of the tempered distribution softmax(z / β); 1 gives focal loss."},
+    )
+
+    def __post_init__(self):
+        self.tofu_gamma = require_number("tofu_gamma", self.tofu_gamma, minimum=0.0, inclusive=True)
+        self.tofu_beta = require_number("tofu_beta", self.tofu_beta, minimum=0.0, inclusive=False)
+        super().__post_init__()
