@@ -1,0 +1,92 @@
+"""NLI diversity (Stasaski & Hearst, "Semantic Diversity in Dialogue with Natural Language Inference", NAACL 2022).
+
+An NLI model judges every ordered pair of samples; contradiction counts as diverse, entailment as redundant.
+Expensive (K(K − 1) cross-encoder passes per prompt): meant for offline evaluation, not training-time logging.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+DEFAULT_NLI_MODEL = "FacebookAI/roberta-large-mnli"  # the model used in the Olmo-3 diversity study
+
+
+class NLIScorer:
+    """Lazily loaded NLI cross-encoder returning P(entailment), P(neutral), P(contradiction) per pair.
+
+    The model is loaded on first use, so building a scorer costs nothing when the `nli` metric is never computed.
+    """
+
+    def __init__(self, model_name_or_path: str = DEFAULT_NLI_MODEL, device: str | None = None, batch_size: int = 32):
+        self.model_name_or_path = model_name_or_path
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._label_index: tuple[int, int, int] | None = None
+
+    def load(self) -> None:
+        """Load the model now (e.g. to fail fast before a long sampling run); otherwise done on first use."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
+            model = AutoModelForSequenceClassification.from_pretrained(self.model_name_or_path)
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"Could not load NLI model {self.model_name_or_path!r}: expected a local directory or cached Hub id "
+                f"of a sequence-classification model with entailment/neutral/contradiction labels. Cause: {err}"
+            ) from err
+        self._label_index = _label_indices(model.config.id2label, self.model_name_or_path)
+        self._model = model.to(self.device or "cpu").eval()
+
+    def probabilities(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+        """(n, 3) array of [P(entailment), P(neutral), P(contradiction)] for each (premise, hypothesis) pair."""
+        import torch
+
+        if self._model is None:
+            self.load()
+        rows = []
+        for start in range(0, len(premises), self.batch_size):
+            batch = self._tokenizer(
+                list(premises[start : start + self.batch_size]),
+                list(hypotheses[start : start + self.batch_size]),
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+            ).to(self._model.device)
+            with torch.no_grad():
+                probs = self._model(**batch).logits.float().softmax(-1)
+            rows.append(probs[:, list(self._label_index)].cpu().numpy())
+        return np.concatenate(rows) if rows else np.zeros((0, 3))
+
+
+def _label_indices(id2label: dict[int, str], name: str) -> tuple[int, int, int]:
+    """Indices of the entailment, neutral and contradiction logits, read from the model config's label names."""
+    found: dict[str, int] = {}
+    for idx, label in id2label.items():
+        for key in ("entail", "neutral", "contradict"):
+            if str(label).lower().startswith(key):
+                found[key] = int(idx)
+    if len(found) != 3:
+        raise ValueError(
+            f"NLI model {name!r} has labels {dict(id2label)}; expected entailment, neutral and contradiction labels."
+        )
+    return found["entail"], found["neutral"], found["contradict"]
+
+
+def nli_diversity(texts: Sequence[str], scorer: NLIScorer) -> float:
+    """Confidence-weighted NLI diversity: mean over ordered pairs i ≠ j of P(contradiction) − P(entailment).
+
+    Stasaski & Hearst (2022) sum +1/−1 over the predicted labels; averaging the probabilities over pairs keeps the
+    score in [−1, 1] and comparable across K. Higher = more diverse. NaN for fewer than two samples.
+    """
+    pairs = [(a, b) for i, a in enumerate(texts) for j, b in enumerate(texts) if i != j]
+    if not pairs:
+        return math.nan
+    probs = scorer.probabilities([p for p, _ in pairs], [h for _, h in pairs])
+    return float(np.mean(probs[:, 2] - probs[:, 0]))
