@@ -406,10 +406,10 @@ def _fused_head(hidden, weight, bias, labels, loss_fn, chunk_rows=None, transfor
 
 
 def _triton_head(hidden, weight, bias, labels, loss_fn, chunk_rows=None, transform=PLAIN_LOGITS) -> HeadOutput:
-    from .fused_head_triton import triton_head_loss  # imported lazily: Triton is optional
-
     if not isinstance(loss_fn, LossSpec) or hidden.device.type != "cuda":
         return _fused_head(hidden, weight, bias, labels, loss_fn, chunk_rows, transform)
+    from .fused_head_triton import triton_head_loss  # imported lazily: Triton is optional
+
     return triton_head_loss(hidden, weight, bias, labels, loss_fn, None, transform)
 
 
