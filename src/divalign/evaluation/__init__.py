@@ -1,0 +1,247 @@
+"""Offline diversity evaluation of a model lineage (e.g. base → SFT → DPO): `divalign eval` and `evaluate_lineage`.
+
+Each model samples K completions per prompt; `divalign.diversity` scores them; results are written as JSON, a
+markdown table with bootstrap CIs over prompts, and a PNG grid across the lineage. With a verifier it also reports
+quality, diversity over correct samples only, and the quality-control vs narrowing split of Karouzos et al.
+("Where does output diversity collapse in post-training?", arXiv 2604.16027).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, REGISTRY, NLIScorer, load_embedder, validate_metrics
+from ..diversity.aggregate import bootstrap_ci, summarize
+from ..diversity.registry import DiversityScores, score_groups
+from .prompts import PromptRecord, load_prompts, load_verifier
+from .report import write_results, write_samples
+from .sampling import GenerationConfig, Samples, check_model_path, sample_model
+
+__all__ = ["GenerationConfig", "add_parser", "evaluate_lineage", "load_prompts", "parse_model_spec", "run"]
+
+AnswerVerifier = Callable[[str, "str | None"], bool]
+_ANSWER_METRICS = ("unique_answers", "pass_at_1", "pass_at_k")
+
+
+class _CachedEmbedder:
+    """Memoises embeddings so re-scoring the correct-only subset does not re-encode texts already embedded."""
+
+    def __init__(self, embedder: Any):
+        self.embedder = embedder
+        self.cache: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing:
+            self.cache.update(zip(missing, np.asarray(self.embedder.encode(missing)), strict=True))
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self.cache[t] for t in texts])
+
+
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """`NAME=PATH` → (NAME, PATH); a bare PATH is named after its last path component."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        path, name = spec, Path(spec.rstrip("/")).name or spec
+    if not name or not path:
+        raise ValueError(f"--model {spec!r}: expected NAME=PATH")
+    return name, path
+
+
+def _stats(scores: DiversityScores, n_bootstrap: int, seed: int) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, values in scores.per_prompt.items():
+        low, high = bootstrap_ci(values, n_resamples=n_bootstrap, seed=seed)
+        out[name] = {**summarize(values), "ci_low": low, "ci_high": high}
+        if name in scores.across:
+            out[name]["across"] = scores.across[name]
+    return out
+
+
+def _lists(scores: DiversityScores) -> dict[str, list[float]]:
+    """Per-prompt values, kept in results.json so any aggregate can be recomputed or paired later."""
+    return {name: values.tolist() for name, values in scores.per_prompt.items()}
+
+
+def _correct_subset(samples: Samples, correct: list[list[bool]]) -> tuple[list[list[str]], list[list[list[int]]]]:
+    texts = [[t for t, ok in zip(g, c, strict=True) if ok] for g, c in zip(samples.texts, correct, strict=True)]
+    ids = [[t for t, ok in zip(g, c, strict=True) if ok] for g, c in zip(samples.token_ids, correct, strict=True)]
+    return texts, ids
+
+
+def _paired_mean(values: list[float], mask: np.ndarray) -> float:
+    return float(np.mean(np.asarray(values, dtype=np.float64)[mask])) if mask.any() else math.nan
+
+
+def _split(base: dict[str, Any], model: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Diversity drop relative to the base, on all samples vs on correct samples only (Karouzos et al.): the drop
+    that survives restricting to correct samples is genuine narrowing, the rest is quality control (the model stops
+    producing wrong — and therefore different — answers).
+
+    Both drops are averaged over the same prompts: those where the correct-only value is defined for both models
+    (e.g. at least two correct samples for a pairwise metric); otherwise the two drops would average different
+    prompt sets and their difference would mix in prompt difficulty.
+    """
+    out = {}
+    for name in model["correct_only"]:
+        sign = REGISTRY[name].direction
+        per = [base["per_prompt"]["all"][name], model["per_prompt"]["all"][name],
+               base["per_prompt"]["correct_only"][name], model["per_prompt"]["correct_only"][name]]  # fmt: skip
+        mask = np.logical_and.reduce([~np.isnan(np.asarray(v, dtype=np.float64)) for v in per])
+        base_all, model_all, base_ok, model_ok = (_paired_mean(v, mask) for v in per)
+        drop_all, narrowing = sign * (base_all - model_all), sign * (base_ok - model_ok)
+        share = narrowing / drop_all if drop_all and not math.isnan(drop_all) else math.nan
+        out[name] = {"drop_all": drop_all, "narrowing": narrowing, "quality_control": drop_all - narrowing,
+                     "narrowing_share": share, "num_prompts": int(mask.sum())}  # fmt: skip
+    return out
+
+
+def _score_model(
+    samples: Samples, records: list[PromptRecord], metrics: list[str], resources: dict[str, Any], n_bootstrap: int,
+    seed: int, verifier: AnswerVerifier | None,
+) -> dict[str, Any]:  # fmt: skip
+    def prompt_verifier(text: str, index: int) -> bool:
+        return bool(verifier(text, records[index].answer))
+
+    common = {"vocab_size": samples.vocab_size, **resources}
+    scores = score_groups(samples.texts, samples.token_ids, metrics=metrics, verifier=verifier and prompt_verifier,
+                          **common)  # fmt: skip
+    result: dict[str, Any] = {"metrics": _stats(scores, n_bootstrap, seed), "per_prompt": {"all": _lists(scores)}}
+    if verifier is None:
+        return result
+    correct = [[prompt_verifier(t, i) for t in g] for i, g in enumerate(samples.texts)]
+    accuracy = [float(np.mean(c)) if c else math.nan for c in correct]
+    low, high = bootstrap_ci(accuracy, n_resamples=n_bootstrap, seed=seed)
+    result["quality"] = {**summarize(accuracy), "ci_low": low, "ci_high": high}
+    diversity_metrics = [m for m in metrics if REGISTRY[m].direction != 0]
+    texts, ids = _correct_subset(samples, correct)
+    correct_scores = score_groups(texts, ids, metrics=diversity_metrics, **common)
+    result["correct_only"] = _stats(correct_scores, n_bootstrap, seed)
+    result["per_prompt"]["correct_only"] = _lists(correct_scores)
+    result["per_prompt"]["accuracy"] = accuracy
+    return result
+
+
+def _resolve_metrics(metrics: Sequence[str] | None, has_verifier: bool) -> list[str]:
+    if metrics is None:
+        return list(DEFAULT_EVAL_METRICS) + (list(_ANSWER_METRICS) if has_verifier else [])
+    return validate_metrics(metrics)
+
+
+def _load_resources(metrics: list[str], embedding_model: str, nli_model: str, device: str | None) -> dict[str, Any]:
+    """Load the embedder / NLI model before sampling, so a bad name fails in seconds, not after hours of sampling."""
+    resources: dict[str, Any] = {}
+    if any("embedder" in REGISTRY[m].needs for m in metrics):
+        resources["embedder"] = _CachedEmbedder(load_embedder(embedding_model, device=device))
+    if "nli" in metrics:
+        scorer = NLIScorer(nli_model, device=device)
+        scorer.load()
+        resources["nli_scorer"] = scorer
+    return resources
+
+
+def evaluate_lineage(
+    models: list[tuple[str, str]],
+    prompts_path: str | Path,
+    *,
+    num_samples: int = 16,
+    max_new_tokens: int = 256,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    metrics: Sequence[str] | None = None,
+    embedding_model: str = "all-MiniLM-L6-v2",
+    nli_model: str = DEFAULT_NLI_MODEL,
+    verifier: str | AnswerVerifier | None = None,
+    backend: str = "auto",
+    batch_size: int = 8,
+    device: str | None = None,
+    n_bootstrap: int = 1000,
+    out_dir: str | Path = "eval_results",
+) -> dict[str, Any]:
+    """Sample from each (name, path) model in lineage order, score diversity, write results into `out_dir`.
+
+    `verifier` is `module:function` or a callable `fn(completion, reference_answer) -> bool`; the reference is the
+    prompt's `answer` field. Returns the dict written to results.json.
+    """
+    if not models:
+        raise ValueError("evaluate_lineage needs at least one model")
+    names = [n for n, _ in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Model names must be unique, got {names}")
+    for name, path in models:
+        check_model_path(name, path)
+    records = load_prompts(prompts_path)
+    answer_verifier = load_verifier(verifier) if isinstance(verifier, str) else verifier
+    metric_names = _resolve_metrics(metrics, answer_verifier is not None)
+    resources = _load_resources(metric_names, embedding_model, nli_model, device)
+    cfg = GenerationConfig(num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature,
+                           top_p=top_p, seed=seed, batch_size=batch_size, backend=backend, device=device)  # fmt: skip
+    out_dir = Path(out_dir)
+    results: dict[str, Any] = {"config": {"metrics": metric_names, "num_prompts": len(records),
+                                          "num_samples": num_samples, "max_new_tokens": max_new_tokens,
+                                          "temperature": temperature, "top_p": top_p, "seed": seed,
+                                          "prompts": str(prompts_path), "embedding_model": embedding_model,
+                                          "verifier": None if verifier is None else str(verifier)},
+                               "models": []}  # fmt: skip
+    for name, path in models:
+        samples = sample_model(name, path, records, cfg)
+        write_samples(out_dir, name, [r.prompt for r in records], samples.texts)
+        scored = _score_model(samples, records, metric_names, resources, n_bootstrap, seed, answer_verifier)
+        results["models"].append({"name": name, "path": path, **scored})
+    if answer_verifier is not None:
+        for model in results["models"][1:]:
+            model["split"] = _split(results["models"][0], model)
+    results["files"] = {k: str(v) for k, v in write_results(results, out_dir).items()}
+    return results
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `divalign eval`."""
+    parser = subparsers.add_parser(
+        "eval", help="sample from a model lineage and score output diversity",
+        description="Sample K completions per prompt from each model and score their diversity (divalign.diversity).",
+    )  # fmt: skip
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
+                        help="model checkpoint, repeat in lineage order (e.g. --model base=... --model sft=...)")  # fmt: skip
+    parser.add_argument("--prompts", required=True, help=".jsonl (`prompt`, optional `answer`) or .txt file")
+    parser.add_argument("--samples", type=int, default=16, help="samples per prompt (K)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--metrics", nargs="+", default=None,
+                        help=f"metric names (space or comma separated; default: {' '.join(DEFAULT_EVAL_METRICS)})")  # fmt: skip
+    parser.add_argument("--embedding-model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--nli-model", default=DEFAULT_NLI_MODEL, help="used only when `nli` is among the metrics")
+    parser.add_argument("--verifier", default=None, metavar="MODULE:FUNCTION",
+                        help="fn(completion, answer) -> bool, e.g. divalign.diversity.answers:final_answer_matches")  # fmt: skip
+    parser.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI")
+    parser.add_argument("--out", default="eval_results", help="output directory")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `divalign eval` from parsed arguments."""
+    metrics = None if args.metrics is None else [m for arg in args.metrics for m in arg.split(",") if m]
+    results = evaluate_lineage(
+        [parse_model_spec(s) for s in args.model], args.prompts, num_samples=args.samples,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        metrics=metrics, embedding_model=args.embedding_model, nli_model=args.nli_model, verifier=args.verifier,
+        backend=args.backend, batch_size=args.batch_size, device=args.device, n_bootstrap=args.bootstrap,
+        out_dir=args.out,
+    )  # fmt: skip
+    for kind, path in results["files"].items():
+        print(f"{kind}: {path}")
+    return 0

@@ -1,0 +1,118 @@
+"""Writing `divalign eval` results: results.json, results.md (table with bootstrap CIs) and a PNG grid."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+_SPLIT_NOTE = (
+    "drop_all = diversity lost vs the first model over all samples (sign-adjusted: positive = less diverse); "
+    "narrowing = the drop over correct samples only; quality_control = drop_all − narrowing. Both are averaged over "
+    "the num_prompts prompts where the correct-only value is defined for both models."
+)
+
+
+def _fmt(value: float | None) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _cell(stats: dict[str, float]) -> str:
+    return f"{_fmt(stats['mean'])} [{_fmt(stats['ci_low'])}, {_fmt(stats['ci_high'])}]"
+
+
+def _table(rows: list[tuple[str, dict[str, str]]], columns: list[str]) -> list[str]:
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cells.get(c, "") for c in columns) + " |" for name, cells in rows]
+    return lines
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN is not valid JSON; write it as null."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    models, metrics = results["models"], results["config"]["metrics"]
+    lines = ["# Diversity evaluation", "", f"{results['config']['num_prompts']} prompts × "
+             f"{results['config']['num_samples']} samples; mean over prompts [bootstrap 95% CI over prompts].", ""]  # fmt: skip
+    lines += _table([(m["name"], {k: _cell(v) for k, v in m["metrics"].items()}) for m in models], metrics)
+    across_cols = [k for k in metrics if "across" in models[0]["metrics"].get(k, {})]
+    if across_cols:
+        lines += ["", "## Across prompts (first sample of each prompt)", ""]
+        lines += _table([(m["name"], {k: _fmt(m["metrics"][k]["across"]) for k in across_cols}) for m in models],
+                        across_cols)  # fmt: skip
+    if "quality" in models[0]:
+        lines += ["", "## Quality and diversity over correct samples only", ""]
+        correct_cols = list(models[0]["correct_only"])
+        rows = [(m["name"], {"accuracy": _cell(m["quality"]), **{k: _cell(v) for k, v in m["correct_only"].items()}})
+                for m in models]  # fmt: skip
+        lines += _table(rows, ["accuracy", *correct_cols])
+        lines += ["", f"## Quality control vs narrowing (Karouzos et al., arXiv 2604.16027), relative to {models[0]['name']}",
+                  "", _SPLIT_NOTE, ""]  # fmt: skip
+        split_rows = [(f"{m['name']} / {k}", {c: _fmt(v[c]) for c in v}) for m in models[1:]
+                      for k, v in m.get("split", {}).items()]  # fmt: skip
+        lines += _table(split_rows, ["drop_all", "narrowing", "quality_control", "narrowing_share", "num_prompts"])
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_chart(results: dict[str, Any], path: Path) -> None:
+    """One subplot per metric, x = models in lineage order, mean with bootstrap CI error bars."""
+    from matplotlib.figure import Figure  # the Figure API needs no GUI backend
+
+    names = [m["name"] for m in results["models"]]
+    metrics = results["config"]["metrics"]
+    ncols = min(4, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig = Figure(figsize=(4 * ncols, 3 * nrows))
+    fig.subplots_adjust(
+        left=0.05, right=0.98, bottom=0.06, top=0.95, hspace=0.6, wspace=0.3
+    )  # fixed spacing: constrained layout triples the drawing time
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    series = [("all samples", "metrics")] + (
+        [("correct only", "correct_only")] if "quality" in results["models"][0] else []
+    )
+    for ax, metric in zip(axes, metrics, strict=False):
+        for label, key in series:
+            stats = [m[key].get(metric) for m in results["models"]]
+            if any(s is None for s in stats):
+                continue
+            mean = [s["mean"] for s in stats]
+            err = [[max(s["mean"] - s["ci_low"], 0) for s in stats], [max(s["ci_high"] - s["mean"], 0) for s in stats]]
+            ax.errorbar(range(len(names)), mean, yerr=err, marker="o", capsize=3, label=label)
+        ax.set_title(metric)
+        ax.set_xticks(range(len(names)), names, rotation=30)
+        if len(series) > 1:
+            ax.legend(fontsize="small")
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    fig.savefig(path, dpi=100)
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write results.json, results.md and diversity.png into `out_dir`; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "chart": out_dir / "diversity.png"}
+    paths["json"].write_text(json.dumps(_json_safe(results), indent=2) + "\n", encoding="utf-8")
+    write_markdown(results, paths["markdown"])
+    write_chart(results, paths["chart"])
+    return paths
+
+
+def write_samples(out_dir: Path, name: str, prompts: list[Any], texts: list[list[str]]) -> Path:
+    """Keep the raw completions next to the scores, so any number can be traced back to text."""
+    path = out_dir / "samples" / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for prompt, group in zip(prompts, texts, strict=True):
+            f.write(json.dumps({"prompt": prompt, "samples": group}, ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,124 @@
+"""`divalign eval` end to end on two tiny local checkpoints (CPU, offline)."""
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+from divalign.cli import main
+from divalign.diversity import DEFAULT_EVAL_METRICS
+from divalign.diversity.answers import final_answer_matches
+from divalign.evaluation import evaluate_lineage, load_prompts, parse_model_spec
+from divalign.evaluation.prompts import load_verifier
+from tiny import save_tiny_model
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def lineage(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lineage")
+    return [("base", str(save_tiny_model(root / "base", seed=0))), ("sft", str(save_tiny_model(root / "sft", seed=1)))]
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    rows = [
+        {"prompt": "say a word", "answer": "w1"},
+        {"prompt": [{"role": "user", "content": "say a word w2"}], "answer": "w2"},
+        {"prompt": "say w3"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_cli_writes_every_model_and_metric(lineage, prompts, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["eval", "--prompts", str(prompts), "--samples", "3", "--max-new-tokens", "8", "--bootstrap", "100",
+            "--backend", "hf", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    for name, path in lineage:
+        argv += ["--model", f"{name}={path}"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == ["base", "sft"]
+    assert results["config"]["metrics"] == list(DEFAULT_EVAL_METRICS)
+    for model in results["models"]:
+        assert set(model["metrics"]) == set(DEFAULT_EVAL_METRICS)
+        for stats in model["metrics"].values():
+            assert {"mean", "p10", "p90", "ci_low", "ci_high"} <= stats.keys()
+        sbert = model["metrics"]["sbert"]
+        assert sbert["ci_low"] <= sbert["mean"] <= sbert["ci_high"]
+    table = (out / "results.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| model |"))
+    assert all(f" {m} |" in header for m in DEFAULT_EVAL_METRICS)
+    assert "| base |" in table and "| sft |" in table
+    assert (out / "diversity.png").read_bytes()[:8] == PNG_MAGIC
+    samples = [json.loads(line) for line in (out / "samples" / "sft.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 and all(len(s["samples"]) == 3 for s in samples)
+    assert "results.md" in capsys.readouterr().out
+
+
+def test_evaluate_lineage_with_verifier_reports_quality_and_split(lineage, prompts, tmp_path):
+    def verifier(completion, answer):  # deterministic and mixed: about half the samples count as correct
+        return len(completion) % 2 == 0
+
+    results = evaluate_lineage(
+        lineage, prompts, num_samples=3, max_new_tokens=8, metrics=["distinct_1", "exact_dup_rate", "length_mean"],
+        verifier=verifier, backend="hf", device="cpu", n_bootstrap=50, out_dir=tmp_path / "v",
+    )  # fmt: skip
+    base, sft = results["models"]
+    assert 0.0 <= base["quality"]["mean"] <= 1.0
+    assert set(base["correct_only"]) == {"distinct_1", "exact_dup_rate"}  # length is not a diversity score
+    split = sft["split"]["distinct_1"]
+    assert split["quality_control"] == pytest.approx(split["drop_all"] - split["narrowing"])
+    assert "split" not in base
+    assert 0 <= split["num_prompts"] <= 3
+    assert len(sft["per_prompt"]["correct_only"]["distinct_1"]) == 3
+    table = (tmp_path / "v" / "results.md").read_text()
+    assert "Quality control vs narrowing" in table and "sft / distinct_1" in table
+
+
+def test_missing_prompts_file_is_a_clear_error(lineage, tmp_path, capsys):
+    missing = tmp_path / "nope.jsonl"
+    assert main(["eval", "--model", f"base={lineage[0][1]}", "--prompts", str(missing), "--out", str(tmp_path)]) == 2
+    assert f"Prompts file not found: {missing}" in capsys.readouterr().err
+
+
+def test_bad_model_path_is_a_clear_error(prompts, tmp_path, capsys):
+    bad = tmp_path / "no-checkpoint"
+    assert main(["eval", "--model", f"sft={bad}", "--prompts", str(prompts), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'sft'" in err and str(bad) in err
+
+
+def test_empty_prompts_and_unknown_metric_are_errors(lineage, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match=f"{empty} contains no prompts"):
+        load_prompts(empty)
+    (tmp_path / "p.txt").write_text("hello\n")
+    with pytest.raises(ValueError, match="bogus"):
+        evaluate_lineage(lineage[:1], tmp_path / "p.txt", metrics=["bogus"], out_dir=tmp_path)
+
+
+def test_prompt_file_formats(tmp_path):
+    txt = tmp_path / "p.txt"
+    txt.write_text("first prompt\n\nsecond prompt\n")
+    assert [r.prompt for r in load_prompts(txt)] == ["first prompt", "second prompt"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no prompt field"}\n')
+    with pytest.raises(ValueError, match=f"{bad}:1.*'prompt'"):
+        load_prompts(bad)
+    assert parse_model_spec("sft=/ckpt/sft") == ("sft", "/ckpt/sft")
+    assert parse_model_spec("/ckpt/dpo/") == ("dpo", "/ckpt/dpo/")
+
+
+def test_verifier_spec():
+    assert load_verifier("divalign.diversity.answers:final_answer_matches") is final_answer_matches
+    with pytest.raises(ValueError, match="module:function"):
+        load_verifier("no_colon")
+    with pytest.raises(ValueError, match="no callable 'nope'"):
+        load_verifier("divalign.diversity.answers:nope")
