@@ -1,9 +1,14 @@
-"""Tiny local models, tokenizers and datasets for the trainer tests (no Hub access)."""
+"""Tiny local model, tokenizer and dataset for the offline smoke recipe and the tests (no Hub access).
+
+python -m divalign.smoke runs/smoke     # then: python -m divalign.train recipes/smoke/tofu_smoke.yaml
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 import torch
@@ -13,7 +18,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 WORDS = [f"w{i}" for i in range(40)] + ["user", "assistant", "say", "a", "word", ":"]
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] }} : {{ message['content'] }} </s> {% endfor %}"
+    "{% for message in messages %}{{ message['role'] }} : "
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] }} </s>{% endgeneration %}"
+    "{% else %}{{ message['content'] }} </s>{% endif %} {% endfor %}"
     "{% if add_generation_prompt %}assistant : {% endif %}"
 )
 
@@ -72,3 +79,28 @@ def prompt_completion_rows(count: int = 32, seed: int = 0) -> list[dict]:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+def messages_rows(count: int = 32, seed: int = 0) -> list[dict]:
+    """The same conversations as :func:`prompt_completion_rows`, as one ``messages`` list per row."""
+    return [{"messages": row["prompt"] + row["completion"]} for row in prompt_completion_rows(count, seed)]
+
+
+def build_smoke_assets(directory: Path, rows: int = 64) -> Path:
+    """Write ``model/`` (tiny Llama + tokenizer) and ``train.jsonl`` under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tiny_model(directory / "model")
+    write_jsonl(directory / "train.jsonl", prompt_completion_rows(rows))
+    return directory
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the offline smoke-recipe model and data.")
+    parser.add_argument("out", nargs="?", default="runs/smoke", type=Path)
+    args = parser.parse_args(argv)
+    print(f"smoke assets in {build_smoke_assets(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
