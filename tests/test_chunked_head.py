@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from divalign.chunked_head import LogitTransform, chunked_head_loss, default_chunk_rows
+from divalign.chunked_head import PLAIN_LOGITS, LogitTransform, chunked_head_loss, default_chunk_rows
 from divalign.losses import LossSpec
 
 SPECS = [LossSpec("tofu", 0.8, 3.0), LossSpec("gem", 0.7), LossSpec("gem", 0.7, h="logsigmoid"), LossSpec("ce")]
@@ -20,7 +20,7 @@ def leaves(n=29, hidden=12, vocab=37, bias=True, seed=0):
     return h, w, b, labels
 
 
-def full_logits(h, w, b, transform=LogitTransform()):
+def full_logits(h, w, b, transform=PLAIN_LOGITS):
     z = h @ w.t() + (0 if b is None else b)
     z = z * transform.scale
     return z if transform.softcap is None else transform.softcap * torch.tanh(z / transform.softcap)
@@ -84,7 +84,7 @@ def test_all_masked_input_gives_zero_loss_and_gradient():
 
 
 def test_bf16_hidden_states_keep_their_dtype_in_gradients():
-    h, w, b, labels = leaves()
+    h, w, _, labels = leaves()
     h16, w16 = h.detach().bfloat16().requires_grad_(), w.detach().bfloat16().requires_grad_()
     out = chunked_head_loss(h16, w16, None, labels, LossSpec("tofu", 0.8, 3.0), chunk_rows=7)
     out.loss.sum().backward()
