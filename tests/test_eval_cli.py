@@ -127,6 +127,14 @@ def test_empty_prompts_and_unknown_metric_are_errors(lineage, tmp_path):
     (tmp_path / "p.txt").write_text("hello\n")
     with pytest.raises(ValueError, match="bogus"):
         evaluate_lineage(lineage[:1], tmp_path / "p.txt", metrics=["bogus"], out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"pass_at_1.*verifier"):
+        evaluate_lineage(lineage[:1], tmp_path / "p.txt", metrics=["pass_at_1"], out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"pass_at_8.*--samples 4"):
+        evaluate_lineage(lineage[:1], tmp_path / "p.txt", metrics=["pass_at_8"], num_samples=4, verifier=bool,
+                         out_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        evaluate_lineage(lineage[:1], tmp_path / "p.txt", temperature=0.0, out_dir=tmp_path)
+    assert not (tmp_path / "results.json").exists()  # every check ran before sampling
 
 
 def test_prompt_file_formats(tmp_path):

@@ -114,7 +114,8 @@ def validate_metrics(metrics: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(metrics))
 
 
-def _check_requirements(names: list[str], available: set[str]) -> None:
+def check_requirements(names: Sequence[str], available: set[str]) -> None:
+    """ValueError naming the first metric whose resources (token_ids, embedder, ...) are not in `available`."""
     hints = {
         "token_ids": "token_ids (the policy's token ids of every sample)",
         "vocab_size": "vocab_size (the tokenizer's vocabulary size, e.g. len(tokenizer))",
@@ -213,7 +214,7 @@ def score_groups(
     names = validate_metrics(metrics)
     given = {"token_ids": token_ids, "vocab_size": vocab_size, "embedder": embedder, "verifier": verifier,
              "nli_scorer": nli_scorer}  # fmt: skip
-    _check_requirements(names, {k for k, v in given.items() if v is not None})
+    check_requirements(names, {k for k, v in given.items() if v is not None})
     _check_shapes(groups, token_ids)
     needs_embeddings = any("embedder" in REGISTRY[n].needs for n in names)
     built = _build_groups(groups, token_ids, embedder if needs_embeddings else None, verifier)

@@ -18,10 +18,10 @@ import numpy as np
 
 from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, REGISTRY, NLIScorer, load_embedder, validate_metrics
 from ..diversity.aggregate import bootstrap_ci, summarize
-from ..diversity.registry import DiversityScores, score_groups
+from ..diversity.registry import DiversityScores, check_requirements, score_groups
 from .prompts import PromptRecord, load_prompts, load_verifier
 from .report import write_results, write_samples
-from .sampling import GenerationConfig, Samples, check_model_path, sample_model
+from .sampling import GenerationConfig, Samples, check_generation_config, check_model_path, sample_model
 
 __all__ = ["GenerationConfig", "add_parser", "evaluate_lineage", "load_prompts", "parse_model_spec", "run"]
 
@@ -129,10 +129,17 @@ def _score_model(
     return result
 
 
-def _resolve_metrics(metrics: Sequence[str] | None, has_verifier: bool) -> list[str]:
+def _resolve_metrics(metrics: Sequence[str] | None, has_verifier: bool, num_samples: int) -> list[str]:
+    """Metric names to compute, checked before any sampling (a missing verifier must not surface hours later)."""
     if metrics is None:
         return list(DEFAULT_EVAL_METRICS) + (list(_ANSWER_METRICS) if has_verifier else [])
-    return validate_metrics(metrics)
+    names = validate_metrics(metrics)
+    available = {"token_ids", "vocab_size", "embedder", "nli_scorer"} | ({"verifier"} if has_verifier else set())
+    check_requirements(names, available)
+    too_large = [n for n in names if n.startswith("pass_at_") and n[8:].isdigit() and int(n[8:]) > num_samples]
+    if too_large:
+        raise ValueError(f"Metrics {too_large} need more than --samples {num_samples} samples per prompt")
+    return names
 
 
 def _load_resources(metrics: list[str], embedding_model: str, nli_model: str, device: str | None) -> dict[str, Any]:
@@ -155,6 +162,7 @@ def evaluate_lineage(
     max_new_tokens: int = 256,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    top_k: int = 0,
     seed: int = 0,
     metrics: Sequence[str] | None = None,
     embedding_model: str = "all-MiniLM-L6-v2",
@@ -176,18 +184,19 @@ def evaluate_lineage(
     names = [n for n, _ in models]
     if len(set(names)) != len(names):
         raise ValueError(f"Model names must be unique, got {names}")
+    cfg = GenerationConfig(num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature,
+                           top_p=top_p, top_k=top_k, seed=seed, batch_size=batch_size, backend=backend, device=device)  # fmt: skip
+    check_generation_config(cfg)
     for name, path in models:
         check_model_path(name, path)
     records = load_prompts(prompts_path)
     answer_verifier = load_verifier(verifier) if isinstance(verifier, str) else verifier
-    metric_names = _resolve_metrics(metrics, answer_verifier is not None)
+    metric_names = _resolve_metrics(metrics, answer_verifier is not None, num_samples)
     resources = _load_resources(metric_names, embedding_model, nli_model, device)
-    cfg = GenerationConfig(num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature,
-                           top_p=top_p, seed=seed, batch_size=batch_size, backend=backend, device=device)  # fmt: skip
     out_dir = Path(out_dir)
     results: dict[str, Any] = {"config": {"metrics": metric_names, "num_prompts": len(records),
                                           "num_samples": num_samples, "max_new_tokens": max_new_tokens,
-                                          "temperature": temperature, "top_p": top_p, "seed": seed,
+                                          "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
                                           "prompts": str(prompts_path), "embedding_model": embedding_model,
                                           "verifier": None if verifier is None else str(verifier)},
                                "models": []}  # fmt: skip
@@ -216,6 +225,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off (the checkpoints' generation_config is ignored)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metrics", nargs="+", default=None,
                         help=f"metric names (space or comma separated; default: {' '.join(DEFAULT_EVAL_METRICS)})")  # fmt: skip
@@ -237,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = None if args.metrics is None else [m for arg in args.metrics for m in arg.split(",") if m]
     results = evaluate_lineage(
         [parse_model_spec(s) for s in args.model], args.prompts, num_samples=args.samples,
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
         metrics=metrics, embedding_model=args.embedding_model, nli_model=args.nli_model, verifier=args.verifier,
         backend=args.backend, batch_size=args.batch_size, device=args.device, n_bootstrap=args.bootstrap,
         out_dir=args.out,

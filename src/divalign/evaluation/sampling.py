@@ -20,6 +20,7 @@ class GenerationConfig:
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0 = off; HF would otherwise apply its default top_k=50 and vLLM none
     seed: int = 0
     batch_size: int = 8  # prompts per `generate` call; each expands to batch_size × num_samples rows
     backend: str = "auto"  # "auto" (vLLM when importable and a GPU is present), "hf" or "vllm"
@@ -33,6 +34,18 @@ class Samples:
     texts: list[list[str]]
     token_ids: list[list[list[int]]]
     vocab_size: int
+
+
+def check_generation_config(cfg: GenerationConfig) -> None:
+    """Reject settings that cannot give K independent samples, before any model is loaded."""
+    if cfg.num_samples < 1 or cfg.max_new_tokens < 1 or cfg.batch_size < 1:
+        raise ValueError("--samples, --max-new-tokens and --batch-size must be >= 1")
+    if cfg.temperature <= 0:
+        raise ValueError(f"--temperature must be > 0 (got {cfg.temperature}): diversity of K samples needs sampling")
+    if not 0 < cfg.top_p <= 1 or cfg.top_k < 0:
+        raise ValueError(f"need 0 < --top-p <= 1 and --top-k >= 0, got top_p={cfg.top_p}, top_k={cfg.top_k}")
+    if cfg.backend not in ("auto", "hf", "vllm"):
+        raise ValueError(f"backend must be auto, hf or vllm, got {cfg.backend!r}")
 
 
 def check_model_path(name: str, path: str) -> None:
@@ -87,6 +100,13 @@ def _load_hf(name: str, path: str, device: str | None) -> tuple[Any, Any]:
     return model.to(device).eval(), tokenizer
 
 
+def _hf_sampling_kwargs(cfg: GenerationConfig) -> dict[str, Any]:
+    """Every sampling knob set explicitly: a checkpoint's generation_config.json (e.g. top_k=20, repetition_penalty
+    1.05) would otherwise apply to some models of the lineage and not others, and to HF but not vLLM."""
+    return {"do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
+            "repetition_penalty": 1.0, "min_p": None, "typical_p": 1.0}  # fmt: skip
+
+
 def _sample_hf(name: str, path: str, records: list[PromptRecord], cfg: GenerationConfig) -> Samples:
     import torch
     from transformers import set_seed
@@ -135,8 +155,9 @@ def _sample_vllm(name: str, path: str, records: list[PromptRecord], cfg: Generat
     # Pre-tokenised, so a chat template's BOS is not doubled by vLLM adding its own.
     inputs = [{"prompt_token_ids": tokenizer(p, add_special_tokens=not templated)["input_ids"]} for p in prompts]
     params = SamplingParams(
-        n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens, seed=cfg.seed
-    )
+        n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or -1,
+        max_tokens=cfg.max_new_tokens, seed=cfg.seed,
+    )  # fmt: skip
     outputs = llm.generate(inputs, params)
     stop = {tokenizer.eos_token_id} - {None}
     token_ids = [[_trim(list(c.token_ids), stop, None) for c in o.outputs] for o in outputs]
