@@ -1,0 +1,148 @@
+"""TOFU and GEM trainers train real tiny models through TRL, with TRL's reduction, LoRA and the SFT masks."""
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from trl import SFTConfig, SFTTrainer
+
+from divalign import GEMConfig, GEMTrainer, TOFUConfig, TOFUTrainer
+from divalign.smoke import build_model, build_tokenizer, messages_rows, prompt_completion_rows
+
+COMMON = {
+    "use_cpu": True,
+    "bf16": False,
+    "report_to": "none",
+    "seed": 0,
+    "learning_rate": 3e-3,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "gradient_checkpointing": False,
+    "per_device_train_batch_size": 4,
+    "max_steps": 4,
+}
+
+
+def train(trainer_class, config_class, tmp_path, dataset=None, peft_config=None, **overrides):
+    tokenizer = build_tokenizer()
+    args = config_class(output_dir=str(tmp_path / trainer_class.__name__), **{**COMMON, **overrides})
+    trainer = trainer_class(
+        model=build_model(tokenizer),
+        args=args,
+        train_dataset=dataset if dataset is not None else Dataset.from_list(prompt_completion_rows(32)),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.train()
+    return trainer
+
+
+def logged(trainer, key):
+    return [entry[key] for entry in trainer.state.log_history if key in entry and "train_runtime" not in entry]
+
+
+def weights(trainer):
+    return {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+
+
+def assert_same_weights(a, b, atol=1e-5):
+    for name, tensor in a.items():
+        torch.testing.assert_close(tensor, b[name], atol=atol, rtol=1e-4, msg=f"parameter {name} differs")
+
+
+@pytest.mark.parametrize(("trainer_class", "config_class"), [(TOFUTrainer, TOFUConfig), (GEMTrainer, GEMConfig)])
+def test_tiny_model_learns(tmp_path, trainer_class, config_class):
+    trainer = train(trainer_class, config_class, tmp_path, max_steps=30, logging_steps=10)
+    nll = logged(trainer, "nll")
+    assert len(nll) == 3 and nll[-1] < nll[0] - 0.3, nll
+    for key in ("entropy", "mean_token_accuracy", "num_tokens"):
+        assert logged(trainer, key), f"{key} not logged"
+
+
+def test_tofu_at_gamma_zero_beta_one_trains_exactly_like_trl_nll(tmp_path):
+    """γ = 0, β = 1 makes TOFU plain cross-entropy: same losses and weights as TRL's own loss, accumulation included."""
+    sft = train(SFTTrainer, SFTConfig, tmp_path, gradient_accumulation_steps=2, max_steps=3)
+    tofu = train(
+        TOFUTrainer, TOFUConfig, tmp_path, gradient_accumulation_steps=2, max_steps=3, tofu_gamma=0.0, tofu_beta=1.0
+    )
+    assert logged(tofu, "loss") == pytest.approx(logged(sft, "loss"), rel=1e-5)
+    assert logged(tofu, "nll") == pytest.approx(logged(sft, "loss"), rel=1e-5)
+    assert logged(tofu, "entropy") == pytest.approx(logged(sft, "entropy"), rel=1e-5)
+    assert logged(tofu, "num_tokens") == logged(sft, "num_tokens")
+    assert_same_weights(weights(tofu), weights(sft))
+
+
+@pytest.mark.parametrize(("trainer_class", "config_class"), [(TOFUTrainer, TOFUConfig), (GEMTrainer, GEMConfig)])
+def test_gradient_accumulation_1x4_equals_4x1(tmp_path, trainer_class, config_class):
+    big = train(trainer_class, config_class, tmp_path / "a", per_device_train_batch_size=4, max_steps=3)
+    small = train(
+        trainer_class,
+        config_class,
+        tmp_path / "b",
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=4,
+        max_steps=3,
+    )
+    assert logged(small, "loss") == pytest.approx(logged(big, "loss"), rel=1e-4, abs=1e-5)
+    assert_same_weights(weights(small), weights(big))
+
+
+def test_assistant_only_loss_matches_trl(tmp_path):
+    dataset = Dataset.from_list(messages_rows(32))
+    sft = train(SFTTrainer, SFTConfig, tmp_path, dataset=dataset, assistant_only_loss=True)
+    tofu = train(
+        TOFUTrainer, TOFUConfig, tmp_path, dataset=dataset, assistant_only_loss=True, tofu_gamma=0.0, tofu_beta=1.0
+    )
+    assert logged(tofu, "loss") == pytest.approx(logged(sft, "loss"), rel=1e-5)
+
+
+def test_gradient_checkpointing_does_not_change_training(tmp_path):
+    plain = train(GEMTrainer, GEMConfig, tmp_path / "a", max_steps=2)
+    checkpointed = train(GEMTrainer, GEMConfig, tmp_path / "b", max_steps=2, gradient_checkpointing=True)
+    assert logged(checkpointed, "loss") == pytest.approx(logged(plain, "loss"), rel=1e-5)
+
+
+def test_lora_trains_only_the_adapters(tmp_path):
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    before = {n: p.detach().clone() for n, p in build_model(build_tokenizer()).named_parameters()}
+    trainer = train(TOFUTrainer, TOFUConfig, tmp_path, peft_config=lora, max_steps=3)
+    changed = {
+        name
+        for name, p in trainer.model.named_parameters()
+        if "lora_" not in name
+        and not torch.equal(p.detach(), before[name.replace("base_model.model.", "").replace(".base_layer", "")])
+    }
+    assert not changed, f"frozen base weights changed: {sorted(changed)[:3]}"
+    lora_weights = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
+    assert lora_weights and any(p.abs().sum() > 0 for p in lora_weights)
+    assert logged(trainer, "nll")
+
+
+def test_compute_loss_func_is_refused(tmp_path):
+    tokenizer = build_tokenizer()
+    with pytest.raises(ValueError, match="compute_loss_func"):
+        TOFUTrainer(
+            model=build_model(tokenizer),
+            args=TOFUConfig(output_dir=str(tmp_path), **COMMON),
+            train_dataset=Dataset.from_list(prompt_completion_rows(4)),
+            processing_class=tokenizer,
+            compute_loss_func=lambda *a, **k: 0,
+        )
+
+
+@pytest.mark.parametrize(
+    ("config_class", "key", "value", "message"),
+    [
+        (TOFUConfig, "tofu_beta", 0.0, "`tofu_beta` must be > 0"),
+        (TOFUConfig, "tofu_beta", "hot", "`tofu_beta` must be a number"),
+        (TOFUConfig, "tofu_gamma", -1.0, "`tofu_gamma` must be >= 0"),
+        (GEMConfig, "gem_beta", -0.5, "`gem_beta` must be > 0"),
+        (GEMConfig, "gem_h", "square", "`gem_h` must be one of"),
+        (GEMConfig, "loss_type", "dft", "cannot be combined with GEMConfig"),
+        (TOFUConfig, "loss_head", "magic", "`loss_head` must be one of"),
+        (TOFUConfig, "loss_chunk_rows", 0, "`loss_chunk_rows` must be >= 1"),
+    ],
+)
+def test_bad_hyper_parameters_are_refused_at_construction(tmp_path, config_class, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        config_class(output_dir=str(tmp_path), use_cpu=True, **{key: value})
