@@ -5,7 +5,7 @@ import json
 import pytest
 
 from divalign.cli import main
-from divalign.plotting import find_trainer_state, load_curves, select_keys
+from divalign.plotting import _run_labels, find_trainer_state, load_curves, select_keys
 
 
 def _write_state(directory, steps):
@@ -13,7 +13,8 @@ def _write_state(directory, steps):
     history = []
     for step in steps:
         history.append({"step": step, "loss": 2.0 / step, "diversity/sbert": 0.5 - step / 1000, "learning_rate": 1e-5})
-        history.append({"step": step, "diversity/distinct_1": 0.3, "diversity/distinct_1_p10": 0.2})
+        history.append({"step": step, "diversity/distinct_1": 0.3, "diversity/distinct_1_p10": 0.2,
+                        "diversity/distinct_1_p90": 0.4, "diversity/ead_p90": 0.9})  # fmt: skip
     history.append({"step": steps[-1], "train_runtime": 12.0, "train_loss": 1.0})
     (directory / "trainer_state.json").write_text(json.dumps({"log_history": history, "global_step": steps[-1]}))
 
@@ -30,7 +31,8 @@ def runs(tmp_path):
 def test_reads_diversity_keys_and_loss(runs):
     tofu, gem = runs
     curves = load_curves(tofu)
-    assert set(curves) == {"loss", "diversity/sbert", "diversity/distinct_1", "diversity/distinct_1_p10"}
+    assert set(curves) == {"loss", "diversity/sbert", "diversity/distinct_1", "diversity/distinct_1_p10",
+                           "diversity/distinct_1_p90", "diversity/ead_p90"}  # fmt: skip
     assert curves["loss"] == [(10, 0.2), (20, 0.1), (30, 2.0 / 30)]
     assert find_trainer_state(gem) == gem / "checkpoint-20" / "trainer_state.json"
     assert [s for s, _ in load_curves(gem)["diversity/sbert"]] == [10, 20]
@@ -38,9 +40,10 @@ def test_reads_diversity_keys_and_loss(runs):
 
 def test_metric_selection(runs):
     curves = [load_curves(r) for r in runs]
-    assert select_keys(curves, None)[0] == "loss"
+    # p10/p90 fold into a band around their metric; an orphan percentile key keeps its own subplot.
+    assert select_keys(curves, None) == ["loss", "diversity/distinct_1", "diversity/ead_p90", "diversity/sbert"]
     assert select_keys(curves, ["sbert"]) == ["diversity/sbert"]
-    assert select_keys(curves, ["distinct_*", "loss"]) == ["loss", "diversity/distinct_1", "diversity/distinct_1_p10"]
+    assert select_keys(curves, ["distinct_*", "loss"]) == ["loss", "diversity/distinct_1"]
 
 
 def test_plot_cli_writes_png(runs, tmp_path, capsys):
@@ -62,3 +65,8 @@ def test_missing_trainer_state_is_a_clear_error(runs, tmp_path, capsys):
 def test_no_matching_keys_is_an_error(runs, tmp_path, capsys):
     assert main(["plot", str(runs[0]), "--out", str(tmp_path / "y.png"), "--metrics", "nothing_like_this"]) == 2
     assert "nothing_like_this" in capsys.readouterr().err
+
+
+def test_run_labels_disambiguate_equal_names(tmp_path):
+    assert _run_labels([tmp_path / "a" / "out", tmp_path / "b" / "run"]) == ["out", "run"]
+    assert _run_labels(["x/out", "y/out"]) == ["x/out", "y/out"]

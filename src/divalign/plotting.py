@@ -61,13 +61,35 @@ def load_curves(run_dir: str | Path) -> Curves:
     return curves
 
 
+_BAND = ("_p10", "_p90")
+
+
 def select_keys(all_curves: list[Curves], patterns: list[str] | None) -> list[str]:
-    """Keys to plot: loss first, then the rest sorted; `patterns` filter by full key or by the part after `/`."""
-    keys = sorted({k for c in all_curves for k in c}, key=lambda k: (k != "loss", k))
+    """Keys to plot: loss first, then the rest sorted; `patterns` filter by full key or by the part after `/`.
+
+    `<key>_p10` / `<key>_p90` are drawn as a band around `<key>` rather than as subplots of their own.
+    """
+    present = {k for c in all_curves for k in c}
+    keys = sorted((k for k in present if not (k.endswith(_BAND) and k[:-4] in present)), key=lambda k: (k != "loss", k))
     if patterns:
         # `sbert` should find `diversity/sbert`; shell-style patterns (`diversity/distinct_*`) also work.
         keys = [k for k in keys if any(fnmatch.fnmatch(k, p) or fnmatch.fnmatch(k.split("/")[-1], p) for p in patterns)]
     return keys
+
+
+def _run_labels(run_dirs: list[str | Path]) -> list[str]:
+    """Run directory names, or the paths as given when two runs share a name (runs/a/out vs runs/b/out)."""
+    names = [Path(d).resolve().name for d in run_dirs]
+    return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+
+
+def _draw(ax: Any, curves: Curves, key: str, label: str) -> None:
+    steps, values = zip(*curves[key], strict=True)
+    (line,) = ax.plot(steps, values, marker=".", label=label)
+    low, high = dict(curves.get(key + "_p10", [])), dict(curves.get(key + "_p90", []))
+    band = [s for s in steps if s in low and s in high]
+    if band:  # spread over prompts, when the callback logged it
+        ax.fill_between(band, [low[s] for s in band], [high[s] for s in band], color=line.get_color(), alpha=0.15)
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path, metrics: list[str] | None = None) -> Path:
@@ -87,11 +109,11 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, metrics: list[str] | 
     nrows = math.ceil(len(keys) / ncols)
     fig = Figure(figsize=(5 * ncols, 3.5 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    labels = _run_labels(run_dirs)
     for ax, key in zip(axes, keys, strict=False):
-        for run_dir, curves in zip(run_dirs, all_curves, strict=True):
+        for label, curves in zip(labels, all_curves, strict=True):
             if key in curves:
-                steps, values = zip(*curves[key], strict=True)
-                ax.plot(steps, values, marker=".", label=Path(run_dir).resolve().name)
+                _draw(ax, curves, key, label)
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.legend(fontsize="small")

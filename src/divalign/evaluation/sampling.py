@@ -73,8 +73,10 @@ def _use_vllm(backend: str) -> bool:
     return available and torch.cuda.is_available()
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    eos = getattr(model.generation_config, "eos_token_id", None)
+def _eos_ids(generation_config: Any, tokenizer: Any) -> set[int]:
+    """Tokenizer EOS plus the checkpoint's generation_config EOS ids (chat models often stop on several, e.g.
+    <|im_end|> and <|endoftext|>); a stop token left in the ids would count as an n-gram."""
+    eos = getattr(generation_config, "eos_token_id", None)
     ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
     return {i for i in ids if i is not None}
 
@@ -116,7 +118,7 @@ def _sample_hf(name: str, path: str, records: list[PromptRecord], cfg: Generatio
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     prompts, templated = render_prompts(tokenizer, records, name)
-    stop, pad = _eos_ids(model, tokenizer), tokenizer.pad_token_id
+    stop, pad = _eos_ids(model.generation_config, tokenizer), tokenizer.pad_token_id
     set_seed(cfg.seed)  # same seed per model: differences between models are not RNG-stream differences
     texts: list[list[str]] = []
     token_ids: list[list[list[int]]] = []
@@ -145,6 +147,15 @@ def _sample_hf(name: str, path: str, records: list[PromptRecord], cfg: Generatio
     return Samples(texts=texts, token_ids=token_ids, vocab_size=vocab_size)
 
 
+def _checkpoint_generation_config(path: str) -> Any:
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    try:
+        return HFGenerationConfig.from_pretrained(path)
+    except OSError:  # checkpoints without generation_config.json
+        return None
+
+
 def _sample_vllm(name: str, path: str, records: list[PromptRecord], cfg: GenerationConfig) -> Samples:
     import torch
     from vllm import LLM, SamplingParams
@@ -159,7 +170,7 @@ def _sample_vllm(name: str, path: str, records: list[PromptRecord], cfg: Generat
         max_tokens=cfg.max_new_tokens, seed=cfg.seed,
     )  # fmt: skip
     outputs = llm.generate(inputs, params)
-    stop = {tokenizer.eos_token_id} - {None}
+    stop = _eos_ids(_checkpoint_generation_config(path), tokenizer)
     token_ids = [[_trim(list(c.token_ids), stop, None) for c in o.outputs] for o in outputs]
     texts = [[tokenizer.decode(ids, skip_special_tokens=True) for ids in group] for group in token_ids]
     vocab_size = len(tokenizer)
