@@ -87,15 +87,21 @@ def test_eval_cli_writes_every_model_and_metric(lineage, prompts, tmp_path, caps
 
 
 def test_evaluate_lineage_with_verifier_reports_quality_and_split(lineage, prompts, tmp_path):
+    calls = []
+
     def verifier(completion, answer):  # deterministic and mixed: about half the samples count as correct
+        calls.append(answer)
         return len(completion) % 2 == 0
 
     results = evaluate_lineage(
-        lineage, prompts, num_samples=3, max_new_tokens=8, metrics=["distinct_1", "exact_dup_rate", "length_mean"],
+        lineage, prompts, num_samples=3, max_new_tokens=8, metrics=["distinct_1", "exact_dup_rate", "length_mean", "pass_at_1", "pass_at_k"],
         verifier=verifier, backend="hf", device="cpu", n_bootstrap=50, out_dir=tmp_path / "v",
     )  # fmt: skip
     base, sft = results["models"]
+    assert len(calls) == 2 * 3 * 3  # once per sample, although pass@k and the correct-only split both need it
+    assert calls[:3] == ["w1"] * 3  # the prompt's reference answer
     assert 0.0 <= base["quality"]["mean"] <= 1.0
+    assert base["metrics"]["pass_at_1"]["mean"] == pytest.approx(base["quality"]["mean"])
     assert set(base["correct_only"]) == {"distinct_1", "exact_dup_rate"}  # length is not a diversity score
     split = sft["split"]["distinct_1"]
     assert split["quality_control"] == pytest.approx(split["drop_all"] - split["narrowing"])

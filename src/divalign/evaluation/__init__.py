@@ -107,16 +107,17 @@ def _score_model(
     samples: Samples, records: list[PromptRecord], metrics: list[str], resources: dict[str, Any], n_bootstrap: int,
     seed: int, verifier: AnswerVerifier | None,
 ) -> dict[str, Any]:  # fmt: skip
-    def prompt_verifier(text: str, index: int) -> bool:
-        return bool(verifier(text, records[index].answer))
-
     common = {"vocab_size": samples.vocab_size, **resources}
-    scores = score_groups(samples.texts, samples.token_ids, metrics=metrics, verifier=verifier and prompt_verifier,
-                          **common)  # fmt: skip
+    correct: list[list[bool]] = []
+    if verifier is not None:
+        # Each sample is verified once (verifiers may run code); pass@k then reads the memoised verdicts.
+        correct = [[bool(verifier(t, records[i].answer)) for t in g] for i, g in enumerate(samples.texts)]
+        verdicts = [dict(zip(g, c, strict=True)) for g, c in zip(samples.texts, correct, strict=True)]
+    scores = score_groups(samples.texts, samples.token_ids, metrics=metrics,
+                          verifier=(lambda text, i: verdicts[i][text]) if verifier else None, **common)  # fmt: skip
     result: dict[str, Any] = {"metrics": _stats(scores, n_bootstrap, seed), "per_prompt": {"all": _lists(scores)}}
     if verifier is None:
         return result
-    correct = [[prompt_verifier(t, i) for t in g] for i, g in enumerate(samples.texts)]
     accuracy = [float(np.mean(c)) if c else math.nan for c in correct]
     low, high = bootstrap_ci(accuracy, n_resamples=n_bootstrap, seed=seed)
     result["quality"] = {**summarize(accuracy), "ci_low": low, "ci_high": high}
