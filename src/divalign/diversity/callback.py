@@ -323,6 +323,24 @@ def _isolated_trainer_metrics(trainer: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _without_zero3_init() -> Iterator[None]:
+    """Load a model whole even while the policy is trained with ZeRO-3: `from_pretrained` would otherwise partition
+    it with `zero.Init`, a collective that only the main process (the embedder's sole user) would enter."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_config = ref() if ref is not None else None
+    if hf_config is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(hf_config)
+
+
+@contextlib.contextmanager
 def _keep_log_request(trainer: Any) -> Iterator[None]:
     """Keep `control.should_log` across our `log` call: the callback handler clears it on every `on_log`, so logging
     from `on_step_end` would otherwise swallow the training-loss entry due at this step."""
@@ -359,6 +377,8 @@ class DiversityCallback(TrainerCallback):
         self._prompt_texts: list[str] = []
         self._embedder: Any = None
         self._last_step = -1
+        # The latest evaluation's rendered prompts and samples, on the main process (for inspection and tests).
+        self.last_samples: dict[str, Any] | None = None
 
     def bind(self, trainer: Any) -> DiversityCallback:
         """Attach the trainer whose `log`, accelerator and model the callback uses; returns `self`."""
@@ -378,7 +398,8 @@ class DiversityCallback(TrainerCallback):
         add_special = not getattr(tokenizer, "chat_template", None)
         self._prompt_ids = [tokenizer(t, add_special_tokens=add_special)["input_ids"] for t in self._prompt_texts]
         if self.trainer.accelerator.is_main_process and self.config.embedding_model:
-            self._embedder = load_embedder(self.config.embedding_model)
+            with _without_zero3_init():
+                self._embedder = load_embedder(self.config.embedding_model)
         if state.global_step == 0:  # on resume the checkpoint's step was evaluated before
             self._evaluate(args, state)
 
@@ -406,6 +427,8 @@ class DiversityCallback(TrainerCallback):
         accelerator = self.trainer.accelerator
         metrics: dict[str, float] | None = None
         if accelerator.is_main_process:
+            prompts = [self._prompt_texts[i] for i in prompt_idx]
+            self.last_samples = {"step": state.global_step, "prompts": prompts, "samples": groups}
             metrics = compute_diversity(
                 groups,
                 token_ids,
@@ -414,7 +437,7 @@ class DiversityCallback(TrainerCallback):
                 embedder=self._embedder,
             )
             if self._table_due(state.global_step):
-                self._log_table(args, state.global_step, prompt_idx, groups)
+                self._log_table(args, state.global_step, prompts, groups)
         (metrics,) = broadcast_object_list([metrics])
         with _isolated_trainer_metrics(self.trainer), _keep_log_request(self.trainer):
             self.trainer.log({f"diversity/{key}": float(value) for key, value in metrics.items()})
@@ -496,7 +519,7 @@ class DiversityCallback(TrainerCallback):
         every = self.config.table_every_steps
         return every > 0 and step % every == 0
 
-    def _log_table(self, args: TrainingArguments, step: int, prompt_idx: list[int], groups: list[list[str]]) -> None:
+    def _log_table(self, args: TrainingArguments, step: int, prompts: list[str], groups: list[list[str]]) -> None:
         """Log (step, prompt, sample) rows as a `wandb.Table` when this run reports to an active W&B run."""
         report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
         if "wandb" not in report_to and "all" not in report_to:
@@ -506,9 +529,9 @@ class DiversityCallback(TrainerCallback):
         if wandb.run is None:
             return
         table = wandb.Table(columns=["step", "prompt", "sample_index", "sample"])
-        for index, samples in zip(prompt_idx, groups, strict=True):
+        for prompt, samples in zip(prompts, groups, strict=True):
             for k, sample in enumerate(samples):
-                table.add_data(step, self._prompt_texts[index], k, sample)
+                table.add_data(step, prompt, k, sample)
         wandb.log({"diversity/samples": table, "train/global_step": step})
 
 

@@ -1,0 +1,89 @@
+"""Tiny offline policy for the diversity-callback tests: a word-level tokenizer with a chat template and a 2-layer
+Llama, saved to a local folder so that test processes (and `accelerate launch` children) can load it without the Hub.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+WORDS = [
+    "the", "a", "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "on", "under", "over", "near", "mat",
+    "log", "tree", "pond", "red", "blue", "green", "small", "big", "quick", "lazy", "happy", "sad", "today",
+    "yesterday", "tomorrow", "and", "or", "but", "very", "not", "is", "was", "will", "be", "it", "he", "she", "they",
+    "we", "you", "what", "where", "why", "how", "who", "tell", "me", "about", "story", "write", "poem", "short",
+    "long", "one", "two", "three",
+]  # fmt: skip
+SPECIAL = ["<pad>", "<unk>", "<eos>", "<|user|>", "<|assistant|>", "<|system|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|> {{ message['content'] }} <eos> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+PROMPTS = ["tell me about the cat", "write a short poem", "where is the dog", "what is blue", "tell me a story"]
+REPLIES = [
+    "the cat sat on the mat",
+    "a small bird flew over the tree",
+    "the dog ran near the pond",
+    "it is the blue fish",
+    "one happy dog sat under a tree",
+]
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over `WORDS` with pad/eos/unk and role markers as special tokens."""
+    vocab = {token: i for i, token in enumerate([*SPECIAL, *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL[3:]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForCausalLM:
+    """2-layer, hidden-32 Llama. Attention dropout is on so that training consumes the global RNG, which lets the
+    tests notice an evaluation that leaks RNG state into the training trajectory."""
+    import torch
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        attention_dropout=0.1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+def save_tiny_policy(path: str | Path) -> Path:
+    """Write tokenizer + model to `path` (loadable with `from_pretrained`) and return it."""
+    path = Path(path)
+    tokenizer = build_tokenizer()
+    build_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def train_records(n: int = 32) -> list[dict]:
+    """Conversational SFT records (`messages`) cycling over the tiny prompt/reply pairs."""
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": PROMPTS[i % len(PROMPTS)]},
+                {"role": "assistant", "content": REPLIES[(i * 3) % len(REPLIES)]},
+            ]
+        }
+        for i in range(n)
+    ]

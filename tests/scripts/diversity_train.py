@@ -1,0 +1,76 @@
+"""Train the tiny policy with SFTTrainer + DiversityCallback; launched by tests/test_diversity_callback.py, alone or
+under `accelerate launch` (DDP or DeepSpeed ZeRO-3 on CPU/gloo). Writes OUTPUT_DIR/diversity_report.json (log_history, world size, ZeRO stage, last samples).
+
+Usage: python diversity_train.py MODEL_DIR PROBE_FILE OUTPUT_DIR [--max-steps N] [--every-steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from diversity_tiny import train_records
+
+from divalign.diversity.callback import DiversityCallback, DiversityConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model_dir")
+    parser.add_argument("probe_file")
+    parser.add_argument("output_dir")
+    parser.add_argument("--max-steps", type=int, default=4)
+    parser.add_argument("--every-steps", type=int, default=2)
+    cli = parser.parse_args()
+
+    # The SFTConfig comes first: under ZeRO-3 it sets up the process group and the DeepSpeed config that
+    # `from_pretrained` (called inside SFTTrainer) needs to partition the model at load.
+    args = SFTConfig(
+        output_dir=cli.output_dir,
+        max_steps=cli.max_steps,
+        per_device_train_batch_size=2,
+        learning_rate=5e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        bf16=False,  # CPU
+        ddp_backend="gloo",  # CPU processes: NCCL is unavailable (REFERENCE §4)
+        seed=0,
+        disable_tqdm=True,
+    )
+    config = DiversityConfig(
+        prompts=cli.probe_file,
+        every_steps=cli.every_steps,
+        samples_per_prompt=3,
+        max_new_tokens=6,
+        batch_size=1,  # one prompt per generate call: ranks with 2 and 1 real prompts make different call counts
+        table_every_steps=0,
+        metrics=["distinct_1", "distinct_2", "ead", "exact_dup_rate", "sbert"],
+        embedding_model="all-MiniLM-L6-v2",
+    )
+    callback = DiversityCallback(config)
+    trainer = SFTTrainer(
+        model=cli.model_dir, args=args, train_dataset=Dataset.from_list(train_records(16)), callbacks=[callback]
+    )
+    callback.bind(trainer)
+    trainer.train()
+    if trainer.accelerator.is_main_process:
+        plugin = trainer.accelerator.state.deepspeed_plugin
+        report = {
+            "log_history": trainer.state.log_history,
+            "num_processes": trainer.accelerator.num_processes,
+            "zero_stage": plugin.zero_stage if plugin is not None else None,
+            "last_prompts": callback.last_samples["prompts"],
+            "last_samples": callback.last_samples["samples"],
+        }
+        (Path(cli.output_dir) / "diversity_report.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

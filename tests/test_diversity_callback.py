@@ -1,0 +1,361 @@
+"""DiversityCallback + DiversityConfig: cadence, W&B offline logging, unchanged training, fail-fast errors, config
+validation, and (slow) DeepSpeed ZeRO-3 over 2 CPU processes with an uneven prompt split. All offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from divalign.diversity.callback import (
+    DiversityCallback,
+    DiversityConfig,
+    _shard,
+    load_probe_prompts,
+    preserve_rng_state,
+    render_prompt,
+)
+
+SCRIPTS = Path(__file__).parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+from diversity_tiny import PROMPTS, build_tokenizer, save_tiny_policy, train_records  # noqa: E402
+
+FAST_METRICS = ["distinct_1", "distinct_2", "ead", "exact_dup_rate", "length_mean"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_policy(tmp_path_factory.mktemp("policy"))
+
+
+@pytest.fixture
+def probe_file(tmp_path: Path) -> Path:
+    path = tmp_path / "probe.jsonl"
+    rows = [{"prompt": p} for p in PROMPTS[:3]]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def diversity_config(probe: Path | str, **overrides) -> DiversityConfig:
+    settings = dict(
+        prompts=str(probe),
+        every_steps=2,
+        samples_per_prompt=3,
+        max_new_tokens=6,
+        table_every_steps=0,
+        metrics=FAST_METRICS,
+        embedding_model=None,
+        batch_size=2,
+    )
+    settings.update(overrides)
+    return DiversityConfig(**settings)
+
+
+def make_trainer(policy: Path, out: Path, callback: DiversityCallback | None, **args) -> SFTTrainer:
+    settings = dict(
+        output_dir=str(out),
+        max_steps=5,
+        per_device_train_batch_size=4,
+        learning_rate=5e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        disable_tqdm=True,
+    )
+    settings.update(args)
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(policy),
+        args=SFTConfig(**settings),
+        train_dataset=datasets.Dataset.from_list(train_records(24)),
+        processing_class=AutoTokenizer.from_pretrained(policy),
+    )
+    if callback is not None:
+        trainer.add_callback(callback.bind(trainer))
+    return trainer
+
+
+def diversity_steps(history: list[dict]) -> list[int]:
+    return [entry["step"] for entry in history if any(k.startswith("diversity/") for k in entry)]
+
+
+def loss_entries(history: list[dict]) -> list[tuple]:
+    return [(e["step"], e["loss"], e["grad_norm"], e["entropy"]) for e in history if "loss" in e]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training runs
+
+
+def test_logs_at_step_zero_every_steps_and_last_step(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    callback = DiversityCallback(
+        diversity_config(probe_file, metrics=[*FAST_METRICS, "sbert"], embedding_model="all-MiniLM-L6-v2")
+    )
+    trainer = make_trainer(policy_dir, tmp_path / "out", callback, max_steps=5)
+    trainer.train()
+    history = trainer.state.log_history
+
+    assert diversity_steps(history) == [0, 2, 4, 5]  # step 0 = base model; 5 = last step, off the cadence
+    first = next(e for e in history if "diversity/distinct_1" in e)
+    for key in ("distinct_1", "distinct_1_p10", "distinct_1_p90", "distinct_1_across", "ead", "sbert", "length_mean"):
+        assert np.isfinite(first[f"diversity/{key}"]), key
+    # Training logging is undisturbed: a loss entry (with TRL's own entropy metric) at every logging step.
+    assert [e[0] for e in loss_entries(history)] == [1, 2, 3, 4, 5]
+    assert not any("entropy" in e for e in history if "diversity/distinct_1" in e)
+    # All 3 probe prompts sampled, K samples each, through the chat template.
+    assert len(callback.last_samples["samples"]) == 3
+    assert all(len(group) == 3 for group in callback.last_samples["samples"])
+    assert callback.last_samples["prompts"][0] == "<|user|> tell me about the cat <eos> <|assistant|>"
+    assert trainer.model.training  # handed back in train mode
+
+
+def test_training_trajectory_unchanged(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    # The tiny policy has attention dropout and the sampler shuffles, so any RNG the evaluation leaked would show.
+    baseline = make_trainer(policy_dir, tmp_path / "off", None, max_steps=4)
+    baseline.train()
+    callback = DiversityCallback(diversity_config(probe_file, every_steps=1))
+    watched = make_trainer(policy_dir, tmp_path / "on", callback, max_steps=4)
+    watched.train()
+
+    assert diversity_steps(watched.state.log_history) == [0, 1, 2, 3, 4]
+    assert loss_entries(watched.state.log_history) == loss_entries(baseline.state.log_history)
+    for name, param in baseline.model.named_parameters():
+        torch.testing.assert_close(param, watched.model.get_parameter(name), rtol=0, atol=0)
+
+
+def test_wandb_offline_run_has_diversity_curves_and_table(
+    policy_dir: Path, probe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_PROJECT", "divalign-test")
+    for setting in ("WANDB_X_DISABLE_STATS", "WANDB_X_DISABLE_META", "WANDB_X_DISABLE_MACHINE_INFO", "WANDB_DISABLE_GIT"):
+        monkeypatch.setenv(setting, "true")  # skip system probes: keeps the test fast on a busy CPU
+    callback = DiversityCallback(diversity_config(probe_file, table_every_steps=2))
+    trainer = make_trainer(policy_dir, tmp_path / "out", callback, max_steps=2, report_to=["wandb"])
+    try:
+        trainer.train()
+    finally:
+        wandb.finish()
+        wandb.teardown()  # stops the wandb-core service, which flushes the run file (finish alone may return early)
+
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    (records,) = run_dir.glob("run-*.wandb")  # wandb 0.31 writes no wandb-summary.json offline
+    data = records.read_bytes()
+    # The Trainer's W&B integration files every logged key under "train/".
+    for key in ("train/diversity/distinct_2", "train/diversity/ead_across", "diversity/samples"):
+        assert key.encode() in data, key
+    tables = list((run_dir / "files" / "media" / "table" / "diversity").glob("samples_*.table.json"))
+    assert len(tables) == 2  # steps 0 and 2
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["step", "prompt", "sample_index", "sample"]
+    assert len(table["data"]) == 3 * 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fail fast
+
+
+def test_missing_prompts_file_fails_before_first_step(policy_dir: Path, tmp_path: Path):
+    callback = DiversityCallback(diversity_config(tmp_path / "nope.jsonl"))
+    trainer = make_trainer(policy_dir, tmp_path / "out", callback)
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_bad_embedding_model_fails_before_first_step(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    config = diversity_config(probe_file, metrics=["sbert"], embedding_model=str(tmp_path / "no-such-embedder"))
+    trainer = make_trainer(policy_dir, tmp_path / "out", DiversityCallback(config))
+    with pytest.raises((FileNotFoundError, ValueError), match="no-such-embedder"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_unbound_callback_fails_before_first_step(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    trainer = make_trainer(policy_dir, tmp_path / "out", None)
+    trainer.add_callback(DiversityCallback(diversity_config(probe_file)))
+    with pytest.raises(RuntimeError, match=r"bind\(trainer\)"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DiversityConfig
+
+
+def test_from_dict_maps_the_recipe_block():
+    config = DiversityConfig.from_dict(
+        {"prompts": "probe.jsonl", "every_steps": 50, "temperature": 1, "metrics": ["distinct_2", "sbert"]}
+    )
+    assert (config.prompts, config.every_steps, config.temperature) == ("probe.jsonl", 50, 1)
+    assert config.metrics == ["distinct_2", "sbert"]
+    assert config.samples_per_prompt == 8 and config.embedding_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "sbert" in DiversityConfig(prompts="p.txt").metrics  # DEFAULT_TRAINING_METRICS
+
+
+@pytest.mark.parametrize(
+    ("block", "match"),
+    [
+        ({"prompts": "p.txt", "every_step": 5}, r"Unknown key\(s\).*'every_step'.*valid keys:.*'every_steps'"),
+        ({"every_steps": 5}, "needs `prompts`"),
+        ({"prompts": "p.txt", "samples_per_prompt": 1}, "samples_per_prompt must be >= 2"),
+        ({"prompts": "p.txt", "every_steps": 0}, "every_steps must be >= 1"),
+        ({"prompts": "p.txt", "temperature": 0.0}, "temperature must be > 0"),
+        ({"prompts": "p.txt", "top_p": 1.5}, r"top_p must be in \(0, 1\]"),
+        ({"prompts": "p.txt", "table_every_steps": -1}, "table_every_steps must be >= 0"),
+        ({"prompts": "p.txt", "num_prompts": "32"}, "num_prompts must be of type int"),
+        ({"prompts": "p.txt", "max_new_tokens": True}, "max_new_tokens must be of type int"),
+        ({"prompts": "p.txt", "temperature": "hot"}, "temperature must be of type float"),
+        ({"prompts": "p.txt", "metrics": "distinct_2"}, "must be a list"),
+        ({"prompts": "p.txt", "metrics": ["distinct_9"]}, r"Unknown diversity metric\(s\) \['distinct_9'\]"),
+        ({"prompts": "p.txt", "metrics": ["pass_at_1"]}, "verifier or an NLI model"),
+        ({"prompts": "p.txt", "metrics": ["vendi_1"], "embedding_model": None}, "need diversity.embedding_model"),
+        ({"prompts": ""}, "empty string"),
+        (["prompts"], "must be a mapping"),
+    ],
+)
+def test_from_dict_rejects_bad_blocks(block, match):
+    with pytest.raises(ValueError, match=match):
+        DiversityConfig.from_dict(block)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# prompts, sharding, RNG
+
+
+def test_load_probe_prompts_from_files_and_datasets(tmp_path: Path):
+    convo = [{"role": "user", "content": "where is the dog"}, {"role": "assistant", "content": "the dog"}]
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(json.dumps({"prompt": "what is blue"}) + "\n" + json.dumps({"messages": convo}) + "\n")
+    assert load_probe_prompts(DiversityConfig(prompts=str(jsonl))) == ["what is blue", convo[:1]]
+
+    txt = tmp_path / "p.txt"
+    txt.write_text("one\n\ntwo\nthree\n")
+    assert load_probe_prompts(DiversityConfig(prompts=str(txt), num_prompts=2)) == ["one", "two"]
+
+    saved = tmp_path / "ds"
+    rows = [{"question": f"q{i}", "answer": "a"} for i in range(4)]
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(saved))
+    config = DiversityConfig(prompts=str(saved), prompts_split="test", prompts_column="question", num_prompts=3)
+    assert load_probe_prompts(config) == ["q0", "q1", "q2"]
+    with pytest.raises(ValueError, match="has no 'prompt' or 'messages' field"):
+        load_probe_prompts(DiversityConfig(prompts=str(saved)))
+    with pytest.raises(ValueError, match="split 'validation'"):
+        load_probe_prompts(DiversityConfig(prompts=str(saved), prompts_split="validation"))
+
+
+def test_render_prompt_uses_chat_template_or_plain_text():
+    tokenizer = build_tokenizer()
+    assert render_prompt("what is blue", tokenizer) == "<|user|> what is blue <eos> <|assistant|>"
+    tokenizer.chat_template = None
+    assert render_prompt("what is blue", tokenizer) == "what is blue"
+    with pytest.raises(ValueError, match="chat template"):
+        render_prompt([{"role": "user", "content": "hi"}], tokenizer)
+
+
+@pytest.mark.parametrize(("n", "world"), [(3, 2), (1, 4), (8, 3), (4, 4)])
+def test_shards_cover_prompts_once_with_equal_lengths(n: int, world: int):
+    shards = [_shard(n, rank, world) for rank in range(world)]
+    assert sorted(i for indices, _ in shards for i in indices) == list(range(n))
+    assert len({per_rank for _, per_rank in shards}) == 1  # every rank makes the same number of generate calls
+    assert all(len(indices) <= per_rank for indices, per_rank in shards)
+
+
+def test_preserve_rng_state_restores_all_generators():
+    torch.manual_seed(1), random.seed(1), np.random.seed(1)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(1), random.seed(1), np.random.seed(1)
+    with preserve_rng_state():
+        torch.manual_seed(99)
+        torch.rand(5), random.random(), np.random.rand()
+    got = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DeepSpeed ZeRO-3, 2 CPU processes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_zero3_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    """3 probe prompts over 2 ranks with one prompt per `generate` call: rank 0 makes 2 calls, rank 1 one real and one
+    dummy; without the padding, ZeRO-3's lock-step generation would hang (or fail with a collective mismatch).
+
+    DeepSpeed on CPU settings that work (DeepSpeed 0.19, accelerate 1.15, transformers 5):
+    - accelerate config `distributed_type: DEEPSPEED` with a `deepspeed_config_file` and no `use_cpu` (it silently
+      disables DeepSpeed) and no `mixed_precision` key (accelerate refuses it next to a config file);
+    - DeepSpeed config: ZeRO stage 3, batch sizes "auto", `"zero_force_ds_cpu_optimizer": false` so the Trainer's
+      torch AdamW is accepted;
+    - env `DS_ACCELERATOR=cpu`, `CUDA_VISIBLE_DEVICES=""`; trainer args `ddp_backend="gloo"`, `bf16=False`;
+    - the first run JIT-builds DeepSpeed's `deepspeed_shm_comm_op` into ~/.cache/torch_extensions (about 2 min once).
+    """
+    ds_config = tmp_path / "ds_zero3.json"
+    ds_config.write_text(
+        json.dumps(
+            {
+                "zero_optimization": {"stage": 3},
+                "train_micro_batch_size_per_gpu": "auto",
+                "gradient_accumulation_steps": "auto",
+                "train_batch_size": "auto",
+                "gradient_clipping": "auto",
+                "zero_force_ds_cpu_optimizer": False,
+            }
+        )
+    )
+    accelerate_config = tmp_path / "accelerate.yaml"
+    accelerate_config.write_text(
+        "compute_environment: LOCAL_MACHINE\n"
+        "distributed_type: DEEPSPEED\n"
+        "deepspeed_config:\n"
+        f"  deepspeed_config_file: {ds_config}\n"
+        "  zero3_init_flag: true\n"
+        "num_machines: 1\n"
+        "machine_rank: 0\n"
+        "num_processes: 2\n"
+        f"main_process_port: {_free_port()}\n"
+    )
+    out = tmp_path / "out"
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+        str(SCRIPTS / "diversity_train.py"), str(policy_dir), str(probe_file), str(out),
+        "--max-steps", "4", "--every-steps", "2",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+    report = json.loads((out / "diversity_report.json").read_text())
+    assert report["num_processes"] == 2 and report["zero_stage"] == 3
+    assert diversity_steps(report["log_history"]) == [0, 2, 4]
+    assert [e["step"] for e in report["log_history"] if "loss" in e] == [1, 2, 3, 4]
+    assert all(np.isfinite(e["diversity/sbert"]) for e in report["log_history"] if "diversity/sbert" in e)
+    # Every prompt exactly once, in order, after the gather (the dummy padding prompt was dropped).
+    assert [p.split("<|user|> ")[1].split(" <eos>")[0] for p in report["last_prompts"]] == PROMPTS[:3]
+    assert [len(group) for group in report["last_samples"]] == [3, 3, 3]
