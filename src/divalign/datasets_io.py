@@ -30,6 +30,8 @@ def load_recipe_dataset(script_args) -> DatasetDict:
     if not name:
         raise RecipeError("`dataset_name` is required: a Hub dataset id or a local .jsonl/.json/.parquet file or dir")
     path = Path(name)
+    if not path.exists() and (path.suffix in FILE_BUILDERS or name.startswith((".", "/", "~"))):
+        raise RecipeError(f"dataset file not found: {name} (dataset_name)")
     dataset = (
         _load_local(path)
         if path.exists()

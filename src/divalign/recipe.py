@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import os
 import tempfile
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,34 @@ def check_known_keys(keys: Sequence[str], known: set[str], where: str, what: str
             raise RecipeError(f"unknown {what} key {key!r} in {where}{hint}")
 
 
+def _scalar_type(annotation: Any) -> type | None:
+    """The plain scalar type a field holds (``float`` for ``float | None``), or ``None`` for anything richer."""
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    scalars = [a for a in options if a in (bool, int, float)]
+    return scalars[0] if len(options) == 1 and scalars else None
+
+
+def _fits(value: Any, expected: type) -> bool:
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        return True
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_value_types(content: dict[str, Any], dataclass_types: Sequence[type], where: str) -> None:
+    """Raise a :class:`RecipeError` naming a key whose value is not of its field's scalar type."""
+    hints = {name: hint for cls in dataclass_types for name, hint in typing.get_type_hints(cls).items()}
+    for key, value in content.items():
+        expected = _scalar_type(hints.get(key))
+        if expected is not None and not _fits(value, expected):
+            raise RecipeError(
+                f"recipe key {key!r} in {where} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})"
+            )
+
+
 def _cli_keys(argv: Sequence[str]) -> list[str]:
     return [arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")]
 
@@ -69,6 +98,7 @@ def parse_recipe(
     known = field_names(dataclass_types)
     check_known_keys(list(content), known, f"{path} (trainer: {trainer})", "recipe")
     check_known_keys(_cli_keys(overrides), known, "the command line", "flag")
+    check_value_types(content, dataclass_types, str(path))
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(content, handle)
     try:
