@@ -139,6 +139,7 @@ def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
         write_resolved_recipe(training_args.output_dir, trainer_name, diversity, script_args, training_args, model_args)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json beside the model: the curves `divalign plot` draws
     if trainer.accelerator.is_main_process and trainer.processing_class is not None:
         trainer.processing_class.save_pretrained(training_args.output_dir)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers and the process group
