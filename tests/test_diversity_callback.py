@@ -148,7 +148,12 @@ def test_wandb_offline_run_has_diversity_curves_and_table(
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_PROJECT", "divalign-test")
-    for setting in ("WANDB_X_DISABLE_STATS", "WANDB_X_DISABLE_META", "WANDB_X_DISABLE_MACHINE_INFO", "WANDB_DISABLE_GIT"):
+    for setting in (
+        "WANDB_X_DISABLE_STATS",
+        "WANDB_X_DISABLE_META",
+        "WANDB_X_DISABLE_MACHINE_INFO",
+        "WANDB_DISABLE_GIT",
+    ):
         monkeypatch.setenv(setting, "true")  # skip system probes: keeps the test fast on a busy CPU
     callback = DiversityCallback(diversity_config(probe_file, table_every_steps=2))
     trainer = make_trainer(policy_dir, tmp_path / "out", callback, max_steps=2, report_to=["wandb"])
@@ -340,22 +345,41 @@ def test_zero3_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: P
         "num_processes: 2\n"
         f"main_process_port: {_free_port()}\n"
     )
-    out = tmp_path / "out"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
+    report = _run_two_processes(launcher, [], policy_dir, probe_file, tmp_path / "out")
+    assert report["num_processes"] == 2 and report["zero_stage"] == 3
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    """DDP over gloo (torchrun; `use_cpu=True` so that accelerate treats the CPU ranks as one distributed run)."""
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+    ]
+    report = _run_two_processes(launcher, ["--use-cpu"], policy_dir, probe_file, tmp_path / "out")
+    assert report["num_processes"] == 2 and report["zero_stage"] is None
+
+
+def _run_two_processes(launcher: list[str], extra: list[str], policy: Path, probe: Path, out: Path) -> dict:
+    """Run tests/scripts/diversity_train.py under `launcher`, check the shared expectations, return its report."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH")]))
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
-        str(SCRIPTS / "diversity_train.py"), str(policy_dir), str(probe_file), str(out),
-        "--max-steps", "4", "--every-steps", "2",
-    ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=420)
+    script = [str(SCRIPTS / "diversity_train.py"), str(policy), str(probe), str(out), "--max-steps", "4"]
+    result = subprocess.run([*launcher, *script, "--every-steps", "2", *extra], env=env, capture_output=True,
+                            text=True, timeout=240)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
 
     report = json.loads((out / "diversity_report.json").read_text())
-    assert report["num_processes"] == 2 and report["zero_stage"] == 3
     assert diversity_steps(report["log_history"]) == [0, 2, 4]
     assert [e["step"] for e in report["log_history"] if "loss" in e] == [1, 2, 3, 4]
     assert all(np.isfinite(e["diversity/sbert"]) for e in report["log_history"] if "diversity/sbert" in e)
     # Every prompt exactly once, in order, after the gather (the dummy padding prompt was dropped).
     assert [p.split("<|user|> ")[1].split(" <eos>")[0] for p in report["last_prompts"]] == PROMPTS[:3]
     assert [len(group) for group in report["last_samples"]] == [3, 3, 3]
+    return report

@@ -1,7 +1,7 @@
 """Train the tiny policy with SFTTrainer + DiversityCallback; launched by tests/test_diversity_callback.py, alone or
 under `accelerate launch` (DDP or DeepSpeed ZeRO-3 on CPU/gloo). Writes OUTPUT_DIR/diversity_report.json (log_history, world size, ZeRO stage, last samples).
 
-Usage: python diversity_train.py MODEL_DIR PROBE_FILE OUTPUT_DIR [--max-steps N] [--every-steps N]
+Usage: python diversity_train.py MODEL_DIR PROBE_FILE OUTPUT_DIR [--max-steps N] [--every-steps N] [--use-cpu]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("output_dir")
     parser.add_argument("--max-steps", type=int, default=4)
     parser.add_argument("--every-steps", type=int, default=2)
+    parser.add_argument("--use-cpu", action="store_true", help="DDP on CPU under torchrun (not with DeepSpeed)")
     cli = parser.parse_args()
 
     # The SFTConfig comes first: under ZeRO-3 it sets up the process group and the DeepSpeed config that
@@ -40,6 +41,7 @@ def main() -> None:
         save_strategy="no",
         report_to="none",
         bf16=False,  # CPU
+        use_cpu=cli.use_cpu,
         ddp_backend="gloo",  # CPU processes: NCCL is unavailable (REFERENCE §4)
         seed=0,
         disable_tqdm=True,

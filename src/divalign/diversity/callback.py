@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 from transformers import GenerationConfig, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from divalign.diversity import DEFAULT_TRAINING_METRICS, METRIC_NAMES, REGISTRY, compute_diversity, load_embedder
@@ -397,7 +397,7 @@ class DiversityCallback(TrainerCallback):
         # The template already holds BOS/special tokens; plain prompts get them the way SFT tokenization adds them.
         add_special = not getattr(tokenizer, "chat_template", None)
         self._prompt_ids = [tokenizer(t, add_special_tokens=add_special)["input_ids"] for t in self._prompt_texts]
-        if self.trainer.accelerator.is_main_process and self.config.embedding_model:
+        if _topology(self.trainer.accelerator)[2] and self.config.embedding_model:
             with _without_zero3_init():
                 self._embedder = load_embedder(self.config.embedding_model)
         if state.global_step == 0:  # on resume the checkpoint's step was evaluated before
@@ -424,9 +424,8 @@ class DiversityCallback(TrainerCallback):
         """Sample, gather, score on the main process, and log through the trainer."""
         self._last_step = state.global_step
         groups, token_ids, prompt_idx = self._sample()
-        accelerator = self.trainer.accelerator
         metrics: dict[str, float] | None = None
-        if accelerator.is_main_process:
+        if _topology(self.trainer.accelerator)[2]:
             prompts = [self._prompt_texts[i] for i in prompt_idx]
             self.last_samples = {"step": state.global_step, "prompts": prompts, "samples": groups}
             metrics = compute_diversity(
@@ -449,10 +448,11 @@ class DiversityCallback(TrainerCallback):
         model = accelerator.unwrap_model(trainer.model_wrapped)
         was_training = model.training
         local: list[tuple[int, list[str], list[list[int]]]] = []
+        rank, world, _ = _topology(accelerator)
         model.eval()
         try:
             with preserve_rng_state(), torch.no_grad(), accelerator.autocast():
-                local = self._sample_shard(model, accelerator.process_index, accelerator.num_processes)
+                local = self._sample_shard(model, rank, world)
         finally:
             model.train(was_training)
         rows = sorted(gather_object(local), key=lambda row: row[0])
@@ -533,6 +533,15 @@ class DiversityCallback(TrainerCallback):
             for k, sample in enumerate(samples):
                 table.add_data(step, prompt, k, sample)
         wandb.log({"diversity/samples": table, "train/global_step": step})
+
+
+def _topology(accelerator: Any) -> tuple[int, int, bool]:
+    """(rank, world size, is main) as accelerate's collectives see them. A run that accelerate does not treat as
+    distributed (e.g. torchrun on CPU without `use_cpu`: every rank trains alone) is evaluated by each rank alone;
+    trusting `num_processes` there would make `gather_object` a no-op on sharded samples."""
+    if accelerator.distributed_type == DistributedType.NO:
+        return 0, 1, True
+    return accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
 
 
 def _needs_lockstep(trainer: Any) -> bool:
