@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import types
 import typing
@@ -84,12 +85,15 @@ class DiversityConfig:
         if isinstance(self.metrics, str):
             raise ValueError(f"diversity.metrics must be a list of metric names, got the string {self.metrics!r}")
         self.metrics = list(self.metrics)
+        if isinstance(self.prompts, os.PathLike):
+            self.prompts = os.fspath(self.prompts)
         for name, hint in typing.get_type_hints(type(self)).items():
             _check_type(name, getattr(self, name), hint)
-        self._check_values()
+        self._check_ranges()
+        self._check_metrics()
 
-    def _check_values(self) -> None:
-        """Range checks that a type check cannot express."""
+    def _check_ranges(self) -> None:
+        """Value checks that a type check cannot express."""
         if not self.prompts.strip():
             raise ValueError("diversity.prompts must name a prompts file or dataset, got an empty string")
         positive = ("num_prompts", "max_new_tokens", "every_steps", "batch_size")
@@ -107,12 +111,14 @@ class DiversityConfig:
             raise ValueError(f"diversity.temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"diversity.top_p must be in (0, 1], got {self.top_p}")
+
+    def _check_metrics(self) -> None:
+        """Known metric names, computable from what the callback has (token ids, vocabulary size, embedder)."""
         if not self.metrics:
             raise ValueError("diversity.metrics must name at least one metric")
         unknown = [name for name in self.metrics if name not in METRIC_NAMES]
         if unknown:
             raise ValueError(f"Unknown diversity metric(s) {unknown}; valid metrics: {list(METRIC_NAMES)}")
-        # The callback gives compute_diversity token ids, the vocabulary size and the embedder, nothing else.
         offline = [name for name in self.metrics if REGISTRY[name].needs & {"verifier", "nli_scorer"}]
         if offline:
             raise ValueError(f"Diversity metric(s) {offline} need a verifier or an NLI model: use `divalign eval`")
@@ -359,8 +365,9 @@ class DiversityCallback(TrainerCallback):
     """Sample a fixed probe set and log `diversity/*` metrics at step 0 and every `config.every_steps` steps.
 
     Works with any `Trainer` (TRL's SFT/DPO trainers and divalign's subclasses), single process, DDP and DeepSpeed
-    ZeRO-3. Each rank samples its share of the prompts; under ZeRO-3 (or FSDP) shards are padded with a dummy prompt so
-    every rank calls `generate` equally often with `synced_gpus=True`. Texts and token ids are gathered to the main
+    ZeRO-3 (FSDP is treated like ZeRO-3 but untested). Each rank samples its share of the prompts; with sharded
+    parameters the shards are padded with a dummy prompt so every rank calls `generate` equally often with
+    `synced_gpus=True` (an uneven split would otherwise hang). Texts and token ids are gathered to the main
     process, which alone computes the metrics, then every rank logs them so their `log_history` agree. Sampling uses a
     fixed seed inside a saved/restored RNG state, so the training trajectory is the same with or without the callback.
 
@@ -387,7 +394,9 @@ class DiversityCallback(TrainerCallback):
 
     # -- events ---------------------------------------------------------------------------------------------------
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         """Load the probe prompts and the embedder (failing before step 1), then evaluate the starting model."""
         if self.trainer is None:
             raise RuntimeError("DiversityCallback is not bound to a trainer: pass trainer=... or call bind(trainer)")
@@ -397,13 +406,14 @@ class DiversityCallback(TrainerCallback):
         # The template already holds BOS/special tokens; plain prompts get them the way SFT tokenization adds them.
         add_special = not getattr(tokenizer, "chat_template", None)
         self._prompt_ids = [tokenizer(t, add_special_tokens=add_special)["input_ids"] for t in self._prompt_texts]
-        if _topology(self.trainer.accelerator)[2] and self.config.embedding_model:
+        needs_embedder = any("embedder" in REGISTRY[name].needs for name in self.config.metrics)
+        if needs_embedder and _topology(self.trainer.accelerator)[2]:
             with _without_zero3_init():
                 self._embedder = load_embedder(self.config.embedding_model)
         if state.global_step == 0:  # on resume the checkpoint's step was evaluated before
             self._evaluate(args, state)
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         """Evaluate on the cadence (and at the last step when `evaluate_last_step`)."""
         step = state.global_step
         last = self.config.evaluate_last_step and state.max_steps > 0 and step == state.max_steps
@@ -516,6 +526,7 @@ class DiversityCallback(TrainerCallback):
     # -- sample table ---------------------------------------------------------------------------------------------
 
     def _table_due(self, step: int) -> bool:
+        """Whether this step is on the (lower) cadence of the W&B sample table."""
         every = self.config.table_every_steps
         return every > 0 and step % every == 0
 
