@@ -1,0 +1,37 @@
+# divalign: `make demo` runs the offline world end to end; `make test` is the one test command (CI runs it).
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.divalign-installed
+TORCH_VERSION ?= 2.13.0
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export WANDB_MODE := offline
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test lint demo demo-quick clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	# torch first, from the pinned CPU wheel: anything that pulls torch in later would fetch a multi-GB CUDA build
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==$(TORCH_VERSION)
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: lint
+	$(PYTHON) -m pytest -q -ra tests
+
+demo: $(STAMP)
+	$(PYTHON) -m divalign.toyworld.demo --out runs/demo
+
+demo-quick: $(STAMP)
+	$(PYTHON) -m divalign.toyworld.demo --out runs/demo-quick --quick
+
+clean:
+	rm -rf runs/smoke runs/demo-quick .pytest_cache
