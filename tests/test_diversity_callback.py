@@ -140,6 +140,34 @@ def test_training_trajectory_unchanged(policy_dir: Path, probe_file: Path, tmp_p
         torch.testing.assert_close(param, watched.model.get_parameter(name), rtol=0, atol=0)
 
 
+def test_works_with_dpo_trainer(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    from trl import DPOConfig, DPOTrainer
+
+    def turn(role: str, text: str) -> list[dict]:
+        return [{"role": role, "content": text}]
+
+    rows = [
+        {"prompt": turn("user", PROMPTS[i % 5]), "chosen": turn("assistant", "the cat sat on the mat"),
+         "rejected": turn("assistant", "a dog ran")}
+        for i in range(12)
+    ]  # fmt: skip
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=3, per_device_train_batch_size=4, logging_steps=1,
+                     report_to="none", use_cpu=True, bf16=False, save_strategy="no", disable_tqdm=True)  # fmt: skip
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(policy_dir),
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(policy_dir),
+    )
+    trainer.add_callback(DiversityCallback(diversity_config(probe_file), trainer=trainer))
+    trainer.train()
+
+    history = trainer.state.log_history
+    assert diversity_steps(history) == [0, 2, 3]
+    # DPO's own metrics stay in the training entries (its `log` also merges and clears `_metrics`).
+    assert [e["step"] for e in history if "rewards/chosen" in e and "loss" in e] == [1, 2, 3]
+
+
 def test_wandb_offline_run_has_diversity_curves_and_table(
     policy_dir: Path, probe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
