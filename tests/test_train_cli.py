@@ -131,3 +131,30 @@ def test_output_dir_checks(assets, tmp_path):
 def test_main_reports_errors_without_a_traceback(tmp_path, capsys):
     assert main([str(tmp_path / "missing.yaml")]) == 1
     assert "recipe file not found" in capsys.readouterr().err
+
+
+def test_diversity_block_logs_curves_from_the_recipe(assets, tmp_path):
+    prompts = tmp_path / "probe.txt"
+    prompts.write_text("say a word w1\nsay a word w2\nsay a word w3\n")
+    recipe = write_recipe(
+        tmp_path,
+        diversity={
+            "prompts": str(prompts),
+            "samples_per_prompt": 3,
+            "max_new_tokens": 4,
+            "every_steps": 5,
+            "metrics": ["distinct_1", "distinct_2", "exact_dup_rate"],
+        },
+    )
+    out = tmp_path / "run"
+    run_stage(str(recipe), smoke_flags(assets, out))
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    steps = [entry["step"] for entry in history if "diversity/distinct_1" in entry]
+    assert steps == [0, 5, 10]
+    assert yaml.safe_load((out / "divalign_recipe.yaml").read_text())["diversity"]["every_steps"] == 5
+
+
+def test_bad_diversity_block_fails_before_loading(assets, tmp_path):
+    recipe = write_recipe(tmp_path, diversity={"prompts": "p.txt", "samples": 4})
+    with pytest.raises(RecipeError, match=r"diversity: .*samples"):
+        run_stage(str(recipe), smoke_flags(assets, tmp_path / "out"))

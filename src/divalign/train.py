@@ -134,6 +134,8 @@ def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
     callbacks = _diversity_callbacks(diversity, recipe_path)
     run = StageRun(trainer_name, script_args, training_args, model_args, train_dataset, eval_dataset, callbacks)
     trainer = stage.build(run)
+    for callback in callbacks:
+        callback.bind(trainer)
     _check_trainable(trainer, len(train_dataset), stage, recipe_path)
     if trainer.accelerator.is_main_process:
         write_resolved_recipe(training_args.output_dir, trainer_name, diversity, script_args, training_args, model_args)
