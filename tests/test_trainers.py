@@ -146,3 +146,26 @@ def test_compute_loss_func_is_refused(tmp_path):
 def test_bad_hyper_parameters_are_refused_at_construction(tmp_path, config_class, key, value, message):
     with pytest.raises(ValueError, match=message):
         config_class(output_dir=str(tmp_path), use_cpu=True, **{key: value})
+
+
+def test_qlora_trains_a_4bit_base(tmp_path):
+    import bitsandbytes as bnb
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from divalign.smoke import save_tiny_model
+
+    path = save_tiny_model(tmp_path / "base")
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = TOFUTrainer(
+        model=model,
+        args=TOFUConfig(output_dir=str(tmp_path / "out"), **{**COMMON, "max_steps": 3}),
+        train_dataset=Dataset.from_list(prompt_completion_rows(16)),
+        processing_class=build_tokenizer(),
+        peft_config=lora,
+    )
+    trainer.train()
+    nll = logged(trainer, "nll")
+    assert len(nll) == 3 and all(torch.isfinite(torch.tensor(nll)))
+    assert any(p.abs().sum() > 0 for n, p in trainer.model.named_parameters() if "lora_B" in n)
