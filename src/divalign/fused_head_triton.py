@@ -1,0 +1,341 @@
+"""Triton kernels for the fused CE/TOFU/GEM head (opt-in: ``select_head("fused-triton", ...)``).
+
+Same algorithm and contract as :func:`divalign.fused_head.fused_head_loss` (see that module for the formulas): the
+projection of each vocabulary tile is one cuBLAS matmul into a reused ``(rows, tile)`` buffer in the compute dtype;
+what the plain path does with several fp32 ``(rows, tile)`` temporaries happens here in registers, one program per
+token row:
+
+- forward: ``_fold_kernel`` reads the tile once and updates the row's online accumulators (running max and its first
+  index, ``Σ e^(z−m)``, ``Σ e^(z−m)(z−m)``, the tempered sums, the GEM-logsigmoid weighted sums, ``z_y``);
+- backward: ``_grad_kernel`` overwrites the recomputed tile with ``c · (q ⊙ w − A · e_y)`` through the logit
+  transform, which then feeds the two backward matmuls (fp32 accumulation).
+
+Status: checked against the reference only in Triton's CPU interpreter (``TRITON_INTERPRET=1``,
+``tests/scripts/triton_interpret_check.py``); it has not been compiled or timed on a GPU, so ``"auto"`` never picks it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .chunked_head import PLAIN_LOGITS, HeadOutput, LogitTransform, _compute_dtype, _lm_head_gather_context
+from .fused_head import (
+    DEFAULT_FUSED_ROWS,
+    TILE_ALIGN,
+    RowResult,
+    RowStats,
+    _accumulate_mm,
+    _beta,
+    _is_logsigmoid,
+    _tiles,
+    _validate,
+    finish_rows,
+    target_logits,
+)
+from .losses import IGNORE_INDEX, LossSpec
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the module still imports; triton_head_loss then raises
+    triton = None
+
+# One (rows, tile) buffer in the compute dtype of this many elements (128 MiB in bf16); no fp32 tile exists
+TRITON_TILE_ELEMENTS = 2**26
+BLOCK_COLS = 1024
+KINDS = {"ce": 0, "tofu": 1, "gem-linear": 2, "gem-logsigmoid": 3}
+N_STATS = 8  # m, z_y, s_p, t_p, s_q, u_q, a_q, b_q
+
+
+def _kind(spec: LossSpec) -> int:
+    return KINDS[spec.name if spec.name != "gem" else f"gem-{spec.h}"]
+
+
+def _jit(fn):
+    return triton.jit(fn) if triton is not None else fn
+
+
+@_jit
+def _transform(z, scale, softcap, HAS_SOFTCAP: tl.constexpr):
+    z = z * scale
+    if HAS_SOFTCAP:
+        z = softcap * (2.0 * tl.sigmoid(2.0 * z / softcap) - 1.0)  # softcap · tanh(z / softcap)
+    return z
+
+
+@_jit
+def _fold_kernel(
+    tile_ptr,
+    tile_stride,
+    labels_ptr,
+    z_y_w_ptr,
+    stats_ptr,
+    argmax_ptr,
+    n_rows,
+    col_start,
+    n_cols,
+    inv_beta,
+    scale,
+    softcap,
+    KIND: tl.constexpr,
+    HAS_Q: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # One program per row: fold this vocabulary tile into the row's running accumulators
+    row = tl.program_id(0).to(tl.int64)
+    row_ptr = tile_ptr + row * tile_stride
+    m = tl.load(stats_ptr + row)
+    s_p = tl.load(stats_ptr + 2 * n_rows + row)
+    t_p = tl.load(stats_ptr + 3 * n_rows + row)
+    s_q = tl.load(stats_ptr + 4 * n_rows + row)
+    u_q = tl.load(stats_ptr + 5 * n_rows + row)
+    a_q = tl.load(stats_ptr + 6 * n_rows + row)
+    b_q = tl.load(stats_ptr + 7 * n_rows + row)
+    arg = tl.load(argmax_ptr + row)
+    z_y_w = 0.0
+    if KIND == 3:
+        z_y_w = tl.load(z_y_w_ptr + row)
+    for start in range(0, n_cols, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        valid = offsets < n_cols
+        z = _transform(tl.load(row_ptr + offsets, mask=valid, other=0.0).to(tl.float32), scale, softcap, HAS_SOFTCAP)
+        block_max = tl.max(tl.where(valid, z, float("-inf")), axis=0)
+        first = tl.min(tl.where(valid & (z == block_max), offsets, n_cols), axis=0)
+        arg = tl.where(block_max > m, col_start + first, arg)  # strictly greater: ties keep the first index
+        new_m = tl.maximum(m, block_max)
+        # The first block starts from m = -inf and zero sums: shift 0 keeps them zero (no -inf · 0)
+        shift = tl.where(m > float("-inf"), m - new_m, 0.0)
+        d = tl.where(valid, z - new_m, 0.0)
+        e = tl.where(valid, tl.exp(d), 0.0)
+        t_p = tl.exp(shift) * (t_p + shift * s_p) + tl.sum(e * d, axis=0)
+        s_p = s_p * tl.exp(shift) + tl.sum(e, axis=0)
+        if KIND > 0:
+            scale_q = tl.exp(shift)
+            eq = e
+            if HAS_Q:
+                scale_q = tl.exp(shift * inv_beta)
+                eq = tl.where(valid, tl.exp(d * inv_beta), 0.0)
+            if KIND == 2:
+                u_q = scale_q * (u_q + shift * s_q) + tl.sum(eq * d, axis=0)
+            if KIND == 3:
+                gap = tl.where(valid, z - z_y_w, 0.0)
+                wq = eq * tl.sigmoid(0.01 * gap)
+                a_q = a_q * scale_q + tl.sum(wq, axis=0)
+                b_q = b_q * scale_q + tl.sum(wq * gap, axis=0)
+            s_q = s_q * scale_q + tl.sum(eq, axis=0)
+        m = new_m
+    tl.store(stats_ptr + row, m)
+    tl.store(stats_ptr + 2 * n_rows + row, s_p)
+    tl.store(stats_ptr + 3 * n_rows + row, t_p)
+    tl.store(stats_ptr + 4 * n_rows + row, s_q)
+    tl.store(stats_ptr + 5 * n_rows + row, u_q)
+    tl.store(stats_ptr + 6 * n_rows + row, a_q)
+    tl.store(stats_ptr + 7 * n_rows + row, b_q)
+    tl.store(argmax_ptr + row, arg)
+    local = tl.load(labels_ptr + row) - col_start
+    if (local >= 0) & (local < n_cols):
+        z_y = _transform(tl.load(row_ptr + local).to(tl.float32), scale, softcap, HAS_SOFTCAP)
+        tl.store(stats_ptr + n_rows + row, z_y)
+
+
+@_jit
+def _grad_kernel(
+    tile_ptr,
+    tile_stride,
+    labels_ptr,
+    z_y_w_ptr,
+    q_shift_ptr,
+    coef_ptr,
+    mass_ptr,
+    col_start,
+    n_cols,
+    inv_beta,
+    scale,
+    softcap,
+    LOGSIGMOID: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # One program per row: replace the recomputed logits by d loss / d (raw head output), in place
+    row = tl.program_id(0).to(tl.int64)
+    row_ptr = tile_ptr + row * tile_stride
+    local = tl.load(labels_ptr + row) - col_start
+    q_shift = tl.load(q_shift_ptr + row)
+    coef = tl.load(coef_ptr + row)
+    target = coef * tl.load(mass_ptr + row)
+    z_y_w = 0.0
+    if LOGSIGMOID:
+        z_y_w = tl.load(z_y_w_ptr + row)
+    for start in range(0, n_cols, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        valid = offsets < n_cols
+        raw = tl.load(row_ptr + offsets, mask=valid, other=0.0)
+        z = _transform(raw.to(tl.float32), scale, softcap, HAS_SOFTCAP)
+        grad = tl.exp((z - q_shift) * inv_beta)
+        if LOGSIGMOID:
+            grad = grad * tl.sigmoid(0.01 * (z - z_y_w))
+        grad = coef * grad - tl.where(offsets == local, target, 0.0)
+        if HAS_SOFTCAP:
+            tanh = z / softcap
+            grad = grad * (1.0 - tanh * tanh)
+        grad = grad * scale
+        tl.store(row_ptr + offsets, grad.to(raw.dtype), mask=valid)
+
+
+def triton_available() -> bool:
+    return triton is not None
+
+
+def _triton_tile_cols(rows: int, vocab_size: int) -> int:
+    cols = max(TILE_ALIGN, (TRITON_TILE_ELEMENTS // max(rows, 1)) // TILE_ALIGN * TILE_ALIGN)
+    return min(cols, max(vocab_size, 1))
+
+
+def _project_into(out: torch.Tensor, h: torch.Tensor, w_tile: torch.Tensor, b_tile: torch.Tensor | None) -> None:
+    torch.mm(h, w_tile.t(), out=out)
+    if b_tile is not None:
+        out.add_(b_tile)
+
+
+def _leading_view(buffer: torch.Tensor, width: int) -> torch.Tensor:
+    """A contiguous ``(rows, width)`` view of the start of the tile buffer (the last tile may be narrower)."""
+    return buffer.view(-1)[: buffer.shape[0] * width].view(buffer.shape[0], width)
+
+
+def _transform_args(transform: LogitTransform) -> tuple[float, float, bool]:
+    has_softcap = transform.softcap is not None
+    return float(transform.scale), float(transform.softcap) if has_softcap else 1.0, has_softcap
+
+
+def _fold_rows(h, weight, bias, labels, spec, tile_cols, dtype, transform) -> tuple[RowResult, torch.Tensor | None]:
+    n, beta = h.shape[0], _beta(spec)
+    z_y_w = target_logits(h, weight, bias, labels, dtype, transform) if _is_logsigmoid(spec) else None
+    stats = torch.zeros(N_STATS, n, dtype=torch.float32, device=h.device)
+    stats[0] = float("-inf")
+    argmax = torch.zeros(n, dtype=torch.int64, device=h.device)
+    buffer = torch.empty(n, min(tile_cols, weight.shape[0]), dtype=dtype, device=h.device)  # reused by every tile
+    scale, softcap, has_softcap = _transform_args(transform)
+    for start, cols in _tiles(weight.shape[0], tile_cols):
+        tile = _leading_view(buffer, cols.stop - start)
+        _project_into(tile, h, weight[cols].to(dtype), None if bias is None else bias[cols].to(dtype))
+        _fold_kernel[(n,)](
+            tile, tile.stride(0), labels, stats if z_y_w is None else z_y_w, stats, argmax, n, start,
+            tile.shape[1], 1.0 / beta, scale, softcap,
+            KIND=_kind(spec), HAS_Q=beta != 1.0, HAS_SOFTCAP=has_softcap, BLOCK=BLOCK_COLS,
+        )  # fmt: skip
+    m, z_y, s_p, t_p, s_q, u_q, a_q, b_q = stats
+    kind = _kind(spec)
+    row_stats = RowStats(
+        m, argmax, z_y, s_p, t_p,
+        s_q if kind > 0 else None, u_q if kind == 2 else None, a_q if kind == 3 else None, b_q if kind == 3 else None,
+    )  # fmt: skip
+    return finish_rows(row_stats, labels, spec, z_y_w), z_y_w
+
+
+def _addmm_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b`` in fp32; on CUDA without first rounding a bf16 product to bf16."""
+    if acc.is_cuda and a.dtype != acc.dtype:
+        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+    else:
+        _accumulate_mm(acc, a, b)
+
+
+class _TritonHeadFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, spec, chunk_rows, tile_cols, transform):
+        dtype = _compute_dtype(hidden)
+        pieces = []
+        with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, hidden.shape[0], chunk_rows):
+                rows = slice(start, start + chunk_rows)
+                h = hidden[rows].to(dtype)
+                result, z_y_w = _fold_rows(h, weight, bias, labels[rows], spec, tile_cols, dtype, transform)
+                pieces.append((*result, hidden.new_zeros(0, dtype=torch.float32) if z_y_w is None else z_y_w))
+        if not pieces:
+            empty = hidden.new_zeros(0, dtype=torch.float32)
+            pieces.append((empty, empty, empty, empty.bool(), empty, empty, empty, empty))
+        loss, nll, entropy, is_top1, q_shift, coef, mass, z_y_w = (torch.cat(c) for c in zip(*pieces, strict=True))
+        ctx.save_for_backward(hidden, weight, bias, labels, q_shift, coef, mass, z_y_w)
+        ctx.spec, ctx.chunk_rows, ctx.tile_cols = spec, chunk_rows, tile_cols
+        ctx.transform, ctx.dtype = transform, dtype
+        ctx.mark_non_differentiable(nll, entropy, is_top1)
+        return loss, nll, entropy, is_top1
+
+    @staticmethod
+    def backward(ctx, grad_loss, *_unused):
+        hidden, weight, bias, labels, q_shift, coef, mass, z_y_w = ctx.saved_tensors
+        wants = ctx.needs_input_grad[:3]
+        if grad_loss is None or not any(wants):
+            return (None,) * 8
+        with _lm_head_gather_context(weight, bias), torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
+            scaled = (coef * grad_loss.float()).contiguous()
+            grads = _backward(ctx, hidden, weight, bias, labels, q_shift, scaled, mass, z_y_w, wants)
+        return (*grads, None, None, None, None, None)
+
+
+def _backward(ctx, hidden, weight, bias, labels, q_shift, scaled_coef, mass, z_y_w, wants):
+    dtype, n_rows, vocab = ctx.dtype, hidden.shape[0], weight.shape[0]
+    head_dtype = torch.float32 if n_rows > ctx.chunk_rows else dtype
+    grad_hidden = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if wants[0] else None
+    grad_weight = torch.zeros(weight.shape, dtype=head_dtype, device=weight.device) if wants[1] else None
+    grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if wants[2] else None
+    scale, softcap, has_softcap = _transform_args(ctx.transform)
+    logsigmoid = _is_logsigmoid(ctx.spec)
+    for row_start in range(0, n_rows, ctx.chunk_rows):
+        rows = slice(row_start, row_start + ctx.chunk_rows)
+        h = hidden[rows].to(dtype)
+        n = h.shape[0]
+        buffer = torch.empty(n, min(ctx.tile_cols, vocab), dtype=dtype, device=h.device)
+        for start, cols in _tiles(vocab, ctx.tile_cols):
+            tile = _leading_view(buffer, cols.stop - start)
+            w_tile = weight[cols].to(dtype)
+            _project_into(tile, h, w_tile, None if bias is None else bias[cols].to(dtype))
+            _grad_kernel[(n,)](
+                tile, tile.stride(0), labels[rows], z_y_w[rows] if logsigmoid else q_shift[rows], q_shift[rows],
+                scaled_coef[rows], mass[rows], start, tile.shape[1], 1.0 / _beta(ctx.spec), scale, softcap,
+                LOGSIGMOID=logsigmoid, HAS_SOFTCAP=has_softcap, BLOCK=BLOCK_COLS,
+            )  # fmt: skip
+            if grad_hidden is not None:
+                _addmm_fp32(grad_hidden[rows], tile, w_tile)
+            if grad_weight is not None:
+                _addmm_fp32(grad_weight[cols], tile.t(), h)
+            if grad_bias is not None:
+                grad_bias[cols] += tile.float().sum(0)
+    return [
+        None if grad_hidden is None else grad_hidden.to(hidden.dtype),
+        None if grad_weight is None else grad_weight.to(weight.dtype),
+        None if grad_bias is None else grad_bias.to(bias.dtype),
+    ]
+
+
+def triton_head_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    spec: LossSpec,
+    chunk_rows: int | None = None,
+    transform: LogitTransform = PLAIN_LOGITS,
+    tile_cols: int | None = None,
+) -> HeadOutput:
+    """:func:`divalign.fused_head.fused_head_loss` with the tile folds in Triton kernels (same arguments and results).
+
+    Runs on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1`` (how it is tested).
+    """
+    if triton is None:
+        raise ImportError("triton_head_loss needs the `triton` package")
+    if not isinstance(spec, LossSpec):
+        raise TypeError(f"the fused head implements LossSpec losses only, got {type(spec).__name__}")
+    _validate(spec)
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    labels = labels.reshape(-1)
+    mask = labels != IGNORE_INDEX
+    rows = chunk_rows or min(max(int(mask.sum()), 1), DEFAULT_FUSED_ROWS)
+    cols = tile_cols or _triton_tile_cols(rows, weight.shape[0])
+    if rows < 1 or cols < 1:
+        raise ValueError(f"chunk_rows and tile_cols must be positive, got {chunk_rows}, {tile_cols}")
+    compact = _TritonHeadFunction.apply(
+        hidden[mask], weight, bias, labels[mask].contiguous(), spec, rows, cols, transform
+    )
+    return HeadOutput(*(t.new_zeros(mask.shape).masked_scatter(mask, t) for t in compact))
