@@ -11,6 +11,7 @@ from collections.abc import Sequence
 _COMMAND_MODULES = (
     "divalign.evaluation",
     "divalign.plotting",
+    "divalign.pipeline",
 )
 
 

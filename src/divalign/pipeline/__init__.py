@@ -1,0 +1,70 @@
+"""`divalign pipeline FILE`: run a lineage of training stages (e.g. SFT → DPO → GRPO) from one file.
+
+Each stage is ``accelerate launch ... -m divalign.train RECIPE`` loading the previous stage's output; finished stages
+are skipped, interrupted ones resumed, changed ones refused unless ``--force-rerun``; the chat template and EOS token
+are checked between stages; a lineage eval (``divalign eval``) can close the run. Format: recipes/pipelines/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .runner import PipelineRunner, StageResult, launch_command, merge_adapter, stage_env
+from .spec import PipelineError, PipelineSpec, StageSpec, load_pipeline
+from .state import DONE_MARKER, Status, inspect_dir, move_aside
+
+__all__ = [
+    "DONE_MARKER",
+    "PipelineError",
+    "PipelineRunner",
+    "PipelineSpec",
+    "StageResult",
+    "StageSpec",
+    "Status",
+    "add_parser",
+    "inspect_dir",
+    "launch_command",
+    "load_pipeline",
+    "merge_adapter",
+    "move_aside",
+    "run",
+    "run_pipeline",
+    "stage_env",
+]
+
+
+def run_pipeline(path: str, *, force_rerun: list[str] | tuple[str, ...] = (), only: str | None = None,
+                 dry_run: bool = False, **runner_kwargs: Any) -> list[StageResult]:  # fmt: skip
+    """Validate the pipeline at ``path`` (every stage, before anything trains), then run it."""
+    spec = load_pipeline(path)
+    runner = PipelineRunner(spec, force_rerun=force_rerun, only=only, dry_run=dry_run, **runner_kwargs)
+    return runner.run()
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `divalign pipeline`."""
+    parser = subparsers.add_parser(
+        "pipeline", help="run a multi-stage training lineage (SFT → DPO → GRPO ...) from one file",
+        description="Run the stages of a pipeline file in order, each with `accelerate launch -m divalign.train`, "
+                    "skipping finished stages and resuming interrupted ones (format: recipes/pipelines/README.md).",
+    )  # fmt: skip
+    parser.add_argument("file", help="pipeline YAML file")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print each stage's plan and command")
+    parser.add_argument("--force-rerun", action="append", default=[], metavar="STAGE",
+                        help="move STAGE's finished output aside (<dir>.old-<timestamp>) and rerun it and every later "
+                             "stage; repeatable; 'eval' reruns the lineage eval only")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        default=None,
+        metavar="STAGE",
+        help="run only STAGE (earlier stages must be finished); 'eval' runs only the lineage eval",
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `divalign pipeline` from parsed arguments."""
+    run_pipeline(args.file, force_rerun=args.force_rerun, only=args.only, dry_run=args.dry_run)
+    return 0

@@ -1,0 +1,354 @@
+"""Run a validated pipeline: one ``accelerate launch -m divalign.train`` per stage, in order, each loading the last.
+
+A stage is skipped when its directory holds a marker with the same inputs hash, resumed from its last checkpoint
+when it was interrupted, and refused when its inputs changed and it already has a result (``--force-rerun`` moves
+the old directory aside). Between stages the tokenizer's chat template and EOS token are compared, and a LoRA
+adapter is merged or handed on as the next stage asks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .spec import EVAL_STAGE, PipelineError, PipelineSpec, StageSpec
+from .state import (
+    DONE_MARKER,
+    Inspection,
+    Status,
+    file_text,
+    inputs_hash,
+    inspect_dir,
+    move_aside,
+    read_json,
+    record_start,
+    started_path,
+    write_marker,
+)
+
+ADAPTER_CONFIG = "adapter_config.json"
+MERGED_DIR = "merged"
+# Trainer keys that change the tokenizer on purpose: a drift they explain is a warning, not an error
+TEMPLATE_KEYS = {"chat_template": "chat_template_path", "eos_token": "eos_token"}
+
+Launcher = Callable[[list[str], dict[str, str]], int]
+
+
+def subprocess_launcher(command: list[str], env: dict[str, str]) -> int:
+    """Run one stage's launch command with its output on the terminal; returns its exit status."""
+    return subprocess.run(command, env=env, check=False).returncode
+
+
+@dataclass
+class StageResult:
+    """A finished (or, in a dry run, planned) stage: where its model is and what identifies that result."""
+
+    name: str
+    output_dir: Path
+    digest: str
+    run_id: str
+
+    @property
+    def is_adapter(self) -> bool:
+        return (self.output_dir / ADAPTER_CONFIG).is_file()
+
+
+@dataclass
+class StageInput:
+    """What a stage loads: a model path, flags that go with it, and what identifies it in the hash."""
+
+    model: str
+    flags: list[str] = field(default_factory=list)
+    identity: dict[str, Any] = field(default_factory=dict)
+
+
+def override_flags(overrides: dict[str, Any]) -> list[str]:
+    """``{key: value}`` → ``--key value`` for ``divalign.train`` (TrlParser syntax: JSON for mappings and lists)."""
+    flags = []
+    for key, value in overrides.items():
+        if isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, dict | list):
+            text = json.dumps(value)
+        else:
+            text = str(value)
+        flags += [f"--{key}", text]
+    return flags
+
+
+def launch_command(stage: StageSpec, model: StageInput, resume: bool, run_name: str | None) -> list[str]:
+    """``accelerate launch [--config_file C] [launch_args] -m divalign.train RECIPE --output_dir D ...``."""
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    if stage.accelerate_config is not None:
+        command += ["--config_file", str(stage.accelerate_config)]
+    command += [*stage.launch_args, "-m", "divalign.train", str(stage.recipe)]
+    command += ["--output_dir", str(stage.output_dir), "--model_name_or_path", model.model, *model.flags]
+    command += override_flags(stage.overrides)
+    if run_name is not None:
+        command += ["--run_name", run_name]
+    if resume:
+        command += ["--resume_from_checkpoint", "true"]
+    return command
+
+
+def stage_env(spec: PipelineSpec, stage: StageSpec) -> dict[str, str]:
+    """The launching environment plus W&B grouping: one group per pipeline, one job type per stage."""
+    return {
+        **os.environ,
+        "WANDB_RUN_GROUP": spec.name,
+        "WANDB_JOB_TYPE": stage.name,
+        "WANDB_NAME": f"{spec.name}-{stage.name}",
+    }
+
+
+def merge_adapter(adapter_dir: Path) -> Path:
+    """Merge the LoRA adapter in ``adapter_dir`` into its base model; save model + tokenizer in ``adapter_dir/merged``.
+
+    Written to a temporary directory and renamed, so a ``merged`` directory is always complete and is reused.
+    """
+    target = adapter_dir / MERGED_DIR
+    if (target / "config.json").is_file():
+        return target
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    temporary = adapter_dir / f"{MERGED_DIR}.tmp-{os.getpid()}"
+    model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype="auto")
+    model.merge_and_unload().save_pretrained(temporary)
+    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(temporary)
+    temporary.rename(target)
+    return target
+
+
+def tokenizer_signature(model: str) -> tuple[str | None, str | None]:
+    """The chat template and EOS token a checkpoint's tokenizer carries."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as error:
+        raise PipelineError(
+            f"cannot read the tokenizer of {model} to check its chat template and EOS: {error}"
+        ) from error
+    return tokenizer.chat_template, tokenizer.eos_token
+
+
+def _short(text: str | None, limit: int = 200) -> str:
+    if text is None:
+        return "None"
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
+
+
+def template_drift(before: tuple[str | None, str | None], after: tuple[str | None, str | None]) -> list[str]:
+    """Names of the tokenizer fields (``chat_template``, ``eos_token``) that differ."""
+    return [name for name, old, new in zip(TEMPLATE_KEYS, before, after, strict=True) if old != new]
+
+
+class PipelineRunner:
+    """Runs (or, with ``dry_run``, plans) the stages of ``spec`` and the lineage eval."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        *,
+        force_rerun: Sequence[str] = (),
+        only: str | None = None,
+        dry_run: bool = False,
+        launcher: Launcher = subprocess_launcher,
+        log: Callable[[str], None] = print,
+    ):
+        known = [*spec.names, *([EVAL_STAGE] if spec.eval is not None else [])]
+        for name in [*force_rerun, *([only] if only else [])]:
+            if name not in known:
+                raise PipelineError(f"{spec.path}: no stage named {name!r}; stages are {', '.join(known)}")
+        self.spec = spec
+        self.dry_run = dry_run
+        self.only = only
+        self.launcher = launcher
+        self.log = log
+        self.forced = self._cascade(force_rerun)
+        self.launched: list[str] = []
+
+    def _cascade(self, force_rerun: Sequence[str]) -> set[str]:
+        """A forced stage forces every later stage (and the eval): they were built on the result being replaced."""
+        order = [*self.spec.names, EVAL_STAGE]
+        if not force_rerun:
+            return set()
+        first = min(order.index(name) for name in force_rerun)
+        return set(order[first:])
+
+    def _say(self, message: str) -> None:
+        self.log(f"[divalign pipeline {self.spec.name}] {message}")
+
+    # Inputs
+
+    def _input(self, stage: StageSpec, previous: StageResult | None) -> StageInput:
+        if previous is None:
+            model = self.spec.base_model
+            identity: dict[str, Any] = {"model": model}
+            if not (Path(model) / ADAPTER_CONFIG).is_file():
+                return StageInput(model, [], identity)
+            return self._adapter_input(stage, Path(model), identity, "base_model")
+        identity = {"stage": previous.name, "hash": previous.digest, "run_id": previous.run_id}
+        if not (previous.is_adapter or (self.dry_run and self.spec.stage(previous.name).uses_peft)):
+            return StageInput(str(previous.output_dir), [], identity)
+        return self._adapter_input(stage, previous.output_dir, identity, f"stage {previous.name!r}")
+
+    def _adapter_input(self, stage: StageSpec, adapter_dir: Path, identity: dict, source: str) -> StageInput:
+        identity = {**identity, "adapters": stage.adapters}
+        if stage.adapters is None:
+            raise PipelineError(f"{self.spec.path}: stage {stage.name!r} loads {source}, a LoRA adapter "
+                                f"({adapter_dir / ADAPTER_CONFIG}); set `adapters: merge` or `adapters: continue`")  # fmt: skip
+        if stage.adapters == "merge":
+            merged = adapter_dir / "merged"
+            if not self.dry_run:
+                self._say(f"merging the adapter in {adapter_dir} into its base model → {merged}")
+                merged = merge_adapter(adapter_dir)
+            return StageInput(str(merged), [], identity)
+        if stage.trainer == "dpo":
+            self._say(f"stage {stage.name!r}: adapters: continue — DPO's reference model is the adapter-free base "
+                      "model, not the previous stage; use `adapters: merge` for a reference equal to it")  # fmt: skip
+        # transformers loads base + adapter from an adapter directory; is_trainable keeps the adapter trainable
+        init_kwargs = {**stage.model_init_kwargs}
+        init_kwargs["adapter_kwargs"] = {**init_kwargs.get("adapter_kwargs", {}), "is_trainable": True}
+        return StageInput(str(adapter_dir), ["--model_init_kwargs", json.dumps(init_kwargs)], identity)
+
+    def _digest(self, stage: StageSpec, model: StageInput) -> tuple[str, dict[str, Any]]:
+        inputs = {
+            "trainer": stage.trainer,
+            "recipe": file_text(stage.recipe),
+            "overrides": stage.overrides,
+            "input": model.identity,
+            "accelerate_config": file_text(stage.accelerate_config),
+            "launch_args": list(stage.launch_args),
+        }
+        return inputs_hash(inputs), inputs
+
+    # Stages
+
+    def _refuse_stale(self, stage_name: str, directory: Path, inspection: Inspection) -> None:
+        raise PipelineError(
+            f"{self.spec.path}: stage {stage_name!r}: {directory} already holds a result, but {inspection.detail} "
+            f"(recipe, overrides, accelerate config, launch args or an upstream stage changed). It is never "
+            f"overwritten: remove {directory}, or pass --force-rerun {stage_name} to move it aside to "
+            f"{directory}.old-<timestamp> and run it again"
+        )
+
+    def _prepare_dir(self, name: str, directory: Path, inspection: Inspection) -> bool:
+        """Resolve a stage directory's state before running; returns whether to resume."""
+        status = inspection.status
+        if name in self.forced and status is not Status.FRESH:
+            if self.dry_run:
+                self._say(f"stage {name!r}: would move {directory} aside (--force-rerun)")
+                return False
+            self._say(f"stage {name!r}: --force-rerun: moved {directory} aside to {move_aside(directory)}")
+            return False
+        if status is Status.STALE:
+            self._refuse_stale(name, directory, inspection)
+        if status is Status.FOREIGN:
+            raise PipelineError(
+                f"{self.spec.path}: stage {name!r}: {directory} is not empty but holds neither a finished stage "
+                f"(no {DONE_MARKER}) nor a checkpoint-* to resume from; remove it, or point the "
+                "stage's `output_dir` elsewhere"
+            )
+        return status is Status.RESUME
+
+    def _run_stage(self, stage: StageSpec, previous: StageResult | None) -> StageResult:
+        model = self._input(stage, previous)
+        digest, inputs = self._digest(stage, model)
+        started = read_json(started_path(self.spec.output_root, stage.name))
+        inspection = inspect_dir(stage.output_dir, digest, started)
+        if inspection.status is Status.DONE and stage.name not in self.forced:
+            self._say(f"stage {stage.name!r}: skipped, finished with the same inputs ({stage.output_dir})")
+            self._check_template(stage, model.model)
+            return StageResult(stage.name, stage.output_dir, digest, inspection.marker["run_id"])
+        if self.only is not None and stage.name != self.only:
+            raise PipelineError(f"{self.spec.path}: --only {self.only} needs stage {stage.name!r} finished with its "
+                                f"current inputs first (its directory {stage.output_dir} is {inspection.status.value})")  # fmt: skip
+        resume = self._prepare_dir(stage.name, stage.output_dir, inspection)
+        run_name = None if "run_name" in stage.overrides else f"{self.spec.name}-{stage.name}"
+        command = launch_command(stage, model, resume, run_name)
+        self._say(f"stage {stage.name!r}: {'resuming' if resume else 'running'}: {' '.join(command)}")
+        if self.dry_run:
+            return StageResult(stage.name, stage.output_dir, digest, "planned")
+        if not resume:
+            record_start(self.spec.output_root, stage.name, digest, stage.output_dir)
+        self.launched.append(stage.name)
+        code = self.launcher(command, stage_env(self.spec, stage))
+        if code != 0:
+            raise PipelineError(f"stage {stage.name!r} failed (exit status {code}); rerun the same command to resume "
+                                f"from its last checkpoint in {stage.output_dir}")  # fmt: skip
+        self._check_template(stage, model.model)
+        marker = write_marker(stage.output_dir, digest, inputs, str(stage.output_dir))
+        return StageResult(stage.name, stage.output_dir, digest, marker["run_id"])
+
+    def _check_template(self, stage: StageSpec, input_model: str) -> None:
+        """Fail when the stage changed the chat template or EOS token, unless its recipe asked for that change."""
+        if self.dry_run:
+            return
+        before, after = tokenizer_signature(input_model), tokenizer_signature(str(stage.output_dir))
+        drift = template_drift(before, after)
+        for name in drift:
+            index = list(TEMPLATE_KEYS).index(name)
+            message = (f"stage {stage.name!r} changed the tokenizer's {name}: {input_model} has "
+                       f"{_short(before[index])}, {stage.output_dir} has {_short(after[index])}")  # fmt: skip
+            if stage.sets(TEMPLATE_KEYS[name]):
+                self._say(f"warning: {message} (set on purpose by `{TEMPLATE_KEYS[name]}` in its recipe)")
+                continue
+            raise PipelineError(f"{self.spec.path}: {message}. The next stage would train on another template than "
+                                f"this one; set `{TEMPLATE_KEYS[name]}` in the stage's recipe if the change is meant")  # fmt: skip
+
+    # Eval
+
+    def _lineage_models(self, results: list[StageResult]) -> list[tuple[str, str]]:
+        models = [("base", self.spec.base_model)]
+        for result in results:
+            path = result.output_dir
+            if result.is_adapter and not self.dry_run:
+                path = merge_adapter(result.output_dir)  # the sampler loads full checkpoints
+            models.append((result.name, str(path)))
+        return models
+
+    def _run_eval(self, results: list[StageResult]) -> dict[str, Any] | None:
+        from ..evaluation import evaluate_lineage
+
+        eval_kwargs = self.spec.eval
+        directory = self.spec.lineage_dir
+        stages = [{"stage": r.name, "hash": r.digest, "run_id": r.run_id} for r in results]
+        inputs = {
+            "eval": eval_kwargs,
+            "prompts": inputs_hash({"text": file_text(Path(eval_kwargs["prompts_path"]))}),
+            "stages": stages,
+        }
+        digest = inputs_hash(inputs)
+        inspection = inspect_dir(directory, digest, None)
+        if inspection.status is Status.DONE and EVAL_STAGE not in self.forced:
+            self._say(f"eval: skipped, {directory} already holds it for these models")
+            return None
+        self._prepare_dir(EVAL_STAGE, directory, inspection)
+        models = self._lineage_models(results)
+        self._say(f"eval: lineage {', '.join(name for name, _ in models)} → {directory}")
+        if self.dry_run:
+            return None
+        kwargs = {k: v for k, v in eval_kwargs.items() if k != "prompts_path"}
+        outcome = evaluate_lineage(models, eval_kwargs["prompts_path"], out_dir=directory, **kwargs)
+        write_marker(directory, digest, inputs, str(directory))
+        return outcome
+
+    def run(self) -> list[StageResult]:
+        """Run every stage (or only ``--only``'s), then the lineage eval; returns the stages' results."""
+        results: list[StageResult] = []
+        for stage in self.spec.stages:
+            results.append(self._run_stage(stage, results[-1] if results else None))
+            if stage.name == self.only:
+                return results
+        if self.spec.eval is not None and self.only in (None, EVAL_STAGE):
+            self._run_eval(results)
+        self._say("dry run: nothing was launched" if self.dry_run else "done")
+        return results
