@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trl import (
+    DPOConfig,
     ModelConfig,
     ScriptArguments,
     SFTConfig,
@@ -27,8 +28,10 @@ from trl import (
 from .datasets_io import check_columns, load_recipe_dataset
 from .gem_config import GEMConfig
 from .gem_trainer import GEMTrainer
+from .grpo_config import DivGRPOConfig
 from .output_dir import prepare_output_dir, write_resolved_recipe
 from .recipe import RecipeError, parse_recipe, split_recipe
+from .stages import dpo, grpo
 from .tofu_config import TOFUConfig
 from .tofu_trainer import TOFUTrainer
 
@@ -90,6 +93,8 @@ STAGES: dict[str, Stage] = {
     "sft": Stage(SFTConfig, _build_sft(SFTTrainer), _sft_columns),
     "tofu": Stage(TOFUConfig, _build_sft(TOFUTrainer), _sft_columns),
     "gem": Stage(GEMConfig, _build_sft(GEMTrainer), _sft_columns),
+    "dpo": Stage(DPOConfig, dpo.build, dpo.columns, checks_trainable_tokens=False),
+    "grpo": Stage(DivGRPOConfig, grpo.build, grpo.columns, checks_trainable_tokens=False),
 }
 
 

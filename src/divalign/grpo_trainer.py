@@ -1,0 +1,80 @@
+"""GRPO with the diversity of every prompt's rollout group in the logs, at no extra generation.
+
+GRPO (Shao et al., "DeepSeekMath", arXiv 2402.03300) samples ``num_generations`` completions per prompt to compute
+group-relative advantages. Those groups are exactly what sampled-diversity metrics need (K samples per prompt), so
+:class:`DivGRPOTrainer` scores them with :func:`divalign.diversity.compute_diversity` and logs
+``diversity/rollout/<metric>`` next to TRL's reward metrics: a free collapse monitor for RL (Karouzos et al.,
+arXiv 2604.16027, locate much of post-training's diversity loss in the RL stage).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accelerate.utils import broadcast_object_list
+from trl import GRPOTrainer
+
+from .diversity import REGISTRY, compute_diversity, load_embedder
+from .rewards.base import completion_text, prompt_text
+from .rewards.groups import gather_rows, split_groups
+
+ROLLOUT_PREFIX = "diversity/rollout/"
+
+
+class DivGRPOTrainer(GRPOTrainer):
+    """[`~trl.GRPOTrainer`] that logs ``diversity/rollout/*`` for every generation batch.
+
+    After TRL computes the rewards of a generation batch, the completions of all processes are gathered in rank
+    order (the order in which TRL itself groups the gathered rewards), cut into groups of ``num_generations``, and
+    scored on the main process; every process then logs the same values, so ``log_history`` agrees across ranks and
+    a group split across processes is scored whole. Settings come from
+    [`~divalign.grpo_config.DivGRPOConfig`] (`log_rollout_diversity`, `rollout_diversity_metrics`,
+    `rollout_diversity_embedding_model`).
+    """
+
+    _rollout_embedder: Any = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if getattr(self.args, "log_rollout_diversity", False):
+            self._log_rollout_diversity(prompts, completions, completion_ids_list)
+        return rewards_per_func
+
+    def _group_size(self) -> int:
+        return self.num_generations if self.model.training else self.num_generations_eval
+
+    def _log_rollout_diversity(self, prompts: list, completions: list, completion_ids: list) -> None:
+        local = [
+            (prompt_text(p), completion_text(c), [int(t) for t in ids])
+            for p, c, ids in zip(prompts, completions, completion_ids, strict=True)
+        ]
+        rows, _ = gather_rows(local)  # collective: every process, every generation batch
+        metrics: dict[str, float] | None = None
+        if self.accelerator.is_main_process:
+            metrics = self.rollout_diversity(rows, self._group_size())
+        (metrics,) = broadcast_object_list([metrics])
+        mode = "train" if self.model.training else "eval"
+        for key, value in metrics.items():
+            self._metrics[mode][f"{ROLLOUT_PREFIX}{key}"].append(float(value))
+
+    def rollout_diversity(self, rows: list[tuple[str, str, list[int]]], group_size: int) -> dict[str, float]:
+        """Diversity metrics of the rollout groups in ``rows`` (prompt, completion text, completion ids)."""
+        groups = split_groups(rows, group_size)
+        metrics = list(self.args.rollout_diversity_metrics)
+        return compute_diversity(
+            [[row[1] for row in group] for group in groups],
+            [[row[2] for row in group] for group in groups],
+            metrics=metrics,
+            vocab_size=len(self._policy_tokenizer()),
+            embedder=self._embedder(metrics),
+        )
+
+    def _policy_tokenizer(self) -> Any:
+        return getattr(self.processing_class, "tokenizer", self.processing_class)
+
+    def _embedder(self, metrics: list[str]) -> Any:
+        if not any("embedder" in REGISTRY[name].needs for name in metrics):
+            return None
+        if self._rollout_embedder is None:
+            self._rollout_embedder = load_embedder(self.args.rollout_diversity_embedding_model)
+        return self._rollout_embedder
