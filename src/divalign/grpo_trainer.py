@@ -16,7 +16,7 @@ from trl import GRPOTrainer
 
 from .diversity import REGISTRY, compute_diversity, load_embedder
 from .rewards.base import completion_text, prompt_text
-from .rewards.groups import gather_rows, split_groups
+from .rewards.groups import check_group_prompts, gather_rows, split_groups
 
 ROLLOUT_PREFIX = "diversity/rollout/"
 
@@ -59,6 +59,7 @@ class DivGRPOTrainer(GRPOTrainer):
 
     def rollout_diversity(self, rows: list[tuple[str, str, list[int]]], group_size: int) -> dict[str, float]:
         """Diversity metrics of the rollout groups in ``rows`` (prompt, completion text, completion ids)."""
+        check_group_prompts([row[0] for row in rows], group_size)
         groups = split_groups(rows, group_size)
         metrics = list(self.args.rollout_diversity_metrics)
         return compute_diversity(

@@ -50,14 +50,17 @@ def extract_answer(text: str) -> str | None:
 
 
 def _strip_latex(answer: str) -> str:
-    answer = answer.strip().strip("$").strip()
+    answer = answer.strip().rstrip(".").strip().strip("$").strip()  # "$42$." as well as "$42.$"
     answer = answer.replace("\\left", "").replace("\\right", "").replace("\\!", "").replace("\\,", "")
     answer = answer.replace("\\$", "").replace("\\%", "").rstrip("%")
     answer = _TEXT_WRAPPER.sub(r"\1", answer)
     # \frac{a}{b} may nest inside another \frac; substitute until nothing changes
     while (replaced := _LATEX_FRACTION.sub(r"(\1)/(\2)", answer)) != answer:
         answer = replaced
-    return answer.strip().rstrip(".").strip()
+    answer = answer.strip().rstrip(".").strip()
+    while answer.startswith("{") and answer.endswith("}") and last_boxed("\\boxed" + answer) == answer[1:-1]:
+        answer = answer[1:-1].strip()  # {5} or {{5}}: braces around the whole answer carry nothing
+    return answer
 
 
 def _as_number(answer: str) -> Fraction | None:
