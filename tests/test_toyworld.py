@@ -16,7 +16,7 @@ from divalign.toyworld.truth_metrics import (
     kl_divergence,
     sampled_metrics,
 )
-from divalign.toyworld.world import ToyWorld, WorldConfig, sharpen, zipf_probs
+from divalign.toyworld.world import PLAIN_FORMATS, ToyWorld, WorldConfig, sharpen, zipf_probs
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +77,12 @@ def test_heldout_prompts_absent_from_sft(world):
 
 def test_pretraining_corpus_covers_the_full_truth_in_plain_format(world):
     texts = list(world.pretrain_texts(20_000, seed=0))
-    assert all(" : " in t and "<|" not in t for t in texts)
-    answers = Counter(t.split(" : ", 1)[1] for t in texts)
+    assert all("<|" not in t for t in texts)
+    prefixes = [ToyWorld.plain_prefix(p.text, f) for p in world.prompts for f in range(len(PLAIN_FORMATS))]
+    answers = Counter()
+    for text in texts:
+        prefix = next(x for x in prefixes if text.startswith(x + " "))
+        answers[text[len(prefix) + 1 :]] += 1
     tail = {a for p in world.prompts for a in p.answers[world.config.tail_start_rank :]}
     assert sum(answers[a] for a in tail) / len(texts) == pytest.approx(world.tail_share(world.prompts[0]), abs=0.02)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from divalign.toyworld.world import PLAIN_SEPARATOR, ToyWorld
+from divalign.toyworld.world import PLAIN_FORMATS, ToyWorld
 
 BOS, EOS, PAD, UNK = "<bos>", "<eos>", "<pad>", "<unk>"
 USER, ASSISTANT = "<|user|>", "<|assistant|>"
@@ -36,7 +36,7 @@ CHAT_TEMPLATE = (
 
 def world_vocabulary(world: ToyWorld) -> list[str]:
     """Every word the world can produce, sorted so the vocabulary is deterministic."""
-    words: set[str] = {PLAIN_SEPARATOR}
+    words: set[str] = {w for fmt in PLAIN_FORMATS for w in fmt.split() if w != "{prompt}"}
     for prompt in world.prompts:
         words.update(prompt.text.split())
         for answer in prompt.answers:

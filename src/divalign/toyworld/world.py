@@ -3,8 +3,8 @@
 Every prompt ("name a fruit", "tell me a bird", ...) has a fixed set of valid answers with long-tailed (Zipf)
 frequencies: that is the *truth*. From it the module draws
 
-* a **pretraining corpus** in a plain, non-chat format (``"name a fruit : mango"``) covering every category, the
-  long tail included, so a base model trained on it knows the whole truth;
+* a **pretraining corpus** in plain, non-chat formats (``"name a fruit : mango"``, ``"question name a fruit answer
+  mango"``, ...) covering every category, the long tail included, so a base model trained on it knows the whole truth;
 * an **SFT set** in the chat format (prompt/completion messages) drawn from a *sharpened* truth (``p^α`` renormalised:
   an annotator or teacher that favours popular answers) and covering only the *seen* categories. These are the two
   drivers of diversity collapse that TOFU (arXiv 2605.00195) names: the format change has to be learned, and the
@@ -549,7 +549,9 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 
 TEMPLATES: tuple[str, ...] = ("name {article} {category}", "tell me {article} {category}", "give one {category}")
-PLAIN_SEPARATOR = ":"  # plain pretraining format: "<prompt> : <answer>"
+# Plain (non-chat) formats of the pretraining corpus, "<context> <answer>". Web text asks and answers in many ways, so
+# the corpus does too; the first one is where the base model's knowledge is measured. None uses the chat role tokens.
+PLAIN_FORMATS: tuple[str, ...] = ("{prompt} :", "{prompt} ?", "question {prompt} answer")
 
 
 @dataclass(frozen=True)
@@ -638,17 +640,19 @@ class ToyWorld:
 
     # ----- corpora -----
     @staticmethod
-    def plain_prefix(prompt_text: str) -> str:
-        """The pretraining format's context before the answer (without BOS)."""
-        return f"{prompt_text} {PLAIN_SEPARATOR}"
+    def plain_prefix(prompt_text: str, plain_format: int = 0) -> str:
+        """The context before the answer in one of the pretraining formats (without BOS)."""
+        return PLAIN_FORMATS[plain_format].format(prompt=prompt_text)
 
     def pretrain_texts(self, n: int, seed: int) -> Iterator[str]:
-        """``n`` plain-format documents ``"<prompt> : <answer>"``, prompts uniform, answers from the full truth."""
+        """``n`` plain-format documents (e.g. ``"name a fruit : mango"``): prompt and format uniform, answer from the
+        full truth."""
         rng = random.Random(seed)
         for _ in range(n):
             prompt = rng.choice(self.prompts)
+            plain_format = rng.randrange(len(PLAIN_FORMATS))
             answer = rng.choices(prompt.answers, weights=prompt.probs)[0]
-            yield f"{self.plain_prefix(prompt.text)} {answer}"
+            yield f"{self.plain_prefix(prompt.text, plain_format)} {answer}"
 
     def sft_records(self) -> list[dict]:
         """Chat-format prompt/completion records for the seen prompts, answers from the sharpened truth."""
