@@ -1,0 +1,482 @@
+"""`divalign pipeline`: validation, skip/resume/refuse by inputs hash, template checks, adapters, and a real run.
+
+The fast tests launch nothing: a fake launcher "trains" a stage by copying its input checkpoint into its output
+dir (optionally altering the tokenizer or saving a LoRA adapter), which is all the pipeline can observe of a stage.
+The slow test goes through the real `accelerate launch -m divalign.train` on the tiny smoke model (CPU, offline).
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from divalign.cli import main as cli_main
+from divalign.pipeline import DONE_MARKER, PipelineError, PipelineRunner, load_pipeline, run_pipeline
+from divalign.smoke import build_smoke_assets, messages_rows, write_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+SFT_RECIPE = REPO / "recipes" / "smoke" / "sft_smoke.yaml"
+TOFU_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Path:
+    return build_smoke_assets(tmp_path_factory.mktemp("assets"))
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+class FakeLauncher:
+    """Stands in for `accelerate launch`: copies the input checkpoint to the output dir, then applies `alter`."""
+
+    def __init__(self, alter=None, exit_status: int = 0):
+        self.alter = alter
+        self.exit_status = exit_status
+        self.calls: list[tuple[list[str], dict]] = []
+
+    def __call__(self, command: list[str], env: dict[str, str]) -> int:
+        self.calls.append((command, env))
+        source, output = Path(flag(command, "--model_name_or_path")), Path(flag(command, "--output_dir"))
+        output.mkdir(parents=True, exist_ok=True)
+        for item in source.iterdir():
+            if item.is_file():
+                shutil.copy(item, output / item.name)
+        if self.alter is not None:
+            self.alter(output, command)
+        return self.exit_status
+
+    @property
+    def stages(self) -> list[str]:
+        return [env["WANDB_JOB_TYPE"] for _, env in self.calls]
+
+
+def write_pipeline(directory: Path, assets: Path, stages: list[dict] | None = None, **top) -> Path:
+    content = {
+        "name": "tiny",
+        "output_root": str(directory / "runs"),
+        "base_model": str(assets / "model"),
+        "accelerate_config": None,
+        "launch_args": ["--num_processes", "1", "--cpu"],
+        "stages": stages
+        if stages is not None
+        else [
+            {"name": "sft", "recipe": str(SFT_RECIPE), "overrides": {"max_steps": 4, "save_steps": 2}},
+            {"name": "tofu", "recipe": str(TOFU_RECIPE), "overrides": {"max_steps": 4, "save_steps": 2}},
+        ],
+        **top,
+    }
+    path = directory / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def rewrite(path: Path, edit) -> None:
+    content = yaml.safe_load(path.read_text())
+    edit(content)
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+
+
+def run(path: Path, launcher: FakeLauncher, logs: list[str] | None = None, **kwargs):
+    return PipelineRunner(load_pipeline(path), launcher=launcher, log=(logs if logs is not None else []).append,
+                          **kwargs).run()  # fmt: skip
+
+
+# Validation: every message names the file/stage at fault, and nothing is launched
+
+
+def test_missing_pipeline_file(tmp_path):
+    with pytest.raises(PipelineError, match=r"pipeline file not found: .*nope\.yaml"):
+        load_pipeline(tmp_path / "nope.yaml")
+
+
+def test_pipeline_file_not_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- sft\n- dpo\n")
+    with pytest.raises(PipelineError, match=r"list\.yaml must hold a YAML mapping .* got list"):
+        load_pipeline(path)
+
+
+def test_unknown_pipeline_key_suggests_the_right_one(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets, stagse=[])
+    with pytest.raises(
+        PipelineError, match=r"unknown pipeline key 'stagse' in .*pipeline\.yaml; did you mean 'stages'"
+    ):
+        load_pipeline(path)
+
+
+def test_unknown_stage_key(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets, stages=[{"name": "sft", "recipe": str(SFT_RECIPE), "overides": {}}])
+    with pytest.raises(PipelineError, match=r"unknown stage key 'overides' in .*stage 'sft'; did you mean 'overrides'"):
+        load_pipeline(path)
+
+
+def test_missing_stage_recipe(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets, stages=[{"name": "dpo", "recipe": str(tmp_path / "dpo.yaml")}])
+    with pytest.raises(PipelineError, match=r"stage 'dpo': recipe file not found: .*dpo\.yaml"):
+        load_pipeline(path)
+
+
+def test_duplicate_stage_names(tmp_path, assets):
+    stages = [{"name": "sft", "recipe": str(SFT_RECIPE)}, {"name": "sft", "recipe": str(TOFU_RECIPE)}]
+    with pytest.raises(PipelineError, match="duplicate stage name 'sft'"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
+def test_two_stages_writing_the_same_dir(tmp_path, assets):
+    shared = str(tmp_path / "out")
+    stages = [
+        {"name": "sft", "recipe": str(SFT_RECIPE), "output_dir": shared},
+        {"name": "tofu", "recipe": str(TOFU_RECIPE), "output_dir": shared},
+    ]
+    with pytest.raises(PipelineError, match="stage 'tofu' and stage 'sft' write the same output directory"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
+def test_stage_writing_into_its_own_input(tmp_path, assets):
+    stages = [{"name": "sft", "recipe": str(SFT_RECIPE), "output_dir": str(assets / "model")}]
+    with pytest.raises(PipelineError, match=r"stage 'sft' writes into .*model, which holds the pipeline's input"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
+def test_missing_local_base_model(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets, base_model=str(tmp_path / "checkpoints" / "base"))
+    with pytest.raises(PipelineError, match=r"base_model .*checkpoints/base does not exist"):
+        load_pipeline(path)
+
+
+def test_unknown_adapters_value(tmp_path, assets):
+    stages = [{"name": "sft", "recipe": str(SFT_RECIPE), "adapters": "stack"}]
+    with pytest.raises(PipelineError, match="stage 'sft': unknown `adapters` value 'stack'; expected one of merge"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
+def test_unknown_trainer_in_a_stage_recipe(tmp_path, assets):
+    recipe = tmp_path / "ppo.yaml"
+    recipe.write_text("trainer: ppo\nlearning_rate: 1.0e-5\n")
+    stages = [{"name": "rl", "recipe": str(recipe)}]
+    with pytest.raises(PipelineError, match=r"stage 'rl': .*ppo\.yaml: unknown trainer 'ppo'"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
+def test_unknown_override_key(tmp_path, assets):
+    stages = [{"name": "sft", "recipe": str(SFT_RECIPE), "overrides": {"max_step": 4}}]
+    with pytest.raises(PipelineError, match=r"unknown override key 'max_step' .*did you mean 'max_steps'"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
+def test_override_of_a_key_the_pipeline_owns(tmp_path, assets):
+    stages = [{"name": "sft", "recipe": str(SFT_RECIPE), "overrides": {"model_name_or_path": "x"}}]
+    with pytest.raises(PipelineError, match="stage 'sft': `overrides` cannot set 'model_name_or_path'"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
+def test_stage_after_lora_must_say_merge_or_continue(tmp_path, assets):
+    stages = [
+        {"name": "sft", "recipe": str(SFT_RECIPE), "overrides": {"use_peft": True}},
+        {"name": "tofu", "recipe": str(TOFU_RECIPE)},
+    ]
+    with pytest.raises(PipelineError, match=r"stage 'tofu' follows the LoRA stage 'sft'.*adapters: merge"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
+def test_continue_cannot_add_a_second_adapter(tmp_path, assets):
+    stages = [
+        {"name": "sft", "recipe": str(SFT_RECIPE), "overrides": {"use_peft": True}},
+        {"name": "tofu", "recipe": str(TOFU_RECIPE), "adapters": "continue", "overrides": {"use_peft": True}},
+    ]
+    with pytest.raises(PipelineError, match=r"stage 'tofu': `adapters: continue` .* remove `use_peft`"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
+def test_missing_eval_prompts(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets, eval={"prompts": str(tmp_path / "probe.jsonl")})
+    with pytest.raises(PipelineError, match=r"eval prompts file not found: .*probe\.jsonl"):
+        load_pipeline(path)
+
+
+def test_cli_reports_errors_in_one_line(tmp_path, capsys):
+    assert cli_main(["pipeline", str(tmp_path / "nope.yaml")]) == 2
+    assert "divalign pipeline: error: pipeline file not found" in capsys.readouterr().err
+
+
+# Launching, skipping, refusing, resuming (fake launcher)
+
+
+def test_stages_chain_and_carry_wandb_grouping(tmp_path, assets):
+    launcher = FakeLauncher()
+    results = run(write_pipeline(tmp_path, assets), launcher)
+    (sft_cmd, sft_env), (tofu_cmd, tofu_env) = launcher.calls
+    runs = tmp_path / "runs"
+    assert flag(sft_cmd, "--model_name_or_path") == str(assets / "model")
+    assert flag(tofu_cmd, "--model_name_or_path") == str(runs / "sft")  # stage 2 loads stage 1
+    assert flag(tofu_cmd, "--output_dir") == str(runs / "tofu")
+    assert sft_cmd[1:3] == ["-m", "accelerate.commands.launch"]
+    assert tofu_cmd[3:8] == ["--num_processes", "1", "--cpu", "-m", "divalign.train"]
+    assert (flag(tofu_cmd, "--max_steps"), flag(tofu_cmd, "--run_name")) == ("4", "tiny-tofu")
+    assert "--resume_from_checkpoint" not in tofu_cmd
+    assert [sft_env["WANDB_RUN_GROUP"], tofu_env["WANDB_RUN_GROUP"]] == ["tiny", "tiny"]
+    assert (tofu_env["WANDB_JOB_TYPE"], tofu_env["WANDB_NAME"]) == ("tofu", "tiny-tofu")
+    markers = [json.loads((r.output_dir / DONE_MARKER).read_text()) for r in results]
+    assert markers[1]["inputs"]["input"] == {"stage": "sft", "hash": markers[0]["hash"], "run_id": markers[0]["run_id"]}
+
+
+def test_rerun_with_same_inputs_skips_everything(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    run(path, FakeLauncher())
+    again, logs = FakeLauncher(), []
+    run(path, again, logs)
+    assert again.calls == []
+    assert sum("skipped, finished with the same inputs" in line for line in logs) == 2
+
+
+def test_changed_override_refuses_to_overwrite(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    run(path, FakeLauncher())
+    rewrite(path, lambda c: c["stages"][1]["overrides"].update(max_steps=8))
+    launcher = FakeLauncher()
+    with pytest.raises(PipelineError, match=r"stage 'tofu': .*runs/tofu already holds a result, but it finished with "
+                                            r"other inputs.*remove .*runs/tofu, or pass --force-rerun tofu"):  # fmt: skip
+        run(path, launcher)
+    assert launcher.calls == []  # sft was skipped, tofu refused
+
+
+def test_changed_accelerate_config_refuses_too(tmp_path, assets):
+    config = tmp_path / "acc.yaml"
+    config.write_text("distributed_type: 'NO'\n")
+    path = write_pipeline(tmp_path, assets, accelerate_config=str(config))
+    run(path, FakeLauncher())
+    config.write_text("distributed_type: MULTI_GPU\n")
+    with pytest.raises(PipelineError, match=r"stage 'sft': .*--force-rerun sft"):
+        run(path, FakeLauncher())
+
+
+def test_force_rerun_moves_the_old_result_aside(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    run(path, FakeLauncher())
+    old_marker = json.loads((tmp_path / "runs" / "tofu" / DONE_MARKER).read_text())
+    rewrite(path, lambda c: c["stages"][1]["overrides"].update(max_steps=8))
+    launcher, logs = FakeLauncher(), []
+    run(path, launcher, logs, force_rerun=["tofu"])
+    assert launcher.stages == ["tofu"]
+    aside = list((tmp_path / "runs").glob("tofu.old-*"))
+    assert len(aside) == 1 and json.loads((aside[0] / DONE_MARKER).read_text()) == old_marker
+    assert json.loads((tmp_path / "runs" / "tofu" / DONE_MARKER).read_text())["hash"] != old_marker["hash"]
+    assert any("moved" in line and "tofu.old-" in line for line in logs)
+
+
+def test_force_rerun_cascades_downstream(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    run(path, FakeLauncher())
+    launcher = FakeLauncher()
+    run(path, launcher, force_rerun=["sft"])
+    assert launcher.stages == ["sft", "tofu"]
+    assert len(list((tmp_path / "runs").glob("*.old-*"))) == 2
+
+
+def test_new_upstream_result_invalidates_downstream(tmp_path, assets):
+    """Same files, but sft was retrained (its old dir removed by hand): tofu was built on a result that is gone."""
+    path = write_pipeline(tmp_path, assets)
+    run(path, FakeLauncher())
+    shutil.rmtree(tmp_path / "runs" / "sft")
+    launcher = FakeLauncher()
+    with pytest.raises(PipelineError, match=r"stage 'tofu': .*--force-rerun tofu"):
+        run(path, launcher)
+    assert launcher.stages == ["sft"]
+
+
+def test_interrupted_stage_resumes_from_its_checkpoint(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    killed = FakeLauncher(exit_status=137)
+    with pytest.raises(PipelineError, match=r"stage 'sft' failed \(exit status 137\); rerun .* to resume"):
+        run(path, killed)
+    sft = tmp_path / "runs" / "sft"
+    (sft / "checkpoint-2").mkdir()
+    (sft / "model.safetensors").unlink()
+    launcher, logs = FakeLauncher(), []
+    run(path, launcher, logs)
+    assert launcher.stages == ["sft", "tofu"]
+    assert flag(launcher.calls[0][0], "--resume_from_checkpoint") == "true"
+    assert "--resume_from_checkpoint" not in launcher.calls[1][0]
+    assert any("stage 'sft': resuming" in line for line in logs)
+
+
+def test_interrupted_stage_with_changed_inputs_is_not_resumed(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    with pytest.raises(PipelineError):
+        run(path, FakeLauncher(exit_status=1))
+    (tmp_path / "runs" / "sft" / "checkpoint-2").mkdir()
+    rewrite(path, lambda c: c["stages"][0]["overrides"].update(learning_rate=1.0e-4))
+    with pytest.raises(PipelineError, match=r"stage 'sft': .*interrupted while running with other inputs"):
+        run(path, FakeLauncher())
+
+
+def test_dir_with_files_but_no_marker_or_checkpoint(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    (tmp_path / "runs" / "sft").mkdir(parents=True)
+    (tmp_path / "runs" / "sft" / "notes.txt").write_text("mine")
+    launcher = FakeLauncher()
+    with pytest.raises(PipelineError, match=r"stage 'sft': .*runs/sft is not empty but holds neither a finished stage"):
+        run(path, launcher)
+    assert launcher.calls == []
+
+
+def test_dry_run_launches_nothing(tmp_path, assets, capsys):
+    path = write_pipeline(tmp_path, assets)
+    assert cli_main(["pipeline", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "stage 'tofu': running: " in out and f"--model_name_or_path {tmp_path / 'runs' / 'sft'}" in out
+    assert "dry run: nothing was launched" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_only_runs_one_stage_after_its_inputs(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    with pytest.raises(PipelineError, match="--only tofu needs stage 'sft' finished"):
+        run(path, FakeLauncher(), only="tofu")
+    launcher = FakeLauncher()
+    run(path, launcher, only="sft")
+    assert launcher.stages == ["sft"]
+    with pytest.raises(PipelineError, match="no stage named 'dpo'"):
+        run(path, FakeLauncher(), only="dpo")
+
+
+# Chat template and EOS between stages
+
+
+def change_template(output: Path, command: list[str]) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    tokenizer.save_pretrained(output)
+
+
+def change_eos(output: Path, command: list[str]) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    tokenizer.eos_token = "<pad>"
+    tokenizer.save_pretrained(output)
+
+
+def test_chat_template_drift_fails_naming_both(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    with pytest.raises(PipelineError, match=rf"stage 'sft' changed the tokenizer's chat_template: {assets / 'model'} "
+                                            rf"has .*role.*, {tmp_path / 'runs' / 'sft'} has .*content"):  # fmt: skip
+        run(path, FakeLauncher(change_template))
+    assert not (tmp_path / "runs" / "sft" / DONE_MARKER).exists()
+
+
+def test_eos_drift_fails_unless_the_recipe_sets_it(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    with pytest.raises(PipelineError, match=r"changed the tokenizer's eos_token: .* has '</s>', .* has '<pad>'"):
+        run(path, FakeLauncher(change_eos))
+    shutil.rmtree(tmp_path / "runs")
+    rewrite(path, lambda c: c["stages"][0]["overrides"].update(eos_token="<pad>"))
+    logs = []
+    run(path, FakeLauncher(change_eos), logs)  # tofu keeps sft's '<pad>': no drift there
+    assert any("warning: stage 'sft' changed the tokenizer's eos_token" in line for line in logs)
+
+
+# LoRA adapters between stages
+
+
+def save_adapter(output: Path, command: list[str]) -> None:
+    """What a LoRA stage leaves: adapter weights and config (non-zero B so merging changes the weights)."""
+    from peft import LoraConfig, get_peft_model
+
+    for weights in output.glob("model*.safetensors"):
+        weights.unlink()
+    (output / "config.json").unlink()
+    base = AutoModelForCausalLM.from_pretrained(flag(command, "--model_name_or_path"))
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(output)
+
+
+def adapter_stages(mode: str) -> list[dict]:
+    return [
+        {"name": "sft", "recipe": str(SFT_RECIPE), "overrides": {"use_peft": True}},
+        {"name": "tofu", "recipe": str(TOFU_RECIPE), "adapters": mode},
+    ]
+
+
+def test_adapters_merge_feeds_a_full_merged_model(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets, stages=adapter_stages("merge"))
+    calls = []
+
+    def launcher(command, env):
+        calls.append(command)
+        return FakeLauncher(save_adapter if len(calls) == 1 else None)(command, env)
+
+    run(path, launcher)
+    merged = tmp_path / "runs" / "sft" / "merged"
+    assert flag(calls[1], "--model_name_or_path") == str(merged)
+    base = AutoModelForCausalLM.from_pretrained(assets / "model")
+    model = AutoModelForCausalLM.from_pretrained(merged)
+    q_base, q_merged = (m.model.layers[0].self_attn.q_proj.weight for m in (base, model))
+    assert not torch.equal(q_base, q_merged)  # the adapter's delta is in the weights
+    assert torch.equal(base.model.layers[0].mlp.up_proj.weight, model.model.layers[0].mlp.up_proj.weight)
+    assert (
+        AutoTokenizer.from_pretrained(merged).chat_template
+        == AutoTokenizer.from_pretrained(assets / "model").chat_template
+    )
+
+
+def test_adapters_continue_loads_the_adapter_trainable(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets, stages=adapter_stages("continue"))
+    calls = []
+
+    def launcher(command, env):
+        calls.append(command)
+        return FakeLauncher(save_adapter if len(calls) == 1 else None)(command, env)
+
+    run(path, launcher)
+    assert flag(calls[1], "--model_name_or_path") == str(tmp_path / "runs" / "sft")
+    assert json.loads(flag(calls[1], "--model_init_kwargs")) == {"adapter_kwargs": {"is_trainable": True}}
+
+
+# End to end through accelerate launch and divalign.train
+
+
+def resolved_recipe(directory: Path) -> dict:
+    return yaml.safe_load((directory / "divalign_recipe.yaml").read_text())
+
+
+def global_step(directory: Path) -> int:
+    return json.loads((directory / "trainer_state.json").read_text())["global_step"]
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end(tmp_path, assets, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    prompts = write_jsonl(tmp_path / "probe.jsonl", [{"prompt": row["messages"][:1]} for row in messages_rows(3)])
+    eval_block = {"prompts": str(prompts), "samples": 2, "max_new_tokens": 4, "metrics": ["distinct_1"],
+                  "bootstrap": 10, "backend": "hf"}  # fmt: skip
+    path = write_pipeline(tmp_path, assets, eval=eval_block)
+    sft, tofu = tmp_path / "runs" / "sft", tmp_path / "runs" / "tofu"
+
+    run_pipeline(str(path))
+    assert resolved_recipe(sft)["model_name_or_path"] == str(assets / "model")
+    assert resolved_recipe(tofu)["model_name_or_path"] == str(sft)  # stage 2 trained on stage 1's output
+    assert resolved_recipe(tofu)["run_name"] == "tiny-tofu"
+    assert global_step(sft) == global_step(tofu) == 4
+    lineage = json.loads((tmp_path / "runs" / "lineage" / "results.json").read_text())
+    assert [m["name"] for m in lineage["models"]] == ["base", "sft", "tofu"]
+    assert (tmp_path / "runs" / "lineage" / "results.md").is_file()
+
+    capsys.readouterr()
+    run_pipeline(str(path))  # nothing changed: nothing launched
+    out = capsys.readouterr().out
+    assert out.count("skipped") == 3 and "running" not in out
+
+    # tofu was killed after its first checkpoint: no marker, no final model, checkpoint-2 left
+    for item in tofu.iterdir():
+        if item.name != "checkpoint-2":
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    run_pipeline(str(path), force_rerun=["eval"])
+    out = capsys.readouterr().out
+    assert "stage 'sft': skipped" in out and "stage 'tofu': resuming" in out
+    assert global_step(tofu) == 4 and (tofu / DONE_MARKER).is_file()
+    assert json.loads((tofu / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
