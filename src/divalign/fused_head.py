@@ -126,30 +126,37 @@ def _target_in_tile(z: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor,
     return inside, picked
 
 
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(1)`` as a batched dot product: no third ``(rows, tile)`` temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
 def tile_stats(
     z: torch.Tensor, local: torch.Tensor, start: int, spec: LossSpec, z_y_w: torch.Tensor | None
 ) -> RowStats:
-    """Accumulators of one fp32 logits tile, relative to the tile's own row maximum.
+    """Accumulators of one fp32 logits tile, relative to the tile's own row maximum (overwrites ``z``).
 
     ``local`` is the labels minus the tile's first column ``start``; ``z_y_w`` the logsigmoid weights' ``z_y``.
     """
     beta = _beta(spec)
     m, arg = z.max(dim=1)  # the first maximal index, as argmax
-    d = z - m.unsqueeze(1)
-    e = d.exp()
     inside, picked = _target_in_tile(z, local)
     stats = dict(m=m, argmax=arg + start, z_y=torch.where(inside, picked, torch.zeros_like(picked)))
-    stats.update(s_p=e.sum(1), t_p=(e * d).sum(1), s_q=None, u_q=None, a_q=None, b_q=None)
+    d = z.sub_(m.unsqueeze(1))  # in place: at most three (rows, tile) blocks live below
+    e = d.exp()
+    stats.update(s_p=e.sum(1), t_p=_row_dot(e, d), s_q=None, u_q=None, a_q=None, b_q=None)
     if spec.name == "ce":
         return RowStats(**stats)
-    eq = e if beta == 1.0 else (d / beta).exp()
-    stats["s_q"] = eq.sum(1)
+    if beta != 1.0:
+        del e
+        e = d.div(beta).exp_()
+    stats["s_q"] = e.sum(1)
     if spec.name == "gem" and spec.h == "linear":
-        stats["u_q"] = (eq * d).sum(1)
+        stats["u_q"] = _row_dot(e, d)
     elif z_y_w is not None:
-        gap = z - z_y_w.unsqueeze(1)
-        wq = eq * torch.sigmoid(0.01 * gap)
-        stats.update(a_q=wq.sum(1), b_q=(wq * gap).sum(1))
+        gap = d.add_((m - z_y_w).unsqueeze(1))  # z − z_y_w
+        weighted = e.mul_(gap.mul(0.01).sigmoid_())
+        stats.update(a_q=weighted.sum(1), b_q=_row_dot(weighted, gap))
     return RowStats(**stats)
 
 
@@ -228,13 +235,13 @@ def tile_grad(
     beta = _beta(spec)
     grad = z.sub(q_shift.unsqueeze(1)).div_(beta).exp_()
     if z_y_w is not None:
-        grad.mul_(torch.sigmoid(0.01 * (z - z_y_w.unsqueeze(1))))
+        grad.mul_(z.sub(z_y_w.unsqueeze(1)).mul_(0.01).sigmoid_())
     grad.mul_(scaled_coef.unsqueeze(1))
     inside, _ = _target_in_tile(z, local)
     rows = inside.nonzero().squeeze(1)
     grad[rows, local[rows]] -= (scaled_coef * target_mass)[rows]
     if transform.softcap is not None:  # d softcap·tanh(x/softcap) / dx = 1 − tanh², with tanh = z / softcap
-        grad.mul_(1.0 - (z / transform.softcap).square())
+        grad.mul_(z.div_(transform.softcap).square_().neg_().add_(1.0))
     if transform.scale != 1.0:
         grad.mul_(transform.scale)
     return grad
