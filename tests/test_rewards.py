@@ -246,3 +246,17 @@ def test_registry_parsing_and_names():
         parse_rewards([])
     assert split_groups(list(range(6)), 3) == [[0, 1, 2], [3, 4, 5]]
     assert not math.isnan(build("length_penalty")([""], [""], completion_ids=[[1]])[0])
+
+
+def test_reward_model_loads_whole_inside_a_zero3_run():
+    from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
+
+    from divalign.rewards.reward_model import whole_model_loading
+
+    ds_config = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
+    assert is_deepspeed_zero3_enabled()
+    with whole_model_loading():
+        assert not is_deepspeed_zero3_enabled()
+    assert is_deepspeed_zero3_enabled()
+    del ds_config  # the global config is a weak reference: ZeRO-3 is off again for the other tests
+    assert not is_deepspeed_zero3_enabled()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from trl import GRPOConfig
 
@@ -72,8 +71,3 @@ class DivGRPOConfig(GRPOConfig):
         semantic = [m for m in self.rollout_diversity_metrics if "embedder" in REGISTRY[m].needs]
         if semantic and not self.rollout_diversity_embedding_model:
             raise ValueError(f"rollout_diversity_metrics {semantic} need rollout_diversity_embedding_model")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out.pop("reward_specs", None)
-        return out

@@ -13,8 +13,9 @@ that on both sides of zero a more distinct sample is never worse off than a dupl
 Groups and processes: rewards run on each process before TRL gathers them, and a prompt's ``num_generations``
 completions can be split across processes (see :mod:`divalign.rewards.groups`). Rather than ask recipes to keep each
 process's generation batch a multiple of ``num_generations``, the reward all-gathers the completions and quality
-scores (small: strings and floats), scores every whole group on every process, and keeps its own rows. The gather is a
-collective; TRL calls reward functions on every process in lock-step, which is what makes it safe.
+scores (small: strings and token ids), scores every whole group on every process, and keeps its own rows. The gather
+is a collective; TRL calls reward functions on every process in lock-step, which is what makes it safe. Every process
+scores all groups: negligible for n-grams; with `similarity: embedding` each process embeds the whole batch.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ process) instead of while the recipe is validated.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -14,11 +16,34 @@ import torch
 from .base import completion_text
 
 
+@contextlib.contextmanager
+def whole_model_loading() -> Iterator[None]:
+    """Load the reward model unpartitioned even while the policy trains under ZeRO-3.
+
+    Inside a ZeRO-3 run, `from_pretrained` would shard the new model with `zero.Init`, leaving empty parameters that
+    only a DeepSpeed engine can use; the reward model runs outside the engine, so each process loads it whole.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    active = ref() if ref is not None else None
+    if active is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(active)
+
+
 class RewardModelReward:
     """Score of a sequence-classification reward model (its first logit) for each prompt + completion.
 
     Conversational prompts and completions are rendered with the reward model's own chat template, plain ones are
-    concatenated. The model and its tokenizer load once, on the first call, on the process's accelerator device.
+    concatenated. The model and its tokenizer load once, on the first call, whole on every process's accelerator
+    device (also under ZeRO-3): fine for the usual small reward models; for one as large as the policy, pass its id
+    to TRL's `GRPOTrainer(reward_funcs=...)` instead, which shards it with the policy.
 
     Args:
         model: Hub id or local path of an `AutoModelForSequenceClassification` checkpoint with its tokenizer.
@@ -46,7 +71,8 @@ class RewardModelReward:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-        model = AutoModelForSequenceClassification.from_pretrained(self.model_name, dtype=self.dtype)
+        with whole_model_loading():
+            model = AutoModelForSequenceClassification.from_pretrained(self.model_name, dtype=self.dtype)
         if model.config.pad_token_id is None:  # classification heads pick the last non-pad token to score
             model.config.pad_token_id = self._tokenizer.pad_token_id
         self._model = model.to(PartialState().device).eval()
