@@ -101,6 +101,13 @@ def dpo_recipe(tmp_path: Path, model_dir: Path, rows: list[dict], **changes) -> 
     return write_recipe(tmp_path / "dpo.yaml", **content)
 
 
+def probe_block(tmp_path: Path) -> dict:
+    """A `diversity:` block for the DiversityCallback: 2 probe prompts x 2 samples at every step."""
+    probe = write_jsonl(tmp_path / "probe.jsonl", [{"prompt": r["prompt"]} for r in prompt_rows(2)])
+    return {"prompts": str(probe), "num_prompts": 2, "samples_per_prompt": 2, "max_new_tokens": 4,
+            "every_steps": 1, "metrics": ["distinct_1"], "embedding_model": None}  # fmt: skip
+
+
 @pytest.fixture
 def captured(monkeypatch) -> dict:
     """Record the trainer each stage builds and every model TRL loads from a path."""
@@ -130,7 +137,7 @@ def captured(monkeypatch) -> dict:
 
 def test_klfree_grpo_loads_no_reference_and_logs_rollout_diversity(tmp_path, model_dir, captured):
     rollout = {"rollout_diversity_metrics": [*ROLLOUT_KEYS, "sbert"], "rollout_diversity_embedding_model": MINILM}
-    out = Path(train.run_stage(str(grpo_recipe(tmp_path, model_dir, **rollout))))
+    out = Path(train.run_stage(str(grpo_recipe(tmp_path, model_dir, diversity=probe_block(tmp_path), **rollout))))
     (trainer,) = captured["trainers"]
     assert trainer.beta == 0.0 and trainer.ref_model is None
     assert captured["loads"] == [str(model_dir)]  # the policy only
@@ -144,6 +151,8 @@ def test_klfree_grpo_loads_no_reference_and_logs_rollout_diversity(tmp_path, mod
         assert entry["diversity/rollout/distinct_1"] > 0
         assert "rewards/darling/mean" in entry and "darling/distinctness" in entry
         assert entry["rewards/length_penalty/mean"] <= 0.0
+    # the probe-set callback logs its own diversity/* keys beside the rollout ones
+    assert [entry["step"] for entry in history if "diversity/distinct_1" in entry] == [0, 1, 2]
     resolved = yaml.safe_load((out / "divalign_recipe.yaml").read_text())
     assert resolved["trainer"] == "grpo" and resolved["beta"] == 0.0 and resolved["rewards"][0] == "math_answer"
     assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size > 0
@@ -151,10 +160,8 @@ def test_klfree_grpo_loads_no_reference_and_logs_rollout_diversity(tmp_path, mod
 
 def test_dpo_trains_from_a_saved_model_and_saves(tmp_path, model_dir, captured):
     before = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
-    probe = write_jsonl(tmp_path / "probe.jsonl", [{"prompt": r["prompt"]} for r in prompt_rows(2)])
-    diversity = {"prompts": str(probe), "num_prompts": 2, "samples_per_prompt": 2, "max_new_tokens": 4,
-                 "every_steps": 1, "metrics": ["distinct_1"], "embedding_model": None}  # fmt: skip
-    out = Path(train.run_stage(str(dpo_recipe(tmp_path, model_dir, preference_rows(), diversity=diversity))))
+    recipe = dpo_recipe(tmp_path, model_dir, preference_rows(), diversity=probe_block(tmp_path))
+    out = Path(train.run_stage(str(recipe)))
     (trainer,) = captured["trainers"]
     assert trainer.ref_model is not None and trainer.args.beta == 0.1 and trainer.args.loss_type == ["sigmoid"]
     assert captured["loads"] == [str(model_dir), str(model_dir)]  # policy, then the reference from the same path
@@ -245,3 +252,24 @@ def test_grpo_on_two_processes_scores_groups_split_across_ranks(tmp_path, model_
     steps = [entry for entry in history if "reward" in entry]
     assert len(steps) == 2
     assert all(entry["diversity/rollout/distinct_1"] is not None and "rewards/darling/mean" in entry for entry in steps)
+
+
+def test_rollout_diversity_scores_each_prompt_group_and_refuses_mixed_groups():
+    from types import SimpleNamespace
+
+    from divalign.diversity import compute_diversity
+    from divalign.grpo_trainer import DivGRPOTrainer
+
+    metrics = ["exact_dup_rate", "distinct_1"]
+    fake = SimpleNamespace(
+        args=SimpleNamespace(rollout_diversity_metrics=metrics),
+        _policy_tokenizer=lambda: [0] * 50,
+        _embedder=lambda m: None,
+    )
+    rows = [("p0", "a", [1, 2]), ("p0", "a", [1, 2]), ("p1", "b", [3, 4]), ("p1", "c", [5, 6])]
+    scores = DivGRPOTrainer.rollout_diversity(fake, rows, 2)
+    expected = compute_diversity([["a", "a"], ["b", "c"]], [[[1, 2], [1, 2]], [[3, 4], [5, 6]]], metrics=metrics)
+    assert scores == expected and scores["exact_dup_rate"] == pytest.approx(0.5)  # both "a" rows are duplicates
+    assert scores["distinct_1"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="mixes prompts"):
+        DivGRPOTrainer.rollout_diversity(fake, rows, 4)
