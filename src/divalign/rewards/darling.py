@@ -4,7 +4,8 @@ Li et al., "Jointly Reinforcing Diversity and Quality in Language Model Generati
 multiply a quality reward by a per-sample diversity score computed among the rollouts of the same prompt, so a good
 answer that many siblings repeat earns less than an equally good answer that nobody else gave. DARLING partitions the
 group with a learned semantic-equivalence classifier; here the similarity is cheaper and needs no extra model to
-train: Jaccard overlap of token n-grams, or cosine of sentence embeddings.
+train: Jaccard overlap of token n-grams, or cosine of sentence embeddings. The paper's GRPO runs also drop the
+division by the group's reward std (TRL: ``scale_rewards: none``).
 
 Distinctness of sample i among the n samples of its group: ``d_i = 1 - mean_{j != i} sim(i, j)`` (or ``max``), in
 [0, 1]. The reward is ``q_i * d_i`` for a quality ``q_i >= 0``; a negative quality is scaled by ``2 - d_i`` instead, so
