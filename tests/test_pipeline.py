@@ -433,8 +433,9 @@ def test_adapters_continue_loads_the_adapter_trainable(tmp_path, assets):
         return FakeLauncher(save_adapter if len(calls) == 1 else None)(command, env)
 
     run(path, launcher)
-    assert flag(calls[1], "--model_name_or_path") == str(tmp_path / "runs" / "sft")
-    assert json.loads(flag(calls[1], "--model_init_kwargs")) == {"adapter_kwargs": {"is_trainable": True}}
+    assert flag(calls[1], "--model_name_or_path") == str(assets / "model")  # the adapter's base ...
+    assert flag(calls[1], "divalign.pipeline.adapter_stage") == str(tmp_path / "runs" / "sft")  # ... and the adapter
+    assert "divalign.train" not in calls[1]
 
 
 # End to end through accelerate launch and divalign.train
@@ -448,35 +449,93 @@ def global_step(directory: Path) -> int:
     return json.loads((directory / "trainer_state.json").read_text())["global_step"]
 
 
+def write_recipe(path: Path, **content) -> Path:
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def preference_and_prompt_recipes(directory: Path) -> tuple[Path, Path]:
+    """Tiny local DPO and KL-free GRPO recipes: 'say a word wK' prefers 'wK wK' over two rare words."""
+    user = [[{"role": "user", "content": f"say a word w{i % 5}"}] for i in range(8)]
+    prefs = [{"prompt": u, "chosen": [{"role": "assistant", "content": f"w{i % 5} w{i % 5}"}],
+              "rejected": [{"role": "assistant", "content": f"w{30 + i} w39"}]} for i, u in enumerate(user)]  # fmt: skip
+    prompts = [{"prompt": u, "answer": f"w{i % 5}"} for i, u in enumerate(user)]
+    common = {"dtype": "float32", "bf16": False, "gradient_checkpointing": False, "report_to": "none", "seed": 0,
+              "learning_rate": 1.0e-3, "per_device_train_batch_size": 4, "logging_steps": 1, "max_steps": 4,
+              "save_steps": 2}  # fmt: skip
+    dpo = write_recipe(directory / "dpo.yaml", trainer="dpo", dataset_name=str(write_jsonl(directory / "prefs.jsonl", prefs)),
+                       max_length=32, **common)  # fmt: skip
+    grpo = write_recipe(directory / "grpo.yaml", trainer="grpo", dataset_name=str(write_jsonl(directory / "prompts.jsonl", prompts)),
+                        beta=0.0, num_generations=4, max_completion_length=6,
+                        rewards=["math_answer", {"length_penalty": {"target_tokens": 2}}], **common)  # fmt: skip
+    return dpo, grpo
+
+
 @pytest.mark.slow
-def test_pipeline_end_to_end(tmp_path, assets, monkeypatch, capsys):
+def test_tofu_dpo_grpo_end_to_end(tmp_path, assets, monkeypatch, capsys):
+    """SFT (TOFU) → DPO → GRPO(β=0) through accelerate, then the lineage eval; rerun skips; a killed stage resumes."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    prompts = write_jsonl(tmp_path / "probe.jsonl", [{"prompt": row["messages"][:1]} for row in messages_rows(3)])
-    eval_block = {"prompts": str(prompts), "samples": 2, "max_new_tokens": 4, "metrics": ["distinct_1"],
+    dpo_recipe, grpo_recipe = preference_and_prompt_recipes(tmp_path)
+    probe = write_jsonl(tmp_path / "probe.jsonl", [{"prompt": row["messages"][:1]} for row in messages_rows(3)])
+    eval_block = {"prompts": str(probe), "samples": 2, "max_new_tokens": 4, "metrics": ["distinct_1"],
                   "bootstrap": 10, "backend": "hf"}  # fmt: skip
-    path = write_pipeline(tmp_path, assets, eval=eval_block)
-    sft, tofu = tmp_path / "runs" / "sft", tmp_path / "runs" / "tofu"
+    stages = [
+        {"name": "sft", "recipe": str(TOFU_RECIPE), "overrides": {"max_steps": 4, "save_steps": 2}},
+        {"name": "dpo", "recipe": str(dpo_recipe)},
+        {"name": "grpo", "recipe": str(grpo_recipe)},
+    ]
+    path = write_pipeline(tmp_path, assets, stages=stages, eval=eval_block)
+    sft, dpo, grpo = (tmp_path / "runs" / name for name in ("sft", "dpo", "grpo"))
 
     run_pipeline(str(path))
     assert resolved_recipe(sft)["model_name_or_path"] == str(assets / "model")
-    assert resolved_recipe(tofu)["model_name_or_path"] == str(sft)  # stage 2 trained on stage 1's output
-    assert resolved_recipe(tofu)["run_name"] == "tiny-tofu"
-    assert global_step(sft) == global_step(tofu) == 4
+    assert resolved_recipe(dpo)["model_name_or_path"] == str(sft)  # each stage trained on the previous output
+    assert resolved_recipe(grpo)["model_name_or_path"] == str(dpo)
+    assert [resolved_recipe(d)["trainer"] for d in (sft, dpo, grpo)] == ["tofu", "dpo", "grpo"]
+    assert (resolved_recipe(grpo)["beta"], resolved_recipe(dpo)["run_name"]) == (0.0, "tiny-dpo")
+    assert [global_step(d) for d in (sft, dpo, grpo)] == [4, 4, 4]
     lineage = json.loads((tmp_path / "runs" / "lineage" / "results.json").read_text())
-    assert [m["name"] for m in lineage["models"]] == ["base", "sft", "tofu"]
+    assert [m["name"] for m in lineage["models"]] == ["base", "sft", "dpo", "grpo"]
     assert (tmp_path / "runs" / "lineage" / "results.md").is_file()
 
     capsys.readouterr()
     run_pipeline(str(path))  # nothing changed: nothing launched
     out = capsys.readouterr().out
-    assert out.count("skipped") == 3 and "running" not in out
+    assert out.count("skipped") == 4 and "running" not in out
 
-    # tofu was killed after its first checkpoint: no marker, no final model, checkpoint-2 left
-    for item in tofu.iterdir():
+    # grpo was killed after its first checkpoint: no marker, no final model, only checkpoint-2 left
+    for item in grpo.iterdir():
         if item.name != "checkpoint-2":
             shutil.rmtree(item) if item.is_dir() else item.unlink()
-    run_pipeline(str(path), force_rerun=["eval"])
+    with pytest.raises(PipelineError, match=r"stage 'eval': .*--force-rerun eval"):
+        run_pipeline(str(path))  # grpo resumes, then the eval of the old grpo is refused
     out = capsys.readouterr().out
-    assert "stage 'sft': skipped" in out and "stage 'tofu': resuming" in out
-    assert global_step(tofu) == 4 and (tofu / DONE_MARKER).is_file()
-    assert json.loads((tofu / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    assert "stage 'dpo': skipped" in out and "stage 'grpo': resuming" in out
+    assert global_step(grpo) == 4 and (grpo / DONE_MARKER).is_file()
+    assert json.loads((grpo / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    run_pipeline(str(path), force_rerun=["eval"])
+    assert len(list((tmp_path / "runs").glob("lineage.old-*"))) == 1
+
+
+@pytest.mark.slow
+def test_lora_continue_then_merge_end_to_end(tmp_path, assets, monkeypatch):
+    """LoRA SFT → the same adapter trained on (continue) → a full model on the merged weights (merge)."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    lora = {"max_steps": 2, "save_steps": 2, "use_peft": True, "lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"]}
+    stages = [
+        {"name": "sft", "recipe": str(SFT_RECIPE), "overrides": lora},
+        # learning rate 0: the continued adapter must come out equal to the one it started from
+        {"name": "cont", "recipe": str(TOFU_RECIPE), "adapters": "continue",
+         "overrides": {"max_steps": 2, "save_steps": 2, "learning_rate": 0.0}},
+        {"name": "full", "recipe": str(TOFU_RECIPE), "adapters": "merge", "overrides": {"max_steps": 2, "save_steps": 2}},
+    ]  # fmt: skip
+    run_pipeline(str(write_pipeline(tmp_path, assets, stages=stages)))
+    sft, cont, full = (tmp_path / "runs" / name for name in ("sft", "cont", "full"))
+    before, after = (load_file(d / "adapter_model.safetensors") for d in (sft, cont))
+    assert sorted(before) == sorted(after) and any(t.abs().max() > 0 for k, t in before.items() if "lora_B" in k)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert resolved_recipe(cont)["model_name_or_path"] == str(assets / "model")
+    assert resolved_recipe(full)["model_name_or_path"] == str(cont / "merged")
+    assert (full / "model.safetensors").is_file() and not (full / "adapter_config.json").exists()

@@ -61,24 +61,35 @@ class StageResult:
 
 @dataclass
 class StageInput:
-    """What a stage loads: a model path, flags that go with it, and what identifies it in the hash."""
+    """What a stage loads: a model path, flags that go with it, what identifies it in the hash, and the checkpoint
+    whose tokenizer (chat template, EOS) the stage must carry on (the model path, unless an adapter is continued)."""
 
     model: str
     flags: list[str] = field(default_factory=list)
     identity: dict[str, Any] = field(default_factory=dict)
+    tokenizer_source: str | None = None
+    entry: list[str] = field(default_factory=lambda: ["-m", "divalign.train"])
+
+    @property
+    def tokenizer(self) -> str:
+        return self.tokenizer_source or self.model
 
 
-def override_flags(overrides: dict[str, Any]) -> list[str]:
-    """``{key: value}`` → ``--key value`` for ``divalign.train`` (TrlParser syntax: JSON for mappings and lists)."""
+def _flag_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def override_flags(overrides: dict[str, Any], list_flags: frozenset[str] = frozenset()) -> list[str]:
+    """``{key: value}`` → ``--key value`` for ``divalign.train``, in TrlParser's syntax: a list for a list-typed flag
+    is passed as several values, any other mapping or list as one JSON string."""
     flags = []
     for key, value in overrides.items():
-        if isinstance(value, bool):
-            text = str(value).lower()
-        elif isinstance(value, dict | list):
-            text = json.dumps(value)
+        if key in list_flags and isinstance(value, list):
+            flags += [f"--{key}", *(_flag_text(item) for item in value)]
         else:
-            text = str(value)
-        flags += [f"--{key}", text]
+            flags += [f"--{key}", _flag_text(value)]
     return flags
 
 
@@ -87,9 +98,9 @@ def launch_command(stage: StageSpec, model: StageInput, resume: bool, run_name: 
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     if stage.accelerate_config is not None:
         command += ["--config_file", str(stage.accelerate_config)]
-    command += [*stage.launch_args, "-m", "divalign.train", str(stage.recipe)]
+    command += [*stage.launch_args, *model.entry, str(stage.recipe)]
     command += ["--output_dir", str(stage.output_dir), "--model_name_or_path", model.model, *model.flags]
-    command += override_flags(stage.overrides)
+    command += override_flags(stage.overrides, stage.list_flags)
     if run_name is not None:
         command += ["--run_name", run_name]
     if resume:
@@ -211,13 +222,11 @@ class PipelineRunner:
                 self._say(f"merging the adapter in {adapter_dir} into its base model → {merged}")
                 merged = merge_adapter(adapter_dir)
             return StageInput(str(merged), [], identity)
-        if stage.trainer == "dpo":
-            self._say(f"stage {stage.name!r}: adapters: continue — DPO's reference model is the adapter-free base "
-                      "model, not the previous stage; use `adapters: merge` for a reference equal to it")  # fmt: skip
-        # transformers loads base + adapter from an adapter directory; is_trainable keeps the adapter trainable
-        init_kwargs = {**stage.model_init_kwargs}
-        init_kwargs["adapter_kwargs"] = {**init_kwargs.get("adapter_kwargs", {}), "is_trainable": True}
-        return StageInput(str(adapter_dir), ["--model_init_kwargs", json.dumps(init_kwargs)], identity)
+        # TRL takes no adapter path: the adapter_stage entry point loads base + adapter as a trainable PeftModel
+        config = adapter_dir / ADAPTER_CONFIG
+        base = json.loads(config.read_text())["base_model_name_or_path"] if config.is_file() else f"<base of {config}>"
+        entry = ["-m", "divalign.pipeline.adapter_stage", str(adapter_dir)]
+        return StageInput(base, [], identity, str(adapter_dir), entry)
 
     def _digest(self, stage: StageSpec, model: StageInput) -> tuple[str, dict[str, Any]]:
         inputs = {
@@ -266,7 +275,7 @@ class PipelineRunner:
         inspection = inspect_dir(stage.output_dir, digest, started)
         if inspection.status is Status.DONE and stage.name not in self.forced:
             self._say(f"stage {stage.name!r}: skipped, finished with the same inputs ({stage.output_dir})")
-            self._check_template(stage, model.model)
+            self._check_template(stage, model.tokenizer)
             return StageResult(stage.name, stage.output_dir, digest, inspection.marker["run_id"])
         if self.only is not None and stage.name != self.only:
             raise PipelineError(f"{self.spec.path}: --only {self.only} needs stage {stage.name!r} finished with its "
@@ -284,7 +293,7 @@ class PipelineRunner:
         if code != 0:
             raise PipelineError(f"stage {stage.name!r} failed (exit status {code}); rerun the same command to resume "
                                 f"from its last checkpoint in {stage.output_dir}")  # fmt: skip
-        self._check_template(stage, model.model)
+        self._check_template(stage, model.tokenizer)
         marker = write_marker(stage.output_dir, digest, inputs, str(stage.output_dir))
         return StageResult(stage.name, stage.output_dir, digest, marker["run_id"])
 

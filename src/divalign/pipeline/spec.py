@@ -47,6 +47,7 @@ class StageSpec:
     adapters: str | None = None
     uses_peft: bool = False
     model_init_kwargs: dict[str, Any] = field(default_factory=dict)
+    list_flags: frozenset[str] = frozenset()
 
     def sets(self, key: str) -> bool:
         """Whether the stage's recipe or overrides set ``key`` explicitly."""
@@ -135,6 +136,16 @@ def _recipe_keys(recipe: Path, overrides: dict[str, Any], where: str) -> tuple[s
     return trainer, content
 
 
+def _list_flags(trainer: str) -> frozenset[str]:
+    """Flags TRL's parser reads as several values (``--lora_target_modules q_proj v_proj``), not as one JSON string."""
+    from trl import ModelConfig, ScriptArguments, TrlParser
+
+    from ..train import STAGES
+
+    parser = TrlParser([ScriptArguments, STAGES[trainer].config_class, ModelConfig])
+    return frozenset(action.dest for action in parser._actions if action.nargs in ("+", "*"))
+
+
 def _overrides(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -182,6 +193,7 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], output_root: Pa
         adapters=adapters,
         uses_peft=bool(merged.get("use_peft")),
         model_init_kwargs=dict(init_kwargs),
+        list_flags=_list_flags(trainer),
     )
 
 
