@@ -200,6 +200,13 @@ def test_missing_eval_prompts(tmp_path, assets):
         load_pipeline(path)
 
 
+def test_unknown_eval_key(tmp_path, assets):
+    prompts = write_jsonl(tmp_path / "probe.jsonl", [{"prompt": "say a word"}])
+    path = write_pipeline(tmp_path, assets, eval={"prompts": str(prompts), "num_samples": 4})
+    with pytest.raises(PipelineError, match=r"unknown eval key 'num_samples' in .*pipeline\.yaml eval.*'samples'"):
+        load_pipeline(path)
+
+
 def test_cli_reports_errors_in_one_line(tmp_path, capsys):
     assert cli_main(["pipeline", str(tmp_path / "nope.yaml")]) == 2
     assert "divalign pipeline: error: pipeline file not found" in capsys.readouterr().err

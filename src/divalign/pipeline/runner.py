@@ -184,7 +184,6 @@ class PipelineRunner:
         self.launcher = launcher
         self.log = log
         self.forced = self._cascade(force_rerun)
-        self.launched: list[str] = []
 
     def _cascade(self, force_rerun: Sequence[str]) -> set[str]:
         """A forced stage forces every later stage (and the eval): they were built on the result being replaced."""
@@ -217,7 +216,7 @@ class PipelineRunner:
             raise PipelineError(f"{self.spec.path}: stage {stage.name!r} loads {source}, a LoRA adapter "
                                 f"({adapter_dir / ADAPTER_CONFIG}); set `adapters: merge` or `adapters: continue`")  # fmt: skip
         if stage.adapters == "merge":
-            merged = adapter_dir / "merged"
+            merged = adapter_dir / MERGED_DIR
             if not self.dry_run:
                 self._say(f"merging the adapter in {adapter_dir} into its base model → {merged}")
                 merged = merge_adapter(adapter_dir)
@@ -288,7 +287,6 @@ class PipelineRunner:
             return StageResult(stage.name, stage.output_dir, digest, "planned")
         if not resume:
             record_start(self.spec.output_root, stage.name, digest, stage.output_dir)
-        self.launched.append(stage.name)
         code = self.launcher(command, stage_env(self.spec, stage))
         if code != 0:
             raise PipelineError(f"stage {stage.name!r} failed (exit status {code}); rerun the same command to resume "
@@ -310,8 +308,9 @@ class PipelineRunner:
             if stage.sets(TEMPLATE_KEYS[name]):
                 self._say(f"warning: {message} (set on purpose by `{TEMPLATE_KEYS[name]}` in its recipe)")
                 continue
-            raise PipelineError(f"{self.spec.path}: {message}. The next stage would train on another template than "
-                                f"this one; set `{TEMPLATE_KEYS[name]}` in the stage's recipe if the change is meant")  # fmt: skip
+            raise PipelineError(f"{self.spec.path}: {message}. Later stages would train and sample with another turn "
+                                f"format or stop token than this one; if the change is meant, set "
+                                f"`{TEMPLATE_KEYS[name]}` in the stage's recipe (SFT-type trainers)")  # fmt: skip
 
     # Eval
 

@@ -46,7 +46,6 @@ class StageSpec:
     launch_args: tuple[str, ...] = ()
     adapters: str | None = None
     uses_peft: bool = False
-    model_init_kwargs: dict[str, Any] = field(default_factory=dict)
     list_flags: frozenset[str] = frozenset()
 
     def sets(self, key: str) -> bool:
@@ -178,10 +177,7 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], output_root: Pa
     trainer, content = _recipe_keys(recipe, overrides, where)
     config = raw.get("accelerate_config", defaults["accelerate_config"])
     launch_args = raw["launch_args"] if "launch_args" in raw else defaults["launch_args"]
-    merged = {**content, **overrides}
-    init_kwargs = merged.get("model_init_kwargs") or {}
-    if not isinstance(init_kwargs, dict):
-        raise PipelineError(f"{where}: `model_init_kwargs` must be a mapping, got {init_kwargs!r}")
+    use_peft = {**content, **overrides}.get("use_peft")
     return StageSpec(
         name=name,
         recipe=recipe,
@@ -191,8 +187,7 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], output_root: Pa
         accelerate_config=None if config is None else _existing_file(config, where, "accelerate_config"),
         launch_args=_string_list(launch_args, where),
         adapters=adapters,
-        uses_peft=bool(merged.get("use_peft")),
-        model_init_kwargs=dict(init_kwargs),
+        uses_peft=str(use_peft).lower() == "true",  # a YAML bool or a flag-style string
         list_flags=_list_flags(trainer),
     )
 
@@ -204,9 +199,8 @@ def _parse_eval(raw: Any, path: Path) -> dict[str, Any] | None:
 
     if not isinstance(raw, dict) or "prompts" not in raw:
         raise PipelineError(f"{path}: `eval` must be a mapping with at least `prompts`, got {raw!r}")
-    accepted = set(inspect.signature(evaluate_lineage).parameters) - {"models", "out_dir", "prompts_path"}
-    accepted |= set(EVAL_KEY_ALIASES)
-    accepted -= set(EVAL_KEY_ALIASES.values()) - {"prompts_path"}
+    flag_names = {argument: key for key, argument in EVAL_KEY_ALIASES.items()}
+    accepted = {flag_names.get(p, p) for p in inspect.signature(evaluate_lineage).parameters} - {"models", "out_dir"}
     _known(list(raw), accepted, f"{path} eval", "eval")
     if not Path(raw["prompts"]).is_file():
         raise PipelineError(f"{path}: eval prompts file not found: {raw['prompts']}")
