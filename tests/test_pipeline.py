@@ -323,6 +323,17 @@ def test_interrupted_stage_with_changed_inputs_is_not_resumed(tmp_path, assets):
         run(path, FakeLauncher())
 
 
+def test_stage_killed_before_its_first_checkpoint_starts_over(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    with pytest.raises(PipelineError, match="exit status 137"):
+        run(path, FakeLauncher(exit_status=137))  # left the copied files, no checkpoint
+    launcher, logs = FakeLauncher(), []
+    run(path, launcher, logs)
+    assert launcher.stages == ["sft", "tofu"] and "--resume_from_checkpoint" not in launcher.calls[0][0]
+    assert len(list((tmp_path / "runs").glob("sft.old-*"))) == 1
+    assert any("killed before its first checkpoint" in line for line in logs)
+
+
 def test_dir_with_files_but_no_marker_or_checkpoint(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
     (tmp_path / "runs" / "sft").mkdir(parents=True)

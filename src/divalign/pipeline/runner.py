@@ -257,6 +257,11 @@ class PipelineRunner:
                 return False
             self._say(f"stage {name!r}: --force-rerun: moved {directory} aside to {move_aside(directory)}")
             return False
+        if status is Status.RESTART:  # only the files written before training (the resolved recipe): kept aside
+            if not self.dry_run:
+                aside = move_aside(directory)
+                self._say(f"stage {name!r}: killed before its first checkpoint; moved {directory} aside to {aside}")
+            return False
         if status is Status.STALE:
             self._refuse_stale(name, directory, inspection)
         if status is Status.FOREIGN:

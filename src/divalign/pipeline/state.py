@@ -29,6 +29,7 @@ class Status(enum.Enum):
     DONE = "done"  # finished with the same inputs: skip
     STALE = "stale"  # finished (or interrupted) with other inputs: refuse unless forced
     RESUME = "resume"  # interrupted after a checkpoint, same inputs: resume
+    RESTART = "restart"  # started by the pipeline with the same inputs, killed before any checkpoint: start over
     FOREIGN = "foreign"  # files but no marker and no checkpoint: refuse
 
 
@@ -101,11 +102,13 @@ def inspect_dir(directory: Path, digest: str, started: dict[str, Any] | None) ->
         if marker.get("hash") == digest:
             return Inspection(Status.DONE, marker)
         return Inspection(Status.STALE, marker, "it finished with other inputs")
+    same_start = started is not None and started.get("hash") == digest
     if has_checkpoint(directory):
-        same_start = started is not None and started.get("hash") == digest
         if started is not None and not same_start:
             return Inspection(Status.STALE, None, "it was interrupted while running with other inputs")
         return Inspection(Status.RESUME)
+    if same_start and started.get("output_dir") == str(directory):
+        return Inspection(Status.RESTART)
     return Inspection(Status.FOREIGN)
 
 
