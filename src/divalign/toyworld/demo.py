@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -61,10 +61,13 @@ class DemoPlan:
     save_steps: int | None = None
     diversity_every_steps: int | None = None
     num_samples: int = 32  # samples per prompt, and the K of the exact expected coverage
+    extra_seeds: tuple[int, ...] = (1, 2)  # further SFT seeds (same world and base model) for the seed spread
 
 
 FULL = DemoPlan()
-QUICK = DemoPlan(PretrainConfig(steps=300), max_steps=40, save_steps=10, diversity_every_steps=20, num_samples=16)
+QUICK = DemoPlan(
+    PretrainConfig(steps=300), max_steps=40, save_steps=10, diversity_every_steps=20, num_samples=16, extra_seeds=()
+)
 
 
 # ----- stage 2: SFT through divalign.train -----
@@ -81,7 +84,7 @@ def _recipe_copy(recipe: Path, out: Path, plan: DemoPlan) -> Path:
     return copy
 
 
-def _overrides(out: Path, run_dir: Path, plan: DemoPlan) -> list[str]:
+def _overrides(out: Path, run_dir: Path, plan: DemoPlan, seed: int | None) -> list[str]:
     flags = {
         "output_dir": run_dir,
         "model_name_or_path": out / "base_model",
@@ -89,6 +92,8 @@ def _overrides(out: Path, run_dir: Path, plan: DemoPlan) -> list[str]:
         "max_steps": plan.max_steps,
         "save_steps": plan.save_steps,
     }
+    if seed is not None:  # a seed-spread run: final model only, no trajectory
+        flags.update(seed=seed, save_strategy="no", save_steps=None)
     return [item for key, value in flags.items() if value is not None for item in (f"--{key}", str(value))]
 
 
@@ -97,24 +102,29 @@ def _finished(run_dir: Path, argv: list[str]) -> bool:
     return (run_dir / "model.safetensors").exists() and stamp.exists() and json.loads(stamp.read_text()) == argv
 
 
-def run_sft(name: str, recipe: Path, out: Path, plan: DemoPlan, threads: int = 1) -> Path:
-    """Run one recipe in a subprocess (a fresh process per run, as a user would), unless already done."""
-    run_dir = out / recipe.stem
+def run_sft(name: str, recipe: Path, out: Path, plan: DemoPlan, threads: int = 1, seed: int | None = None) -> Path:
+    """Run one recipe in a subprocess (a fresh process per run, as a user would), unless already done.
+
+    ``seed`` overrides the recipe's seed (for a pretrained model without dropout: the data order) and writes to
+    ``out/seed<seed>/``.
+    """
+    run_dir = out / recipe.stem if seed is None else out / f"seed{seed}" / recipe.stem
     argv = [
         sys.executable,
         "-m",
         "divalign.train",
         str(_recipe_copy(recipe, out, plan)),
-        *_overrides(out, run_dir, plan),
+        *_overrides(out, run_dir, plan, seed),
     ]
     if _finished(run_dir, argv):
         print(f"[demo] {name}: reusing {run_dir}")
         return run_dir
     if run_dir.exists():  # an unfinished or differently configured run of this demo: start over
         shutil.rmtree(run_dir)
-    print(f"[demo] {name} SFT: {' '.join(argv[1:])}", flush=True)
+    print(f"[demo] {name} SFT{'' if seed is None else f' (seed {seed})'}: {' '.join(argv[1:])}", flush=True)
     env = {**os.environ, **OFFLINE_ENV, "WANDB_DIR": str(out), "OMP_NUM_THREADS": str(threads)}
     subprocess.run(argv, check=True, env=env, cwd=REPO_ROOT)
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "demo_command.json").write_text(json.dumps(argv))
     return run_dir
 
@@ -140,6 +150,16 @@ def _exact_only(path: Path, tokenizer_path: Path, world: ToyWorld, num_samples: 
         split: score_split(model, tokenizer, world, prompts, "chat", num_samples, sample=False).exact
         for split, prompts in splits
     }
+
+
+def seed_spread(out: Path, seed_runs: dict[str, dict[int, Path]], world: ToyWorld, plan: DemoPlan) -> dict:
+    """Exact metrics of every SFT seed (chat format): ``{name: {seed: {split: metrics}}}``."""
+    spread: dict[str, dict[int, dict]] = {}
+    for name, by_seed in tqdm(seed_runs.items(), desc="score SFT seeds", unit="loss"):
+        spread[name] = {
+            seed: _exact_only(path, out / "base_model", world, plan.num_samples) for seed, path in by_seed.items()
+        }
+    return spread
 
 
 def reference_rows(world: ToyWorld, k: int) -> dict[str, dict]:
@@ -186,6 +206,7 @@ def run_demo(
     fresh: bool = False,
     recipes_dir: str | Path | None = None,
     threads: int = 1,
+    seeds: int | None = None,
 ) -> Path:
     """Build, pretrain, fine-tune three ways, evaluate, report; returns the path of ``results.md``."""
     began = time.time()
@@ -193,6 +214,8 @@ def run_demo(
     if fresh and out.exists():
         shutil.rmtree(out)
     plan = QUICK if quick else FULL
+    if seeds is not None:
+        plan = replace(plan, extra_seeds=tuple(range(1, seeds)))
     recipes = Path(recipes_dir) if recipes_dir else REPO_ROOT / "recipes" / "toy"
     # The matrices are tiny: extra threads buy little and thrash when the CPU is shared, so one thread by default
     torch.set_num_threads(threads)
@@ -204,11 +227,17 @@ def run_demo(
     pretrain(world, out / "base_model", plan.pretrain)
     timings["pretrain"] = time.time() - tick
 
-    runs = {}
+    runs, seed_runs = {}, {}
     for name, file in RECIPES.items():
         tick = time.time()
         runs[name] = run_sft(name, recipes / file, out, plan, threads)
         timings[f"{name} SFT"] = time.time() - tick
+        recipe_seed = int(yaml.safe_load((recipes / file).read_text()).get("seed", 42))
+        seed_runs[name] = {recipe_seed: runs[name]}
+        for seed in plan.extra_seeds:
+            tick = time.time()
+            seed_runs[name][seed] = run_sft(name, recipes / file, out, plan, threads, seed=seed)
+            timings[f"{name} SFT seed {seed}"] = time.time() - tick
 
     tick = time.time()
     results = evaluate_all(out, runs, world, plan)
@@ -216,6 +245,7 @@ def run_demo(
         name: trajectory(path, out / "base_model", world, plan.num_samples)
         for name, path in tqdm(runs.items(), desc="score checkpoints", unit="run")
     }
+    spread = seed_spread(out, seed_runs, world, plan) if plan.extra_seeds else {}
     timings["evaluation"] = time.time() - tick
     timings["total"] = time.time() - began
 
@@ -225,6 +255,7 @@ def run_demo(
         "plan": asdict(plan),
         "results": results,
         "trajectories": trajectories,
+        "seed_spread": spread,
         "timings_s": timings,
         "figures": [str(f) for f in figures],
     }
@@ -268,8 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing finished stages")
     parser.add_argument("--recipes-dir", default=None, help="directory of the toy recipes (default: recipes/toy)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default: 1)")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="SFT seeds per loss for the seed spread (default: 3, --quick: 1)"
+    )
     args = parser.parse_args(argv)
-    run_demo(args.out, quick=args.quick, fresh=args.fresh, recipes_dir=args.recipes_dir, threads=args.threads)
+    run_demo(args.out, args.quick, args.fresh, args.recipes_dir, args.threads, args.seeds)
     return 0
 
 

@@ -43,6 +43,52 @@ def _table(
     return lines
 
 
+SPREAD_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("validity", "validity"),
+    ("coverage", "coverage@K"),
+    ("entropy", "entropy"),
+    ("kl", "KL"),
+)
+
+
+def _mean_std(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def spread_table(spread: Mapping[str, Mapping[Any, Mapping[str, Mapping[str, float]]]]) -> list[str]:
+    """Mean ± sample std over SFT seeds of the exact metrics, seen and held-out side by side."""
+    header = [f"{split} {title}" for split in SPLIT_TITLES for _, title in SPREAD_COLUMNS]
+    lines = ["| loss | seeds | " + " | ".join(header) + " |", "|---" * (len(header) + 2) + "|"]
+    for name, by_seed in spread.items():
+        cells = [
+            _mean_std([metrics[split][key] for metrics in by_seed.values()])
+            for split in SPLIT_TITLES
+            for key, _ in SPREAD_COLUMNS
+        ]
+        seeds = ", ".join(str(seed) for seed in by_seed)
+        lines.append(f"| {name} SFT | {seeds} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_lines(results: Mapping[str, Any], reference: str = "base (plain format)") -> list[str]:
+    """One computed sentence per SFT model: its exact validity and its entropy / coverage as a share of the base's."""
+    lines = []
+    for label, by_split in results.items():
+        if not label.endswith(" SFT"):
+            continue
+        parts = []
+        for split in ("seen", "heldout"):
+            model, base = by_split[split]["exact"], results[reference][split]["exact"]
+            parts.append(
+                f"{split}: validity {model['validity']:.2f}, entropy {model['entropy'] / base['entropy']:.0%} and "
+                f"coverage@K {model['coverage'] / base['coverage']:.0%} of the base model's"
+            )
+        lines.append(f"- **{label}** — " + "; ".join(parts) + ".")
+    return lines
+
+
 def write_report(path: str | Path, payload: Mapping[str, Any], truth_entropy: float) -> Path:
     """Write the markdown report from the demo's ``results.json`` payload."""
     world, plan, results = payload["world"], payload["plan"], payload["results"]
@@ -59,14 +105,24 @@ def write_report(path: str | Path, payload: Mapping[str, Any], truth_entropy: fl
         "total valid mass (quality); coverage@K = expected share of the 24 valid answers seen in K = "
         f"{k} samples (mass coverage@K weights them by the truth); entropy (nats) of the model's distribution over the "
         "valid answers; KL(truth‖model) with the invalid mass counted as a loss; tail share = share of the valid mass "
-        "on the truth's tail answers. Means over prompts.",
+        "on the truth's tail answers. Means over prompts. Entropy and tail share describe only the valid mass: where "
+        "validity is low, read coverage@K and KL, which count the invalid mass as lost.",
         "",
     ]
+    lines += ["## Summary (computed from the tables below; base = base model in its pretraining format)", ""]
+    lines += [*summary_lines(results), ""]
     for split, title in SPLIT_TITLES.items():
         lines += [f"## Exact, {title}", "", *_table(results, split, "exact", EXACT_COLUMNS, truth_entropy), ""]
     lines += [f"## Sampled ({k} samples per prompt, temperature 1, no top-k/top-p)", ""]
     for split, title in SPLIT_TITLES.items():
         lines += [f"### {title}", "", *_table(results, split, "sampled", SAMPLED_COLUMNS, truth_entropy), ""]
+    if payload.get("seed_spread"):
+        lines += [
+            "## Seed spread (exact; mean ± std over SFT seeds; same world, SFT set and base model)",
+            "",
+            *spread_table(payload["seed_spread"]),
+            "",
+        ]
     timings = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in payload["timings_s"].items())
     lines += [
         "## Run",
