@@ -127,7 +127,7 @@ def write_report(path: str | Path, payload: Mapping[str, Any], truth_entropy: fl
     lines += [
         "## Run",
         "",
-        f"Timings: {timings}.",
+        f"Timings of this invocation (stages reused from an earlier run count ~0 s; `--fresh` redoes all): {timings}.",
         "",
         "Figures: " + ", ".join(f"`{Path(f).name}`" for f in payload["figures"]),
         "",
