@@ -21,8 +21,6 @@ from trl import (
     ScriptArguments,
     SFTConfig,
     SFTTrainer,
-    get_peft_config,
-    get_quantization_config,
 )
 
 from .datasets_io import check_columns, load_recipe_dataset
@@ -31,7 +29,7 @@ from .gem_trainer import GEMTrainer
 from .grpo_config import DivGRPOConfig
 from .output_dir import prepare_output_dir, write_resolved_recipe
 from .recipe import RecipeError, parse_recipe, split_recipe
-from .stages import dpo, grpo
+from .stages import dpo, grpo, sft
 from .tofu_config import TOFUConfig
 from .tofu_trainer import TOFUTrainer
 
@@ -59,40 +57,10 @@ class Stage:
     checks_trainable_tokens: bool = True
 
 
-def _model_init_kwargs(training_args, model_args) -> dict:
-    kwargs = {
-        "revision": model_args.model_revision,
-        "trust_remote_code": training_args.trust_remote_code,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-    }
-    return {**kwargs, **(training_args.model_init_kwargs or {})}
-
-
-def _sft_columns(training_args) -> list[tuple[str, ...]]:
-    return [("messages",), ("prompt", "completion"), (training_args.dataset_text_field,)]
-
-
-def _build_sft(trainer_class: type) -> Callable[[StageRun], Any]:
-    def build(run: StageRun):
-        run.training_args.model_init_kwargs = _model_init_kwargs(run.training_args, run.model_args)
-        return trainer_class(
-            model=run.model_args.model_name_or_path,
-            args=run.training_args,
-            train_dataset=run.train_dataset,
-            eval_dataset=run.eval_dataset,
-            peft_config=get_peft_config(run.model_args),
-            quantization_config=get_quantization_config(run.model_args),
-            callbacks=run.callbacks,
-        )
-
-    return build
-
-
 STAGES: dict[str, Stage] = {
-    "sft": Stage(SFTConfig, _build_sft(SFTTrainer), _sft_columns),
-    "tofu": Stage(TOFUConfig, _build_sft(TOFUTrainer), _sft_columns),
-    "gem": Stage(GEMConfig, _build_sft(GEMTrainer), _sft_columns),
+    "sft": Stage(SFTConfig, sft.builder(SFTTrainer), sft.columns),
+    "tofu": Stage(TOFUConfig, sft.builder(TOFUTrainer), sft.columns),
+    "gem": Stage(GEMConfig, sft.builder(GEMTrainer), sft.columns),
     "dpo": Stage(DPOConfig, dpo.build, dpo.columns, checks_trainable_tokens=False),
     "grpo": Stage(DivGRPOConfig, grpo.build, grpo.columns, checks_trainable_tokens=False),
 }

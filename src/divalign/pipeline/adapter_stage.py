@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import train
+from ..stages.common import model_init_kwargs
 
 
 def load_trainable_adapter(base: str, adapter_dir: str, init_kwargs: dict[str, Any]) -> Any:
@@ -41,7 +42,7 @@ def continuing(build: Callable[[Any], Any], adapter_dir: str) -> Callable[[Any],
                                     "quantization config next to a loaded model; use `adapters: merge`")  # fmt: skip
         path = run.model_args.model_name_or_path
         init_kwargs = {
-            k: v for k, v in train._model_init_kwargs(run.training_args, run.model_args).items() if v is not None
+            k: v for k, v in model_init_kwargs(run.training_args, run.model_args).items() if v is not None
         }
         if run.training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
             init_kwargs["device_map"] = None  # as TRL does: "auto" fails under distributed training

@@ -12,7 +12,7 @@ from typing import Any
 from trl import DPOTrainer, get_peft_config, get_quantization_config
 
 from ..recipe import RecipeError
-from .common import bind_callbacks, model_init_kwargs
+from .common import model_init_kwargs
 
 
 def columns(training_args: Any) -> list[tuple[str, ...]]:
@@ -39,7 +39,7 @@ def check_preference_format(dataset: Any, dataset_name: str) -> None:
 
 def build(run: Any) -> DPOTrainer:
     check_preference_format(run.train_dataset, run.script_args.dataset_name)
-    run.training_args.model_init_kwargs = model_init_kwargs(run)
+    run.training_args.model_init_kwargs = model_init_kwargs(run.training_args, run.model_args)
     trainer = DPOTrainer(
         model=run.model_args.model_name_or_path,
         args=run.training_args,
@@ -49,4 +49,4 @@ def build(run: Any) -> DPOTrainer:
         quantization_config=get_quantization_config(run.model_args),
         callbacks=run.callbacks,
     )
-    return bind_callbacks(trainer, run.callbacks)
+    return trainer

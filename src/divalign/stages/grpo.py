@@ -13,7 +13,7 @@ from trl import get_peft_config, get_quantization_config
 
 from ..grpo_trainer import DivGRPOTrainer
 from ..rewards import build_all, required_columns
-from .common import bind_callbacks, model_init_kwargs
+from .common import model_init_kwargs
 
 
 def columns(training_args: Any) -> list[tuple[str, ...]]:
@@ -30,7 +30,7 @@ def check_reference_model(trainer: DivGRPOTrainer) -> None:
 
 def build(run: Any) -> DivGRPOTrainer:
     args = run.training_args
-    args.model_init_kwargs = model_init_kwargs(run)
+    args.model_init_kwargs = model_init_kwargs(run.training_args, run.model_args)
     trainer = DivGRPOTrainer(
         model=run.model_args.model_name_or_path,
         reward_funcs=build_all(args.reward_specs, args.num_generations),
@@ -42,4 +42,4 @@ def build(run: Any) -> DivGRPOTrainer:
         callbacks=run.callbacks,
     )
     check_reference_model(trainer)
-    return bind_callbacks(trainer, run.callbacks)
+    return trainer
