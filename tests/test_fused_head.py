@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from divalign.chunked_head import PLAIN_LOGITS, LogitTransform, chunked_head_loss
+from divalign.chunked_head import PLAIN_LOGITS, LogitTransform, chunked_head_loss, project
 from divalign.fused_head import fused_head_loss, select_head
 from divalign.losses import IGNORE_INDEX, LossSpec
 
@@ -206,3 +206,19 @@ def test_triton_kernels_in_interpreter(spec):
     cmd = [sys.executable, str(script), spec.name, str(spec.beta), str(spec.gamma), spec.h]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+
+def test_no_full_vocab_block_is_built(monkeypatch):
+    import divalign.fused_head as fused
+
+    widths = []
+
+    def recording_project(hidden, weight, *args, **kwargs):
+        widths.append(weight.shape[0])
+        return project(hidden, weight, *args, **kwargs)
+
+    monkeypatch.setattr(fused, "project", recording_project)
+    h, w, b, labels, upstream = _problem(vocab=301)
+    _run(fused_head_loss, h, w, b, labels, upstream, LossSpec("gem", beta=0.7, h="logsigmoid"), tile_cols=64)
+    assert widths and max(widths) <= 64  # forward and backward only ever project one vocabulary tile
+    assert len(widths) == 2 * 5  # five tiles (the last one 45 wide), once forward, once backward
