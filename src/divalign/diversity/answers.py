@@ -6,28 +6,28 @@ import math
 import re
 from collections.abc import Sequence
 
-_BOXED = re.compile(r"\\boxed\{")
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _HASHES = re.compile(r"####\s*(.+)")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...}, matching nested braces (a regex cannot)."""
-    starts = [m.end() for m in _BOXED.finditer(text)]
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox``), matching nested braces (which a regex cannot)."""
+    starts = [match.end() for match in _BOXED.finditer(text)]
     if not starts:
         return None
-    depth, start = 1, starts[-1]
-    for pos in range(start, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[pos], 0)
+    depth = 1
+    for position in range(starts[-1], len(text)):
+        depth += {"{": 1, "}": -1}.get(text[position], 0)
         if depth == 0:
-            return text[start:pos]
-    return None
+            return text[starts[-1] : position]
+    return None  # unbalanced: the text was cut off inside the box
 
 
 def extract_final_answer(text: str) -> str:
     """Heuristic final answer: last \\boxed{...}, else text after "####" (GSM8K), else the last number, else the
     last non-empty line. Normalised (whitespace collapsed, trailing period and thousands commas dropped)."""
-    answer = _last_boxed(text)
+    answer = last_boxed(text)
     if answer is None and (hashes := _HASHES.findall(text)):
         answer = hashes[-1]
     if answer is None and (numbers := _NUMBER.findall(text)):

@@ -13,28 +13,15 @@ import re
 from fractions import Fraction
 from typing import Any
 
+from ..diversity.answers import last_boxed
 from .base import completion_text
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _FINAL_LINE = re.compile(r"final\s+answer\s*(?:is|:)\s*(.+)", re.IGNORECASE)
 _HASHES = re.compile(r"^\s*####\s*(.+)$", re.MULTILINE)
 _LATEX_FRACTION = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\s*\{([^{}]*)\}")
 _GROUPED_NUMBER = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:/[+-]?\d+(?:\.\d*)?)?$")
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}``, matching nested braces (which a regular expression cannot)."""
-    starts = [match.end() for match in _BOXED.finditer(text)]
-    if not starts:
-        return None
-    depth = 1
-    for position in range(starts[-1], len(text)):
-        depth += {"{": 1, "}": -1}.get(text[position], 0)
-        if depth == 0:
-            return text[starts[-1] : position]
-    return None  # unbalanced: the completion was cut off inside the box
 
 
 def extract_answer(text: str) -> str | None:
