@@ -26,17 +26,17 @@ class RecipeError(ValueError):
     """A recipe that cannot be run, with the file and key at fault in the message."""
 
 
-def load_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; clear errors for a missing file or another shape."""
+def load_yaml_mapping(path: str | os.PathLike, kind: str = "recipe") -> dict[str, Any]:
+    """Read a YAML ``kind`` file that must hold a mapping; clear errors for a missing file or another shape."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"recipe file not found: {path}")
+        raise RecipeError(f"{kind} file not found: {path}")
     try:
         content = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise RecipeError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(content, dict):
-        raise RecipeError(f"{path} must hold a YAML mapping of recipe keys, got {type(content).__name__}")
+        raise RecipeError(f"{path} must hold a YAML mapping of {kind} keys, got {type(content).__name__}")
     return content
 
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..recipe import DIVALIGN_KEYS, RecipeError, check_known_keys, field_names, load_yaml_mapping, split_recipe
 
 PIPELINE_KEYS = {"name", "output_root", "base_model", "accelerate_config", "launch_args", "stages", "eval"}
@@ -80,16 +78,10 @@ class PipelineSpec:
 
 
 def _read_pipeline_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise PipelineError(f"pipeline file not found: {path}")
     try:
-        content = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise PipelineError(f"{path} is not valid YAML: {error}") from error
-    if not isinstance(content, dict):
-        raise PipelineError(f"{path} must hold a YAML mapping (name, output_root, base_model, stages, ...), "
-                            f"got {type(content).__name__}")  # fmt: skip
-    return content
+        return load_yaml_mapping(path, kind="pipeline")
+    except RecipeError as error:
+        raise PipelineError(str(error)) from error
 
 
 def _known(keys: list[str], known: set[str], where: str, what: str) -> None:
