@@ -13,6 +13,7 @@ from .format import FormatReward
 from .length_penalty import LengthPenaltyReward
 from .math_answer import MathAnswerReward
 from .reward_model import RewardModelReward
+from .toy_validity import ToyValidityReward
 
 # Arguments the stage fills in; a recipe cannot set them.
 _CONTEXT_ARGS = ("num_generations", "build_reward")
@@ -32,6 +33,7 @@ REWARDS: dict[str, type] = {
     "length_penalty": LengthPenaltyReward,
     "reward_model": RewardModelReward,
     "darling": DarlingReward,
+    "toy_validity": ToyValidityReward,
 }
 
 

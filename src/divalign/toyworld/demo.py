@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from divalign.toyworld.evaluate import evaluate_model, load_model, mean_metrics, score_split
 from divalign.toyworld.plots import plot_trajectories, plot_validity_coverage
+from divalign.toyworld.preference_data import write_preference_data
 from divalign.toyworld.pretrain import PretrainConfig, pretrain
 from divalign.toyworld.report import write_report
 from divalign.toyworld.truth_metrics import entropy, exact_metrics
@@ -223,6 +224,7 @@ def run_demo(
 
     world = ToyWorld(WorldConfig())
     world.write(out / "world")
+    write_preference_data(world, out / "world")  # DPO/GRPO data for recipes/toy/pipeline.yaml
     tick = time.time()
     pretrain(world, out / "base_model", plan.pretrain)
     timings["pretrain"] = time.time() - tick
