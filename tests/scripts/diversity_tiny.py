@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+from divalign import smoke
 
 WORDS = [
     "the", "a", "cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "on", "under", "over", "near", "mat",
@@ -45,26 +47,11 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForCausalLM:
-    """2-layer, hidden-32 Llama. Attention dropout is on so that training consumes the global RNG, which lets the
-    tests notice an evaluation that leaks RNG state into the training trajectory."""
-    import torch
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        attention_dropout=0.1,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=True,
+    """The smoke-test Llama, with attention dropout on so that training consumes the global RNG: the tests then
+    notice an evaluation that leaks RNG state into the training trajectory."""
+    return smoke.build_model(
+        tokenizer, seed, max_position_embeddings=256, attention_dropout=0.1, tie_word_embeddings=True
     )
-    return LlamaForCausalLM(config)
 
 
 def save_tiny_policy(path: str | Path) -> Path:
