@@ -169,3 +169,12 @@ def test_qlora_trains_a_4bit_base(tmp_path):
     nll = logged(trainer, "nll")
     assert len(nll) == 3 and all(torch.isfinite(torch.tensor(nll)))
     assert any(p.abs().sum() > 0 for n, p in trainer.model.named_parameters() if "lora_B" in n)
+
+
+@pytest.mark.parametrize(("trainer_class", "config_class"), [(TOFUTrainer, TOFUConfig), (GEMTrainer, GEMConfig)])
+def test_fused_head_trains_like_the_reference(tmp_path, trainer_class, config_class):
+    reference = train(trainer_class, config_class, tmp_path / "a", loss_head="reference", max_steps=3)
+    fused = train(trainer_class, config_class, tmp_path / "b", loss_head="fused", max_steps=3)
+    assert logged(fused, "loss") == pytest.approx(logged(reference, "loss"), rel=1e-5, abs=1e-6)
+    assert logged(fused, "entropy") == pytest.approx(logged(reference, "entropy"), rel=1e-5)
+    assert_same_weights(weights(fused), weights(reference))

@@ -7,7 +7,7 @@ from numbers import Real
 
 from trl import SFTConfig
 
-LOSS_HEADS = ("auto", "reference", "fused")
+from .fused_head import HEAD_MODES as LOSS_HEADS
 
 
 def require_number(name: str, value: object, *, minimum: float, inclusive: bool) -> float:
@@ -30,8 +30,9 @@ class LossHeadSFTConfig(SFTConfig):
     loss_head: str = field(
         default="auto",
         metadata={
-            "help": "Loss head implementation: 'auto' (fused kernel on CUDA, plain PyTorch elsewhere), 'reference' "
-            "(plain chunked PyTorch) or 'fused'.",
+            "help": "Loss head implementation: 'auto' (the fused vocabulary-tiled head on CUDA, the reference "
+            "elsewhere), 'reference' (row chunks, autograd backward), 'fused' (vocabulary tiles, plain PyTorch) or "
+            "'fused-triton' (Triton tile kernels; opt-in, not yet run on a GPU).",
             "choices": list(LOSS_HEADS),
         },
     )

@@ -6,23 +6,10 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
-from .chunked_head import chunked_head_loss
+from .fused_head import select_head
 from .loss_head_config import LossHeadSFTConfig
 from .loss_head_forward import LossHeadOutput, add_loss_head
 from .losses import LossSpec
-
-
-def select_head(mode: str, device: torch.device):
-    """The head implementation for ``mode`` ('auto', 'reference', 'fused') on ``device``."""
-    if mode == "reference":
-        return chunked_head_loss
-    try:
-        from .fused_head import select_head as select_fused
-    except ImportError:
-        if mode == "fused":
-            raise
-        return chunked_head_loss
-    return select_fused(mode, device)
 
 
 class LossHeadSFTTrainer(SFTTrainer):
