@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, help="rows per step (default 8; 2 with --small)")
     parser.add_argument("--seq", type=int, help="tokens per row (default 2048; 128 with --small)")
     parser.add_argument("--completion", type=int, help="trained tokens per row (default 1536; 96 with --small)")
+    parser.add_argument("--vocab", type=int, help="vocabulary size of the --small model (default 2000)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument(
@@ -87,7 +88,8 @@ def build_model(args: argparse.Namespace, dtype: torch.dtype):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen2Config(**(SMALL_MODEL if args.small else FULL_MODEL), max_position_embeddings=max(args.seq, 2048))
+    shape = {**SMALL_MODEL, "vocab_size": args.vocab or SMALL_MODEL["vocab_size"]} if args.small else FULL_MODEL
+    config = Qwen2Config(**shape, max_position_embeddings=max(args.seq, 2048))
     return Qwen2ForCausalLM(config).to(dtype)
 
 
