@@ -134,6 +134,16 @@ def test_written_files_load_with_the_columns_each_stage_reads(world, tmp_path):
     assert len(train) == len(world.seen_prompts) and train[0][ANSWERS_COLUMN] == list(world.seen_prompts[0].answers)
 
 
+def test_cli_adds_the_files_to_a_world_written_earlier(world, tmp_path, capsys):
+    from divalign.toyworld.preference_data import main
+
+    world.write(tmp_path)
+    assert main([str(tmp_path), "--pairs-per-prompt", "3"]) == 0
+    assert "dpo: " in capsys.readouterr().out
+    rows = [json.loads(line) for line in (tmp_path / "dpo.jsonl").read_text().splitlines()]
+    assert rows == dpo_records(world, pairs_per_prompt=3)  # the world rebuilt from truth.json gives the same pairs
+
+
 # -- the toy pipeline, end to end ----------------------------------------------------------------------------------
 
 
