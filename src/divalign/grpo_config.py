@@ -25,7 +25,7 @@ class DivGRPOConfig(GRPOConfig):
         default=None,
         metadata={
             "help": "Reward functions from `divalign.rewards.REWARDS`, in order: a list of names or one-key mappings "
-            "`{name: {settings}}` (math_answer, format, length_penalty, reward_model, darling). Weights go in "
+            "`{name: {settings}}` (math_answer, format, length_penalty, reward_model, darling, toy_validity). Weights go in "
             "`reward_weights`. On the command line: a JSON string or comma-separated names."
         },
     )
