@@ -251,7 +251,7 @@ def test_registry_parsing_and_names():
 def test_reward_model_loads_whole_inside_a_zero3_run():
     from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
 
-    from divalign.rewards.reward_model import whole_model_loading
+    from divalign.zero3 import whole_model_loading
 
     ds_config = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
     assert is_deepspeed_zero3_enabled()

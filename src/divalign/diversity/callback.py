@@ -34,6 +34,7 @@ from accelerate.utils import DistributedType, broadcast_object_list, gather_obje
 from transformers import GenerationConfig, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from divalign.diversity import DEFAULT_TRAINING_METRICS, METRIC_NAMES, REGISTRY, compute_diversity, load_embedder
+from divalign.zero3 import whole_model_loading
 
 Prompt = str | list[dict[str, Any]]
 _PROMPT_COLUMNS = ("prompt", "messages")
@@ -329,24 +330,6 @@ def _isolated_trainer_metrics(trainer: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _without_zero3_init() -> Iterator[None]:
-    """Load a model whole even while the policy is trained with ZeRO-3: `from_pretrained` would otherwise partition
-    it with `zero.Init`, a collective that only the main process (the embedder's sole user) would enter."""
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
-    hf_config = ref() if ref is not None else None
-    if hf_config is None:
-        yield
-        return
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed.set_hf_deepspeed_config(hf_config)
-
-
-@contextlib.contextmanager
 def _keep_log_request(trainer: Any) -> Iterator[None]:
     """Keep `control.should_log` across our `log` call: the callback handler clears it on every `on_log`, so logging
     from `on_step_end` would otherwise swallow the training-loss entry due at this step."""
@@ -408,7 +391,7 @@ class DiversityCallback(TrainerCallback):
         self._prompt_ids = [tokenizer(t, add_special_tokens=add_special)["input_ids"] for t in self._prompt_texts]
         needs_embedder = any("embedder" in REGISTRY[name].needs for name in self.config.metrics)
         if needs_embedder and _topology(self.trainer.accelerator)[2]:
-            with _without_zero3_init():
+            with whole_model_loading():
                 self._embedder = load_embedder(self.config.embedding_model)
         if state.global_step == 0:  # on resume the checkpoint's step was evaluated before
             self._evaluate(args, state)

@@ -7,34 +7,12 @@ process) instead of while the recipe is validated.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from ..zero3 import whole_model_loading
 from .base import completion_text
-
-
-@contextlib.contextmanager
-def whole_model_loading() -> Iterator[None]:
-    """Load the reward model unpartitioned even while the policy trains under ZeRO-3.
-
-    Inside a ZeRO-3 run, `from_pretrained` would shard the new model with `zero.Init`, leaving empty parameters that
-    only a DeepSpeed engine can use; the reward model runs outside the engine, so each process loads it whole.
-    """
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
-    active = ref() if ref is not None else None
-    if active is None:
-        yield
-        return
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed.set_hf_deepspeed_config(active)
 
 
 class RewardModelReward:

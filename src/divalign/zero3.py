@@ -1,0 +1,29 @@
+"""DeepSpeed ZeRO-3 helpers for models that live outside the trained engine (embedders, reward models)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def whole_model_loading() -> Iterator[None]:
+    """Load a model whole while the policy trains under ZeRO-3.
+
+    Inside a ZeRO-3 run, transformers' ``from_pretrained`` partitions a new model with ``zero.Init``: a collective
+    every rank must enter, leaving empty parameters only a DeepSpeed engine can use. A helper model used outside the
+    engine (by one rank, or by each rank on its own) must load unpartitioned, so the run's DeepSpeed config is
+    unset for the duration. This relies on transformers' module-level weak reference to that config.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    active = ref() if ref is not None else None
+    if active is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(active)
