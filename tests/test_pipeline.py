@@ -56,6 +56,11 @@ class FakeLauncher:
         return [env["WANDB_JOB_TYPE"] for _, env in self.calls]
 
 
+def smoke_data(assets: Path) -> dict[str, str]:
+    """The smoke recipes name runs/smoke/train.jsonl; end-to-end runs read the fixture's copy instead."""
+    return {"dataset_name": str(assets / "train.jsonl")}
+
+
 def write_pipeline(directory: Path, assets: Path, stages: list[dict] | None = None, **top) -> Path:
     content = {
         "name": "tiny",
@@ -498,7 +503,7 @@ def test_tofu_dpo_grpo_end_to_end(tmp_path, assets, monkeypatch, capsys):
     eval_block = {"prompts": str(probe), "samples": 2, "max_new_tokens": 4, "metrics": ["distinct_1"],
                   "bootstrap": 10, "backend": "hf"}  # fmt: skip
     stages = [
-        {"name": "sft", "recipe": str(TOFU_RECIPE), "overrides": {"max_steps": 4, "save_steps": 2}},
+        {"name": "sft", "recipe": str(TOFU_RECIPE), "overrides": {"max_steps": 4, "save_steps": 2, **smoke_data(assets)}},
         {"name": "dpo", "recipe": str(dpo_recipe)},
         {"name": "grpo", "recipe": str(grpo_recipe)},
     ]
@@ -541,13 +546,15 @@ def test_lora_continue_then_merge_end_to_end(tmp_path, assets, monkeypatch):
     from safetensors.torch import load_file
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    lora = {"max_steps": 2, "save_steps": 2, "use_peft": True, "lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"]}
+    lora = {"max_steps": 2, "save_steps": 2, "use_peft": True, "lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"],
+            **smoke_data(assets)}  # fmt: skip
     stages = [
         {"name": "sft", "recipe": str(SFT_RECIPE), "overrides": lora},
         # learning rate 0: the continued adapter must come out equal to the one it started from
         {"name": "cont", "recipe": str(TOFU_RECIPE), "adapters": "continue",
-         "overrides": {"max_steps": 2, "save_steps": 2, "learning_rate": 0.0}},
-        {"name": "full", "recipe": str(TOFU_RECIPE), "adapters": "merge", "overrides": {"max_steps": 2, "save_steps": 2}},
+         "overrides": {"max_steps": 2, "save_steps": 2, "learning_rate": 0.0, **smoke_data(assets)}},
+        {"name": "full", "recipe": str(TOFU_RECIPE), "adapters": "merge",
+         "overrides": {"max_steps": 2, "save_steps": 2, **smoke_data(assets)}},
     ]  # fmt: skip
     run_pipeline(str(write_pipeline(tmp_path, assets, stages=stages)))
     sft, cont, full = (tmp_path / "runs" / name for name in ("sft", "cont", "full"))
