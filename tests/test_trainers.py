@@ -178,3 +178,12 @@ def test_fused_head_trains_like_the_reference(tmp_path, trainer_class, config_cl
     assert logged(fused, "loss") == pytest.approx(logged(reference, "loss"), rel=1e-5, abs=1e-6)
     assert logged(fused, "entropy") == pytest.approx(logged(reference, "entropy"), rel=1e-5)
     assert_same_weights(weights(fused), weights(reference))
+
+
+def test_packed_padding_free_batches_match_trl(tmp_path):
+    """Packing (padding-free rows with position_ids) goes through the same head; γ = 0, β = 1 equals TRL's nll."""
+    sft = train(SFTTrainer, SFTConfig, tmp_path / "a", packing=True, max_length=64, max_steps=2)
+    tofu = train(TOFUTrainer, TOFUConfig, tmp_path / "b", packing=True, max_length=64, max_steps=2, tofu_gamma=0.0,
+                 tofu_beta=1.0)  # fmt: skip
+    assert logged(tofu, "loss") == pytest.approx(logged(sft, "loss"), rel=1e-5)
+    assert logged(tofu, "num_tokens") == logged(sft, "num_tokens")

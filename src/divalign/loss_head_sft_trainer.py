@@ -34,7 +34,7 @@ class LossHeadSFTTrainer(SFTTrainer):
         add_loss_head(base, self.loss_spec(), head=head, chunk_rows=self.args.loss_chunk_rows)
 
     def loss_spec(self) -> LossSpec:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define loss_spec()")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
