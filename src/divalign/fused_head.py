@@ -24,7 +24,7 @@ version below is the tested path (CPU and CUDA); :mod:`divalign.fused_head_trito
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -93,9 +93,10 @@ def _is_logsigmoid(spec: LossSpec) -> bool:
     return spec.name == "gem" and spec.h == "logsigmoid"
 
 
-def default_tile_cols(rows: int, vocab_size: int) -> int:
-    """Vocabulary columns per tile so that one fp32 ``(rows, tile)`` block stays near :data:`TILE_ELEMENTS`."""
-    cols = max(TILE_ALIGN, (TILE_ELEMENTS // max(rows, 1)) // TILE_ALIGN * TILE_ALIGN)
+def default_tile_cols(rows: int, vocab_size: int, elements: int = TILE_ELEMENTS) -> int:
+    """Vocabulary columns per tile so that one ``(rows, tile)`` block stays near ``elements`` (default
+    :data:`TILE_ELEMENTS`)."""
+    cols = max(TILE_ALIGN, (elements // max(rows, 1)) // TILE_ALIGN * TILE_ALIGN)
     return min(cols, max(vocab_size, 1))
 
 
@@ -282,17 +283,56 @@ def _accumulate_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
         acc.add_(a @ b)
 
 
-class _FusedHeadFunction(torch.autograd.Function):
+def grad_tiles(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    spec: LossSpec,
+    tile_cols: int,
+    dtype: torch.dtype,
+    transform: LogitTransform,
+    q_shift: torch.Tensor,
+    scaled_coef: torch.Tensor,
+    mass: torch.Tensor,
+    z_y_w: torch.Tensor | None,
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """``(columns, weight tile, logits-gradient tile)`` of one row chunk, recomputed tile by tile (``dtype`` tiles)."""
+    for first, cols in _tiles(weight.shape[0], tile_cols):
+        w_tile = weight[cols].to(dtype)
+        z = project(h, w_tile, None if bias is None else bias[cols], dtype, transform)
+        grad = tile_grad(z, labels - first, spec, q_shift, scaled_coef, mass, z_y_w, transform)
+        grad_c = grad.to(dtype)  # the head's backward runs in its compute dtype, as autograd would
+        del z, grad  # one tile alive while the caller runs the backward matmuls
+        yield cols, w_tile, grad_c
+
+
+class TileBackend(NamedTuple):
+    """How a tiled head folds one row chunk forward and yields its gradient tiles backward.
+
+    The plain PyTorch backend below and the Triton one (:mod:`divalign.fused_head_triton`) share everything else:
+    the row chunking, the saved per-row statistics, the fp32 gradient accumulation and the masking.
+    """
+
+    fold_rows: Callable[..., tuple[RowResult, torch.Tensor | None]]
+    grad_tiles: Callable[..., Iterator[tuple[slice, torch.Tensor, torch.Tensor]]]
+    accumulate_mm: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+    tile_elements: int
+
+
+PLAIN_BACKEND = TileBackend(forward_rows, grad_tiles, _accumulate_mm, TILE_ELEMENTS)
+
+
+class _TiledHeadFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, spec, chunk_rows, tile_cols, transform):
-        compute_dtype = _compute_dtype(hidden)
+    def forward(ctx, hidden, weight, bias, labels, spec, chunk_rows, tile_cols, transform, backend):
+        dtype = _compute_dtype(hidden)
         pieces = []
         with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, hidden.shape[0], chunk_rows):
                 rows = slice(start, start + chunk_rows)
-                result, z_y_w = forward_rows(
-                    hidden[rows], weight, bias, labels[rows], spec, tile_cols, compute_dtype, transform
-                )
+                h = hidden[rows].to(dtype)
+                result, z_y_w = backend.fold_rows(h, weight, bias, labels[rows], spec, tile_cols, dtype, transform)
                 pieces.append((*result, hidden.new_zeros(0, dtype=torch.float32) if z_y_w is None else z_y_w))
         if not pieces:  # no trainable row: empty results that still take part in the graph
             empty = hidden.new_zeros(0, dtype=torch.float32)
@@ -301,7 +341,7 @@ class _FusedHeadFunction(torch.autograd.Function):
         loss, nll, entropy, is_top1, q_shift, coef, mass, z_y_w = columns
         ctx.save_for_backward(hidden, weight, bias, labels, q_shift, coef, mass, z_y_w)
         ctx.spec, ctx.chunk_rows, ctx.tile_cols = spec, chunk_rows, tile_cols
-        ctx.transform, ctx.compute_dtype = transform, compute_dtype
+        ctx.transform, ctx.compute_dtype, ctx.backend = transform, dtype, backend
         ctx.mark_non_differentiable(nll, entropy, is_top1)
         return loss, nll, entropy, is_top1
 
@@ -310,14 +350,15 @@ class _FusedHeadFunction(torch.autograd.Function):
         hidden, weight, bias, labels, q_shift, coef, mass, z_y_w = ctx.saved_tensors
         wants = ctx.needs_input_grad[:3]
         if grad_loss is None or not any(wants):
-            return (None,) * 8
+            return (None,) * 9
         with _lm_head_gather_context(weight, bias), torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
-            grads = _backward(ctx, hidden, weight, bias, labels, q_shift, coef * grad_loss.float(), mass, z_y_w, wants)
-        return (*grads, None, None, None, None, None)
+            scaled = (coef * grad_loss.float()).contiguous()
+            grads = _backward(ctx, hidden, weight, bias, labels, q_shift, scaled, mass, z_y_w, wants)
+        return (*grads, None, None, None, None, None, None)
 
 
 def _backward(ctx, hidden, weight, bias, labels, q_shift, scaled_coef, mass, z_y_w, wants):
-    dtype, n_rows = ctx.compute_dtype, hidden.shape[0]
+    dtype, n_rows, accumulate = ctx.compute_dtype, hidden.shape[0], ctx.backend.accumulate_mm
     # Several row chunks add into each weight tile's gradient: sum them in fp32 so bf16 heads keep small terms
     head_dtype = torch.float32 if n_rows > ctx.chunk_rows else dtype
     grad_hidden = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if wants[0] else None
@@ -327,32 +368,54 @@ def _backward(ctx, hidden, weight, bias, labels, q_shift, scaled_coef, mass, z_y
     for start in range(0, n_rows, ctx.chunk_rows):
         rows = slice(start, start + ctx.chunk_rows)
         h = hidden[rows].to(dtype)
-        for first, cols in _tiles(weight.shape[0], ctx.tile_cols):
-            w_tile = weight[cols].to(dtype)
-            z = project(h, w_tile, None if bias is None else bias[cols], dtype, ctx.transform)
-            grad = tile_grad(
-                z,
-                labels[rows] - first,
-                ctx.spec,
-                q_shift[rows],
-                scaled_coef[rows],
-                mass[rows],
-                z_y_w[rows] if logsigmoid else None,
-                ctx.transform,
-            )
-            grad_c = grad.to(dtype)  # the head's backward runs in its compute dtype, as autograd would
-            del z, grad
+        tiles = ctx.backend.grad_tiles(
+            h, weight, bias, labels[rows], ctx.spec, ctx.tile_cols, dtype, ctx.transform,
+            q_shift[rows], scaled_coef[rows], mass[rows], z_y_w[rows] if logsigmoid else None,
+        )  # fmt: skip
+        for cols, w_tile, grad in tiles:
             if grad_hidden is not None:
-                _accumulate_mm(grad_hidden[rows], grad_c, w_tile)
+                accumulate(grad_hidden[rows], grad, w_tile)
             if grad_weight is not None:
-                _accumulate_mm(grad_weight[cols], grad_c.t(), h)
+                accumulate(grad_weight[cols], grad.t(), h)
             if grad_bias is not None:
-                grad_bias[cols] += grad_c.float().sum(0)
+                grad_bias[cols] += grad.float().sum(0)
     return [
         None if grad_hidden is None else grad_hidden.to(hidden.dtype),
         None if grad_weight is None else grad_weight.to(weight.dtype),
         None if grad_bias is None else grad_bias.to(bias.dtype),
     ]
+
+
+def tiled_head_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    spec: LossSpec,
+    chunk_rows: int | None,
+    transform: LogitTransform,
+    tile_cols: int | None,
+    backend: TileBackend,
+) -> HeadOutput:
+    """:func:`fused_head_loss` with the tile work done by ``backend``."""
+    if not isinstance(spec, LossSpec):
+        raise TypeError(f"the fused head implements LossSpec losses only, got {type(spec).__name__}")
+    _validate(spec)
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    labels = labels.reshape(-1)
+    mask = labels != IGNORE_INDEX
+    n_rows = int(mask.sum())
+    rows = chunk_rows or min(max(n_rows, 1), DEFAULT_FUSED_ROWS)
+    if rows < 1:
+        raise ValueError(f"chunk_rows must be a positive number of token rows, got {chunk_rows}")
+    cols = tile_cols or default_tile_cols(rows, weight.shape[0], backend.tile_elements)
+    if cols < 1:
+        raise ValueError(f"tile_cols must be a positive number of vocabulary columns, got {tile_cols}")
+    compact = _TiledHeadFunction.apply(
+        hidden[mask], weight, bias, labels[mask].contiguous(), spec, rows, cols, transform, backend
+    )
+    # masked_scatter keeps the loss connected to the graph even when no row is trainable
+    return HeadOutput(*(t.new_zeros(mask.shape).masked_scatter(mask, t) for t in compact))
 
 
 def fused_head_loss(
@@ -382,22 +445,7 @@ def fused_head_loss(
         transform: logit scale and soft-capping the model applies after its head.
         tile_cols: vocabulary columns per tile (default: :func:`default_tile_cols`).
     """
-    if not isinstance(spec, LossSpec):
-        raise TypeError(f"the fused head implements LossSpec losses only, got {type(spec).__name__}")
-    _validate(spec)
-    hidden = hidden.reshape(-1, hidden.shape[-1])
-    labels = labels.reshape(-1)
-    mask = labels != IGNORE_INDEX
-    n_rows = int(mask.sum())
-    rows = chunk_rows or min(max(n_rows, 1), DEFAULT_FUSED_ROWS)
-    if rows < 1:
-        raise ValueError(f"chunk_rows must be a positive number of token rows, got {chunk_rows}")
-    cols = tile_cols or default_tile_cols(rows, weight.shape[0])
-    if cols < 1:
-        raise ValueError(f"tile_cols must be a positive number of vocabulary columns, got {tile_cols}")
-    compact = _FusedHeadFunction.apply(hidden[mask], weight, bias, labels[mask], spec, rows, cols, transform)
-    # masked_scatter keeps the loss connected to the graph even when no row is trainable
-    return HeadOutput(*(t.new_zeros(mask.shape).masked_scatter(mask, t) for t in compact))
+    return tiled_head_loss(hidden, weight, bias, labels, spec, chunk_rows, transform, tile_cols, PLAIN_BACKEND)
 
 
 def _reference_head(hidden, weight, bias, labels, loss_fn, chunk_rows=None, transform=PLAIN_LOGITS) -> HeadOutput:

@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import torch
 
-from .chunked_head import PLAIN_LOGITS, HeadOutput, LogitTransform, _compute_dtype, _lm_head_gather_context
+from .chunked_head import PLAIN_LOGITS, HeadOutput, LogitTransform
 from .fused_head import (
-    DEFAULT_FUSED_ROWS,
-    TILE_ALIGN,
     RowResult,
     RowStats,
+    TileBackend,
     _accumulate_mm,
     _beta,
     _is_logsigmoid,
     _tiles,
-    _validate,
     finish_rows,
     target_logits,
+    tiled_head_loss,
 )
-from .losses import IGNORE_INDEX, LossSpec
+from .losses import LossSpec
 
 try:
     import triton
@@ -187,11 +186,6 @@ def triton_available() -> bool:
     return triton is not None
 
 
-def _triton_tile_cols(rows: int, vocab_size: int) -> int:
-    cols = max(TILE_ALIGN, (TRITON_TILE_ELEMENTS // max(rows, 1)) // TILE_ALIGN * TILE_ALIGN)
-    return min(cols, max(vocab_size, 1))
-
-
 def _project_into(out: torch.Tensor, h: torch.Tensor, w_tile: torch.Tensor, b_tile: torch.Tensor | None) -> None:
     torch.mm(h, w_tile.t(), out=out)
     if b_tile is not None:
@@ -241,72 +235,26 @@ def _addmm_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
         _accumulate_mm(acc, a, b)
 
 
-class _TritonHeadFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, spec, chunk_rows, tile_cols, transform):
-        dtype = _compute_dtype(hidden)
-        pieces = []
-        with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
-            for start in range(0, hidden.shape[0], chunk_rows):
-                rows = slice(start, start + chunk_rows)
-                h = hidden[rows].to(dtype)
-                result, z_y_w = _fold_rows(h, weight, bias, labels[rows], spec, tile_cols, dtype, transform)
-                pieces.append((*result, hidden.new_zeros(0, dtype=torch.float32) if z_y_w is None else z_y_w))
-        if not pieces:
-            empty = hidden.new_zeros(0, dtype=torch.float32)
-            pieces.append((empty, empty, empty, empty.bool(), empty, empty, empty, empty))
-        loss, nll, entropy, is_top1, q_shift, coef, mass, z_y_w = (torch.cat(c) for c in zip(*pieces, strict=True))
-        ctx.save_for_backward(hidden, weight, bias, labels, q_shift, coef, mass, z_y_w)
-        ctx.spec, ctx.chunk_rows, ctx.tile_cols = spec, chunk_rows, tile_cols
-        ctx.transform, ctx.dtype = transform, dtype
-        ctx.mark_non_differentiable(nll, entropy, is_top1)
-        return loss, nll, entropy, is_top1
-
-    @staticmethod
-    def backward(ctx, grad_loss, *_unused):
-        hidden, weight, bias, labels, q_shift, coef, mass, z_y_w = ctx.saved_tensors
-        wants = ctx.needs_input_grad[:3]
-        if grad_loss is None or not any(wants):
-            return (None,) * 8
-        with _lm_head_gather_context(weight, bias), torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
-            scaled = (coef * grad_loss.float()).contiguous()
-            grads = _backward(ctx, hidden, weight, bias, labels, q_shift, scaled, mass, z_y_w, wants)
-        return (*grads, None, None, None, None, None)
+def _grad_tiles(h, weight, bias, labels, spec, tile_cols, dtype, transform, q_shift, scaled_coef, mass, z_y_w):
+    """``(columns, weight tile, gradient tile)``: each tile projected into one reused buffer, overwritten in place."""
+    n, vocab = h.shape[0], weight.shape[0]
+    buffer = torch.empty(n, min(tile_cols, vocab), dtype=dtype, device=h.device)
+    scale, softcap, has_softcap = _transform_args(transform)
+    logsigmoid = z_y_w is not None
+    for start, cols in _tiles(vocab, tile_cols):
+        tile = _leading_view(buffer, cols.stop - start)
+        w_tile = weight[cols].to(dtype)
+        _project_into(tile, h, w_tile, None if bias is None else bias[cols].to(dtype))
+        _grad_kernel[(n,)](
+            tile, tile.stride(0), labels, z_y_w if logsigmoid else q_shift, q_shift,
+            scaled_coef, mass, start, tile.shape[1], 1.0 / _beta(spec), scale, softcap,
+            LOGSIGMOID=logsigmoid, HAS_SOFTCAP=has_softcap, BLOCK=BLOCK_COLS,
+        )  # fmt: skip
+        yield cols, w_tile, tile
 
 
-def _backward(ctx, hidden, weight, bias, labels, q_shift, scaled_coef, mass, z_y_w, wants):
-    dtype, n_rows, vocab = ctx.dtype, hidden.shape[0], weight.shape[0]
-    head_dtype = torch.float32 if n_rows > ctx.chunk_rows else dtype
-    grad_hidden = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if wants[0] else None
-    grad_weight = torch.zeros(weight.shape, dtype=head_dtype, device=weight.device) if wants[1] else None
-    grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if wants[2] else None
-    scale, softcap, has_softcap = _transform_args(ctx.transform)
-    logsigmoid = _is_logsigmoid(ctx.spec)
-    for row_start in range(0, n_rows, ctx.chunk_rows):
-        rows = slice(row_start, row_start + ctx.chunk_rows)
-        h = hidden[rows].to(dtype)
-        n = h.shape[0]
-        buffer = torch.empty(n, min(ctx.tile_cols, vocab), dtype=dtype, device=h.device)
-        for start, cols in _tiles(vocab, ctx.tile_cols):
-            tile = _leading_view(buffer, cols.stop - start)
-            w_tile = weight[cols].to(dtype)
-            _project_into(tile, h, w_tile, None if bias is None else bias[cols].to(dtype))
-            _grad_kernel[(n,)](
-                tile, tile.stride(0), labels[rows], z_y_w[rows] if logsigmoid else q_shift[rows], q_shift[rows],
-                scaled_coef[rows], mass[rows], start, tile.shape[1], 1.0 / _beta(ctx.spec), scale, softcap,
-                LOGSIGMOID=logsigmoid, HAS_SOFTCAP=has_softcap, BLOCK=BLOCK_COLS,
-            )  # fmt: skip
-            if grad_hidden is not None:
-                _addmm_fp32(grad_hidden[rows], tile, w_tile)
-            if grad_weight is not None:
-                _addmm_fp32(grad_weight[cols], tile.t(), h)
-            if grad_bias is not None:
-                grad_bias[cols] += tile.float().sum(0)
-    return [
-        None if grad_hidden is None else grad_hidden.to(hidden.dtype),
-        None if grad_weight is None else grad_weight.to(weight.dtype),
-        None if grad_bias is None else grad_bias.to(bias.dtype),
-    ]
+# One (rows, tile) buffer in the compute dtype per chunk: the tile budget is TRITON_TILE_ELEMENTS, not fp32 blocks
+TRITON_BACKEND = TileBackend(_fold_rows, _grad_tiles, _addmm_fp32, TRITON_TILE_ELEMENTS)
 
 
 def triton_head_loss(
@@ -325,17 +273,4 @@ def triton_head_loss(
     """
     if triton is None:
         raise ImportError("triton_head_loss needs the `triton` package")
-    if not isinstance(spec, LossSpec):
-        raise TypeError(f"the fused head implements LossSpec losses only, got {type(spec).__name__}")
-    _validate(spec)
-    hidden = hidden.reshape(-1, hidden.shape[-1])
-    labels = labels.reshape(-1)
-    mask = labels != IGNORE_INDEX
-    rows = chunk_rows or min(max(int(mask.sum()), 1), DEFAULT_FUSED_ROWS)
-    cols = tile_cols or _triton_tile_cols(rows, weight.shape[0])
-    if rows < 1 or cols < 1:
-        raise ValueError(f"chunk_rows and tile_cols must be positive, got {chunk_rows}, {tile_cols}")
-    compact = _TritonHeadFunction.apply(
-        hidden[mask], weight, bias, labels[mask].contiguous(), spec, rows, cols, transform
-    )
-    return HeadOutput(*(t.new_zeros(mask.shape).masked_scatter(mask, t) for t in compact))
+    return tiled_head_loss(hidden, weight, bias, labels, spec, chunk_rows, transform, tile_cols, TRITON_BACKEND)
