@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from trl import DPOTrainer, get_peft_config, get_quantization_config
+from trl import DPOTrainer
 
 from ..recipe import RecipeError
-from .common import model_init_kwargs
+from .common import build_trainer
 
 
 def columns(training_args: Any) -> list[tuple[str, ...]]:
@@ -39,14 +39,4 @@ def check_preference_format(dataset: Any, dataset_name: str) -> None:
 
 def build(run: Any) -> DPOTrainer:
     check_preference_format(run.train_dataset, run.script_args.dataset_name)
-    run.training_args.model_init_kwargs = model_init_kwargs(run.training_args, run.model_args)
-    trainer = DPOTrainer(
-        model=run.model_args.model_name_or_path,
-        args=run.training_args,
-        train_dataset=run.train_dataset,
-        eval_dataset=run.eval_dataset,
-        peft_config=get_peft_config(run.model_args),
-        quantization_config=get_quantization_config(run.model_args),
-        callbacks=run.callbacks,
-    )
-    return trainer
+    return build_trainer(DPOTrainer, run)

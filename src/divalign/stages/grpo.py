@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from trl import get_peft_config, get_quantization_config
-
 from ..grpo_trainer import DivGRPOTrainer
 from ..rewards import build_all, required_columns
-from .common import model_init_kwargs
+from .common import build_trainer
 
 
 def columns(training_args: Any) -> list[tuple[str, ...]]:
@@ -30,16 +28,6 @@ def check_reference_model(trainer: DivGRPOTrainer) -> None:
 
 def build(run: Any) -> DivGRPOTrainer:
     args = run.training_args
-    args.model_init_kwargs = model_init_kwargs(run.training_args, run.model_args)
-    trainer = DivGRPOTrainer(
-        model=run.model_args.model_name_or_path,
-        reward_funcs=build_all(args.reward_specs, args.num_generations),
-        args=args,
-        train_dataset=run.train_dataset,
-        eval_dataset=run.eval_dataset,
-        peft_config=get_peft_config(run.model_args),
-        quantization_config=get_quantization_config(run.model_args),
-        callbacks=run.callbacks,
-    )
+    trainer = build_trainer(DivGRPOTrainer, run, reward_funcs=build_all(args.reward_specs, args.num_generations))
     check_reference_model(trainer)
     return trainer

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
-from trl import get_peft_config, get_quantization_config
-
-from .common import model_init_kwargs
+from .common import build_trainer
 
 
 def columns(training_args: Any) -> list[tuple[str, ...]]:
@@ -17,17 +16,4 @@ def columns(training_args: Any) -> list[tuple[str, ...]]:
 
 def builder(trainer_class: type) -> Callable[[Any], Any]:
     """A stage builder that constructs ``trainer_class`` (an ``SFTTrainer``) from a stage run."""
-
-    def build(run: Any) -> Any:
-        run.training_args.model_init_kwargs = model_init_kwargs(run.training_args, run.model_args)
-        return trainer_class(
-            model=run.model_args.model_name_or_path,
-            args=run.training_args,
-            train_dataset=run.train_dataset,
-            eval_dataset=run.eval_dataset,
-            peft_config=get_peft_config(run.model_args),
-            quantization_config=get_quantization_config(run.model_args),
-            callbacks=run.callbacks,
-        )
-
-    return build
+    return functools.partial(build_trainer, trainer_class)
