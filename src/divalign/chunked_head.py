@@ -9,7 +9,7 @@ memory holds one ``(chunk, vocab)`` block, never the whole ``(tokens, vocab)`` t
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -89,7 +89,7 @@ def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
     return hidden.dtype
 
 
-def _lm_head_gather_context(weight: torch.Tensor, bias: torch.Tensor | None):
+def gather_lm_head(weight: torch.Tensor, bias: torch.Tensor | None) -> AbstractContextManager:
     """Gathers ZeRO-3 shards of the head for direct use (a null context elsewhere)."""
     if not hasattr(weight, "ds_id"):
         return nullcontext()
@@ -124,7 +124,7 @@ class _ChunkedHeadFunction(torch.autograd.Function):
         grads = [None, None, None]
         if grad_loss is None or not any(wants):
             return (*grads, None, None, None, None)
-        with _lm_head_gather_context(weight, bias), torch.autocast(hidden.device.type, enabled=False):
+        with gather_lm_head(weight, bias), torch.autocast(hidden.device.type, enabled=False):
             leaves = [
                 weight.detach().requires_grad_(wants[1]),
                 None if bias is None else bias.detach().requires_grad_(wants[2]),

@@ -34,8 +34,8 @@ from .chunked_head import (
     HeadOutput,
     LogitTransform,
     _compute_dtype,
-    _lm_head_gather_context,
     chunked_head_loss,
+    gather_lm_head,
     project,
 )
 from .losses import IGNORE_INDEX, LossSpec, tofu_focal_weight
@@ -351,7 +351,7 @@ class _TiledHeadFunction(torch.autograd.Function):
         wants = ctx.needs_input_grad[:3]
         if grad_loss is None or not any(wants):
             return (None,) * 9
-        with _lm_head_gather_context(weight, bias), torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
+        with gather_lm_head(weight, bias), torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
             scaled = (coef * grad_loss.float()).contiguous()
             grads = _backward(ctx, hidden, weight, bias, labels, q_shift, scaled, mass, z_y_w, wants)
         return (*grads, None, None, None, None, None, None)

@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .chunked_head import PLAIN_LOGITS, HeadOutput, LogitTransform, chunked_head_loss
+from .chunked_head import HeadOutput, LogitTransform, chunked_head_loss, gather_lm_head
 from .losses import IGNORE_INDEX
 
 HeadFunction = Callable[..., HeadOutput]
@@ -72,7 +72,7 @@ def add_loss_head(
     ``peft_model.get_base_model()``.
     """
     previous_forward = model.forward
-    transform = logit_transform(model) if model.config is not None else PLAIN_LOGITS
+    transform = logit_transform(model)
 
     @functools.wraps(type(model).forward)
     def forward(self, *args, loss_head: bool = False, labels=None, shift_labels=None, **kwargs):
@@ -87,7 +87,7 @@ def add_loss_head(
         hidden, targets = _next_token_view(hidden, labels, shift_labels)
         lm_head = self.get_output_embeddings()
         hidden, targets = hidden.to(lm_head.weight.device), targets.to(lm_head.weight.device)
-        with _gathered(lm_head):
+        with gather_lm_head(lm_head.weight, lm_head.bias):
             out = head(hidden, lm_head.weight, lm_head.bias, targets, loss_fn, chunk_rows, transform)
         shape = targets.shape
         return LossHeadOutput(
@@ -99,9 +99,3 @@ def add_loss_head(
         )
 
     model.forward = types.MethodType(forward, model)
-
-
-def _gathered(lm_head: torch.nn.Module):
-    from trl.trainer.utils import maybe_gather_lm_head_ctx
-
-    return maybe_gather_lm_head_ctx(lm_head.weight, lm_head.bias)
