@@ -57,16 +57,18 @@ class LossHeadSFTTrainer(SFTTrainer):
         return loss
 
     def _record_head_metrics(self, mode: str, outputs: LossHeadOutput) -> None:
-        gather = self.accelerator.gather_for_metrics
-        num_valid = gather(outputs.label_mask.sum()).sum()
-        sums = {
-            "nll": outputs.nll.detach().sum(),
-            "entropy": outputs.entropy.detach().sum(),
-            "mean_token_accuracy": outputs.is_top1.sum(),
-        }
-        for name, local_sum in sums.items():
-            total = gather(local_sum).sum()
-            self._metrics[mode][name].append((total / num_valid).item() if num_valid > 0 else 0.0)
+        local = torch.stack(
+            [
+                outputs.label_mask.sum().float(),
+                outputs.nll.detach().sum(),
+                outputs.entropy.detach().sum(),
+                outputs.is_top1.sum().float(),
+            ]
+        )
+        # One collective for the four sums rather than one per metric
+        num_valid, *sums = self.accelerator.gather_for_metrics(local).view(-1, 4).sum(0).tolist()
+        for name, total in zip(("nll", "entropy", "mean_token_accuracy"), sums, strict=True):
+            self._metrics[mode][name].append(total / num_valid if num_valid > 0 else 0.0)
 
     def _count_train_tokens(self, inputs: dict) -> None:
         if "attention_mask" in inputs:
