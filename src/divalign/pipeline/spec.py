@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..model_path import check_model_reference, looks_local
 from ..recipe import DIVALIGN_KEYS, RecipeError, check_known_keys, field_names, load_yaml_mapping, split_recipe
 
 PIPELINE_KEYS = {"name", "output_root", "base_model", "accelerate_config", "launch_args", "stages", "eval"}
@@ -24,7 +25,6 @@ LINEAGE_DIR = "lineage"
 # `divalign pipeline` eval: keys → `evaluate_lineage` keyword arguments (the `divalign eval` flag names)
 EVAL_KEY_ALIASES = {"prompts": "prompts_path", "samples": "num_samples", "bootstrap": "n_bootstrap"}
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class PipelineError(ValueError):
@@ -199,22 +199,11 @@ def _parse_eval(raw: Any, path: Path) -> dict[str, Any] | None:
     return {EVAL_KEY_ALIASES.get(key, key): value for key, value in raw.items()}
 
 
-def looks_local(model: str) -> bool:
-    """A model reference that can only be a local path: absolute, relative (./, ../, ~), or with more than one '/'."""
-    return not _HUB_ID.match(model) or model.startswith(("/", ".", "~"))
-
-
 def _check_base_model(base_model: Any, path: Path) -> str:
-    if not isinstance(base_model, str) or not base_model:
-        raise PipelineError(
-            f"{path}: `base_model` must be a Hub id or a local checkpoint directory, got {base_model!r}"
-        )
-    local = Path(base_model).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file() and not (local / "adapter_config.json").is_file():
-            raise PipelineError(f"{path}: base_model {base_model} has no config.json; expected a saved checkpoint")
-    elif looks_local(base_model):
-        raise PipelineError(f"{path}: base_model {base_model} does not exist (a local path, not a Hub id)")
+    try:
+        check_model_reference(base_model, "base_model")
+    except RecipeError as error:
+        raise PipelineError(f"{path}: {error}") from error
     return base_model
 
 
