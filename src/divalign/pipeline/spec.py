@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from ..model_path import check_model_reference, looks_local
-from ..recipe import DIVALIGN_KEYS, RecipeError, check_known_keys, field_names, load_yaml_mapping, split_recipe
+from ..recipe import (
+    DIVALIGN_KEYS,
+    RUN_OPTIONS,
+    RecipeError,
+    check_known_keys,
+    field_names,
+    load_yaml_mapping,
+    split_recipe,
+)
 
 PIPELINE_KEYS = {"name", "output_root", "base_model", "accelerate_config", "launch_args", "stages", "eval"}
 STAGE_KEYS = {"name", "recipe", "overrides", "output_dir", "accelerate_config", "launch_args", "adapters"}
@@ -121,7 +129,9 @@ def _recipe_keys(recipe: Path, overrides: dict[str, Any], where: str) -> tuple[s
         check_known_keys(
             [k for k in content if k not in DIVALIGN_KEYS], known, f"{recipe} (trainer: {trainer})", "recipe"
         )
-        check_known_keys(list(overrides), known, f"{where} overrides (trainer: {trainer})", "override")
+        check_known_keys(
+            list(overrides), known | set(RUN_OPTIONS), f"{where} overrides (trainer: {trainer})", "override"
+        )
     except RecipeError as error:
         raise PipelineError(f"{where}: {error}") from error
     return trainer, content
@@ -212,8 +222,17 @@ def _inside(inner: Path, outer: Path) -> bool:
 
 
 def _check_outputs(spec: PipelineSpec) -> None:
-    """Two stages never write the same directory, nor one inside another, nor over the base model."""
+    """Two stages never write the same directory, nor one inside another, nor over the base model, nor into the
+    output_root itself (which holds the pipeline's state and the other stages)."""
     owners: list[tuple[str, Path]] = [(f"stage {s.name!r}", s.output_dir.resolve()) for s in spec.stages]
+    root = spec.output_root.resolve()
+    for owner, directory in owners:
+        if _inside(root, directory):
+            raise PipelineError(
+                f"{spec.path}: {owner} writes into {directory}, which is (or holds) the output_root "
+                f"{spec.output_root}, where the pipeline keeps its state and the other stages; give it "
+                "its own directory, e.g. the default output_root/<stage>"
+            )
     if spec.eval is not None:
         owners.append(("the lineage eval", spec.lineage_dir.resolve()))
     for i, (owner, directory) in enumerate(owners):
