@@ -455,6 +455,17 @@ def test_gpu_recipes_dry_run_on_a_machine_without_gpu(capsys, monkeypatch):
     assert out.count("running: ") == 3 and "dry run: nothing was launched" in out
 
 
+def test_stage_values_see_the_launch_world_size(tmp_path, assets):
+    """GRPO's generation batch (per device x processes) must hold whole groups of num_generations completions."""
+    _, grpo = preference_and_prompt_recipes(tmp_path)
+    stages = [{"name": "grpo", "recipe": str(grpo), "overrides": {"per_device_train_batch_size": 2}}]
+    path = write_pipeline(tmp_path, assets, stages=stages, launch_args=["--num_processes", "2", "--cpu"])
+    run(path, FakeLauncher(), dry_run=True)  # 2 x 2 = 4 completions: one group of 4
+    rewrite(path, lambda c: c.update(launch_args=["--num_processes", "1", "--cpu"]))
+    with pytest.raises(PipelineError, match=r"stage 'grpo' .*generation_batch_size \(2\) must be divisible by num_gen"):
+        run(path, FakeLauncher(), dry_run=True)
+
+
 def test_stage_writing_into_the_output_root(tmp_path, assets):
     stages = [{"name": "sft", "recipe": str(SFT_RECIPE), "output_dir": str(tmp_path / "runs")}]
     with pytest.raises(PipelineError, match=r"stage 'sft' writes into .*runs, which is \(or holds\) the output_root"):

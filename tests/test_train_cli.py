@@ -89,6 +89,11 @@ def test_smoke_recipe_trains_saves_and_reloads(assets, tmp_path):
             r"recipe key .tofu_gamma. in .* must be of type float \(a number, not NaN\), got .three.",
         ),
         ({"learning_rate": "fast"}, [], r"recipe key 'learning_rate' .* must be of type float .*got 'fast'"),
+        (
+            {"learning_rate": float("nan")},
+            [],
+            r"recipe key 'learning_rate' .* must be of type float \(a number, not NaN\), got nan",
+        ),
         ({"max_steps": "2.5"}, [], r"recipe key 'max_steps' .* must be of type int \(a whole number\), got '2.5'"),
         ({}, ["--learning_rate", "fast"], r"flag --learning_rate must be of type float .*got 'fast'"),
         ({}, ["--lr_scheduler_type", "wavy"], r"argument --lr_scheduler_type.*invalid choice: 'wavy'"),
@@ -196,6 +201,7 @@ def test_empty_dataset_file(assets, tmp_path, no_model_load):
     empty.write_text("\n")
     message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--dataset_name", str(empty)))
     assert message == f"dataset file {empty} is empty (dataset_name)"
+    assert not (tmp_path / "out").exists()
 
 
 def test_malformed_jsonl_names_file_and_line(assets, tmp_path, no_model_load):
@@ -207,6 +213,7 @@ def test_malformed_jsonl_names_file_and_line(assets, tmp_path, no_model_load):
     bad.write_text(rows[0] + "\n[1, 2]\n")
     message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--dataset_name", str(bad)))
     assert message.startswith(f"dataset file {bad}, line 2: a JSON list, not an object")
+    assert not (tmp_path / "out").exists()
 
 
 def test_model_path_that_does_not_exist(assets, tmp_path, no_model_load):

@@ -381,8 +381,9 @@ class PipelineRunner:
         for stage in self.spec.stages:
             results.append(self._run_stage(stage, results[-1] if results else None))
             if stage.name == self.only:
-                return results
-        if self.spec.eval is not None and self.only in (None, EVAL_STAGE):
-            self._run_eval(results)
+                break
+        else:
+            if self.spec.eval is not None and self.only in (None, EVAL_STAGE):
+                self._run_eval(results)
         self._say("dry run: nothing was launched" if self.dry_run else "done")
         return results
