@@ -124,7 +124,7 @@ def accelerate_config(name: str, directory: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("config", "rank"), [("ddp", "1"), ("zero2", "0")])
+@pytest.mark.parametrize(("config", "rank"), [("ddp", "1"), ("zero2", "0"), ("zero3", "1")])
 def test_two_processes_stop_together(assets, tmp_path, config, rank):
     out = tmp_path / "run"
     use_cpu = "true" if config == "ddp" else "false"  # DeepSpeed is disabled by use_cpu (see test_distributed)

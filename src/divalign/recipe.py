@@ -146,11 +146,6 @@ def coerce_value_types(content: dict[str, Any], dataclass_types: Sequence[type],
     return coerced
 
 
-def check_value_types(content: dict[str, Any], dataclass_types: Sequence[type], where: str) -> None:
-    """Raise a :class:`RecipeError` naming a key whose value is not of its field's scalar type."""
-    coerce_value_types(content, dataclass_types, where)
-
-
 def _coerce_flags(argv: Sequence[str], dataclass_types: Sequence[type]) -> list[str]:
     """``argv`` with int/float flag values in the form argparse reads (``--max_steps 1e3`` → ``1000``)."""
     hints = _field_hints(dataclass_types)

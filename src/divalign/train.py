@@ -3,13 +3,15 @@
     accelerate launch --config_file accelerate_configs/zero3.yaml -m divalign.train recipes/tofu_sft.yaml [--key value]
 
 The recipe's ``trainer:`` picks the stage (:data:`STAGES`); the other keys are TRL/transformers keys, overridden by
-flags. Before the model loads, every key, the dataset columns and the output directory are checked; after the run the
-model, its tokenizer and the resolved recipe (``divalign_recipe.yaml``) sit in ``output_dir``.
+flags. Before the model loads, every key, the model path, the launcher's mixed precision, the dataset (file, rows,
+splits, columns) and the diversity prompts are checked, then the output directory under its lock (resume, finished
+run, changed hyper-parameters: :mod:`divalign.output_dir`). While training, :class:`~divalign.nonfinite_guard.
+NonFiniteGuard` stops at the first NaN/inf step. After the run the model, its tokenizer, ``trainer_state.json``, the
+resolved recipe (``divalign_recipe.yaml``) and, last, ``divalign_finished.json`` sit in ``output_dir``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -26,7 +28,7 @@ from trl import (
 )
 
 from . import precision
-from .checkpoints import export_model
+from .checkpoints import export_model, read_trainer_state
 from .datasets_io import check_columns, eval_split, load_recipe_dataset
 from .gem_config import GEMConfig
 from .gem_trainer import GEMTrainer
@@ -127,8 +129,7 @@ def _finish_from_checkpoint(plan: OutputPlan, output_dir: str, resolved: dict[st
     except FileNotFoundError as error:
         raise RecipeError(f"{checkpoint} reached the run's last step, but {error}; nothing left to train") from error
     write_resolved_recipe(output_dir, resolved, plan.resumes)
-    step = (json.loads((checkpoint / "trainer_state.json").read_text())).get("global_step", 0)
-    write_finished(output_dir, step)
+    write_finished(output_dir, (read_trainer_state(checkpoint) or {}).get("global_step", 0))
     print(f"divalign.train: {checkpoint} already reached the last step; its model is now the output in {output_dir}")
 
 
