@@ -222,6 +222,11 @@ def test_model_path_that_does_not_exist(assets, tmp_path, no_model_load):
     assert message == f"model_name_or_path {missing} does not exist (a local path, not a Hub id)"
     message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--model_name_or_path", str(tmp_path)))
     assert message == f"model_name_or_path {tmp_path} has no config.json; expected a saved checkpoint directory"
+    flags = smoke_flags(assets, tmp_path / "out", "--model_name_or_path", "divalign-tests/no-such-model")
+    assert (
+        "divalign-tests/no-such-model is neither a local directory nor a Hub model in the local cache, and the "
+        "Hub is offline (HF_HUB_OFFLINE=1)" in run_error(SMOKE_RECIPE, flags)
+    )
     assert not (tmp_path / "out").exists()
 
 

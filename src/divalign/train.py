@@ -34,7 +34,7 @@ from .gem_config import GEMConfig
 from .gem_trainer import GEMTrainer
 from .grpo_config import DivGRPOConfig
 from .main_process import decide_on_main
-from .model_path import check_model_reference
+from .model_path import check_model_available
 from .nonfinite_guard import NonFiniteError, NonFiniteGuard, check_finite_weights
 from .output_dir import (
     OutputPlan,
@@ -175,7 +175,7 @@ def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
     script_args, training_args, model_args = parse_recipe(
         recipe_path, overrides, (ScriptArguments, stage.config_class, ModelConfig), trainer_name
     )
-    check_model_reference(model_args.model_name_or_path)
+    check_model_available(model_args.model_name_or_path)
     precision.check_precision(training_args, precision.from_environment())
     dataset = load_recipe_dataset(script_args)
     train_dataset = dataset[script_args.dataset_train_split]
