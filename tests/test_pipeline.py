@@ -679,16 +679,20 @@ def test_tofu_dpo_grpo_end_to_end(tmp_path, assets, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.count("skipped") == 4 and "running" not in out
 
-    # grpo was killed after its first checkpoint: no marker, no final model, only checkpoint-2 left
+    # grpo was killed while saving checkpoint-4: no marker, no final model, checkpoint-4 without trainer_state.json
     for item in grpo.iterdir():
-        if item.name != "checkpoint-2":
+        if item.name not in ("checkpoint-2", "checkpoint-4", "divalign_recipe.yaml"):
             shutil.rmtree(item) if item.is_dir() else item.unlink()
+    (grpo / "checkpoint-4" / "trainer_state.json").unlink()
     with pytest.raises(PipelineError, match=r"stage 'eval': .*--force-rerun eval"):
-        run_pipeline(str(path))  # grpo resumes, then the eval of the old grpo is refused
+        run_pipeline(str(path))  # grpo resumes from checkpoint-2, then the eval of the old grpo is refused
     out = capsys.readouterr().out
     assert "stage 'dpo': skipped" in out and "stage 'grpo': resuming" in out
     assert global_step(grpo) == 4 and (grpo / DONE_MARKER).is_file()
     assert json.loads((grpo / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    assert json.loads((grpo / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4  # saved anew
+    assert len(list(grpo.glob("incomplete-checkpoint-4-*"))) == 1  # the cut-short one, moved aside
+    assert resolved_recipe(grpo)["resumes"][0]["step"] == 2
     run_pipeline(str(path), force_rerun=["eval"])
     assert len(list((tmp_path / "runs").glob("lineage.old-*"))) == 1
 

@@ -23,7 +23,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 TRAINER_STATE = "trainer_state.json"
 INCOMPLETE_PREFIX = "incomplete-"
 # What a checkpoint holds beyond the model: the state to continue training, not part of a final model directory
-TRAINING_STATE_FILES = re.compile(r"(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth|latest|zero_to_fp32\.py)")
+TRAINING_STATE_FILES = re.compile(
+    r"(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth|latest|zero_to_fp32\.py)"
+)
 WEIGHT_FILES = re.compile(r"(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?")
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
