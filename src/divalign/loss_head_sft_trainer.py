@@ -60,13 +60,14 @@ class LossHeadSFTTrainer(SFTTrainer):
         local = torch.stack(
             [
                 outputs.label_mask.sum().float(),
-                outputs.nll.detach().sum(),
-                outputs.entropy.detach().sum(),
+                outputs.nll.detach().sum().float(),
+                outputs.entropy.detach().sum().float(),
                 outputs.is_top1.sum().float(),
             ]
         )
-        # One collective for the four sums rather than one per metric
-        num_valid, *sums = self.accelerator.gather_for_metrics(local).view(-1, 4).sum(0).tolist()
+        # Sums over every rank's batch in one collective. Not `gather_for_metrics`: on the last batch of an epoch it
+        # cuts what it gathers to the dataloader's remainder, which would drop whole sums (or part of this vector).
+        num_valid, *sums = self.accelerator.reduce(local, reduction="sum").tolist()
         for name, total in zip(("nll", "entropy", "mean_token_accuracy"), sums, strict=True):
             self._metrics[mode][name].append(total / num_valid if num_valid > 0 else 0.0)
 
@@ -77,4 +78,5 @@ class LossHeadSFTTrainer(SFTTrainer):
             local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
         else:
             raise ValueError("Expected 'attention_mask' or 'position_ids' in the batch")
-        self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item() // self._tp_size
+        # A sum over ranks, never cut to the dataloader's remainder (see _record_head_metrics)
+        self._total_train_tokens += self.accelerator.reduce(local, reduction="sum").item() // self._tp_size
