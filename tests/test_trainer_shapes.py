@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from divalign.smoke import build_smoke_assets, prompt_completion_rows, write_jsonl
-from divalign.train import run_stage
+from divalign.train import main, run_stage
 from two_processes import cpu_accelerate_config, launch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,6 +138,24 @@ def test_gradient_accumulation_with_a_remainder(assets, tmp_path, kind):
     for key in ("loss", "nll", "entropy", "mean_token_accuracy", "num_tokens"):
         assert column(logs_a, key) == pytest.approx(column(logs_b, key), rel=1e-4, abs=1e-6), key
     assert_same_models(accumulated, single, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "flag", "value"), [("tofu", "tofu_beta", "nan"), ("tofu", "tofu_gamma", "inf"),
+                                                 ("gem", "gem_beta", "-inf"), ("gem", "gem_beta", "NaN")])  # fmt: skip
+def test_non_finite_loss_values_on_the_command_line_are_refused(assets, tmp_path, kind, flag, value, capsys):
+    """`--tofu_beta nan` used to exit 0 and save an all-NaN model: now an error naming the key, before training."""
+    out = tmp_path / "run"
+    argv = [str(write_recipe(tmp_path, kind)), *shape_flags(assets, out), f"--{flag}={value}"]
+    assert main(argv) == 1
+    assert f"`{flag}` must be a finite number" in capsys.readouterr().err
+    assert not (out / "model.safetensors").exists()
+
+
+def test_non_finite_loss_value_in_a_recipe_is_refused(assets, tmp_path, capsys):
+    recipe = write_recipe(tmp_path, "tofu", tofu_gamma=float("inf"))
+    assert ".inf" in recipe.read_text()
+    assert main([str(recipe), *shape_flags(assets, tmp_path / "run")]) == 1
+    assert "`tofu_gamma` must be a finite number >= 0, got inf" in capsys.readouterr().err
 
 
 def reference_eval(model_dir: Path, eval_rows: list[dict], kind: str, batch_size: int) -> dict[str, float]:

@@ -141,6 +141,12 @@ def test_compute_loss_func_is_refused(tmp_path):
         (GEMConfig, "loss_type", "dft", "cannot be combined with GEMConfig"),
         (TOFUConfig, "loss_head", "magic", "`loss_head` must be one of"),
         (TOFUConfig, "loss_chunk_rows", 0, "`loss_chunk_rows` must be >= 1"),
+        (TOFUConfig, "tofu_beta", float("nan"), "`tofu_beta` must be a finite number > 0, got nan"),
+        (TOFUConfig, "tofu_beta", float("inf"), "`tofu_beta` must be a finite number > 0, got inf"),
+        (TOFUConfig, "tofu_gamma", float("nan"), "`tofu_gamma` must be a finite number >= 0, got nan"),
+        (TOFUConfig, "tofu_gamma", float("inf"), "`tofu_gamma` must be a finite number >= 0, got inf"),
+        (GEMConfig, "gem_beta", float("nan"), "`gem_beta` must be a finite number > 0, got nan"),
+        (GEMConfig, "gem_beta", float("-inf"), "`gem_beta` must be a finite number > 0, got -inf"),
     ],
 )
 def test_bad_hyper_parameters_are_refused_at_construction(tmp_path, config_class, key, value, message):
