@@ -39,14 +39,22 @@ class LossHeadOutput(ModelOutput):
     label_mask: torch.Tensor | None = None
 
 
+def _logit_scale(config) -> float:
+    """The factor a model multiplies its head output by, from whichever config key its family uses."""
+    for key in ("logit_scale", "output_multiplier", "lm_head_multiplier"):  # Cohere; Muse Glimmer; Falcon-H1
+        if getattr(config, key, None) is not None:
+            return float(getattr(config, key))
+    divisor = getattr(config, "logits_scaling", None)  # Granite, MiniCPM3 divide by it; HyperCLOVA X multiplies
+    if divisor is not None:
+        return float(divisor) if config.model_type == "hyperclovax" else 1.0 / float(divisor)
+    return 1.0
+
+
 def logit_transform(model: PreTrainedModel) -> LogitTransform:
-    """The scale and soft-cap a model applies to its head output (Gemma-2/3 soft-capping, Cohere logit scale)."""
+    """The scale and soft-cap a model applies to its head output (Cohere's logit scale, Granite's logit divisor,
+    Gemma-2/3 final soft-capping), read from the same config keys as TRL's fused LM head."""
     config = model.config.get_text_config()
-    scale = getattr(config, "logit_scale", None)
-    return LogitTransform(
-        scale=1.0 if scale is None else float(scale),
-        softcap=getattr(config, "final_logit_softcapping", None),
-    )
+    return LogitTransform(scale=_logit_scale(config), softcap=getattr(config, "final_logit_softcapping", None))
 
 
 def _next_token_view(
