@@ -67,3 +67,17 @@ def test_two_processes_match_one(assets, tmp_path, single_process_losses, name):
         reference = AutoModelForCausalLM.from_pretrained(assets / "model")
         changed = [not torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters(), strict=True)]
         assert all(changed), "ZeRO-3 saved weights equal the untrained model"
+
+
+def test_lora_on_the_head_under_zero3_trains_like_ddp(assets, tmp_path):
+    """LoRA on `lm_head` enters the loss head as extra columns whose up-projection is read directly: under ZeRO-3 it
+    is gathered like the head weight, and the run logs DDP's losses."""
+    losses = {}
+    for name in ("ddp", "zero3"):
+        out = tmp_path / name
+        flags = [*smoke_flags(assets, out, batch=4), "--max_steps", "4", "--logging_steps", "1", "--learning_rate",
+                 "0.05", "--use_peft", "true", "--lora_target_modules", "q_proj", "lm_head", "--lora_r", "4"]  # fmt: skip
+        launch(cpu_accelerate_config(name, tmp_path), flags)
+        losses[name] = logged_losses(out)
+    assert len(losses["ddp"]) == 4
+    assert losses["zero3"] == pytest.approx(losses["ddp"], rel=1e-5)

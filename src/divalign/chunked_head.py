@@ -90,13 +90,15 @@ def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
     return hidden.dtype
 
 
-def gather_lm_head(weight: torch.Tensor, bias: torch.Tensor | None) -> AbstractContextManager:
-    """Gathers ZeRO-3 shards of the head for direct use (a null context elsewhere)."""
-    if not hasattr(weight, "ds_id"):
+def gather_lm_head(*params: torch.Tensor | None) -> AbstractContextManager:
+    """Gathers the ZeRO-3 shards of the head tensors read directly (weight, bias, LoRA up-projections); a null context
+    when none is a ZeRO-3 parameter."""
+    sharded = [p for p in params if p is not None and hasattr(p, "ds_id")]
+    if not sharded:
         return nullcontext()
     from trl.trainer.utils import maybe_gather_lm_head_ctx
 
-    return maybe_gather_lm_head_ctx(weight, bias)
+    return maybe_gather_lm_head_ctx(*sharded)
 
 
 class _ChunkedHeadFunction(torch.autograd.Function):

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .chunked_head import HeadOutput, LogitTransform, chunked_head_loss, gather_lm_head
+from .head_operands import resolve_head
 from .losses import IGNORE_INDEX
 
 HeadFunction = Callable[..., HeadOutput]
@@ -77,7 +78,8 @@ def add_loss_head(
 
     Without ``loss_head=True`` the previous forward (possibly TRL's fused-head forward) runs unchanged, so generation
     and TRL's own code paths are untouched. Apply to the base model before PEFT wraps it, or to
-    ``peft_model.get_base_model()``.
+    ``peft_model.get_base_model()``; PEFT adapters on the LM head are resolved on every call
+    (:func:`divalign.head_operands.resolve_head`).
     """
     previous_forward = model.forward
     transform = logit_transform(model)
@@ -93,10 +95,12 @@ def add_loss_head(
         # Looked up per call: PEFT, DeepSpeed and FSDP replace modules after patching
         hidden = self.base_model(*args, **kwargs).last_hidden_state
         hidden, targets = _next_token_view(hidden, labels, shift_labels)
-        lm_head = self.get_output_embeddings()
-        hidden, targets = hidden.to(lm_head.weight.device), targets.to(lm_head.weight.device)
-        with gather_lm_head(lm_head.weight, lm_head.bias):
-            out = head(hidden, lm_head.weight, lm_head.bias, targets, loss_fn, chunk_rows, transform)
+        operands = resolve_head(self.get_output_embeddings())  # PEFT wrappers resolved (LoRA as extra columns)
+        device = operands.weight.device
+        hidden, targets = hidden.to(device), targets.to(device)
+        with gather_lm_head(*operands.parameters()):
+            hidden, weight, bias = operands.project_inputs(hidden)
+            out = head(hidden, weight, bias, targets, loss_fn, chunk_rows, transform)
         shape = targets.shape
         return LossHeadOutput(
             per_token_loss=out.loss.view(shape),
