@@ -103,6 +103,16 @@ def test_lora_on_the_head_trains_exactly(tmp_path, tied, loss, head):
         assert abs(reference_loss(trainer.model, batch, loss).item() - ours.item()) > 1e-3
 
 
+def test_trl_sft_itself_refuses_lora_on_the_head(tmp_path):
+    """What the README states: TRL's own SFT (its fused head reads `lm_head.weight`) refuses what TOFU/GEM train."""
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_length=64)
+    with pytest.raises(ValueError, match="lm_head"):
+        SFTTrainer(model=llama(tied=False), args=args, train_dataset=Dataset.from_list(prompt_completion_rows(8)),
+                   processing_class=build_tokenizer(), peft_config=lora("lm_head"))  # fmt: skip
+
+
 def test_lora_on_tied_embeddings_with_tied_adapters_trains_exactly(tmp_path):
     """`ensure_weight_tying`: LoRA on the input embedding puts the same (transposed) adapter on the tied head."""
     trainer = build_trainer(tmp_path, llama(tied=True), lora("embed_tokens", ensure_weight_tying=True))
