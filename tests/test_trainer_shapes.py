@@ -1,8 +1,9 @@
 """Real runs through `divalign.train` on the shapes real datasets have: a short last batch, several epochs, gradient
 accumulation with a remainder, an eval split of odd size.
 
-61 rows at batch 4 leave a last batch of one row; TOFU at γ = 0, β = 1 is cross-entropy and GEM-linear at β = 1 has
-the cross-entropy gradient with the value nll − entropy, so TRL's own `sft` run on the same shapes is their reference.
+61 rows at batch 4 leave a last batch of one row, and completions of 1 to 7 words make every batch padded; TOFU at
+γ = 0, β = 1 is cross-entropy and GEM-linear at β = 1 has the cross-entropy gradient with the value nll − entropy, so
+TRL's own `sft` run on the same shapes is their reference.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def assets(tmp_path_factory) -> Path:
     """The smoke model, `odd.jsonl` (61 rows) and `split/` (a saved train 61 / test 13 dataset)."""
     root = build_smoke_assets(tmp_path_factory.mktemp("shapes"))
     rows = prompt_completion_rows(TRAIN_ROWS + EVAL_ROWS, seed=1)
+    for index, row in enumerate(rows):
+        words = row["completion"][0]["content"].split() * 3
+        row["completion"] = [{"role": "assistant", "content": " ".join(words[: 1 + index * 5 % 7])}]
     write_jsonl(root / "odd.jsonl", rows[:TRAIN_ROWS])
     split = DatasetDict(train=Dataset.from_list(rows[:TRAIN_ROWS]), test=Dataset.from_list(rows[TRAIN_ROWS:]))
     split.save_to_disk(str(root / "split"))
@@ -130,14 +134,24 @@ def test_gem_at_beta_one_is_cross_entropy_minus_entropy(assets, tmp_path):
 @pytest.mark.parametrize("kind", ["tofu", "gem"])
 def test_gradient_accumulation_with_a_remainder(assets, tmp_path, kind):
     """Batch 4 × accumulation 3 on 61 rows: per epoch five updates of 12 rows and one of a single row, exactly the
-    updates of batch 12 without accumulation."""
+    updates of batch 12 without accumulation (TRL's token-sum reduction over the accumulated micro-batches)."""
     accumulated = train(assets, tmp_path / "a", kind, gradient_accumulation_steps=3)
     single = train(assets, tmp_path / "b", kind, per_device_train_batch_size=12)
     logs_a, logs_b = train_logs(accumulated), train_logs(single)
     assert column(logs_a, "step") == column(logs_b, "step") == list(range(1, 13))
-    for key in ("loss", "nll", "entropy", "mean_token_accuracy", "num_tokens"):
+    for key in ("loss", "num_tokens"):
         assert column(logs_a, key) == pytest.approx(column(logs_b, key), rel=1e-4, abs=1e-6), key
     assert_same_models(accumulated, single, atol=1e-5)
+
+
+def test_gradient_accumulation_metrics_are_trls(assets, tmp_path):
+    """With accumulation TRL averages each micro-batch's metric; TOFU as CE logs exactly TRL's values."""
+    sft = train_logs(train(assets, tmp_path, "sft", gradient_accumulation_steps=3))
+    tofu = train_logs(train(assets, tmp_path, "ce_tofu", gradient_accumulation_steps=3))
+    assert column(tofu, "step") == list(range(1, 13))
+    for key in LOGGED:
+        assert column(tofu, key) == pytest.approx(column(sft, key), rel=1e-5), key
+    assert_same_models(tmp_path / "ce_tofu", tmp_path / "sft")
 
 
 @pytest.mark.parametrize(("kind", "flag", "value"), [("tofu", "tofu_beta", "nan"), ("tofu", "tofu_gamma", "inf"),
