@@ -6,17 +6,14 @@ silently disables DeepSpeed — REFERENCE §4). The trainer's own `use_cpu` is o
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from divalign.smoke import build_smoke_assets
+from launching import accelerate_launch, cpu_accelerate_config
 
 pytestmark = pytest.mark.slow
 
@@ -27,14 +24,6 @@ SMOKE_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     return build_smoke_assets(tmp_path_factory.mktemp("smoke"))
-
-
-def cpu_accelerate_config(name: str, directory: Path) -> Path:
-    config = yaml.safe_load((REPO / "accelerate_configs" / f"{name}.yaml").read_text())
-    config.update(num_processes=2, mixed_precision="no", use_cpu=False)
-    path = directory / f"{name}_cpu.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def smoke_flags(assets: Path, output_dir: Path, batch: int) -> list[str]:
@@ -48,18 +37,14 @@ def smoke_flags(assets: Path, output_dir: Path, batch: int) -> list[str]:
 
 
 def launch(config: Path | None, flags: list[str]) -> None:
-    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
+    script = ["-m", "divalign.train", str(SMOKE_RECIPE), *flags]
     if config is None:
-        command = [*launcher, "--num_processes", "1", "--cpu", "-m", "divalign.train", str(SMOKE_RECIPE), *flags]
-    else:
-        command = [*launcher, "--config_file", str(config), "-m", "divalign.train", str(SMOKE_RECIPE), *flags]
-        # DDP needs the trainer on CPU to gather its metrics and token counts over gloo; DeepSpeed needs it off,
-        # or it is silently disabled
-        use_cpu = "false" if "zero" in config.name else "true"
-        command += ["--ddp_backend", "gloo", "--use_cpu", use_cpu]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+        accelerate_launch(script, launch_args=["--num_processes", "1", "--cpu"])
+        return
+    # DDP needs the trainer on CPU to gather its metrics and token counts over gloo; DeepSpeed needs it off,
+    # or it is silently disabled
+    use_cpu = "false" if "zero" in config.name else "true"
+    accelerate_launch([*script, "--ddp_backend", "gloo", "--use_cpu", use_cpu], config)
 
 
 def logged_losses(output_dir: Path) -> list[float]:

@@ -1,9 +1,6 @@
 """`divalign eval` end to end on two tiny local checkpoints (CPU, offline)."""
 
 import json
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
