@@ -1,6 +1,6 @@
 """Two CPU processes through `accelerate launch` (gloo): DDP and DeepSpeed ZeRO-2/3 train like one process.
 
-How the processes are launched: tests/two_processes.py. Uneven last batches, GEM and gradient accumulation on two
+How the processes are launched: tests/launching.py. Uneven last batches, GEM and gradient accumulation on two
 processes: tests/test_trainer_shapes.py.
 """
 
@@ -12,8 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from divalign.smoke import build_smoke_assets
-from two_processes import REPO, cpu_accelerate_config
-from two_processes import launch as run_launch
+from launching import REPO, cpu_accelerate_config, launch_train
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +35,7 @@ def smoke_flags(assets: Path, output_dir: Path, batch: int) -> list[str]:
 
 
 def launch(config: Path | None, flags: list[str]) -> None:
-    run_launch(SMOKE_RECIPE, config, flags)
+    launch_train(SMOKE_RECIPE, config, flags)
 
 
 def logged_losses(output_dir: Path) -> list[float]:

@@ -21,7 +21,8 @@ from trl import SFTConfig, SFTTrainer
 
 from divalign.smoke import build_smoke_assets, prompt_completion_rows, write_jsonl
 from divalign.train import main, run_stage
-from two_processes import cpu_accelerate_config, launch
+from launching import cpu_accelerate_config
+from launching import launch_train as launch
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
