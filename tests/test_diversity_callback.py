@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +28,8 @@ from divalign.diversity.callback import (
 SCRIPTS = Path(__file__).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 from diversity_tiny import PROMPTS, build_tokenizer, save_tiny_policy, train_records  # noqa: E402
+
+from launching import accelerate_launch, cpu_accelerate_config  # noqa: E402
 
 FAST_METRICS = ["distinct_1", "distinct_2", "ead", "exact_dup_rate", "length_mean"]
 
@@ -330,12 +330,6 @@ def test_preserve_rng_state_restores_all_generators():
 # DeepSpeed ZeRO-3, 2 CPU processes
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_zero3_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: Path, tmp_path: Path):
     """3 probe prompts over 2 ranks with one prompt per `generate` call: rank 0 makes 2 calls, rank 1 one real and one
@@ -372,37 +366,26 @@ def test_zero3_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: P
         "num_machines: 1\n"
         "machine_rank: 0\n"
         "num_processes: 2\n"
-        f"main_process_port: {_free_port()}\n"
     )
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
-    report = _run_two_processes(launcher, [], policy_dir, probe_file, tmp_path / "out")
+    report = _run_two_processes(accelerate_config, [], policy_dir, probe_file, tmp_path / "out")
     assert report["num_processes"] == 2 and report["zero_stage"] == 3
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: Path, tmp_path: Path):
-    """DDP over gloo (torchrun; `use_cpu=True` so that accelerate treats the CPU ranks as one distributed run)."""
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
-    ]
-    report = _run_two_processes(launcher, ["--use-cpu"], policy_dir, probe_file, tmp_path / "out")
+    """DDP over gloo (`use_cpu=True` so that accelerate treats the CPU ranks as one distributed run)."""
+    config = cpu_accelerate_config("ddp", tmp_path)
+    report = _run_two_processes(config, ["--use-cpu"], policy_dir, probe_file, tmp_path / "out")
     assert report["num_processes"] == 2 and report["zero_stage"] is None
 
 
-def _run_two_processes(launcher: list[str], extra: list[str], policy: Path, probe: Path, out: Path) -> dict:
-    """Run tests/scripts/diversity_train.py under `launcher`, check the shared expectations, return its report."""
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH")]))
+def _run_two_processes(config: Path, extra: list[str], policy: Path, probe: Path, out: Path) -> dict:
+    """Run tests/scripts/diversity_train.py on 2 CPU ranks under `config`, check the shared expectations, return its
+    report."""
+    python_path = os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))
+    env = {"WANDB_MODE": "disabled", "PYTHONPATH": python_path}
     script = [str(SCRIPTS / "diversity_train.py"), str(policy), str(probe), str(out), "--max-steps", "4"]
-    result = subprocess.run([*launcher, *script, "--every-steps", "2", *extra], env=env, capture_output=True,
-                            text=True, timeout=240)  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    accelerate_launch([*script, "--every-steps", "2", *extra], config, env=env)
 
     report = json.loads((out / "diversity_report.json").read_text())
     assert diversity_steps(report["log_history"]) == [0, 2, 4]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,7 @@ from transformers import AutoModelForCausalLM
 import divalign.train as train
 from divalign.recipe import RecipeError
 from divalign.smoke import WORDS, save_tiny_model, write_jsonl
+from launching import accelerate_launch, cpu_accelerate_config
 
 REPO = Path(__file__).resolve().parents[1]
 ROLLOUT_KEYS = ("distinct_1", "distinct_2", "ead", "exact_dup_rate")
@@ -147,7 +145,7 @@ def test_klfree_grpo_loads_no_reference_and_logs_rollout_diversity(tmp_path, mod
     for entry in steps:
         for key in (*ROLLOUT_KEYS, "sbert"):
             value = entry[f"diversity/rollout/{key}"]
-            assert value is not None and 0.0 <= value <= (1.0 if key != "ead" else 10.0)
+            assert value is not None  # the values, against the rollouts: test_rollout_diversity_logging.py
         assert entry["diversity/rollout/distinct_1"] > 0
         assert "rewards/darling/mean" in entry and "darling/distinctness" in entry
         assert entry["rewards/length_penalty/mean"] <= 0.0
@@ -238,16 +236,8 @@ def test_rewards_from_the_command_line(tmp_path, model_dir):
 @pytest.mark.slow
 def test_grpo_on_two_processes_scores_groups_split_across_ranks(tmp_path, model_dir):
     """3 rows per process and 2 generations per prompt: the second prompt's group straddles the two processes."""
-    config = yaml.safe_load((REPO / "accelerate_configs" / "ddp.yaml").read_text())
-    config.update(num_processes=2, mixed_precision="no", use_cpu=False)
-    config_path = tmp_path / "ddp_cpu.yaml"
-    config_path.write_text(yaml.safe_dump(config))
     recipe = grpo_recipe(tmp_path, model_dir, per_device_train_batch_size=3, num_generations=2, ddp_backend="gloo")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path)]
-    command += ["-m", "divalign.train", str(recipe)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    accelerate_launch(["-m", "divalign.train", str(recipe)], cpu_accelerate_config("ddp", tmp_path))
     history = json.loads((tmp_path / "grpo_run" / "trainer_state.json").read_text())["log_history"]
     steps = [entry for entry in history if "reward" in entry]
     assert len(steps) == 2

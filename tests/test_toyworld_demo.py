@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from divalign.toyworld.report import EXACT_COLUMNS, SAMPLED_COLUMNS
+from divalign.toyworld.world import ToyWorld, WorldConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("truth", "base (plain format)", "base (chat format)", "CE SFT", "TOFU SFT", "GEM SFT")
@@ -26,6 +30,35 @@ def _table_rows(markdown: str, heading: str) -> list[list[str]]:
             break
         rows.append([cell.strip() for cell in line.strip("|").split("|")])
     return rows
+
+
+def zipf_entropy(n: int, exponent: float) -> float:
+    """Entropy (nats) of p(k) ∝ 1 / k^s over ranks 1..n."""
+    weights = [k**-exponent for k in range(1, n + 1)]
+    total = sum(weights)
+    return -sum(w / total * math.log(w / total) for w in weights)
+
+
+@torch.no_grad()
+def exact_by_hand(model_dir: Path, tokenizer_dir: Path, world: ToyWorld) -> tuple[float, float]:
+    """Mean over the SFT prompts of P(valid answer) and of the entropy over valid answers, from one unpadded forward
+    per (prompt, answer): P(answer + EOS | chat prompt) by the chain rule."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    validities, entropies = [], []
+    for prompt in world.seen_prompts:
+        chat = [{"role": "user", "content": prompt.text}]
+        context = list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"])
+        probs = []
+        for answer in prompt.answers:
+            target = [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+            ids = torch.tensor([context + target])
+            log_probs = model(input_ids=ids).logits[0].float().log_softmax(-1)
+            positions = range(len(context) - 1, len(context) + len(target) - 1)
+            probs.append(math.exp(sum(log_probs[i, ids[0, i + 1]].item() for i in positions)))
+        validities.append(sum(probs))
+        entropies.append(-sum(p / sum(probs) * math.log(p / sum(probs)) for p in probs if p > 0))
+    return sum(validities) / len(validities), sum(entropies) / len(entropies)
 
 
 @pytest.mark.slow
@@ -52,10 +85,16 @@ def test_quick_demo_end_to_end(tmp_path):
     sampled = _table_rows(report, "### SFT prompts (seen)")
     assert sampled[0] == ["model", *(title for _, title in SAMPLED_COLUMNS)]
     results = json.loads((out / "results.json").read_text())
+    world = ToyWorld(WorldConfig(**results["world"]))
+    truth = results["results"]["truth"]["seen"]["exact"]
+    assert truth["validity"] == pytest.approx(1.0) and truth["kl"] == pytest.approx(0.0, abs=1e-9)
+    assert truth["entropy"] == pytest.approx(zipf_entropy(len(world.prompts[0].answers), world.config.zipf_exponent))
     for label in ("CE SFT", "TOFU SFT", "GEM SFT"):
-        exact = results["results"][label]["seen"]["exact"]
-        assert 0.0 <= exact["validity"] <= 1.0 and exact["entropy"] >= 0.0
         assert len(results["trajectories"][label.split()[0]]) >= 2  # step 0 and at least one checkpoint
+    validity, answer_entropy = exact_by_hand(out / "ce_sft", out / "base_model", world)
+    ce = results["results"]["CE SFT"]["seen"]["exact"]
+    assert ce["validity"] == pytest.approx(validity, rel=1e-4)
+    assert ce["entropy"] == pytest.approx(answer_entropy, rel=1e-4)
     for figure in results["figures"]:
         assert Path(figure).stat().st_size > 0
     # the runs went through divalign.train with W&B offline
