@@ -89,14 +89,14 @@ def _scalar_type(annotation: Any) -> type | None:
     return scalars[0] if len(options) == 1 and scalars else None
 
 
-def _as_number(value: Any, expected: type) -> Any:
-    """``value`` as an ``expected`` (int or float) number, or ``None`` when it is not one.
+def _as_scalar(value: Any, expected: type) -> Any:
+    """``value`` as an ``expected`` (bool, int or float), or ``None`` when it is not one.
 
     Numbers written as strings are read as TRL's parser reads them (``"1e-5"`` is 1e-05); an int key also takes a
-    whole number written as a float (``1e3``, ``2.0``).
+    whole number written as a float (``1e3``, ``2.0``). A bool key takes only a bool.
     """
-    if isinstance(value, bool):
-        return None
+    if expected is bool or isinstance(value, bool):
+        return value if expected is bool and isinstance(value, bool) else None
     if isinstance(value, str):
         if not _NUMBER.fullmatch(value.strip()):
             return None
@@ -110,20 +110,21 @@ def _as_number(value: Any, expected: type) -> Any:
 
 
 def _a(expected: type) -> str:
-    return {bool: "true or false", int: "of type int (a whole number)", float: "of type float (a number, not NaN)"}[
-        expected
-    ]
+    return {bool: "true or false", int: "of type int (a whole number)", float: "of type float (a number)"}[expected]
 
 
-def _typed_value(value: Any, expected: type) -> tuple[bool, Any]:
-    """(whether ``value`` fits a field of scalar type ``expected``, the value converted to it)."""
+def _typed_value(value: Any, expected: type, key: str, where: str) -> Any:
+    """``value`` converted for a field of scalar type ``expected``; a :class:`RecipeError` names ``key`` (at
+    ``where``) when it is not one."""
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-        return True, value
-    if expected is bool:
-        return isinstance(value, bool), value
-    number = _as_number(value, expected)
-    # NaN is never a setting: it compares unequal to every bound a config checks, so it would pass them all
-    return number is not None and not (isinstance(number, float) and math.isnan(number)), number
+        return value
+    number = _as_scalar(value, expected)
+    if number is None:
+        raise RecipeError(f"{where} must be {_a(expected)}, got {value!r} ({type(value).__name__})")
+    if isinstance(number, float) and math.isnan(number):
+        # NaN is never a setting: it compares unequal to every bound a config checks, so it would pass them all
+        raise RecipeError(f"`{key}` must be a finite number, got nan ({where})")
+    return number
 
 
 def _field_hints(dataclass_types: Sequence[type]) -> dict[str, Any]:
@@ -136,13 +137,8 @@ def coerce_value_types(content: dict[str, Any], dataclass_types: Sequence[type],
     coerced = dict(content)
     for key, value in content.items():
         expected = _scalar_type(hints.get(key))
-        if expected is None:
-            continue
-        fits, coerced[key] = _typed_value(value, expected)
-        if not fits:
-            raise RecipeError(
-                f"recipe key {key!r} in {where} must be {_a(expected)}, got {value!r} ({type(value).__name__})"
-            )
+        if expected is not None:
+            coerced[key] = _typed_value(value, expected, key, f"recipe key {key!r} in {where}")
     return coerced
 
 
@@ -159,10 +155,8 @@ def _coerce_flags(argv: Sequence[str], dataclass_types: Sequence[type]) -> list[
         expected = _scalar_type(hints.get(key))
         if expected not in (int, float) or (not inline and i + 1 >= len(argv)):
             continue
-        fits, number = _typed_value(value, expected)
-        if not fits:
-            raise RecipeError(f"flag --{key} must be {_a(expected)}, got {value!r}")
-        if number is not None and not isinstance(number, str):
+        number = _typed_value(value, expected, key, f"flag --{key}")
+        if not isinstance(number, str):
             if inline:
                 out[i] = f"--{key}={number}"
             else:
