@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,21 @@ def test_launcher_precision_disagreeing_with_the_recipe(
     message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--use_cpu", "true", *flags))
     assert f"asks for mixed_precision {launched!r}. Make them agree" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_datasets_with_an_empty_split(assets, tmp_path, no_model_load):
+    """datasets itself cannot read these back (an IndexError, a ValueError): one line naming the dataset instead."""
+    from datasets import DatasetDict, load_dataset
+
+    rows = load_dataset("json", data_files=str(assets / "train.jsonl"))["train"]
+    saved = tmp_path / "saved"
+    DatasetDict(train=rows, test=rows.select([])).save_to_disk(str(saved))
+    message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--dataset_name", str(saved)))
+    assert message.startswith(f"could not read the saved dataset {saved} (dataset_name): IndexError")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    shutil.copy(assets / "train.jsonl", folder / "train.jsonl")
+    (folder / "test.jsonl").write_text("")
+    message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--dataset_name", str(folder)))
+    assert message.startswith(f"could not read the dataset folder {folder} (dataset_name): ")
+    assert '"test" corresponds to no data' in message and not (tmp_path / "out").exists()

@@ -61,7 +61,10 @@ def _load_local(path: Path) -> DatasetDict:
             raise RecipeError(f"dataset file {path} has an unknown extension; expected one of {sorted(FILE_BUILDERS)}")
         return _load_file(path, builder)
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-        loaded = load_from_disk(str(path))
+        try:
+            loaded = load_from_disk(str(path))
+        except Exception as error:  # e.g. a split saved with no rows: datasets cannot read it back
+            raise RecipeError(f"could not read the saved dataset {path} (dataset_name): {error!r}") from error
         return loaded if isinstance(loaded, DatasetDict) else DatasetDict(train=loaded)
     try:
         return load_dataset(str(path))
