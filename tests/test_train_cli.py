@@ -136,6 +136,8 @@ def test_output_dir_checks(assets, tmp_path):
     assert "is not writable" in run_error(SMOKE_RECIPE, smoke_flags(assets, blocker / "out"))
     flags = smoke_flags(assets, tmp_path / "fresh", "--resume_from_checkpoint", "true")
     assert "holds no complete checkpoint" in run_error(SMOKE_RECIPE, flags)
+    flags = smoke_flags(assets, full, "--resume_from_checkpoint", "false")  # not a path named "false"
+    assert "is not empty (model.safetensors)" in run_error(SMOKE_RECIPE, flags)
 
 
 def test_main_reports_errors_without_a_traceback(tmp_path, capsys):

@@ -39,6 +39,7 @@ from .run_lock import LOCK_FILE
 RESOLVED_RECIPE = "divalign_recipe.yaml"
 FINISHED_MARKER = "divalign_finished.json"
 RESUME_WORDS = {"true", "last", "latest"}
+NO_RESUME_WORDS = {"false", "no", "none", ""}
 # Written before the first checkpoint: the resolved recipe, the lock, TensorBoard's default log folder
 START_ENTRIES = {RESOLVED_RECIPE, LOCK_FILE, "runs"}
 RESUMES_KEY = "resumes"
@@ -241,6 +242,8 @@ def prepare_output_dir(training_args: Any, resolved: dict[str, Any], options: Ru
     """
     directory = Path(training_args.output_dir)
     resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in NO_RESUME_WORDS:
+        resume = None
     finished = finished_run(directory) if directory.is_dir() else None
     if finished is not None:
         _refuse_finished(directory, finished)
