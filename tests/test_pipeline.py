@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from divalign.cli import main as cli_main
 from divalign.pipeline import DONE_MARKER, PipelineError, PipelineRunner, load_pipeline, run_pipeline
+from divalign.run_lock import RunLockError, owner_record
 from divalign.smoke import build_smoke_assets, messages_rows, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -302,14 +303,26 @@ def test_new_upstream_result_invalidates_downstream(tmp_path, assets):
     assert launcher.stages == ["sft"]
 
 
+def save_checkpoint(step: int, complete: bool = True):
+    """A launcher `alter` that leaves checkpoint-<step>, with the trainer_state.json transformers writes last or not."""
+
+    def alter(output: Path, command: list[str]) -> None:
+        (output / f"checkpoint-{step}").mkdir()
+        (output / f"checkpoint-{step}" / "model.safetensors").write_text("weights")
+        if complete:
+            (output / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        (output / "model.safetensors").unlink()  # killed before the final model
+
+    return alter
+
+
 def test_interrupted_stage_resumes_from_its_checkpoint(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
-    killed = FakeLauncher(exit_status=137)
-    with pytest.raises(PipelineError, match=r"stage 'sft' failed \(exit status 137\); rerun .* to resume"):
-        run(path, killed)
     sft = tmp_path / "runs" / "sft"
-    (sft / "checkpoint-2").mkdir()
-    (sft / "model.safetensors").unlink()
+    killed = FakeLauncher(save_checkpoint(2), exit_status=137)
+    advice = f"once that is fixed, rerun the same command to resume it from {sft / 'checkpoint-2'}"
+    with pytest.raises(PipelineError, match=rf"stage 'sft' failed \(exit status 137; its error is above\); {advice}"):
+        run(path, killed)
     launcher, logs = FakeLauncher(), []
     run(path, launcher, logs)
     assert launcher.stages == ["sft", "tofu"]
@@ -318,11 +331,36 @@ def test_interrupted_stage_resumes_from_its_checkpoint(tmp_path, assets):
     assert any("stage 'sft': resuming" in line for line in logs)
 
 
+def test_stage_killed_while_saving_its_only_checkpoint_starts_over(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    with pytest.raises(PipelineError, match=r"rerun the same command to start it over \(it saved no checkpoint\)"):
+        run(path, FakeLauncher(save_checkpoint(2, complete=False), exit_status=137))
+    launcher, logs = FakeLauncher(), []
+    run(path, launcher, logs)
+    assert "--resume_from_checkpoint" not in launcher.calls[0][0]  # nothing complete to resume from
+    (aside,) = (tmp_path / "runs").glob("sft.old-*")
+    assert (aside / "checkpoint-2" / "model.safetensors").is_file()  # moved aside, not deleted
+
+
+def test_stage_trained_but_not_recorded_is_recorded_without_training_again(tmp_path, assets):
+    """divalign.train finished the stage; the pipeline was killed before writing its marker."""
+    path = write_pipeline(tmp_path, assets)
+
+    def finish_then_die(output: Path, command: list[str]) -> None:
+        (output / "divalign_finished.json").write_text(json.dumps({"global_step": 4}))
+
+    with pytest.raises(PipelineError):
+        run(path, FakeLauncher(finish_then_die, exit_status=1))
+    launcher, logs = FakeLauncher(), []
+    run(path, launcher, logs)
+    assert launcher.stages == ["tofu"] and (tmp_path / "runs" / "sft" / DONE_MARKER).is_file()
+    assert any("stage 'sft': trained with the same inputs before the pipeline stopped" in line for line in logs)
+
+
 def test_interrupted_stage_with_changed_inputs_is_not_resumed(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
     with pytest.raises(PipelineError):
-        run(path, FakeLauncher(exit_status=1))
-    (tmp_path / "runs" / "sft" / "checkpoint-2").mkdir()
+        run(path, FakeLauncher(save_checkpoint(2), exit_status=1))
     rewrite(path, lambda c: c["stages"][0]["overrides"].update(learning_rate=1.0e-4))
     with pytest.raises(PipelineError, match=r"stage 'sft': .*interrupted while running with other inputs"):
         run(path, FakeLauncher())
@@ -345,6 +383,121 @@ def test_dir_with_files_but_no_marker_or_checkpoint(tmp_path, assets):
     (tmp_path / "runs" / "sft" / "notes.txt").write_text("mine")
     launcher = FakeLauncher()
     with pytest.raises(PipelineError, match=r"stage 'sft': .*runs/sft is not empty but holds neither a finished stage"):
+        run(path, launcher)
+    assert launcher.calls == []
+
+
+# Every stage's values are checked before stage 1 trains
+
+
+def test_a_bad_value_in_a_later_stage_fails_before_anything_runs(tmp_path, assets, capsys):
+    path = write_pipeline(tmp_path, assets)
+    rewrite(path, lambda c: c["stages"][1]["overrides"].update(tofu_beta=-1))
+    assert cli_main(["pipeline", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "divalign pipeline: error: stage 'tofu' (" in err and "`tofu_beta` must be > 0" in err
+    launcher = FakeLauncher()
+    with pytest.raises(PipelineError, match=r"stage 'tofu' \(.*tofu_smoke\.yaml with its overrides\): .*tofu_beta"):
+        run(path, launcher)
+    assert launcher.calls == [] and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["stages"][1]["overrides"].update(learning_rate="fast"), r"stage 'tofu' .*learning_rate.*'fast'"),
+        (lambda c: c["stages"][0]["overrides"].update(max_steps="1e1"), None),  # a number PyYAML reads as text: fine
+        (lambda c: c["stages"][1]["overrides"].update(dataset_name="nope.jsonl"), r"stage 'tofu' .*not found: nope"),
+        (lambda c: c["stages"][1]["overrides"].update(eval_strategy="steps", eval_steps=2), r"has only a 'train' split"),
+        (lambda c: c["stages"][1]["overrides"].update(stop_on_nonfinite="maybe"), r"must be true or false"),
+        (lambda c: c["stages"][1]["overrides"].update(lr_scheduler_type="wavy"), r"invalid choice: 'wavy'"),
+    ],
+)
+def test_stage_values_are_validated_with_their_overrides(tmp_path, assets, edit, message):
+    path = write_pipeline(tmp_path, assets)
+    rewrite(path, lambda c: [edit(c), c["stages"][0]["overrides"].update(smoke_data(assets))])
+    if message is None:
+        assert run(path, FakeLauncher(), dry_run=True)[0].name == "sft"
+        return
+    with pytest.raises(PipelineError, match=message):
+        run(path, FakeLauncher(), dry_run=True)
+
+
+def test_diversity_prompts_of_a_later_stage_are_read_before_anything_runs(tmp_path, assets):
+    recipe = yaml.safe_load(TOFU_RECIPE.read_text())
+    recipe["diversity"] = {"prompts": str(tmp_path / "probe.jsonl"), "embedding_model": None, "metrics": ["distinct_1"]}
+    tofu = tmp_path / "tofu.yaml"
+    tofu.write_text(yaml.safe_dump(recipe))
+    stages = [{"name": "sft", "recipe": str(SFT_RECIPE)}, {"name": "tofu", "recipe": str(tofu)}]
+    with pytest.raises(PipelineError, match=r"stage 'tofu' .*diversity: Diversity probe prompts file not found"):
+        run(write_pipeline(tmp_path, assets, stages=stages), FakeLauncher(), dry_run=True)
+
+
+def test_accelerate_precision_against_the_recipe(tmp_path, assets):
+    """The smoke recipes train in fp32; the shipped ZeRO-2 config asks for bf16: refused before stage 1."""
+    stages = [{"name": "sft", "recipe": str(SFT_RECIPE), "accelerate_config": "accelerate_configs/zero2.yaml"}]
+    path = write_pipeline(tmp_path, assets, stages=stages)
+    message = r"the recipe trains in full precision .* but accelerate config .*zero2\.yaml asks for mixed_precision 'bf16'"
+    with pytest.raises(PipelineError, match=rf"stage 'sft' .*{message}"):
+        run(path, FakeLauncher(), dry_run=True)
+    rewrite(path, lambda c: c["stages"][0].update(launch_args=["--mixed_precision", "no"]))
+    run(path, FakeLauncher(), dry_run=True)  # the documented fix: override it at launch
+
+
+def test_gpu_recipes_dry_run_on_a_machine_without_gpu(capsys, monkeypatch):
+    """bf16 GPU recipes: TrainingArguments refuses bf16 without a GPU; the dry run validates them as CPU runs and
+    says so, instead of failing every stage."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr("divalign.pipeline.stage_values.has_gpu", lambda: False)
+    assert cli_main(["pipeline", "recipes/pipelines/tofu_dpo_grpo.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "no GPU on this machine: stage values were validated as CPU runs (use_cpu: true)" in out
+    assert out.count("running: ") == 3 and "dry run: nothing was launched" in out
+
+
+def test_stage_values_see_the_launch_world_size(tmp_path, assets):
+    """GRPO's generation batch (per device x processes) must hold whole groups of num_generations completions."""
+    _, grpo = preference_and_prompt_recipes(tmp_path)
+    stages = [{"name": "grpo", "recipe": str(grpo), "overrides": {"per_device_train_batch_size": 2}}]
+    path = write_pipeline(tmp_path, assets, stages=stages, launch_args=["--num_processes", "2", "--cpu"])
+    run(path, FakeLauncher(), dry_run=True)  # 2 x 2 = 4 completions: one group of 4
+    rewrite(path, lambda c: c.update(launch_args=["--num_processes", "1", "--cpu"]))
+    with pytest.raises(PipelineError, match=r"stage 'grpo' .*generation_batch_size \(2\) must be divisible by num_gen"):
+        run(path, FakeLauncher(), dry_run=True)
+
+
+def test_stage_writing_into_the_output_root(tmp_path, assets):
+    stages = [{"name": "sft", "recipe": str(SFT_RECIPE), "output_dir": str(tmp_path / "runs")}]
+    with pytest.raises(PipelineError, match=r"stage 'sft' writes into .*runs, which is \(or holds\) the output_root"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+    stages[0]["output_dir"] = str(tmp_path)  # a parent of output_root
+    with pytest.raises(PipelineError, match="which is \\(or holds\\) the output_root"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
+# Locks: one pipeline per output_root, and no stage launched into a directory another run holds
+
+
+def test_a_second_pipeline_on_the_same_output_root_is_refused(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    state = tmp_path / "runs" / ".divalign_state"
+    state.mkdir(parents=True)
+    (state / ".divalign_lock").write_text(json.dumps({**owner_record(), "command": "divalign pipeline other.yaml"}))
+    launcher = FakeLauncher()
+    with pytest.raises(RunLockError, match=r"pipeline state directory .*\.divalign_state is in use by another run: pid"):
+        run(path, launcher)
+    assert launcher.calls == []
+
+
+def test_a_stage_dir_held_by_another_run_is_not_launched(tmp_path, assets):
+    path = write_pipeline(tmp_path, assets)
+    sft = tmp_path / "runs" / "sft"
+    sft.mkdir(parents=True)
+    (sft / "checkpoint-2").mkdir()
+    (sft / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (sft / ".divalign_lock").write_text(json.dumps(owner_record()))
+    launcher = FakeLauncher()
+    with pytest.raises(PipelineError, match=r"stage 'sft': .*runs/sft is in use by another run: pid \d+ on host"):
         run(path, launcher)
     assert launcher.calls == []
 
@@ -526,16 +679,20 @@ def test_tofu_dpo_grpo_end_to_end(tmp_path, assets, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.count("skipped") == 4 and "running" not in out
 
-    # grpo was killed after its first checkpoint: no marker, no final model, only checkpoint-2 left
+    # grpo was killed while saving checkpoint-4: no marker, no final model, checkpoint-4 without trainer_state.json
     for item in grpo.iterdir():
-        if item.name != "checkpoint-2":
+        if item.name not in ("checkpoint-2", "checkpoint-4", "divalign_recipe.yaml"):
             shutil.rmtree(item) if item.is_dir() else item.unlink()
+    (grpo / "checkpoint-4" / "trainer_state.json").unlink()
     with pytest.raises(PipelineError, match=r"stage 'eval': .*--force-rerun eval"):
-        run_pipeline(str(path))  # grpo resumes, then the eval of the old grpo is refused
+        run_pipeline(str(path))  # grpo resumes from checkpoint-2, then the eval of the old grpo is refused
     out = capsys.readouterr().out
     assert "stage 'dpo': skipped" in out and "stage 'grpo': resuming" in out
     assert global_step(grpo) == 4 and (grpo / DONE_MARKER).is_file()
     assert json.loads((grpo / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    assert json.loads((grpo / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4  # saved anew
+    assert len(list(grpo.glob("incomplete-checkpoint-4-*"))) == 1  # the cut-short one, moved aside
+    assert resolved_recipe(grpo)["resumes"][0]["step"] == 2
     run_pipeline(str(path), force_rerun=["eval"])
     assert len(list((tmp_path / "runs").glob("lineage.old-*"))) == 1
 
@@ -564,3 +721,27 @@ def test_lora_continue_then_merge_end_to_end(tmp_path, assets, monkeypatch):
     assert resolved_recipe(cont)["model_name_or_path"] == str(assets / "model")
     assert resolved_recipe(full)["model_name_or_path"] == str(cont / "merged")
     assert (full / "model.safetensors").is_file() and not (full / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_a_stage_on_two_processes(tmp_path, assets, monkeypatch):
+    """SFT on one process, then TOFU on two (DDP, gloo on CPU) from the same pipeline file."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config = yaml.safe_load((REPO / "accelerate_configs" / "ddp.yaml").read_text())
+    config.update(num_processes=2, mixed_precision="no", use_cpu=False)  # as tests/test_distributed.py runs DDP on CPU
+    ddp = tmp_path / "ddp_cpu.yaml"
+    ddp.write_text(yaml.safe_dump(config))
+    steps = {"max_steps": 2, "save_steps": 2, "per_device_train_batch_size": 4, **smoke_data(assets)}
+    two_processes = {"accelerate_config": str(ddp), "launch_args": []}
+    stages = [
+        {"name": "sft", "recipe": str(SFT_RECIPE), "overrides": steps},
+        {"name": "tofu", "recipe": str(TOFU_RECIPE), "overrides": {**steps, "ddp_backend": "gloo", "use_cpu": True}},
+    ]
+    stages[1].update(two_processes)
+    run_pipeline(str(write_pipeline(tmp_path, assets, stages=stages)))
+    sft, tofu = (tmp_path / "runs" / name for name in ("sft", "tofu"))
+    assert resolved_recipe(tofu)["model_name_or_path"] == str(sft)
+    # 64 rows, 4 per process: 16 steps per epoch on one process, 8 on two
+    states = [json.loads((d / "trainer_state.json").read_text()) for d in (sft, tofu)]
+    assert [(s["global_step"], s["epoch"]) for s in states] == [(2, 2 / 16), (2, 2 / 8)]
+    assert (tofu / DONE_MARKER).is_file() and (tofu / "model.safetensors").is_file()

@@ -10,20 +10,49 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import tempfile
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DIVALIGN_KEYS = ("trainer", "diversity", "env")
-
 
 class RecipeError(ValueError):
     """A recipe that cannot be run, with the file and key at fault in the message."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """divalign's own run settings: top-level recipe keys beside `trainer:`, also accepted as `--key value` flags."""
+
+    stop_on_nonfinite: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop the run at the first optimizer step whose loss or gradient norm is NaN/inf, before that "
+            "step is saved (divalign.nonfinite_guard). false: train on (the final model is still never saved with "
+            "non-finite weights)."
+        },
+    )
+    resume_with_changes: bool = field(
+        default=False,
+        metadata={
+            "help": "Let `--resume_from_checkpoint` continue a run whose hyper-parameters differ from the ones it "
+            "started with; the differences are recorded under `resumes:` in divalign_recipe.yaml. Off: refused."
+        },
+    )
+
+
+RUN_OPTIONS = tuple(f.name for f in dataclasses.fields(RunOptions))
+DIVALIGN_KEYS = ("trainer", "diversity", "env", *RUN_OPTIONS)
+_TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
+# A number as YAML 1.2 and Python write it; PyYAML (YAML 1.1) reads `1e-5` (no dot) as a string
+_NUMBER = re.compile(r"[-+]?((\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
 
 
 def load_yaml_mapping(path: str | os.PathLike, kind: str = "recipe") -> dict[str, Any]:
@@ -60,29 +89,126 @@ def _scalar_type(annotation: Any) -> type | None:
     return scalars[0] if len(options) == 1 and scalars else None
 
 
-def _fits(value: Any, expected: type) -> bool:
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-        return True
-    if expected is bool:
-        return isinstance(value, bool)
+def _as_scalar(value: Any, expected: type) -> Any:
+    """``value`` as an ``expected`` (bool, int or float), or ``None`` when it is not one.
+
+    Numbers written as strings are read as TRL's parser reads them (``"1e-5"`` is 1e-05); an int key also takes a
+    whole number written as a float (``1e3``, ``2.0``). A bool key takes only a bool.
+    """
+    if expected is bool or isinstance(value, bool):
+        return value if expected is bool and isinstance(value, bool) else None
+    if isinstance(value, str):
+        if not _NUMBER.fullmatch(value.strip()):
+            return None
+        text = value.strip().replace("_", "")
+        value = int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
+    if expected is int and isinstance(value, float) and value.is_integer():
+        return int(value)
     if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, int | float) and not isinstance(value, bool)
+        return value if isinstance(value, int) else None
+    return value if isinstance(value, int | float) else None
 
 
-def check_value_types(content: dict[str, Any], dataclass_types: Sequence[type], where: str) -> None:
-    """Raise a :class:`RecipeError` naming a key whose value is not of its field's scalar type."""
-    hints = {name: hint for cls in dataclass_types for name, hint in typing.get_type_hints(cls).items()}
+def _a(expected: type) -> str:
+    return {bool: "true or false", int: "of type int (a whole number)", float: "of type float (a number)"}[expected]
+
+
+def _typed_value(value: Any, expected: type, key: str, where: str) -> Any:
+    """``value`` converted for a field of scalar type ``expected``; a :class:`RecipeError` names ``key`` (at
+    ``where``) when it is not one."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        return value
+    number = _as_scalar(value, expected)
+    if number is None:
+        raise RecipeError(f"{where} must be {_a(expected)}, got {value!r} ({type(value).__name__})")
+    if isinstance(number, float) and math.isnan(number):
+        # NaN is never a setting: it compares unequal to every bound a config checks, so it would pass them all
+        raise RecipeError(f"`{key}` must be a finite number, got nan ({where})")
+    return number
+
+
+def _field_hints(dataclass_types: Sequence[type]) -> dict[str, Any]:
+    return {name: hint for cls in dataclass_types for name, hint in typing.get_type_hints(cls).items()}
+
+
+def coerce_value_types(content: dict[str, Any], dataclass_types: Sequence[type], where: str) -> dict[str, Any]:
+    """``content`` with every int/float key as a number; a :class:`RecipeError` names a key that is not one."""
+    hints = _field_hints(dataclass_types)
+    coerced = dict(content)
     for key, value in content.items():
         expected = _scalar_type(hints.get(key))
-        if expected is not None and not _fits(value, expected):
-            raise RecipeError(
-                f"recipe key {key!r} in {where} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})"
-            )
+        if expected is not None:
+            coerced[key] = _typed_value(value, expected, key, f"recipe key {key!r} in {where}")
+    return coerced
+
+
+def _coerce_flags(argv: Sequence[str], dataclass_types: Sequence[type]) -> list[str]:
+    """``argv`` with int/float flag values in the form argparse reads (``--max_steps 1e3`` → ``1000``)."""
+    hints = _field_hints(dataclass_types)
+    out = list(argv)
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        key, inline, value = arg[2:].partition("=")
+        if not inline and i + 1 < len(argv):
+            value = argv[i + 1]
+        expected = _scalar_type(hints.get(key))
+        if expected not in (int, float) or (not inline and i + 1 >= len(argv)):
+            continue
+        number = _typed_value(value, expected, key, f"flag --{key}")
+        if not isinstance(number, str):
+            if inline:
+                out[i] = f"--{key}={number}"
+            else:
+                out[i + 1] = str(number)
+    return out
 
 
 def _cli_keys(argv: Sequence[str]) -> list[str]:
     return [arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")]
+
+
+def _option_value(key: str, value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise RecipeError(f"{key!r} in {where} must be true or false, got {value!r}")
+
+
+def split_run_options(overrides: Sequence[str]) -> tuple[dict[str, bool], list[str]]:
+    """The :class:`RunOptions` flags in ``overrides`` (``--key value``, ``--key=value`` or a bare ``--key`` for
+    true), and the other flags, for TRL's parser."""
+    options: dict[str, bool] = {}
+    rest: list[str] = []
+    args = list(overrides)
+    i = 0
+    while i < len(args):
+        key, inline, value = args[i][2:].partition("=") if args[i].startswith("--") else ("", "", "")
+        if key not in RUN_OPTIONS:
+            rest.append(args[i])
+            i += 1
+            continue
+        if not inline:
+            has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+            value = args[i + 1] if has_value else "true"
+            i += 1 + has_value
+        else:
+            i += 1
+        options[key] = _option_value(key, value, "the command line")
+    return options, rest
+
+
+def read_run_options(path: str | os.PathLike, overrides: Sequence[str]) -> RunOptions:
+    """The recipe's :class:`RunOptions`, overridden by their flags in ``overrides``."""
+    content = load_yaml_mapping(path)
+    values = {key: _option_value(key, content[key], str(path)) for key in RUN_OPTIONS if key in content}
+    values.update(split_run_options(overrides)[0])
+    return RunOptions(**values)
+
+
+def _raise_recipe_error(message: str) -> typing.NoReturn:
+    raise RecipeError(message)
 
 
 def parse_recipe(
@@ -95,14 +221,17 @@ def parse_recipe(
     from trl import TrlParser
 
     content = {k: v for k, v in load_yaml_mapping(path).items() if k not in DIVALIGN_KEYS}
+    overrides = split_run_options(overrides)[1]
     known = field_names(dataclass_types)
     check_known_keys(list(content), known, f"{path} (trainer: {trainer})", "recipe")
     check_known_keys(_cli_keys(overrides), known, "the command line", "flag")
-    check_value_types(content, dataclass_types, str(path))
+    content = coerce_value_types(content, dataclass_types, str(path))
+    overrides = _coerce_flags(overrides, dataclass_types)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(content, handle)
     try:
         parser = TrlParser(list(dataclass_types))
+        parser.error = _raise_recipe_error  # argparse would print the whole usage and exit
         return tuple(parser.parse_args_and_config(["--config", handle.name, *overrides]))
     except (TypeError, ValueError) as error:
         raise RecipeError(f"{path}: {error}") from error

@@ -17,9 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import newest_complete
+from ..run_lock import LOCK_FILE, RunLock, describe, is_stale
+from .flags import override_flags
 from .spec import EVAL_STAGE, PipelineError, PipelineSpec, StageSpec
+from .stage_values import validate_stages
 from .state import (
     DONE_MARKER,
+    STATE_DIR,
     Inspection,
     Status,
     file_text,
@@ -73,24 +78,6 @@ class StageInput:
     @property
     def tokenizer(self) -> str:
         return self.tokenizer_source or self.model
-
-
-def _flag_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    return json.dumps(value) if isinstance(value, dict | list) else str(value)
-
-
-def override_flags(overrides: dict[str, Any], list_flags: frozenset[str] = frozenset()) -> list[str]:
-    """``{key: value}`` → ``--key value`` for ``divalign.train``, in TrlParser's syntax: a list for a list-typed flag
-    is passed as several values, any other mapping or list as one JSON string."""
-    flags = []
-    for key, value in overrides.items():
-        if key in list_flags and isinstance(value, list):
-            flags += [f"--{key}", *(_flag_text(item) for item in value)]
-        else:
-            flags += [f"--{key}", _flag_text(value)]
-    return flags
 
 
 def launch_command(stage: StageSpec, model: StageInput, resume: bool, run_name: str | None) -> list[str]:
@@ -281,6 +268,9 @@ class PipelineRunner:
             self._say(f"stage {stage.name!r}: skipped, finished with the same inputs ({stage.output_dir})")
             self._check_template(stage, model.tokenizer)
             return StageResult(stage.name, stage.output_dir, digest, inspection.marker["run_id"])
+        if inspection.status is Status.TRAINED and stage.name not in self.forced and not self.dry_run:
+            self._say(f"stage {stage.name!r}: trained with the same inputs before the pipeline stopped; recording it")
+            return self._record_finished(stage, model, digest, inputs)
         if self.only is not None and stage.name != self.only:
             raise PipelineError(f"{self.spec.path}: --only {self.only} needs stage {stage.name!r} finished with its "
                                 f"current inputs first (its directory {stage.output_dir} is {inspection.status.value})")  # fmt: skip
@@ -290,15 +280,37 @@ class PipelineRunner:
         self._say(f"stage {stage.name!r}: {'resuming' if resume else 'running'}: {' '.join(command)}")
         if self.dry_run:
             return StageResult(stage.name, stage.output_dir, digest, "planned")
+        self._refuse_locked(stage)
         if not resume:
             record_start(self.spec.output_root, stage.name, digest, stage.output_dir)
         code = self.launcher(command, stage_env(self.spec, stage))
         if code != 0:
-            raise PipelineError(f"stage {stage.name!r} failed (exit status {code}); rerun the same command to resume "
-                                f"from its last checkpoint in {stage.output_dir}")  # fmt: skip
+            raise PipelineError(self._failure(stage, code))
+        return self._record_finished(stage, model, digest, inputs)
+
+    def _record_finished(self, stage: StageSpec, model: StageInput, digest: str, inputs: dict) -> StageResult:
         self._check_template(stage, model.tokenizer)
         marker = write_marker(stage.output_dir, digest, inputs, str(stage.output_dir))
         return StageResult(stage.name, stage.output_dir, digest, marker["run_id"])
+
+    def _refuse_locked(self, stage: StageSpec) -> None:
+        """A stage directory some other live run holds (e.g. a `divalign.train` started by hand) is not launched."""
+        lock = stage.output_dir / LOCK_FILE
+        owner = read_json(lock)
+        if owner is not None and is_stale(owner) is not True:
+            raise PipelineError(
+                f"stage {stage.name!r}: {stage.output_dir} is in use by another run: {describe(owner)}; wait for it "
+                f"to finish (if that run is gone, remove {lock})"
+            )
+
+    def _failure(self, stage: StageSpec, code: int) -> str:
+        """What failed and what rerunning the same command will do: resume, or start the stage over."""
+        checkpoint = newest_complete(stage.output_dir)
+        if checkpoint is not None:
+            rerun = f"rerun the same command to resume it from {checkpoint}"
+        else:
+            rerun = "rerun the same command to start it over (it saved no checkpoint)"
+        return f"stage {stage.name!r} failed (exit status {code}; its error is above); once that is fixed, {rerun}"
 
     def _check_template(self, stage: StageSpec, input_model: str) -> None:
         """Fail when the stage changed the chat template or EOS token, unless its recipe asked for that change."""
@@ -355,13 +367,23 @@ class PipelineRunner:
         return outcome
 
     def run(self) -> list[StageResult]:
-        """Run every stage (or only ``--only``'s), then the lineage eval; returns the stages' results."""
+        """Validate every stage's values, then run every stage (or only ``--only``'s) and the lineage eval; returns
+        the stages' results. A real run holds the lock of ``output_root`` throughout."""
+        for note in validate_stages(self.spec):
+            self._say(note)
+        if self.dry_run:
+            return self._run_all()
+        with RunLock(self.spec.output_root / STATE_DIR, what="pipeline state directory"):
+            return self._run_all()
+
+    def _run_all(self) -> list[StageResult]:
         results: list[StageResult] = []
         for stage in self.spec.stages:
             results.append(self._run_stage(stage, results[-1] if results else None))
             if stage.name == self.only:
-                return results
-        if self.spec.eval is not None and self.only in (None, EVAL_STAGE):
-            self._run_eval(results)
+                break
+        else:
+            if self.spec.eval is not None and self.only in (None, EVAL_STAGE):
+                self._run_eval(results)
         self._say("dry run: nothing was launched" if self.dry_run else "done")
         return results

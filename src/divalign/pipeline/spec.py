@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..recipe import DIVALIGN_KEYS, RecipeError, check_known_keys, field_names, load_yaml_mapping, split_recipe
+from ..model_path import check_model_reference, looks_local
+from ..recipe import (
+    DIVALIGN_KEYS,
+    RUN_OPTIONS,
+    RecipeError,
+    check_known_keys,
+    field_names,
+    load_yaml_mapping,
+    split_recipe,
+)
 
 PIPELINE_KEYS = {"name", "output_root", "base_model", "accelerate_config", "launch_args", "stages", "eval"}
 STAGE_KEYS = {"name", "recipe", "overrides", "output_dir", "accelerate_config", "launch_args", "adapters"}
@@ -24,7 +33,6 @@ LINEAGE_DIR = "lineage"
 # `divalign pipeline` eval: keys → `evaluate_lineage` keyword arguments (the `divalign eval` flag names)
 EVAL_KEY_ALIASES = {"prompts": "prompts_path", "samples": "num_samples", "bootstrap": "n_bootstrap"}
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class PipelineError(ValueError):
@@ -121,7 +129,9 @@ def _recipe_keys(recipe: Path, overrides: dict[str, Any], where: str) -> tuple[s
         check_known_keys(
             [k for k in content if k not in DIVALIGN_KEYS], known, f"{recipe} (trainer: {trainer})", "recipe"
         )
-        check_known_keys(list(overrides), known, f"{where} overrides (trainer: {trainer})", "override")
+        check_known_keys(
+            list(overrides), known | set(RUN_OPTIONS), f"{where} overrides (trainer: {trainer})", "override"
+        )
     except RecipeError as error:
         raise PipelineError(f"{where}: {error}") from error
     return trainer, content
@@ -199,22 +209,11 @@ def _parse_eval(raw: Any, path: Path) -> dict[str, Any] | None:
     return {EVAL_KEY_ALIASES.get(key, key): value for key, value in raw.items()}
 
 
-def looks_local(model: str) -> bool:
-    """A model reference that can only be a local path: absolute, relative (./, ../, ~), or with more than one '/'."""
-    return not _HUB_ID.match(model) or model.startswith(("/", ".", "~"))
-
-
 def _check_base_model(base_model: Any, path: Path) -> str:
-    if not isinstance(base_model, str) or not base_model:
-        raise PipelineError(
-            f"{path}: `base_model` must be a Hub id or a local checkpoint directory, got {base_model!r}"
-        )
-    local = Path(base_model).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file() and not (local / "adapter_config.json").is_file():
-            raise PipelineError(f"{path}: base_model {base_model} has no config.json; expected a saved checkpoint")
-    elif looks_local(base_model):
-        raise PipelineError(f"{path}: base_model {base_model} does not exist (a local path, not a Hub id)")
+    try:
+        check_model_reference(base_model, "base_model")
+    except RecipeError as error:
+        raise PipelineError(f"{path}: {error}") from error
     return base_model
 
 
@@ -223,8 +222,17 @@ def _inside(inner: Path, outer: Path) -> bool:
 
 
 def _check_outputs(spec: PipelineSpec) -> None:
-    """Two stages never write the same directory, nor one inside another, nor over the base model."""
+    """Two stages never write the same directory, nor one inside another, nor over the base model, nor into the
+    output_root itself (which holds the pipeline's state and the other stages)."""
     owners: list[tuple[str, Path]] = [(f"stage {s.name!r}", s.output_dir.resolve()) for s in spec.stages]
+    root = spec.output_root.resolve()
+    for owner, directory in owners:
+        if _inside(root, directory):
+            raise PipelineError(
+                f"{spec.path}: {owner} writes into {directory}, which is (or holds) the output_root "
+                f"{spec.output_root}, where the pipeline keeps its state and the other stages; give it "
+                "its own directory, e.g. the default output_root/<stage>"
+            )
     if spec.eval is not None:
         owners.append(("the lineage eval", spec.lineage_dir.resolve()))
     for i, (owner, directory) in enumerate(owners):

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import newest_complete
+from ..output_dir import finished_run
+
 DONE_MARKER = ".divalign_stage_done.json"
 STATE_DIR = ".divalign_state"
 
@@ -28,8 +31,9 @@ class Status(enum.Enum):
     FRESH = "fresh"  # absent or empty: train from scratch
     DONE = "done"  # finished with the same inputs: skip
     STALE = "stale"  # finished (or interrupted) with other inputs: refuse unless forced
-    RESUME = "resume"  # interrupted after a checkpoint, same inputs: resume
+    RESUME = "resume"  # interrupted after a complete checkpoint, same inputs: resume
     RESTART = "restart"  # started by the pipeline with the same inputs, killed before any checkpoint: start over
+    TRAINED = "trained"  # divalign.train finished it with the same inputs, the pipeline stopped before marking it
     FOREIGN = "foreign"  # files but no marker and no checkpoint: refuse
 
 
@@ -90,7 +94,8 @@ def record_start(output_root: Path, stage_name: str, digest: str, output_dir: Pa
 
 
 def has_checkpoint(directory: Path) -> bool:
-    return any(p.is_dir() and p.name.split("-")[-1].isdigit() for p in directory.glob("checkpoint-*"))
+    """Whether ``directory`` holds a checkpoint a resume can start from (an incomplete one does not count)."""
+    return newest_complete(directory) is not None
 
 
 def inspect_dir(directory: Path, digest: str, started: dict[str, Any] | None) -> Inspection:
@@ -103,6 +108,12 @@ def inspect_dir(directory: Path, digest: str, started: dict[str, Any] | None) ->
             return Inspection(Status.DONE, marker)
         return Inspection(Status.STALE, marker, "it finished with other inputs")
     same_start = started is not None and started.get("hash") == digest
+    if finished_run(directory) is not None:
+        if same_start:
+            return Inspection(Status.TRAINED)
+        if started is not None:
+            return Inspection(Status.STALE, None, "it was trained with other inputs")
+        return Inspection(Status.FOREIGN)
     if has_checkpoint(directory):
         if started is not None and not same_start:
             return Inspection(Status.STALE, None, "it was interrupted while running with other inputs")

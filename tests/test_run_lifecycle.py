@@ -1,0 +1,242 @@
+"""A run's life in its output directory: killed and resumed, finished, changed, locked — nothing lost, nothing
+recorded that did not happen. Real (tiny) runs through `divalign.train`; kills are simulated where they happen (an
+exception raised from a callback, a checkpoint left without the file transformers writes last)."""
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from divalign import train
+from divalign.recipe import RecipeError
+from divalign.run_lock import LOCK_FILE, RunLock, RunLockError, owner_record, process_start_ticks
+from divalign.smoke import build_smoke_assets
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
+
+
+class Killed(Exception):
+    """Stands in for the process being killed."""
+
+
+class KillAt(TrainerCallback):
+    """Raise :class:`Killed` after step ``step`` (``while_saving``: during its checkpoint, before trainer_state.json)."""
+
+    def __init__(self, step: int, while_saving: bool = False):
+        self.step, self.while_saving = step, while_saving
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step and not self.while_saving:
+            raise Killed(f"killed after step {self.step}")
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step and self.while_saving:
+            (Path(args.output_dir) / f"checkpoint-{self.step}" / "trainer_state.json").unlink()
+            raise Killed(f"killed while saving checkpoint-{self.step}")
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Path:
+    return build_smoke_assets(tmp_path_factory.mktemp("smoke"))
+
+
+def flags(assets: Path, output_dir: Path, *extra: str) -> list[str]:
+    base = ["--model_name_or_path", str(assets / "model"), "--dataset_name", str(assets / "train.jsonl")]
+    return [*base, "--output_dir", str(output_dir), "--save_steps", "3", *extra]
+
+
+def run_killed(monkeypatch, assets: Path, output_dir: Path, kill: KillAt, *extra: str) -> None:
+    def with_kill(build):
+        def build_and_arm(run):
+            trainer = build(run)
+            trainer.add_callback(kill)
+            return trainer
+
+        return build_and_arm
+
+    with monkeypatch.context() as patch:
+        for name, stage in list(train.STAGES.items()):
+            patch.setitem(train.STAGES, name, dataclasses.replace(stage, build=with_kill(stage.build)))
+        with pytest.raises(Killed):
+            train.run_stage(str(SMOKE_RECIPE), flags(assets, output_dir, *extra))
+
+
+def weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(directory / "model.safetensors")
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def recipe(directory: Path) -> dict:
+    return yaml.safe_load((directory / "divalign_recipe.yaml").read_text())
+
+
+def global_step(directory: Path) -> int:
+    return json.loads((directory / "trainer_state.json").read_text())["global_step"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(assets, tmp_path_factory) -> Path:
+    """The smoke run from start to end (10 steps, a checkpoint every 3): what every resumed run must equal."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    train.run_stage(str(SMOKE_RECIPE), flags(assets, out))
+    return out
+
+
+def test_finished_run_refuses_to_resume(assets, uninterrupted):
+    before = weights(uninterrupted)
+    with pytest.raises(RecipeError, match=r"holds a finished run \(step 10, finished .*\); there is nothing to resume"):
+        train.run_stage(str(SMOKE_RECIPE), flags(assets, uninterrupted, "--resume_from_checkpoint", "true"))
+    with pytest.raises(RecipeError, match="holds a finished run"):
+        train.run_stage(str(SMOKE_RECIPE), flags(assets, uninterrupted))
+    assert same_weights(weights(uninterrupted), before) and global_step(uninterrupted) == 10  # not one step more
+
+
+def test_killed_while_saving_resumes_from_the_newest_complete_checkpoint(monkeypatch, assets, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    run_killed(monkeypatch, assets, out, KillAt(6, while_saving=True))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    with pytest.raises(RecipeError, match=r"holds an interrupted run \(newest complete checkpoint: checkpoint-3\)"):
+        train.run_stage(str(SMOKE_RECIPE), flags(assets, out))  # the same command without resuming
+    with pytest.warns(UserWarning, match=rf"{out / 'checkpoint-6'} is incomplete .* moved aside to incomplete-checkp"):
+        train.run_stage(str(SMOKE_RECIPE), flags(assets, out, "--resume_from_checkpoint", "true"))
+    (aside,) = out.glob("incomplete-checkpoint-6-*")
+    assert (aside / "model.safetensors").is_file()  # kept, not deleted
+    assert same_weights(weights(out), weights(uninterrupted))  # bit for bit the run that was never killed
+    assert global_step(out) == 10 and global_step(out / "checkpoint-6") == 6  # checkpoint-6 saved anew
+    (resume,) = recipe(out)["resumes"]
+    assert (resume["step"], resume["checkpoint"], "changes" in resume) == (3, str(out / "checkpoint-3"), False)
+
+
+def test_killed_during_the_final_save_takes_the_last_checkpoint_as_output(monkeypatch, assets, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    train.run_stage(str(SMOKE_RECIPE), flags(assets, out))
+    for name in ("model.safetensors", "trainer_state.json", "divalign_finished.json", "tokenizer.json"):
+        (out / name).unlink()  # what a kill while writing the final model leaves
+    (out / "model.safetensors").write_bytes(b"half a model")
+    train.run_stage(str(SMOKE_RECIPE), flags(assets, out, "--resume_from_checkpoint", "true"))
+    assert same_weights(weights(out), weights(uninterrupted)) and (out / "tokenizer.json").is_file()
+    assert global_step(out) == 10 and json.loads((out / "divalign_finished.json").read_text())["global_step"] == 10
+    assert not (out / "checkpoint-11").exists()
+
+
+def test_changed_hyperparameters_refuse_to_resume_unless_allowed_and_recorded(monkeypatch, assets, tmp_path):
+    out = tmp_path / "run"
+    run_killed(monkeypatch, assets, out, KillAt(4))
+    started = recipe(out)
+    changed = ("--resume_from_checkpoint", "true", "--learning_rate", "1e-3", "--seed", "1", "--logging_steps", "2")
+    with pytest.raises(RecipeError) as caught:
+        train.run_stage(str(SMOKE_RECIPE), flags(assets, out, *changed))
+    message = str(caught.value)
+    assert f"resuming {out / 'checkpoint-3'} with other hyper-parameters" in message
+    assert "learning_rate: 0.003 -> 0.001; seed: 0 -> 1)" in message  # logging_steps changes nothing trained
+    assert recipe(out) == started
+    train.run_stage(str(SMOKE_RECIPE), flags(assets, out, *changed, "--resume_with_changes", "true"))
+    record = recipe(out)
+    assert (record["learning_rate"], record["seed"]) == (0.001, 1)  # the values from step 3 on ...
+    (resume,) = record["resumes"]
+    assert resume["step"] == 3  # ... and the ones before
+    assert resume["changes"] == {"learning_rate": {"before": 0.003, "after": 0.001}, "seed": {"before": 0, "after": 1}}
+    assert global_step(out) == 10
+
+
+def test_a_resume_that_saves_nothing_records_nothing(monkeypatch, assets, tmp_path):
+    out = tmp_path / "run"
+    run_killed(monkeypatch, assets, out, KillAt(4))
+    started = recipe(out)
+    allowed = ("--resume_from_checkpoint", "true", "--learning_rate", "1e-3", "--resume_with_changes", "true")
+    run_killed(monkeypatch, assets, out, KillAt(5), *allowed)  # killed again before its first new checkpoint
+    assert recipe(out) == started  # checkpoint-3 still holds what the first attempt trained
+    with pytest.raises(RecipeError, match=r"learning_rate: 0\.003 -> 0\.001"):
+        train.run_stage(
+            str(SMOKE_RECIPE), flags(assets, out, "--resume_from_checkpoint", "true", "--learning_rate", "1e-3")
+        )
+
+
+def test_failure_before_the_first_checkpoint_leaves_the_dir_usable(monkeypatch, assets, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    run_killed(monkeypatch, assets, out, KillAt(2))
+    assert sorted(p.name for p in out.iterdir()) == ["divalign_recipe.yaml"]
+    train.run_stage(str(SMOKE_RECIPE), flags(assets, out))  # the same command, nothing removed by hand
+    assert same_weights(weights(out), weights(uninterrupted))
+
+
+# One run per output directory
+
+
+def write_lock(directory: Path, **owner) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / LOCK_FILE).write_text(json.dumps({**owner_record(), **owner}))
+    return directory / LOCK_FILE
+
+
+def test_a_second_run_into_a_locked_dir_is_refused(assets, tmp_path):
+    out = tmp_path / "run"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        write_lock(out, pid=sleeper.pid, pid_start_ticks=process_start_ticks(sleeper.pid), command="divalign.train x")
+        with pytest.raises(RunLockError) as caught:
+            train.run_stage(str(SMOKE_RECIPE), flags(assets, out))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    message = str(caught.value)
+    assert f"output_dir {out} is in use by another run: pid {sleeper.pid} on host {socket.gethostname()}" in message
+    assert "started 20" in message and "(divalign.train x)" in message and f"remove {out / LOCK_FILE}" in message
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # the other run's files untouched
+
+
+def test_a_stale_lock_is_taken_over(assets, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    write_lock(out, pid=gone.pid)
+    with pytest.warns(UserWarning, match=rf"took over the stale lock of pid {gone.pid} on host"):
+        train.run_stage(str(SMOKE_RECIPE), flags(assets, out))
+    assert same_weights(weights(out), weights(uninterrupted)) and not (out / LOCK_FILE).exists()
+
+
+def test_lock_owner_checks(tmp_path):
+    reused = write_lock(tmp_path / "reused", pid=os.getpid(), pid_start_ticks=-1)  # our pid, another process
+    with pytest.warns(UserWarning, match="took over the stale lock"), RunLock(reused.parent) as lock:
+        assert json.loads(reused.read_text())["token"] == lock.owner["token"]
+    assert not reused.exists()
+    live = write_lock(tmp_path / "live")
+    with pytest.raises(RunLockError, match="is in use by another run: pid"):
+        RunLock(live.parent).acquire()
+    remote = write_lock(tmp_path / "remote", host="gpu-node-17")
+    with pytest.raises(
+        RunLockError, match=r"in use by another run \(on another host: it cannot be checked from here\)"
+    ):
+        RunLock(remote.parent).acquire()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / LOCK_FILE).write_text("not json")
+    with pytest.raises(RunLockError, match="is not a divalign lock record"):
+        RunLock(tmp_path / "junk").acquire()
+
+
+@pytest.mark.slow
+def test_two_processes_refuse_a_locked_dir_together(assets, tmp_path):
+    """The main process checks the lock; the other rank gets the same error instead of waiting for it forever."""
+    out = tmp_path / "run"
+    write_lock(out, host="gpu-node-17")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m",
+               "divalign.train", str(SMOKE_RECIPE), *flags(assets, out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("divalign.train: error: output_dir")]
+    assert errors and all("is in use by another run (on another host" in line for line in errors), result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
