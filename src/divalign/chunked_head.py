@@ -96,9 +96,9 @@ def gather_lm_head(*params: torch.Tensor | None) -> AbstractContextManager:
     sharded = [p for p in params if p is not None and hasattr(p, "ds_id")]
     if not sharded:
         return nullcontext()
-    from trl.trainer.utils import maybe_gather_lm_head_ctx
+    from .compat import gather_zero3_params
 
-    return maybe_gather_lm_head_ctx(*sharded)
+    return gather_zero3_params(*sharded)
 
 
 class _ChunkedHeadFunction(torch.autograd.Function):

@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from unittest import mock
-
 import torch
 from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
+from .compat import add_train_tokens, total_train_tokens, trainer_metrics, trl_lm_head_adapter_check_lifted
 from .fused_head import select_head
 from .head_operands import UnsupportedHeadError, resolve_head
 from .loss_head_config import LossHeadSFTConfig
 from .loss_head_forward import LossHeadOutput, add_loss_head
 from .losses import LossSpec
-
-
-class _NotATunerLayer:
-    """Stands in for PEFT's ``BaseTunerLayer`` in TRL's head check: nothing is an instance of it."""
-
-
-@contextlib.contextmanager
-def _trl_head_adapter_check_lifted() -> Iterator[None]:
-    """Lift TRL's refusal of a PEFT adapter on ``lm_head`` while ``SFTTrainer.__init__`` runs.
-
-    TRL refuses it because *its* fused head reads ``lm_head.weight`` and would skip the adapter. This trainer's loss
-    head never uses TRL's head: it resolves the adapter itself (:func:`divalign.head_operands.resolve_head`, LoRA as
-    extra hidden columns) and refuses, right after, what it cannot reproduce exactly. If TRL's check moves, the check
-    stays in force and LoRA on the head is refused by TRL (the LoRA-head tests then fail loudly).
-    """
-    from trl.trainer import sft_trainer
-
-    if not hasattr(sft_trainer, "BaseTunerLayer"):
-        yield
-        return
-    with mock.patch.object(sft_trainer, "BaseTunerLayer", _NotATunerLayer):
-        yield
 
 
 class LossHeadSFTTrainer(SFTTrainer):
@@ -57,7 +32,7 @@ class LossHeadSFTTrainer(SFTTrainer):
     def __init__(self, *args, **kwargs):
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError(f"{type(self).__name__} computes its own loss; `compute_loss_func` cannot be passed.")
-        with _trl_head_adapter_check_lifted():
+        with trl_lm_head_adapter_check_lifted():
             super().__init__(*args, **kwargs)
         if not isinstance(self.args, LossHeadSFTConfig):
             raise TypeError(f"{type(self).__name__} needs a {LossHeadSFTConfig.__name__} subclass as `args`")
@@ -85,7 +60,7 @@ class LossHeadSFTTrainer(SFTTrainer):
         self._record_head_metrics(mode, outputs)
         if mode == "train":
             self._count_train_tokens(inputs)
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        trainer_metrics(self, mode)["num_tokens"] = [total_train_tokens(self)]
         if return_outputs:
             with torch.no_grad():
                 outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
@@ -105,7 +80,7 @@ class LossHeadSFTTrainer(SFTTrainer):
         # cuts what it gathers to the dataloader's remainder, which would drop whole sums (or part of this vector).
         num_valid, *sums = self.accelerator.reduce(local, reduction="sum").tolist()
         for name, total in zip(("nll", "entropy", "mean_token_accuracy"), sums, strict=True):
-            self._metrics[mode][name].append(total / num_valid if num_valid > 0 else 0.0)
+            trainer_metrics(self, mode)[name].append(total / num_valid if num_valid > 0 else 0.0)
 
     def _count_train_tokens(self, inputs: dict) -> None:
         if "attention_mask" in inputs:
@@ -115,4 +90,4 @@ class LossHeadSFTTrainer(SFTTrainer):
         else:
             raise ValueError("Expected 'attention_mask' or 'position_ids' in the batch")
         # A sum over ranks, never cut to the dataloader's remainder (see _record_head_metrics)
-        self._total_train_tokens += self.accelerator.reduce(local, reduction="sum").item() // self._tp_size
+        add_train_tokens(self, self.accelerator.reduce(local, reduction="sum").item() // self.get_tp_size())

@@ -13,12 +13,13 @@ def whole_model_loading() -> Iterator[None]:
     Inside a ZeRO-3 run, transformers' ``from_pretrained`` partitions a new model with ``zero.Init``: a collective
     every rank must enter, leaving empty parameters only a DeepSpeed engine can use. A helper model used outside the
     engine (by one rank, or by each rank on its own) must load unpartitioned, so the run's DeepSpeed config is
-    unset for the duration. This relies on transformers' module-level weak reference to that config.
+    unset for the duration (:func:`divalign.compat.active_hf_deepspeed_config` finds it).
     """
     from transformers.integrations import deepspeed as hf_deepspeed
 
-    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
-    active = ref() if ref is not None else None
+    from .compat import active_hf_deepspeed_config
+
+    active = active_hf_deepspeed_config()
     if active is None:
         yield
         return

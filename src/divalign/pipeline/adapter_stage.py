@@ -23,11 +23,12 @@ from ..stages.common import model_init_kwargs
 def load_trainable_adapter(base: str, adapter_dir: str, init_kwargs: dict[str, Any]) -> Any:
     """``base`` loaded as TRL would load it, with the adapter in ``adapter_dir`` attached and trainable."""
     from peft import PeftModel
-    from trl.trainer.utils import create_model_from_path
+
+    from ..compat import create_model_from_path
 
     model = PeftModel.from_pretrained(create_model_from_path(base, **init_kwargs), adapter_dir, is_trainable=True)
     # TRL loads the tokenizer from the config's path: make it the previous stage's, which the adapter dir holds
-    model.config._name_or_path = adapter_dir
+    model.config.name_or_path = adapter_dir
     return model
 
 

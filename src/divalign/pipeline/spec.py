@@ -141,10 +141,10 @@ def _list_flags(trainer: str) -> frozenset[str]:
     """Flags TRL's parser reads as several values (``--lora_target_modules q_proj v_proj``), not as one JSON string."""
     from trl import ModelConfig, ScriptArguments, TrlParser
 
+    from ..compat import multi_value_flags
     from ..train import STAGES
 
-    parser = TrlParser([ScriptArguments, STAGES[trainer].config_class, ModelConfig])
-    return frozenset(action.dest for action in parser._actions if action.nargs in ("+", "*"))
+    return multi_value_flags(TrlParser([ScriptArguments, STAGES[trainer].config_class, ModelConfig]))
 
 
 def _overrides(value: Any, where: str) -> dict[str, Any]:
