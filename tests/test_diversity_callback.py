@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,17 +16,11 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from divalign.diversity.callback import (
-    DiversityCallback,
-    DiversityConfig,
-    _shard,
-    load_probe_prompts,
-    preserve_rng_state,
-    render_prompt,
-)
+from divalign.diversity.callback import DiversityCallback, DiversityConfig, load_probe_prompts, preserve_rng_state
+from divalign.generation import render_prompt
 
 SCRIPTS = Path(__file__).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -204,6 +199,67 @@ def test_wandb_offline_run_has_diversity_curves_and_table(
     assert len(table["data"]) == 3 * 3
 
 
+def test_checkpoint_generation_config_does_not_change_the_samples(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    """The same weights with a generation_config.json asking for top_k=1 and repetition_penalty=1.5: `generate` would
+    merge both into the call (greedy-like duplicates); the callback's samples must not change."""
+    from transformers import GenerationConfig
+
+    custom = tmp_path / "custom_policy"
+    shutil.copytree(policy_dir, custom)
+    GenerationConfig(top_k=1, repetition_penalty=1.5, do_sample=True).save_pretrained(custom)
+    runs = {}
+    for name, policy in (("plain", policy_dir), ("custom", custom)):
+        callback = DiversityCallback(diversity_config(probe_file, every_steps=100, evaluate_last_step=False))
+        trainer = make_trainer(policy, tmp_path / name, callback, max_steps=1)
+        trainer.train()
+        runs[name] = (callback.last_samples, [e for e in trainer.state.log_history if "diversity/distinct_1" in e])
+    assert runs["custom"][0]["step"] == 0
+    assert runs["custom"][0]["samples"] == runs["plain"][0]["samples"]
+    assert runs["custom"][0]["token_ids"] == runs["plain"][0]["token_ids"]
+    assert runs["custom"][1] == runs["plain"][1]
+    # top_k=1 would have made every prompt's K samples identical
+    assert runs["custom"][1][0]["diversity/exact_dup_rate"] < 1.0
+    assert AutoModelForCausalLM.from_pretrained(custom).generation_config.top_k == 1  # the checkpoint is untouched
+
+
+class _Interrupt(TrainerCallback):
+    """Stop a run the hard way after `step` (the checkpoint written before it is all that survives)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resumed_run_continues_the_diversity_curves(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    """Killed after step 3 (last checkpoint: step 2) and resumed: every cadence step logged once, none missing, with
+    the uninterrupted run's values (the trajectory after resume is the same, and so is the sampling noise)."""
+    checkpoints = dict(save_strategy="steps", save_steps=2, max_steps=6)
+    whole = make_trainer(policy_dir, tmp_path / "whole", DiversityCallback(diversity_config(probe_file)), **checkpoints)
+    whole.train()
+
+    killed = make_trainer(
+        policy_dir, tmp_path / "killed", DiversityCallback(diversity_config(probe_file)), **checkpoints
+    )
+    killed.add_callback(_Interrupt(3))
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    resumed = make_trainer(
+        policy_dir, tmp_path / "killed", DiversityCallback(diversity_config(probe_file)), **checkpoints
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "killed" / "checkpoint-2"))
+
+    def curves(history: list[dict]) -> list[dict]:
+        keep = [e for e in history if "diversity/distinct_1" in e]
+        return [{k: v for k, v in e.items() if k.startswith("diversity/") or k == "step"} for e in keep]
+
+    assert diversity_steps(resumed.state.log_history) == [0, 2, 4, 6]
+    assert curves(resumed.state.log_history) == curves(whole.state.log_history)
+    assert loss_entries(resumed.state.log_history) == loss_entries(whole.state.log_history)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # fail fast
 
@@ -305,14 +361,6 @@ def test_render_prompt_uses_chat_template_or_plain_text():
     assert render_prompt("what is blue", tokenizer) == "what is blue"
     with pytest.raises(ValueError, match="chat template"):
         render_prompt([{"role": "user", "content": "hi"}], tokenizer)
-
-
-@pytest.mark.parametrize(("n", "world"), [(3, 2), (1, 4), (8, 3), (4, 4)])
-def test_shards_cover_prompts_once_with_equal_lengths(n: int, world: int):
-    shards = [_shard(n, rank, world) for rank in range(world)]
-    assert sorted(i for indices, _ in shards for i in indices) == list(range(n))
-    assert len({per_rank for _, per_rank in shards}) == 1  # every rank makes the same number of generate calls
-    assert all(len(indices) <= per_rank for indices, per_rank in shards)
 
 
 def test_preserve_rng_state_restores_all_generators():
