@@ -375,7 +375,7 @@ def test_preserve_rng_state_restores_all_generators():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# DeepSpeed ZeRO-3, 2 CPU processes
+# 1 process vs 2 processes: DDP, and DeepSpeed ZeRO-3 gathered and lock-step
 
 
 def _free_port() -> int:
@@ -384,10 +384,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_zero3_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: Path, tmp_path: Path):
-    """3 probe prompts over 2 ranks with one prompt per `generate` call: rank 0 makes 2 calls, rank 1 one real and one
-    dummy; without the padding, ZeRO-3's lock-step generation would hang (or fail with a collective mismatch).
+def _zero3_launcher(tmp_path: Path) -> list[str]:
+    """`accelerate launch` with DeepSpeed ZeRO-3 over 2 CPU processes.
 
     DeepSpeed on CPU settings that work (DeepSpeed 0.19, accelerate 1.15, transformers 5):
     - accelerate config `distributed_type: DEEPSPEED` with a `deepspeed_config_file` and no `use_cpu` (it silently
@@ -422,14 +420,70 @@ def test_zero3_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: P
         "num_processes: 2\n"
         f"main_process_port: {_free_port()}\n"
     )
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
-    report = _run_two_processes(launcher, [], policy_dir, probe_file, tmp_path / "out")
-    assert report["num_processes"] == 2 and report["zero_stage"] == 3
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
+
+
+@pytest.fixture(scope="module")
+def one_process(policy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """The reference: the same script in one plain process."""
+    out = tmp_path_factory.mktemp("one_process")
+    probe = out / "probe.jsonl"
+    probe.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:3]))
+    return _run_script([sys.executable], [], policy_dir, probe, out / "out"), probe
+
+
+def _assert_same_step0(report: dict, reference: dict) -> None:
+    """The step-0 evaluation has the reference's samples and token ids, bit for bit, and its metrics: the token
+    metrics exactly, the embedding ones up to float rounding (the embedder's matmuls run with another thread count)."""
+    assert report["evaluations"]["0"] == reference["evaluations"]["0"]
+
+    def metrics(history: list[dict]) -> dict:
+        (entry,) = [e for e in history if e["step"] == 0 and "diversity/distinct_1" in e]
+        return {k: v for k, v in entry.items() if k.startswith("diversity/")}
+
+    got, expected = metrics(report["log_history"]), metrics(reference["log_history"])
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        semantic = key.startswith(("diversity/sbert", "diversity/vendi"))
+        assert got[key] == (pytest.approx(value, rel=1e-6) if semantic else value), key
+
+
+def _generate_calls(out: Path) -> list[list[bool]]:
+    return [json.loads((out / f"generate_calls_rank{rank}.json").read_text()) for rank in range(2)]
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: Path, tmp_path: Path):
-    """DDP over gloo (torchrun; `use_cpu=True` so that accelerate treats the CPU ranks as one distributed run)."""
+def test_zero3_two_processes_gathered_and_lockstep_match_one_process(
+    policy_dir: Path, one_process: tuple[dict, Path], tmp_path: Path
+):
+    """3 probe prompts, one per `generate` call, over 2 ranks: rank 0 samples prompts 0 and 2, rank 1 prompt 1. The
+    step-0 samples and every metric equal the single-process run's (the sampling noise is keyed by prompt, not by rank
+    or process count). Gathered (the default): each rank generates its own share locally, rank 1 with one call fewer.
+    Lock-step (`ds3_gather_for_generation: false`): every call is `synced_gpus` and rank 1 adds a dummy call, or the
+    ranks would hang; both paths sample the same completions at every evaluation."""
+    reference, probe = one_process
+    reports = {}
+    for mode, extra in (("gathered", []), ("lockstep", ["--lockstep"])):
+        out = tmp_path / mode
+        reports[mode] = _run_script(_zero3_launcher(tmp_path), extra, policy_dir, probe, out)
+        assert reports[mode]["num_processes"] == 2 and reports[mode]["zero_stage"] == 3
+        _assert_same_step0(reports[mode], reference)
+        calls = _generate_calls(out)
+        evaluations = len(diversity_steps(reports[mode]["log_history"]))
+        if mode == "gathered":
+            assert calls == [[False] * 2 * evaluations, [False] * evaluations]
+        else:
+            assert calls == [[True] * 2 * evaluations, [True] * 2 * evaluations]
+    assert reports["lockstep"]["evaluations"] == reports["gathered"]["evaluations"]
+    for got, expected in zip(_curves(reports["lockstep"]), _curves(reports["gathered"]), strict=True):
+        assert got == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(policy_dir: Path, one_process: tuple[dict, Path], tmp_path: Path):
+    """DDP over gloo (torchrun; `use_cpu=True` so that accelerate treats the CPU ranks as one distributed run): the
+    step-0 samples and metrics equal the single-process run's; no lock-step."""
+    reference, probe = one_process
     launcher = [
         sys.executable,
         "-m",
@@ -439,24 +493,35 @@ def test_ddp_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: Pat
         "--master_port",
         str(_free_port()),
     ]
-    report = _run_two_processes(launcher, ["--use-cpu"], policy_dir, probe_file, tmp_path / "out")
+    report = _run_script(launcher, ["--use-cpu"], policy_dir, probe, tmp_path / "out")
     assert report["num_processes"] == 2 and report["zero_stage"] is None
+    _assert_same_step0(report, reference)
+    evaluations = len(diversity_steps(report["log_history"]))
+    assert _generate_calls(tmp_path / "out") == [[False] * 2 * evaluations, [False] * evaluations]
 
 
-def _run_two_processes(launcher: list[str], extra: list[str], policy: Path, probe: Path, out: Path) -> dict:
+def _curves(report: dict) -> list[dict]:
+    return [
+        {k: v for k, v in e.items() if k.startswith("diversity/")}
+        for e in report["log_history"]
+        if "diversity/distinct_1" in e
+    ]
+
+
+def _run_script(launcher: list[str], extra: list[str], policy: Path, probe: Path, out: Path) -> dict:
     """Run tests/scripts/diversity_train.py under `launcher`, check the shared expectations, return its report."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH")]))
     script = [str(SCRIPTS / "diversity_train.py"), str(policy), str(probe), str(out), "--max-steps", "4"]
-    result = subprocess.run([*launcher, *script, "--every-steps", "2", *extra], env=env, capture_output=True,
-                            text=True, timeout=240)  # fmt: skip
+    command = [*launcher, *script, "--every-steps", "2", *extra]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
 
     report = json.loads((out / "diversity_report.json").read_text())
     assert diversity_steps(report["log_history"]) == [0, 2, 4]
     assert [e["step"] for e in report["log_history"] if "loss" in e] == [1, 2, 3, 4]
     assert all(np.isfinite(e["diversity/sbert"]) for e in report["log_history"] if "diversity/sbert" in e)
-    # Every prompt exactly once, in order, after the gather (the dummy padding prompt was dropped).
+    # Every prompt exactly once, in order, after the gather (no dummy batch among them).
     assert [p.split("<|user|> ")[1].split(" <eos>")[0] for p in report["last_prompts"]] == PROMPTS[:3]
     assert [len(group) for group in report["last_samples"]] == [3, 3, 3]
     return report
