@@ -317,9 +317,10 @@ def sample_completions(
     rank: int = 0,
     world: int = 1,
     lockstep: bool = False,
+    cut: bool = True,
 ) -> dict[int, list[list[int]]]:
-    """K completions of this rank's share of the prompts, cut before their first stop or pad token:
-    `{prompt index: ids}`.
+    """K completions of this rank's share of the prompts, cut before their first stop or pad token (raw, up to
+    `max_new_tokens`, with `cut=False`): `{prompt index: ids}`.
 
     With `world > 1` the batches are dealt round-robin over ranks (`rank_batches`); `lockstep` generates with
     `synced_gpus` and dummy batches, for sharded parameters (ZeRO-3 without gathering, FSDP).

@@ -93,7 +93,7 @@ def matched_difference(
         (rd, rq), (md, mq) = reference.points(prompts), model.points(prompts)
         draws[b] = quality_at(md, mq, levels) - quality_at(rd, rq, levels)
     low, high = _percentiles(draws)
-    means = np.nanmean(draws, axis=1) if n_bootstrap else np.zeros(0)
+    means = _nanmean(draws) if n_bootstrap else np.zeros(0)
     mean_low, mean_high = _percentiles(means[:, None]) if n_bootstrap else ([math.nan], [math.nan])
     return MatchedDifference(
         levels=levels.tolist(),
