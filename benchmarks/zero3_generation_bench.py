@@ -93,7 +93,13 @@ def accelerate_config(args: argparse.Namespace, workdir: Path) -> Path:
     auto = {
         key: "auto" for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
     }
-    ds.write_text(json.dumps({"zero_optimization": {"stage": 3}, **auto, "zero_force_ds_cpu_optimizer": False}))
+    config = {
+        "zero_optimization": {"stage": 3},
+        **auto,
+        "bf16": {"enabled": "auto"},
+        "zero_force_ds_cpu_optimizer": False,
+    }
+    ds.write_text(json.dumps(config))
     path = workdir / "accelerate_zero3.yaml"
     path.write_text(
         "compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config:\n"

@@ -60,8 +60,32 @@ def test_nli_scorer_loads_lazily_and_reorders_labels(tiny_nli_model):
     probs = scorer.probabilities(["a cat sat", "a dog", "cat"], ["a dog sat", "a cat", "dog"])
     assert probs.shape == (3, 3)
     assert probs.sum(axis=1) == pytest.approx(np.ones(3), abs=1e-5)
-    assert scorer._label_index == (2, 1, 0)  # entailment, neutral, contradiction
-    assert -1.0 <= nli_diversity(["a cat", "a dog", "dog sat"], scorer) <= 1.0
+    # the model's own label order is (contradiction, neutral, entailment): the scorer's columns must be its softmax
+    # read in the order (entailment, neutral, contradiction); the raw probabilities differ per column, so any other
+    # permutation fails
+    raw = _raw_probabilities(tiny_nli_model, ["a cat sat", "a dog", "cat"], ["a dog sat", "a cat", "dog"])
+    assert probs == pytest.approx(raw[:, [2, 1, 0]], abs=1e-6)
+    assert not np.allclose(raw[:, [2, 1, 0]], raw, atol=1e-3)
+    texts = ["a cat", "a dog", "dog sat"]
+    pairs = [(a, b) for i, a in enumerate(texts) for j, b in enumerate(texts) if i != j]
+    pair_probs = _raw_probabilities(tiny_nli_model, [p for p, _ in pairs], [h for _, h in pairs])
+    # NLI diversity = mean over the 6 ordered pairs of P(contradiction) - P(entailment), from the model's own labels
+    expected = float(np.mean(pair_probs[:, 0] - pair_probs[:, 2]))
+    assert nli_diversity(texts, scorer) == pytest.approx(expected, abs=1e-6)
+
+
+def _raw_probabilities(path, premises, hypotheses) -> np.ndarray:
+    """Softmax of the classifier's logits, one pair at a time, in the model's own label order."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    rows = []
+    for premise, hypothesis in zip(premises, hypotheses, strict=True):
+        with torch.no_grad():
+            rows.append(model(**tokenizer(premise, hypothesis, return_tensors="pt")).logits.softmax(-1)[0].numpy())
+    return np.stack(rows)
 
 
 def test_nli_scorer_bad_model_names_it(tmp_path):

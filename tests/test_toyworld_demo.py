@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,8 +30,16 @@ def _table_rows(markdown: str, heading: str) -> list[list[str]]:
     return rows
 
 
+def _interpolate(points: list[tuple[float, float]], level: float) -> float:
+    """Linear interpolation by hand between the (diversity, quality) points around `level`."""
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x0 <= level <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (level - x0) / (x1 - x0)
+    return math.nan
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
@@ -52,10 +62,32 @@ def test_quick_demo_end_to_end(tmp_path):
     sampled = _table_rows(report, "### SFT prompts (seen)")
     assert sampled[0] == ["model", *(title for _, title in SAMPLED_COLUMNS)]
     results = json.loads((out / "results.json").read_text())
+    num_samples = results["plan"]["num_samples"]
+    seen = 45  # 15 seen categories x 3 phrasings
     for label in ("CE SFT", "TOFU SFT", "GEM SFT"):
-        exact = results["results"][label]["seen"]["exact"]
-        assert 0.0 <= exact["validity"] <= 1.0 and exact["entropy"] >= 0.0
+        scores = results["results"][label]["seen"]
+        # two independent routes to one number: the exact valid mass (a forward pass over every answer) and the
+        # share of valid answers among the generated samples; they agree within 5 standard errors
+        exact, sampled = scores["exact"]["validity"], scores["sampled"]["validity"]
+        assert abs(exact - sampled) < 5 * math.sqrt(max(exact * (1 - exact), 1e-4) / (seen * num_samples)), label
         assert len(results["trajectories"][label.split()[0]]) >= 2  # step 0 and at least one checkpoint
+        # the frontier at T = 1 is the exact table's point
+        point = results["frontier"]["points"][label]["1"]
+        assert point["quality"] == pytest.approx(scores["exact"]["validity"])
+        assert point["diversity"] == pytest.approx(scores["exact"]["coverage"])
+    frontier = results["frontier"]
+    assert frontier["reference"] == "CE SFT" and set(frontier["comparisons"]) == {
+        "TOFU SFT",
+        "GEM SFT",
+        "base (plain format)",
+    }
+    for name, comparison in frontier["comparisons"].items():
+        points = sorted((p["diversity"], p["quality"]) for p in frontier["points"][name].values())
+        reference = sorted((p["diversity"], p["quality"]) for p in frontier["points"]["CE SFT"].values())
+        for level, difference in zip(comparison["levels"], comparison["difference"], strict=True):
+            assert difference == pytest.approx(_interpolate(points, level) - _interpolate(reference, level)), name
+    assert "## Quality–diversity frontier (exact, SFT prompts; `frontier.png`)" in report
+    assert (out / "frontier.png").stat().st_size > 0
     for figure in results["figures"]:
         assert Path(figure).stat().st_size > 0
     # the runs went through divalign.train with W&B offline
