@@ -94,7 +94,8 @@ def accelerate_config(args: argparse.Namespace, workdir: Path) -> Path:
         key: "auto" for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
     }
     config = {
-        "zero_optimization": {"stage": 3},
+        # every parameter partitioned, as in a large model (DeepSpeed keeps small ones whole by default)
+        "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
         **auto,
         "bf16": {"enabled": "auto"},
         "zero_force_ds_cpu_optimizer": False,

@@ -321,6 +321,9 @@ def test_from_dict_maps_the_recipe_block():
         ({"prompts": "p.txt", "metrics": ["pass_at_1"]}, "verifier or an NLI model"),
         ({"prompts": "p.txt", "metrics": ["vendi_1"], "embedding_model": None}, "need diversity.embedding_model"),
         ({"prompts": ""}, "empty string"),
+        ({"prompts": "p.txt", "seed": -1}, "seed must be >= 0"),
+        ({"prompts": "p.txt", "batch_size": 0}, "batch_size must be >= 1"),
+        ({"prompts": "p.txt", "ds3_gather_for_generation": "yes"}, "ds3_gather_for_generation must be of type bool"),
         (["prompts"], "must be a mapping"),
     ],
 )
@@ -391,7 +394,7 @@ def _zero3_launcher(tmp_path: Path) -> list[str]:
     - accelerate config `distributed_type: DEEPSPEED` with a `deepspeed_config_file` and no `use_cpu` (it silently
       disables DeepSpeed) and no `mixed_precision` key (accelerate refuses it next to a config file);
     - DeepSpeed config: ZeRO stage 3, batch sizes "auto", `"zero_force_ds_cpu_optimizer": false` so the Trainer's
-      torch AdamW is accepted;
+      torch AdamW is accepted; `stage3_param_persistence_threshold: 0`, or a tiny model is not partitioned at all;
     - env `DS_ACCELERATOR=cpu`, `CUDA_VISIBLE_DEVICES=""`; trainer args `ddp_backend="gloo"`, `bf16=False`;
     - the first run JIT-builds DeepSpeed's `deepspeed_shm_comm_op` into ~/.cache/torch_extensions (about 2 min once).
     """
@@ -399,7 +402,8 @@ def _zero3_launcher(tmp_path: Path) -> list[str]:
     ds_config.write_text(
         json.dumps(
             {
-                "zero_optimization": {"stage": 3},
+                # every parameter partitioned, even the tiny policy's (DeepSpeed keeps small ones whole by default)
+                "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
                 "train_micro_batch_size_per_gpu": "auto",
                 "gradient_accumulation_steps": "auto",
                 "train_batch_size": "auto",
@@ -456,14 +460,15 @@ def _generate_calls(out: Path) -> list[list[bool]]:
 def test_zero3_two_processes_gathered_and_lockstep_match_one_process(
     policy_dir: Path, one_process: tuple[dict, Path], tmp_path: Path
 ):
-    """3 probe prompts, one per `generate` call, over 2 ranks: rank 0 samples prompts 0 and 2, rank 1 prompt 1. The
-    step-0 samples and every metric equal the single-process run's (the sampling noise is keyed by prompt, not by rank
-    or process count). Gathered (the default): each rank generates its own share locally, rank 1 with one call fewer.
-    Lock-step (`ds3_gather_for_generation: false`): every call is `synced_gpus` and rank 1 adds a dummy call, or the
-    ranks would hang; both paths sample the same completions at every evaluation."""
+    """3 probe prompts over 2 ranks. The step-0 samples and every metric equal the single-process run's (the
+    sampling noise is keyed by prompt, not by rank, process count or batch). Gathered (the default), all 3 prompts in
+    one `generate` batch: rank 0 samples it locally and rank 1 has nothing to generate (the ranks must not wait on
+    each other inside `generate`). Lock-step (`ds3_gather_for_generation: false`), one prompt per batch: rank 0
+    samples prompts 0 and 2, rank 1 prompt 1 and a dummy batch, every call `synced_gpus`, or the ranks would hang.
+    Both sample the same completions at every evaluation."""
     reference, probe = one_process
     reports = {}
-    for mode, extra in (("gathered", []), ("lockstep", ["--lockstep"])):
+    for mode, extra in (("gathered", ["--batch-size", "3"]), ("lockstep", ["--lockstep"])):
         out = tmp_path / mode
         reports[mode] = _run_script(_zero3_launcher(tmp_path), extra, policy_dir, probe, out)
         assert reports[mode]["num_processes"] == 2 and reports[mode]["zero_stage"] == 3
@@ -471,7 +476,7 @@ def test_zero3_two_processes_gathered_and_lockstep_match_one_process(
         calls = _generate_calls(out)
         evaluations = len(diversity_steps(reports[mode]["log_history"]))
         if mode == "gathered":
-            assert calls == [[False] * 2 * evaluations, [False] * evaluations]
+            assert calls == [[False] * evaluations, []]
         else:
             assert calls == [[True] * 2 * evaluations, [True] * 2 * evaluations]
     assert reports["lockstep"]["evaluations"] == reports["gathered"]["evaluations"]

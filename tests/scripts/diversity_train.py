@@ -4,7 +4,7 @@ world size, ZeRO stage, the samples of every evaluation) and, per rank, OUTPUT_D
 `synced_gpus` flag of each `generate` call that rank made).
 
 Usage: python diversity_train.py MODEL_DIR PROBE_FILE OUTPUT_DIR [--max-steps N] [--every-steps N] [--use-cpu]
-       [--lockstep]
+       [--lockstep] [--batch-size N]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--every-steps", type=int, default=2)
     parser.add_argument("--use-cpu", action="store_true", help="DDP on CPU under torchrun (not with DeepSpeed)")
     parser.add_argument("--lockstep", action="store_true", help="ZeRO-3: ds3_gather_for_generation false")
+    parser.add_argument("--batch-size", type=int, default=1, help="prompts per generate call")
     cli = parser.parse_args()
 
     # The SFTConfig comes first: under ZeRO-3 it sets up the process group and the DeepSpeed config that
@@ -87,7 +88,7 @@ def main() -> None:
         every_steps=cli.every_steps,
         samples_per_prompt=3,
         max_new_tokens=6,
-        batch_size=1,  # one prompt per generate call: ranks with 2 and 1 real prompts make different call counts
+        batch_size=cli.batch_size,  # 1: ranks with 2 and 1 prompts make different numbers of generate calls
         table_every_steps=0,
         metrics=["distinct_1", "distinct_2", "ead", "exact_dup_rate", "sbert"],
         embedding_model="all-MiniLM-L6-v2",

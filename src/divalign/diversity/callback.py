@@ -405,23 +405,56 @@ class DiversityCallback(TrainerCallback):
 @contextlib.contextmanager
 def _generation_model(trainer: Any, gather: bool) -> Iterator[Any]:
     """The policy ready to generate, in eval mode: TRL's `unwrap_model_for_generation` (under ZeRO-3 with `gather`,
-    the weights gathered once for the whole evaluation; gradient checkpointing off meanwhile), back in its training
-    mode afterwards."""
+    the weights gathered once for the whole evaluation and DeepSpeed's module hooks removed; gradient checkpointing
+    off meanwhile), back in its training mode afterwards."""
     from trl.models.utils import unwrap_model_for_generation
 
     args = trainer.args
-    with unwrap_model_for_generation(
-        trainer.model_wrapped,
-        trainer.accelerator,
-        gather_deepspeed3_params=gather,
-        gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None),
-    ) as model:
+    with (
+        unwrap_model_for_generation(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gather_deepspeed3_params=gather,
+            gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None),
+        ) as model,
+        _zero3_generation_state(trainer.model_wrapped, gathered=gather),
+    ):
         was_training = model.training
         model.eval()
         try:
             yield model
         finally:
             model.train(was_training)
+
+
+@contextlib.contextmanager
+def _zero3_generation_state(engine: Any, gathered: bool) -> Iterator[None]:
+    """Keep ZeRO-3's parameter bookkeeping out of the evaluation's way (a no-op without ZeRO-3).
+
+    - With gathered weights, also lift the root pre-forward hook (TRL's `remove_hooks` leaves it): it resets the
+      parameter coordinator at every forward and, while that has no complete trace, broadcasts to check the ranks
+      agree — a collective in every forward, which hangs the ranks as soon as one generates more often than another
+      (a rank with fewer prompt batches, or none). It is put back first in line, where DeepSpeed put it.
+    - Afterwards, invalidate the coordinator's recorded module trace (as TRL's `add_hooks` does): the generation's
+      forwards would otherwise stand as the trace of a training step, and before the first step that releases
+      parameters the backward still needs (DeepSpeed 0.19: "size of tensor a (0) must match ...").
+    """
+    offload = getattr(getattr(engine, "optimizer", None), "parameter_offload", None)
+    coordinator = getattr(offload, "param_coordinator", None)
+    if coordinator is None:
+        yield
+        return
+    handle = getattr(offload, "fwd_pre_hook", None) if gathered else None
+    hook = offload.module._forward_pre_hooks.get(handle.id) if handle is not None else None
+    if hook is not None:
+        handle.remove()
+    try:
+        yield
+    finally:
+        if hook is not None:
+            offload.fwd_pre_hook = offload.module.register_forward_pre_hook(hook, prepend=True)
+        if not coordinator.is_invalid_trace():
+            coordinator._invalidate_trace()
 
 
 def _topology(accelerator: Any) -> tuple[int, int, bool]:
