@@ -129,7 +129,7 @@ def run_mode(args: argparse.Namespace, workdir: Path, mode: str) -> dict:
 
 
 def _forwarded(args: argparse.Namespace) -> list[str]:
-    keys = ("device", "prompts", "samples", "new_tokens", "evaluations")
+    keys = ("device", "processes", "prompts", "samples", "new_tokens", "evaluations")
     return [item for key in keys for item in (f"--{key.replace('_', '-')}", str(getattr(args, key)))]
 
 
@@ -189,7 +189,7 @@ def worker(args: argparse.Namespace) -> None:
         samples_per_prompt=args.samples,
         max_new_tokens=args.new_tokens,
         every_steps=1,
-        batch_size=args.prompts,
+        batch_size=-(-args.prompts // args.processes),  # one generate batch per rank
         table_every_steps=0,
         metrics=["distinct_1", "distinct_2"],
         embedding_model=None,
