@@ -4,6 +4,7 @@ import itertools
 import json
 import math
 import shutil
+import sys
 from collections import Counter
 
 import datasets
@@ -26,7 +27,7 @@ from divalign.diversity import DEFAULT_EVAL_METRICS
 from divalign.diversity.answers import final_answer_matches
 from divalign.evaluation import evaluate_lineage, load_prompts, parse_model_spec
 from divalign.evaluation.prompts import load_verifier
-from divalign.generation import SeededSampler
+from divalign.generation import SeededSampler, encode_prompt, prompt_seed
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WORDS = ["<pad>", "<s>", "</s>", "<unk>", "user", "assistant", ":", "say", "a", "word"] + [f"w{i}" for i in range(30)]
@@ -432,3 +433,50 @@ def test_verifier_spec():
         load_verifier("no_colon")
     with pytest.raises(ValueError, match="no callable 'nope'"):
         load_verifier("divalign.diversity.answers:nope")
+
+
+def test_vllm_backend_pins_the_same_settings_and_seeds_each_prompt(lineage, prompts, tmp_path, monkeypatch):
+    """vLLM is not installed here: a stand-in module records what `divalign eval --backend vllm` asks of it."""
+    import importlib.machinery
+    import types
+
+    from transformers import AutoTokenizer
+
+    calls = {}
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls["llm"] = kwargs
+
+        def get_tokenizer(self):
+            return AutoTokenizer.from_pretrained(lineage[0][1])
+
+        def generate(self, inputs, params):
+            calls["inputs"], calls["params"] = inputs, params
+            row = types.SimpleNamespace
+            # every completion: "w1 w2" then EOS (2) and a pad (0) that must be cut
+            return [row(outputs=[row(token_ids=[11, 12, 2, 0])] * p.kwargs["n"]) for p in params]
+
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    fake.LLM, fake.SamplingParams = LLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    settings = dict(num_samples=3, max_new_tokens=5, temperature=0.9, top_p=0.95, seed=4, metrics=["distinct_1"])
+    results = evaluate_lineage(lineage[:1], prompts, backend="vllm", n_bootstrap=10, out_dir=tmp_path / "v", **settings)
+    assert calls["llm"] == {"model": lineage[0][1], "seed": 4, "generation_config": "vllm"}
+    params = [p.kwargs for p in calls["params"]]
+    assert [p["seed"] for p in params] == [prompt_seed(4, i) for i in range(3)]  # one seed per prompt
+    assert len({p["seed"] for p in params}) == 3
+    for p in params:
+        assert (p["n"], p["temperature"], p["top_p"], p["top_k"], p["max_tokens"]) == (3, 0.9, 0.95, -1, 5)
+        assert (p["min_p"], p["repetition_penalty"], p["presence_penalty"], p["frequency_penalty"]) == (0, 1, 0, 0)
+        assert p["min_tokens"] == 0 and p["stop_token_ids"] == [2]
+    # the prompts pre-tokenised through the chat template, exactly as the HF backend renders them
+    tokenizer = AutoTokenizer.from_pretrained(lineage[0][1])
+    assert calls["inputs"][0]["prompt_token_ids"] == encode_prompt("say a word", tokenizer)
+    samples = read_samples(tmp_path / "v", "base")
+    assert samples[0]["token_ids"] == [[11, 12]] * 3 and results["models"][0]["metrics"]["distinct_1"]["mean"] == 2 / 6
