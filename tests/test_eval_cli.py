@@ -285,8 +285,9 @@ def test_frontier_over_temperatures(lineage, prompts, tmp_path):
         curves[model["name"]] = sorted(points)
     comparison = frontier["comparisons"]["sft"]
 
-    def at(points, level):  # linear interpolation by hand
-        for (x0, y0), (x1, y1) in itertools.pairwise(points):
+    def at(points, level):  # linear interpolation by hand, between the points no other point beats on both axes
+        kept = [(x, y) for x, y in points if not any(a >= x and b >= y and (a, b) != (x, y) for a, b in points)]
+        for (x0, y0), (x1, y1) in itertools.pairwise(sorted(kept)):
             if x0 <= level <= x1:
                 return y0 if x1 == x0 else y0 + (y1 - y0) * (level - x0) / (x1 - x0)
         return math.nan

@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from divalign.evaluation.frontier import FrontierCurve, difference_table, matched_difference, quality_at, shared_levels
+from divalign.evaluation.frontier import (
+    FrontierCurve,
+    difference_table,
+    efficient,
+    matched_difference,
+    quality_at,
+    shared_levels,
+)
 
 
 def test_quality_at_interpolates_between_points_in_diversity_order_and_never_extrapolates():
@@ -17,6 +24,16 @@ def test_quality_at_interpolates_between_points_in_diversity_order_and_never_ext
     assert got[:4] == pytest.approx([0.9, 0.8, 0.5, 0.3])  # 0.9 + (0.7 - 0.9) * 0.5 ; 0.7 + (0.3 - 0.7) * 0.5
     assert math.isnan(got[4]) and math.isnan(got[5])
     assert math.isnan(quality_at([math.nan], [1.0], [0.5])[0])
+
+
+def test_frontier_keeps_only_the_efficient_points():
+    """Past its most diverse temperature a model loses quality and diversity together: (0.6, 0.2) is beaten by
+    (0.8, 0.3) on both, so the frontier runs from (0.5, 0.7) straight to (0.8, 0.3)."""
+    diversity, quality = [0.2, 0.5, 0.8, 0.6], [0.9, 0.7, 0.3, 0.2]
+    assert [p.tolist() for p in efficient(diversity, quality)] == [[0.2, 0.5, 0.8], [0.9, 0.7, 0.3]]
+    assert quality_at(diversity, quality, [0.65])[0] == pytest.approx(0.7 + (0.3 - 0.7) * 0.15 / 0.3)
+    # equal diversity: only the better one counts
+    assert [p.tolist() for p in efficient([0.3, 0.3, 0.1], [0.5, 0.8, 0.9])] == [[0.1, 0.3], [0.9, 0.8]]
 
 
 def test_shared_levels_span_the_overlap():

@@ -31,8 +31,10 @@ def _table_rows(markdown: str, heading: str) -> list[list[str]]:
 
 
 def _interpolate(points: list[tuple[float, float]], level: float) -> float:
-    """Linear interpolation by hand between the (diversity, quality) points around `level`."""
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+    """Linear interpolation by hand between the (diversity, quality) points around `level`, among the points that no
+    other point beats on both axes."""
+    kept = [(x, y) for x, y in points if not any(a >= x and b >= y and (a, b) != (x, y) for a, b in points)]
+    for (x0, y0), (x1, y1) in itertools.pairwise(sorted(kept)):
         if x0 <= level <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (level - x0) / (x1 - x0)
     return math.nan

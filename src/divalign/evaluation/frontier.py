@@ -1,12 +1,13 @@
 """The quality–diversity frontier: each model sampled at several temperatures, quality against diversity.
 
 Diversity can be bought with temperature, so "model B is more diverse than model A" says little unless B also keeps
-more quality at the same diversity. A model's frontier is its (diversity, quality) points across temperatures; two
+more quality at the same diversity. A model's (diversity, quality) points across temperatures trace a curve; its
+frontier is the Pareto-efficient part of it — the points no other temperature beats on both diversity and quality
+(past some temperature, sampling noise lowers quality and diversity alike, and those points are dominated). Two
 models are compared at matched diversity: each frontier is interpolated linearly in the diversity metric between its
-sampled temperatures (points ordered by diversity), and the quality difference is read at evenly spaced diversity
-levels inside the range both frontiers cover (never extrapolated). The 95 % CIs come from a percentile bootstrap
-over prompts, resampled jointly for both models and every temperature (the prompts are paired), so each resample
-re-draws both frontiers.
+efficient points, and the quality difference is read at evenly spaced diversity levels inside the range both
+frontiers cover (never extrapolated). The 95 % CIs come from a percentile bootstrap over prompts, resampled jointly
+for both models and every temperature (the prompts are paired), so each resample re-draws both frontiers.
 """
 
 from __future__ import annotations
@@ -52,19 +53,30 @@ def _nanmean(values: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def quality_at(diversity: Sequence[float], quality: Sequence[float], levels: Sequence[float]) -> np.ndarray:
-    """Quality of one frontier at `levels` of diversity: linear between its points ordered by diversity, NaN
-    outside the diversity range it covers."""
+def efficient(diversity: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The Pareto-efficient (diversity, quality) points, by increasing diversity (and so decreasing quality): those
+    that no other point matches or beats on both, with one strictly better."""
     d, q = np.asarray(diversity, dtype=np.float64), np.asarray(quality, dtype=np.float64)
     keep = ~(np.isnan(d) | np.isnan(q))
-    if keep.sum() == 0:
+    d, q = d[keep], q[keep]
+    dominated = [bool(np.any((d >= di) & (q >= qi) & ((d > di) | (q > qi)))) for di, qi in zip(d, q, strict=True)]
+    d, q = d[~np.array(dominated, dtype=bool)], q[~np.array(dominated, dtype=bool)]
+    order = np.lexsort((-q, d))
+    return d[order], q[order]
+
+
+def quality_at(diversity: Sequence[float], quality: Sequence[float], levels: Sequence[float]) -> np.ndarray:
+    """Quality of one frontier at `levels` of diversity: linear between its efficient points, NaN outside the
+    diversity range they cover."""
+    d, q = efficient(diversity, quality)
+    if not d.size:
         return np.full(len(levels), np.nan)
-    order = np.argsort(d[keep], kind="stable")
-    return np.interp(np.asarray(levels, dtype=np.float64), d[keep][order], q[keep][order], left=np.nan, right=np.nan)
+    return np.interp(np.asarray(levels, dtype=np.float64), d, q, left=np.nan, right=np.nan)
 
 
 def shared_levels(first: Sequence[float], second: Sequence[float], count: int = 5) -> np.ndarray:
-    """`count` evenly spaced diversity levels spanning the range both frontiers cover (empty when disjoint)."""
+    """`count` evenly spaced diversity levels spanning the range both frontiers cover (empty when disjoint); the
+    arguments are the diversities of each frontier's efficient points."""
     a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
     a, b = a[~np.isnan(a)], b[~np.isnan(b)]
     if not a.size or not b.size:
@@ -81,7 +93,7 @@ def matched_difference(
     """`model`'s quality minus `reference`'s at `count` shared diversity levels, with bootstrap CIs over prompts."""
     ref_d, ref_q = reference.points()
     mod_d, mod_q = model.points()
-    levels = shared_levels(ref_d, mod_d, count)
+    levels = shared_levels(efficient(ref_d, ref_q)[0], efficient(mod_d, mod_q)[0], count)
     if not levels.size:
         return MatchedDifference([], [], [], [])
     point = quality_at(mod_d, mod_q, levels) - quality_at(ref_d, ref_q, levels)
@@ -149,23 +161,25 @@ def plot_frontiers(
     quality_name: str,
     title: str | None = None,
 ) -> Path:
-    """One frontier curve per model: `curves[name] = (temperatures, diversity, quality)`, points labelled by
-    temperature and joined in temperature order."""
+    """One frontier per model: `curves[name] = (temperatures, diversity, quality)`. Every point is drawn, labelled
+    by its temperature and joined in temperature order (thin); the efficient frontier the comparison uses is the
+    thick line."""
     from matplotlib.figure import Figure  # the Figure API needs no GUI backend
 
     fig = Figure(figsize=(6.5, 5))
     ax = fig.subplots()
     for name, (temperatures, diversity, quality) in curves.items():
         order = np.argsort(np.asarray(temperatures, dtype=np.float64))
-        x, y = np.asarray(diversity)[order], np.asarray(quality)[order]
-        (line,) = ax.plot(x, y, marker="o", label=name)
+        x, y = np.asarray(diversity, dtype=np.float64)[order], np.asarray(quality, dtype=np.float64)[order]
+        (line,) = ax.plot(x, y, marker="o", markersize=4, linewidth=0.8, alpha=0.6)
+        ax.plot(*efficient(x, y), linewidth=2.2, color=line.get_color(), label=name)
         for t, xi, yi in zip(np.asarray(temperatures)[order], x, y, strict=True):
             ax.annotate(
                 f"{t:g}", (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7, color=line.get_color()
             )
     ax.set_xlabel(f"{diversity_name} (diversity)")
     ax.set_ylabel(f"{quality_name} (quality)")
-    ax.set_title(title or "Quality–diversity frontier (labels: sampling temperature)")
+    ax.set_title(title or "Quality–diversity frontier (labels: sampling temperature)", fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()

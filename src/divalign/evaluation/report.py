@@ -106,7 +106,7 @@ def frontier_section(results: dict[str, Any]) -> list[str]:
         "",
         f"### At matched diversity, quality difference vs {reference}",
         "",
-        f"Each frontier is interpolated linearly in {diversity} between its temperatures; the difference is "
+        f"Each frontier (its Pareto-efficient temperatures) is interpolated linearly in {diversity}; the difference is "
         "read at evenly spaced levels inside the range both frontiers cover (no extrapolation). CIs: "
         "bootstrap over prompts, resampled jointly for both models and all temperatures.",
         "",

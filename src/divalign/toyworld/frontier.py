@@ -4,8 +4,8 @@ Diversity can be bought with sampling temperature. In the toy world every valid 
 temperature T (``P_T(answer + EOS | prompt)``, the product of ``softmax(z / T)`` over its tokens), so each model's
 frontier — validity (quality) against the expected coverage@K of the valid answers (diversity) — needs no sampling.
 The models are compared with `divalign.evaluation.frontier`, the same code as ``divalign eval --temperatures``: each
-frontier interpolated linearly in coverage between temperatures, the validity difference read inside the coverage
-range both frontiers reach, 95 % CIs from a bootstrap over prompts.
+frontier (its Pareto-efficient temperatures) interpolated linearly in coverage, the validity difference read inside
+the coverage range both frontiers reach, 95 % CIs from a bootstrap over prompts.
 """
 
 from __future__ import annotations
