@@ -212,6 +212,25 @@ def test_sample_answers_are_keyed_by_prompt_and_seed(world, random_model):
     assert all(a.endswith("<no-eos>") for group in answers for a in group)
 
 
+def test_sampled_answers_end_at_the_eos(world, random_model):
+    """A model whose EOS logit dominates after the first token: its samples are that one token, unmarked."""
+    import copy
+
+    import torch
+
+    from divalign.toyworld.evaluate import prompt_ids, sample_answers
+
+    model, tokenizer = random_model
+    model = copy.deepcopy(model)
+    prompt = world.seen_prompts[0]
+    with torch.no_grad():
+        hidden = model.model(torch.tensor([prompt_ids(tokenizer, prompt, "chat")])).last_hidden_state[0, -1]
+        model.lm_head.weight[tokenizer.eos_token_id] = 50 * hidden / hidden.norm() ** 2  # EOS logit ~50 there
+    (answers,) = sample_answers(model, tokenizer, [prompt], "chat", num_samples=6, seed=0)
+    first_tokens = [a for a in answers if not a.endswith("<no-eos>")]
+    assert first_tokens and all(len(tokenizer(a, add_special_tokens=False)["input_ids"]) <= 1 for a in first_tokens)
+
+
 def test_toy_frontier_of_a_model_against_itself_is_flat(world, random_model, tmp_path):
     from divalign.toyworld import frontier
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from divalign.toyworld.report import EXACT_COLUMNS, SAMPLED_COLUMNS
@@ -40,18 +41,27 @@ def _interpolate(points: list[tuple[float, float]], level: float) -> float:
     return math.nan
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_quick_demo_end_to_end(tmp_path):
-    out = tmp_path / "demo"
+def _run_quick_demo(out: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "divalign.toyworld.demo", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "divalign.toyworld.demo", "--quick", "--seeds", "2", "--out", str(out)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         env={**os.environ, "WANDB_MODE": "offline"},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def _comparable(results: dict) -> dict:
+    """results.json without what legitimately differs between two runs: timings and the output paths."""
+    return {k: v for k, v in results.items() if k not in ("timings_s", "figures")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    _run_quick_demo(out)
     report = (out / "results.md").read_text()
     for heading in ("## Exact, SFT prompts (seen)", "## Exact, held-out prompts (categories never in SFT)"):
         rows = _table_rows(report, heading)
@@ -92,6 +102,19 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (out / "frontier.png").stat().st_size > 0
     for figure in results["figures"]:
         assert Path(figure).stat().st_size > 0
+    # the seed spread: mean ± sample std over the 2 SFT seeds of each loss, recomputed from the per-seed values
+    spread = _table_rows(
+        report, "## Seed spread (exact; mean ± std over SFT seeds; same world, SFT set and base model)"
+    )
+    for row in spread[2:]:
+        by_seed = results["seed_spread"][row[0].removesuffix(" SFT")]
+        assert row[1] == ", ".join(by_seed) and len(by_seed) == 2
+        values = [metrics["seen"]["validity"] for metrics in by_seed.values()]
+        assert row[2] == f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
     # the runs went through divalign.train with W&B offline
     assert (out / "ce_sft" / "divalign_recipe.yaml").exists()
     assert any((out / "wandb").glob("offline-run-*"))
+    # reproducible bit for bit: a second demo from scratch writes the same results
+    again = tmp_path / "again"
+    _run_quick_demo(again)
+    assert _comparable(json.loads((again / "results.json").read_text())) == _comparable(results)

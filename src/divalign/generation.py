@@ -332,7 +332,7 @@ def sample_completions(
             model, [prompt_ids[i] for i in indices], indices, settings, stop_ids, pad_id, synced_gpus=lockstep
         )
         if batch is not None:
-            ends = {*stop_ids, pad_id}
+            ends = {*stop_ids, pad_id} if cut else set()
             out.update(
                 {i: [cut_at_stop(row, ends) for row in rows] for i, rows in zip(batch, completions, strict=True)}
             )
