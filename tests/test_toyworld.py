@@ -242,5 +242,5 @@ def test_toy_frontier_of_a_model_against_itself_is_flat(world, random_model, tmp
     )
     assert result["points"]["a"] == result["points"]["b"]
     comparison = result["comparisons"]["b"]
-    assert len(comparison["levels"]) == 5 and comparison["difference"] == pytest.approx([0.0] * 5, abs=1e-12)
+    assert comparison["levels"] and comparison["difference"] == pytest.approx([0.0] * len(comparison["levels"]))
     assert (frontier.plot(result, tmp_path / "frontier.png")).stat().st_size > 0
