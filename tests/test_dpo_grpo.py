@@ -213,6 +213,15 @@ def test_klfree_grpo_loads_no_reference_and_logs_rollout_diversity(tmp_path, eos
         torch.testing.assert_close(saved(probe).logits, trained(probe).logits, rtol=0, atol=1e-6)
 
 
+def test_log_rollout_diversity_false_logs_none(tmp_path, model_dir):
+    recipe = grpo_recipe(tmp_path, model_dir, max_steps=1, log_rollout_diversity=False)
+    out = Path(train.run_stage(str(recipe)))
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    (step,) = [entry for entry in history if "reward" in entry]
+    assert "rewards/darling/mean" in step
+    assert not [key for entry in history for key in entry if key.startswith("diversity/")]
+
+
 def test_dpo_trains_from_a_saved_model_and_saves(tmp_path, model_dir, captured):
     before = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
     recipe = dpo_recipe(tmp_path, model_dir, preference_rows(), diversity=probe_block(tmp_path))

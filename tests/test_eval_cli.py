@@ -481,3 +481,44 @@ def test_vllm_backend_pins_the_same_settings_and_seeds_each_prompt(lineage, prom
     assert calls["inputs"][0]["prompt_token_ids"] == encode_prompt("say a word", tokenizer)
     samples = read_samples(tmp_path / "v", "base")
     assert samples[0]["token_ids"] == [[11, 12]] * 3 and results["models"][0]["metrics"]["distinct_1"]["mean"] == 2 / 6
+
+
+def test_model_without_chat_template(lineage, tmp_path):
+    """Plain prompts go in as plain text with the tokenizer's special tokens; chat prompts are refused by name."""
+    from transformers import AutoTokenizer
+
+    plain = tmp_path / "plain"
+    shutil.copytree(lineage[0][1], plain)
+    tokenizer = AutoTokenizer.from_pretrained(plain)
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    assert not AutoTokenizer.from_pretrained(plain).chat_template
+    (tmp_path / "p.txt").write_text("say a word\n")
+    common = dict(num_samples=2, max_new_tokens=3, metrics=["distinct_1"], backend="hf", n_bootstrap=10)
+    evaluate_lineage([("plain", str(plain))], tmp_path / "p.txt", out_dir=tmp_path / "ok", **common)
+    assert read_samples(tmp_path / "ok", "plain")[0]["prompt"] == "say a word"
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"prompt": [{"role": "user", "content": "say a word"}]}) + "\n")
+    with pytest.raises(ValueError, match="Model 'plain': Chat-message prompts need a tokenizer with a chat template"):
+        evaluate_lineage([("plain", str(plain))], chat, out_dir=tmp_path / "no", **common)
+
+
+def test_backend_auto_is_hf_without_vllm_or_gpu(monkeypatch):
+    import importlib.machinery
+    import types
+
+    from divalign.evaluation.sampling import use_vllm
+
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "vllm" else object())
+    assert not use_vllm("auto") and not use_vllm("hf")
+    with pytest.raises(ValueError, match=r"backend 'vllm' requested but vllm is not installed"):
+        use_vllm("vllm")
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: fake.__spec__)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert not use_vllm("auto")  # vLLM importable but no GPU: HF
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert use_vllm("auto")
