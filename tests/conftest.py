@@ -1,8 +1,12 @@
-"""Test-wide environment: everything offline, W&B offline, quiet tokenizers."""
+"""Test-wide environment: everything offline, W&B offline, quiet tokenizers, DeepSpeed on its CPU accelerator.
+
+Set, not defaulted: a shell that exports `WANDB_MODE=online` or `HF_HUB_OFFLINE=0` must not make the suite reach the
+network. Subprocesses the tests start inherit these values.
+"""
 
 import os
 
-for key, value in {
+TEST_ENVIRONMENT = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -10,5 +14,5 @@ for key, value in {
     "WANDB_SILENT": "true",
     "TOKENIZERS_PARALLELISM": "false",
     "DS_ACCELERATOR": "cpu",
-}.items():
-    os.environ.setdefault(key, value)
+}
+os.environ.update(TEST_ENVIRONMENT)

@@ -1,4 +1,7 @@
-"""The chunked LM head equals the same loss on full logits: values, statistics and gradients."""
+"""The chunked LM head equals the same loss on full logits: values, statistics and gradients.
+
+The leaves are float64, which the head keeps (logits, losses and gradients in float64), so the comparisons are tight.
+"""
 
 import pytest
 import torch
@@ -42,21 +45,22 @@ def test_chunked_equals_unchunked(spec, chunk_rows):
     got = grads_of(chunked.loss, (h, w, b), upstream)
     expected_loss = spec(full_logits(h, w, b), labels)
     expected = grads_of(expected_loss, (h, w, b), upstream)
-    torch.testing.assert_close(chunked.loss, expected_loss.to(chunked.loss.dtype), rtol=1e-6, atol=1e-6)
+    assert chunked.loss.dtype == torch.float64
+    torch.testing.assert_close(chunked.loss, expected_loss, rtol=1e-12, atol=1e-12)
     for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
 
 
 def test_statistics_match_full_logits():
     h, w, b, labels = leaves()
     out = chunked_head_loss(h, w, b, labels, LossSpec("ce"), chunk_rows=3)
-    z = full_logits(h, w, b).float()
+    z = full_logits(h, w, b)
     mask = labels != -100
     log_p = F.log_softmax(z, -1)
     nll = F.cross_entropy(z, labels, reduction="none", ignore_index=-100)
     entropy = -(log_p.exp() * log_p).sum(-1)
-    torch.testing.assert_close(out.nll, nll, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out.entropy[mask], entropy[mask], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.nll, nll, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.entropy[mask], entropy[mask], rtol=1e-12, atol=1e-12)
     assert torch.equal(out.is_top1, (z.argmax(-1) == labels) & mask)
     assert torch.all(out.entropy[~mask] == 0)
 
@@ -70,9 +74,9 @@ def test_softcap_and_scale_are_applied():
     got = grads_of(out.loss, (h, w), upstream)
     expected_loss = spec(full_logits(h, w, None, transform), labels)
     expected = grads_of(expected_loss, (h, w), upstream)
-    torch.testing.assert_close(out.loss, expected_loss.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.loss, expected_loss, rtol=1e-12, atol=1e-12)
     for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
 
 
 def test_all_masked_input_gives_zero_loss_and_gradient():
@@ -99,3 +103,14 @@ def test_default_chunk_bounds_the_logit_block():
     with pytest.raises(ValueError, match="chunk_rows"):
         h, w, b, labels = leaves()
         chunked_head_loss(h, w, b, labels, LossSpec("ce"), chunk_rows=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_low_precision_heads_compute_the_loss_in_fp32(dtype):
+    """fp32/bf16/fp16 heads: the matmul in the head's dtype (as the model runs it), the loss on fp32 logits."""
+    h, w, b, labels = leaves()
+    h, w, b = (t.detach().to(dtype) for t in (h, w, b))
+    out = chunked_head_loss(h, w, b, labels, LossSpec("gem", 0.7), chunk_rows=5)
+    assert out.loss.dtype == torch.float32
+    expected = LossSpec("gem", 0.7)((h @ w.t() + b).float(), labels)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-6, atol=1e-6)

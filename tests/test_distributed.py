@@ -1,40 +1,27 @@
 """Two CPU processes through `accelerate launch` (gloo): DDP and DeepSpeed ZeRO-2/3 train like one process.
 
-The accelerate configs are the shipped ones, changed only where a CPU needs it: two processes, no mixed precision,
-and for DDP the GPU launcher with the gloo backend (`use_cpu: true` would run a single process, and for DeepSpeed it
-silently disables DeepSpeed — REFERENCE §4). The trainer's own `use_cpu` is on for DDP and off for DeepSpeed.
+How the processes are launched: tests/launching.py. Uneven last batches, GEM and gradient accumulation on two
+processes: tests/test_trainer_shapes.py.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from divalign.smoke import build_smoke_assets
+from launching import REPO, cpu_accelerate_config, launch_train
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 SMOKE_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     return build_smoke_assets(tmp_path_factory.mktemp("smoke"))
-
-
-def cpu_accelerate_config(name: str, directory: Path) -> Path:
-    config = yaml.safe_load((REPO / "accelerate_configs" / f"{name}.yaml").read_text())
-    config.update(num_processes=2, mixed_precision="no", use_cpu=False)
-    path = directory / f"{name}_cpu.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def smoke_flags(assets: Path, output_dir: Path, batch: int) -> list[str]:
@@ -48,18 +35,7 @@ def smoke_flags(assets: Path, output_dir: Path, batch: int) -> list[str]:
 
 
 def launch(config: Path | None, flags: list[str]) -> None:
-    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
-    if config is None:
-        command = [*launcher, "--num_processes", "1", "--cpu", "-m", "divalign.train", str(SMOKE_RECIPE), *flags]
-    else:
-        command = [*launcher, "--config_file", str(config), "-m", "divalign.train", str(SMOKE_RECIPE), *flags]
-        # DDP needs the trainer on CPU to gather its metrics and token counts over gloo; DeepSpeed needs it off,
-        # or it is silently disabled
-        use_cpu = "false" if "zero" in config.name else "true"
-        command += ["--ddp_backend", "gloo", "--use_cpu", use_cpu]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    launch_train(SMOKE_RECIPE, config, flags)
 
 
 def logged_losses(output_dir: Path) -> list[float]:
@@ -90,3 +66,17 @@ def test_two_processes_match_one(assets, tmp_path, single_process_losses, name):
         reference = AutoModelForCausalLM.from_pretrained(assets / "model")
         changed = [not torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters(), strict=True)]
         assert all(changed), "ZeRO-3 saved weights equal the untrained model"
+
+
+def test_lora_on_the_head_under_zero3_trains_like_ddp(assets, tmp_path):
+    """LoRA on `lm_head` enters the loss head as extra columns whose up-projection is read directly: under ZeRO-3 it
+    is gathered like the head weight, and the run logs DDP's losses."""
+    losses = {}
+    for name in ("ddp", "zero3"):
+        out = tmp_path / name
+        flags = [*smoke_flags(assets, out, batch=4), "--max_steps", "4", "--logging_steps", "1", "--learning_rate",
+                 "0.05", "--use_peft", "true", "--lora_target_modules", "q_proj", "lm_head", "--lora_r", "4"]  # fmt: skip
+        launch(cpu_accelerate_config(name, tmp_path), flags)
+        losses[name] = logged_losses(out)
+    assert len(losses["ddp"]) == 4
+    assert losses["zero3"] == pytest.approx(losses["ddp"], rel=1e-5)

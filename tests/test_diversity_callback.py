@@ -7,7 +7,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ from divalign.generation import render_prompt
 SCRIPTS = Path(__file__).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 from diversity_tiny import PROMPTS, build_tokenizer, save_tiny_policy, train_records  # noqa: E402
+
+from launching import accelerate_launch, cpu_accelerate_config, cpu_environment  # noqa: E402
 
 FAST_METRICS = ["distinct_1", "distinct_2", "ead", "exact_dup_rate", "length_mean"]
 
@@ -381,14 +382,8 @@ def test_preserve_rng_state_restores_all_generators():
 # 1 process vs 2 processes: DDP, and DeepSpeed ZeRO-3 gathered and lock-step
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _zero3_launcher(tmp_path: Path) -> list[str]:
-    """`accelerate launch` with DeepSpeed ZeRO-3 over 2 CPU processes.
+def _zero3_config(tmp_path: Path) -> Path:
+    """An accelerate config for DeepSpeed ZeRO-3 over 2 CPU processes (launched by `tests/launching.py`).
 
     DeepSpeed on CPU settings that work (DeepSpeed 0.19, accelerate 1.15, transformers 5):
     - accelerate config `distributed_type: DEEPSPEED` with a `deepspeed_config_file` and no `use_cpu` (it silently
@@ -422,9 +417,8 @@ def _zero3_launcher(tmp_path: Path) -> list[str]:
         "num_machines: 1\n"
         "machine_rank: 0\n"
         "num_processes: 2\n"
-        f"main_process_port: {_free_port()}\n"
     )
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
+    return accelerate_config
 
 
 @pytest.fixture(scope="module")
@@ -433,7 +427,7 @@ def one_process(policy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     out = tmp_path_factory.mktemp("one_process")
     probe = out / "probe.jsonl"
     probe.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:3]))
-    return _run_script([sys.executable], [], policy_dir, probe, out / "out"), probe
+    return _run_script(None, [], policy_dir, probe, out / "out"), probe
 
 
 def _assert_same_step0(report: dict, reference: dict) -> None:
@@ -470,7 +464,7 @@ def test_zero3_two_processes_gathered_and_lockstep_match_one_process(
     reports = {}
     for mode, extra in (("gathered", ["--batch-size", "3"]), ("lockstep", ["--lockstep"])):
         out = tmp_path / mode
-        reports[mode] = _run_script(_zero3_launcher(tmp_path), extra, policy_dir, probe, out)
+        reports[mode] = _run_script(_zero3_config(tmp_path), extra, policy_dir, probe, out)
         assert reports[mode]["num_processes"] == 2 and reports[mode]["zero_stage"] == 3
         _assert_same_step0(reports[mode], reference)
         calls = _generate_calls(out)
@@ -486,19 +480,11 @@ def test_zero3_two_processes_gathered_and_lockstep_match_one_process(
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process(policy_dir: Path, one_process: tuple[dict, Path], tmp_path: Path):
-    """DDP over gloo (torchrun; `use_cpu=True` so that accelerate treats the CPU ranks as one distributed run): the
-    step-0 samples and metrics equal the single-process run's; no lock-step."""
+    """DDP over gloo (`use_cpu=True` so that accelerate treats the CPU ranks as one distributed run): the step-0
+    samples and metrics equal the single-process run's; no lock-step."""
     reference, probe = one_process
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
-    ]
-    report = _run_script(launcher, ["--use-cpu"], policy_dir, probe, tmp_path / "out")
+    config = cpu_accelerate_config("ddp", tmp_path)
+    report = _run_script(config, ["--use-cpu"], policy_dir, probe, tmp_path / "out")
     assert report["num_processes"] == 2 and report["zero_stage"] is None
     _assert_same_step0(report, reference)
     evaluations = len(diversity_steps(report["log_history"]))
@@ -513,14 +499,20 @@ def _curves(report: dict) -> list[dict]:
     ]
 
 
-def _run_script(launcher: list[str], extra: list[str], policy: Path, probe: Path, out: Path) -> dict:
-    """Run tests/scripts/diversity_train.py under `launcher`, check the shared expectations, return its report."""
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH")]))
+def _run_script(config: Path | None, extra: list[str], policy: Path, probe: Path, out: Path) -> dict:
+    """Run tests/scripts/diversity_train.py on 2 CPU ranks under the accelerate `config` (one plain process when
+    None), check the shared expectations, return its report."""
+    python_path = os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))
+    env = {"WANDB_MODE": "disabled", "PYTHONPATH": python_path}
     script = [str(SCRIPTS / "diversity_train.py"), str(policy), str(probe), str(out), "--max-steps", "4"]
-    command = [*launcher, *script, "--every-steps", "2", *extra]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    script += ["--every-steps", "2", *extra]
+    if config is None:
+        done = subprocess.run(
+            [sys.executable, *script], env=cpu_environment(env), capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    else:
+        accelerate_launch(script, config, env=env)
 
     report = json.loads((out / "diversity_report.json").read_text())
     assert diversity_steps(report["log_history"]) == [0, 2, 4]

@@ -36,8 +36,9 @@ def test_nli_through_compute_diversity():
     assert out["nli_across"] == pytest.approx(1.0)
 
 
-@pytest.fixture
-def tiny_nli_model(tmp_path):
+def save_nli_model(directory, labels: list[str], bias: list[float]):
+    """A tiny BERT classifier whose class scores ignore the text: zero classifier weights, so P = softmax(bias)."""
+    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
@@ -45,47 +46,60 @@ def tiny_nli_model(tmp_path):
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=16, max_position_embeddings=32, num_labels=3,
-                        id2label={0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"},
-                        label2id={"CONTRADICTION": 0, "NEUTRAL": 1, "ENTAILMENT": 2})  # fmt: skip
-    BertForSequenceClassification(config).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    return tmp_path
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=32,
+        num_labels=3,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor(bias))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
-def test_nli_scorer_loads_lazily_and_reorders_labels(tiny_nli_model):
+@pytest.fixture
+def tiny_nli_model(tmp_path):
+    return save_nli_model(tmp_path, ["CONTRADICTION", "NEUTRAL", "ENTAILMENT"], [0.0, 0.0, 0.0])
+
+
+def test_nli_scorer_loads_lazily_and_reads_probabilities(tiny_nli_model):
     scorer = NLIScorer(str(tiny_nli_model), batch_size=2)
     assert scorer._model is None  # building a scorer must not load anything
     probs = scorer.probabilities(["a cat sat", "a dog", "cat"], ["a dog sat", "a cat", "dog"])
     assert probs.shape == (3, 3)
-    assert probs.sum(axis=1) == pytest.approx(np.ones(3), abs=1e-5)
-    # the model's own label order is (contradiction, neutral, entailment): the scorer's columns must be its softmax
-    # read in the order (entailment, neutral, contradiction); the raw probabilities differ per column, so any other
-    # permutation fails
-    raw = _raw_probabilities(tiny_nli_model, ["a cat sat", "a dog", "cat"], ["a dog sat", "a cat", "dog"])
-    assert probs == pytest.approx(raw[:, [2, 1, 0]], abs=1e-6)
-    assert not np.allclose(raw[:, [2, 1, 0]], raw, atol=1e-3)
-    texts = ["a cat", "a dog", "dog sat"]
-    pairs = [(a, b) for i, a in enumerate(texts) for j, b in enumerate(texts) if i != j]
-    pair_probs = _raw_probabilities(tiny_nli_model, [p for p, _ in pairs], [h for _, h in pairs])
-    # NLI diversity = mean over the 6 ordered pairs of P(contradiction) - P(entailment), from the model's own labels
-    expected = float(np.mean(pair_probs[:, 0] - pair_probs[:, 2]))
-    assert nli_diversity(texts, scorer) == pytest.approx(expected, abs=1e-6)
+    assert probs == pytest.approx(np.full((3, 3), 1 / 3), abs=1e-6)  # equal class scores: uniform
 
 
-def _raw_probabilities(path, premises, hypotheses) -> np.ndarray:
-    """Softmax of the classifier's logits, one pair at a time, in the model's own label order."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+# Every order of the three labels in a checkpoint's config, with scores that differ per class: a scorer reading the
+# columns in any other order than by their names returns another permutation of the probabilities.
+LABEL_ORDERS = [
+    ["CONTRADICTION", "NEUTRAL", "ENTAILMENT"],  # roberta-large-mnli
+    ["entailment", "neutral", "contradiction"],
+    ["NEUTRAL", "CONTRADICTION", "ENTAILMENT"],
+    ["contradiction", "entailment", "neutral"],
+]
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    rows = []
-    for premise, hypothesis in zip(premises, hypotheses, strict=True):
-        with torch.no_grad():
-            rows.append(model(**tokenizer(premise, hypothesis, return_tensors="pt")).logits.softmax(-1)[0].numpy())
-    return np.stack(rows)
+
+@pytest.mark.parametrize("labels", LABEL_ORDERS, ids=lambda labels: "-".join(label[:3].lower() for label in labels))
+def test_nli_scorer_reorders_columns_by_label_name(tmp_path, labels):
+    scores = {"entailment": 2.0, "neutral": 0.5, "contradiction": -1.0}
+    bias = [scores[label.lower()] for label in labels]
+    scorer = NLIScorer(str(save_nli_model(tmp_path, labels, bias)), batch_size=2)
+    total = sum(math.exp(v) for v in scores.values())
+    expected = [math.exp(scores[name]) / total for name in ("entailment", "neutral", "contradiction")]
+    probs = scorer.probabilities(["a cat sat", "a dog", "cat"], ["a dog sat", "a cat", "dog"])
+    assert probs == pytest.approx(np.tile(expected, (3, 1)), abs=1e-6)
+    # P(contradiction) − P(entailment) on every ordered pair
+    assert nli_diversity(["a cat", "a dog", "dog sat"], scorer) == pytest.approx(expected[2] - expected[0], abs=1e-6)
 
 
 def test_nli_scorer_bad_model_names_it(tmp_path):

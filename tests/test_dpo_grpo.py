@@ -6,9 +6,6 @@ import dataclasses
 import gzip
 import json
 import math
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from divalign.recipe import RecipeError
 from divalign.smoke import WORDS, save_tiny_model, write_jsonl
 from divalign.smoke import build_model as smoke_model
 from divalign.smoke import build_tokenizer as smoke_tokenizer
+from launching import accelerate_launch, cpu_accelerate_config
 
 REPO = Path(__file__).resolve().parents[1]
 ROLLOUT_KEYS = ("distinct_1", "distinct_2", "ead", "exact_dup_rate")
@@ -213,15 +211,6 @@ def test_klfree_grpo_loads_no_reference_and_logs_rollout_diversity(tmp_path, eos
         torch.testing.assert_close(saved(probe).logits, trained(probe).logits, rtol=0, atol=1e-6)
 
 
-def test_log_rollout_diversity_false_logs_none(tmp_path, model_dir):
-    recipe = grpo_recipe(tmp_path, model_dir, max_steps=1, log_rollout_diversity=False)
-    out = Path(train.run_stage(str(recipe)))
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    (step,) = [entry for entry in history if "reward" in entry]
-    assert "rewards/darling/mean" in step
-    assert not [key for entry in history for key in entry if key.startswith("diversity/")]
-
-
 def test_dpo_trains_from_a_saved_model_and_saves(tmp_path, model_dir, captured):
     before = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
     recipe = dpo_recipe(tmp_path, model_dir, preference_rows(), diversity=probe_block(tmp_path))
@@ -304,18 +293,10 @@ def test_grpo_on_two_processes_scores_groups_split_across_ranks(tmp_path, eos_pa
     """3 rows per process and 2 generations per prompt: the second prompt's group straddles the two processes. The
     logged rollout metrics must be those of the 3 whole groups (recomputed here from TRL's logged completions, all
     processes in rank order), not those of each process's fragments."""
-    config = yaml.safe_load((REPO / "accelerate_configs" / "ddp.yaml").read_text())
-    config.update(num_processes=2, mixed_precision="no", use_cpu=False)
-    config_path = tmp_path / "ddp_cpu.yaml"
-    config_path.write_text(yaml.safe_dump(config))
     metrics = ["exact_dup_rate", "compression_ratio", "distinct_1"]
     split = {"per_device_train_batch_size": 3, "num_generations": 2, "ddp_backend": "gloo"}
     recipe = grpo_recipe(tmp_path, eos_pad_model_dir, log_completions=True, rollout_diversity_metrics=metrics, **split)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path)]
-    command += ["-m", "divalign.train", str(recipe)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-4000:]
+    accelerate_launch(["-m", "divalign.train", str(recipe)], cpu_accelerate_config("ddp", tmp_path))
     out = tmp_path / "grpo_run"
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     steps = [entry for entry in history if "reward" in entry]

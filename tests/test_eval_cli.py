@@ -1,5 +1,6 @@
 """`divalign eval` end to end on two tiny local checkpoints (CPU, offline)."""
 
+import gzip
 import itertools
 import json
 import math
@@ -299,6 +300,118 @@ def test_frontier_over_temperatures(lineage, prompts, tmp_path):
     assert "## Quality–diversity frontier" in table and "quality difference vs base" in table
 
 
+def test_scores_match_the_written_samples(lineage, prompts, tmp_path):
+    """One-token samples, 8 per prompt: duplicates are common. The text metrics in results.json, recomputed by hand
+    from the samples file, per prompt and on average; and the markdown table shows the same means."""
+    out = tmp_path / "out"
+    argv = [
+        "eval",
+        "--prompts",
+        str(prompts),
+        "--samples",
+        "8",
+        "--max-new-tokens",
+        "1",
+        "--bootstrap",
+        "10",
+        "--metrics",
+        "exact_dup_rate",
+        "compression_ratio",
+        "--backend",
+        "hf",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    for name, path in lineage:
+        argv += ["--model", f"{name}={path}"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    table = (out / "results.md").read_text()
+    duplicate_rates = []
+    for model in results["models"]:
+        written = [json.loads(line)["samples"] for line in (out / "samples" / f"{model['name']}.jsonl").open()]
+        assert [len(group) for group in written] == [8, 8, 8]
+        duplicates = [sum(group.count(text) > 1 for text in group) / 8 for group in written]
+        raw = ["\n".join(group).encode() for group in written]
+        ratios = [len(r) / len(gzip.compress(r, mtime=0)) for r in raw]
+        assert model["per_prompt"]["all"]["exact_dup_rate"] == pytest.approx(duplicates)
+        assert model["per_prompt"]["all"]["compression_ratio"] == pytest.approx(ratios)
+        mean = sum(duplicates) / 3
+        assert model["metrics"]["exact_dup_rate"]["mean"] == pytest.approx(mean)
+        row = next(line for line in table.splitlines() if line.startswith(f"| {model['name']} |"))
+        assert row.split("|")[2].strip().startswith(f"{mean:.3f} [")
+        duplicate_rates += duplicates
+    assert 0 < sum(duplicate_rates) < len(duplicate_rates)  # neither no duplicate anywhere nor only duplicates
+
+
+def fixed_samples(groups: list[list[str]]):
+    """`Samples` of whitespace-tokenized texts: one id per distinct word."""
+    from divalign.evaluation.sampling import Samples
+
+    ids = {word: i for i, word in enumerate("abcdefghqrstuvwxyz")}
+    return Samples(texts=groups, token_ids=[[[ids[w] for w in t.split()] for t in g] for g in groups], vocab_size=18)
+
+
+# Per prompt (answers a, b, q), 4 samples; a sample is correct when its first word is the answer.
+BASE_SAMPLES = [["a b", "a c", "d e", "f g"], ["b x", "y z", "b y", "b x"], ["q r", "s t", "u v", "w z"]]
+SFT_SAMPLES = [["a b", "a b", "a c", "h h"], ["b b", "b b", "b b", "b b"], ["s s", "s s", "t t", "s t"]]
+
+
+def test_quality_control_and_narrowing_against_hand_computed_values(lineage, tmp_path, monkeypatch):
+    """distinct-1 by hand (unique words / words, per prompt):
+    base all: 7/8, 4/8, 8/8    correct only: 3/4 (a b, a c), 3/6 (b x, b y, b x), 2/2 (q r)
+    sft  all: 4/8, 1/8, 2/8    correct only: 3/6 (a b, a b, a c), 1/8 (b b x4), undefined (none correct)
+    The split averages over prompts 0 and 1 only (prompt 2 has no correct sft sample):
+    drop_all = (7/8 + 4/8)/2 − (4/8 + 1/8)/2 = 0.375, narrowing = (3/4 + 3/6)/2 − (3/6 + 1/8)/2 = 0.3125,
+    quality_control = 0.0625."""
+    import divalign.evaluation as evaluation
+
+    samples = {"base": fixed_samples(BASE_SAMPLES), "sft": fixed_samples(SFT_SAMPLES)}
+
+    class FixedSampler:  # stands in for the model: the same hand-written samples at any settings
+        def __init__(self, name, path, sampling):
+            self.name = name
+
+        def sample(self, records, settings):
+            return samples[self.name]
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(evaluation, "open_sampler", FixedSampler)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"say {a}", "answer": a}) + "\n" for a in "abq"))
+    results = evaluate_lineage(
+        lineage,
+        prompts,
+        num_samples=4,
+        metrics=["distinct_1", "exact_dup_rate", "pass_at_1"],
+        verifier=lambda text, answer: text.split()[0] == answer,
+        n_bootstrap=10,
+        out_dir=tmp_path / "out",
+    )
+    base, sft = results["models"]
+    assert base["per_prompt"]["all"]["distinct_1"] == pytest.approx([7 / 8, 4 / 8, 8 / 8])
+    assert sft["per_prompt"]["correct_only"]["distinct_1"][:2] == pytest.approx([3 / 6, 1 / 8])
+    assert math.isnan(sft["per_prompt"]["correct_only"]["distinct_1"][2])
+    assert base["quality"]["mean"] == pytest.approx((2 / 4 + 3 / 4 + 1 / 4) / 3)
+    assert sft["quality"]["mean"] == pytest.approx((3 / 4 + 4 / 4 + 0) / 3)
+    assert sft["metrics"]["pass_at_1"]["mean"] == pytest.approx(sft["quality"]["mean"])
+    assert sft["per_prompt"]["all"]["exact_dup_rate"] == pytest.approx([2 / 4, 4 / 4, 2 / 4])
+    split = sft["split"]["distinct_1"]
+    assert split["num_prompts"] == 2
+    assert split["drop_all"] == pytest.approx(0.375)
+    assert split["narrowing"] == pytest.approx(0.3125)
+    assert split["quality_control"] == pytest.approx(0.0625)
+    assert split["narrowing_share"] == pytest.approx(0.3125 / 0.375)
+    # exact_dup_rate is a "lower is more diverse" score: its drop is the rise of the duplicate rate
+    dup = sft["split"]["exact_dup_rate"]
+    base_dup_all, sft_dup_all = (0 / 4 + 2 / 4) / 2, (2 / 4 + 4 / 4) / 2  # prompts 0 and 1
+    assert dup["drop_all"] == pytest.approx(sft_dup_all - base_dup_all)
+
+
 def test_missing_prompts_file_is_a_clear_error(lineage, tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
     assert main(["eval", "--model", f"base={lineage[0][1]}", "--prompts", str(missing), "--out", str(tmp_path)]) == 2
@@ -481,44 +594,3 @@ def test_vllm_backend_pins_the_same_settings_and_seeds_each_prompt(lineage, prom
     assert calls["inputs"][0]["prompt_token_ids"] == encode_prompt("say a word", tokenizer)
     samples = read_samples(tmp_path / "v", "base")
     assert samples[0]["token_ids"] == [[11, 12]] * 3 and results["models"][0]["metrics"]["distinct_1"]["mean"] == 2 / 6
-
-
-def test_model_without_chat_template(lineage, tmp_path):
-    """Plain prompts go in as plain text with the tokenizer's special tokens; chat prompts are refused by name."""
-    from transformers import AutoTokenizer
-
-    plain = tmp_path / "plain"
-    shutil.copytree(lineage[0][1], plain)
-    tokenizer = AutoTokenizer.from_pretrained(plain)
-    tokenizer.chat_template = None
-    tokenizer.save_pretrained(plain)
-    (plain / "chat_template.jinja").unlink(missing_ok=True)
-    assert not AutoTokenizer.from_pretrained(plain).chat_template
-    (tmp_path / "p.txt").write_text("say a word\n")
-    common = dict(num_samples=2, max_new_tokens=3, metrics=["distinct_1"], backend="hf", n_bootstrap=10)
-    evaluate_lineage([("plain", str(plain))], tmp_path / "p.txt", out_dir=tmp_path / "ok", **common)
-    assert read_samples(tmp_path / "ok", "plain")[0]["prompt"] == "say a word"
-    chat = tmp_path / "chat.jsonl"
-    chat.write_text(json.dumps({"prompt": [{"role": "user", "content": "say a word"}]}) + "\n")
-    with pytest.raises(ValueError, match="Model 'plain': Chat-message prompts need a tokenizer with a chat template"):
-        evaluate_lineage([("plain", str(plain))], chat, out_dir=tmp_path / "no", **common)
-
-
-def test_backend_auto_is_hf_without_vllm_or_gpu(monkeypatch):
-    import importlib.machinery
-    import types
-
-    from divalign.evaluation.sampling import use_vllm
-
-    monkeypatch.delitem(sys.modules, "vllm", raising=False)
-    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "vllm" else object())
-    assert not use_vllm("auto") and not use_vllm("hf")
-    with pytest.raises(ValueError, match=r"backend 'vllm' requested but vllm is not installed"):
-        use_vllm("vllm")
-    fake = types.ModuleType("vllm")
-    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
-    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: fake.__spec__)
-    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    assert not use_vllm("auto")  # vLLM importable but no GPU: HF
-    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    assert use_vllm("auto")

@@ -1,4 +1,7 @@
-"""TOFU and GEM per-token losses against closed forms (REFERENCE §1), computed independently in float64 NumPy."""
+"""TOFU and GEM per-token losses against closed forms, computed independently in float64 NumPy.
+
+float64 logits stay float64, so the values and gradients are compared tightly; bf16/fp16/fp32 are computed in fp32.
+"""
 
 import numpy as np
 import pytest
@@ -35,10 +38,11 @@ def closed_form_gem(z: np.ndarray, y: np.ndarray, beta: float, h: str):
 
 
 def value_and_grad(fn, z: np.ndarray, y: np.ndarray, **kwargs):
-    logits = torch.tensor(z, dtype=torch.float32, requires_grad=True)
+    logits = torch.tensor(z, dtype=torch.float64, requires_grad=True)
     loss = fn(logits, torch.tensor(y), **kwargs)
+    assert loss.dtype == torch.float64
     loss.sum().backward()
-    return loss.detach().double().numpy(), logits.grad.double().numpy()
+    return loss.detach().numpy(), logits.grad.numpy()
 
 
 @pytest.fixture
@@ -52,8 +56,8 @@ def test_tofu_matches_closed_form(batch, gamma, beta):
     z, y = batch
     value, grad = value_and_grad(tofu_per_token, z, y, gamma=gamma, beta=beta)
     expected_value, expected_grad = closed_form_tofu(z, y, gamma, beta)
-    np.testing.assert_allclose(value, expected_value, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("h", ["linear", "logsigmoid"])
@@ -62,8 +66,8 @@ def test_gem_matches_closed_form(batch, beta, h):
     z, y = batch
     value, grad = value_and_grad(gem_per_token, z, y, beta=beta, h=h)
     expected_value, expected_grad = closed_form_gem(z, y, beta, h)
-    np.testing.assert_allclose(value, expected_value, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-12)
 
 
 def test_tofu_beta_one_has_focal_loss_gradient(batch):
@@ -73,21 +77,21 @@ def test_tofu_beta_one_has_focal_loss_gradient(batch):
     log_p_y = F.log_softmax(logits, -1).gather(-1, torch.tensor(y)[:, None]).squeeze(-1)
     focal = -((1 - log_p_y.exp()) ** 2.0) * log_p_y
     focal.sum().backward()
-    np.testing.assert_allclose(grad, logits.grad.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grad, logits.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_tofu_gamma_zero_has_gem_linear_gradient(batch):
     z, y = batch
     _, tofu_grad = value_and_grad(tofu_per_token, z, y, gamma=0.0, beta=0.6)
     _, gem_grad = value_and_grad(gem_per_token, z, y, beta=0.6, h="linear")
-    np.testing.assert_allclose(tofu_grad, gem_grad, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(tofu_grad, gem_grad, rtol=1e-10, atol=1e-12)
 
 
 def test_gem_beta_one_has_cross_entropy_gradient(batch):
     z, y = batch
     _, gem_grad = value_and_grad(gem_per_token, z, y, beta=1.0)
     _, ce_grad = value_and_grad(lambda logits, labels: F.cross_entropy(logits, labels, reduction="none"), z, y)
-    np.testing.assert_allclose(gem_grad, ce_grad, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gem_grad, ce_grad, rtol=1e-10, atol=1e-12)
 
 
 def test_focal_weight_shape():
@@ -125,3 +129,33 @@ def test_masked_rows_give_zero_loss_and_gradient(fn):
 def test_loss_spec_rejects_unknown_gem_weighting():
     with pytest.raises(ValueError, match="gem h must be one of"):
         gem_per_token(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), h="square")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("spec", [LossSpec("tofu", 0.8, 3.0), LossSpec("gem", 0.7), LossSpec("ce")])
+def test_low_precision_logits_are_computed_in_fp32(batch, dtype, spec):
+    """bf16/fp16 logits are upcast: the value is the float64 closed form of the rounded logits, to fp32 precision."""
+    z, y = batch
+    logits = torch.tensor(z).to(dtype)
+    loss = spec(logits, torch.tensor(y))
+    assert loss.dtype == torch.float32
+    exact = spec(logits.double(), torch.tensor(y))
+    torch.testing.assert_close(loss.double(), exact, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    ("call", "key"),
+    [
+        (lambda z, y, v: tofu_per_token(z, y, gamma=v), "gamma"),
+        (lambda z, y, v: tofu_per_token(z, y, beta=v), "beta"),
+        (lambda z, y, v: gem_per_token(z, y, beta=v), "beta"),
+        (lambda z, y, v: tofu_focal_weight(z[:, 0], v), "gamma"),
+        (lambda z, y, v: LossSpec("tofu", beta=v), "beta"),
+        (lambda z, y, v: LossSpec("tofu", gamma=v), "gamma"),
+    ],
+)
+def test_non_finite_hyper_parameters_are_refused(call, key, bad):
+    z, y = torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match=f"`{key}` must be a finite number"):
+        call(z, y, bad)

@@ -198,8 +198,24 @@ def test_toy_pipeline_end_to_end(tmp_path, monkeypatch):
     assert state["global_step"] == 2
     logged = {key for entry in state["log_history"] for key in entry}
     assert {"diversity/rollout/distinct_1", "diversity/rollout/exact_dup_rate"} <= logged
-    rewards = [e["rewards/toy_validity/mean"] for e in state["log_history"] if "rewards/toy_validity/mean" in e]
-    assert rewards and all(0.0 <= r <= 1.0 for r in rewards)
+    steps = [e for e in state["log_history"] if "rewards/toy_validity/mean" in e]
+    assert len(steps) == 2
+    for entry in steps:  # the only reward, weight 1: the step's reward is the share of its 8 rollouts that are valid
+        valid_share = entry["rewards/toy_validity/mean"]
+        assert valid_share * 8 == pytest.approx(round(valid_share * 8))
+        assert entry["reward"] == pytest.approx(valid_share)
     lineage = json.loads((root / "lineage" / "results.json").read_text())
     assert [m["name"] for m in lineage["models"]] == ["base", "sft", "dpo", "grpo"]
     assert lineage["config"]["verifier"] == "divalign.rewards.toy_validity:verify"
+    # pass@1 of every model, recomputed from its written samples: a sample is valid when its words are one of the
+    # prompt's valid answers
+    prompt_rows = Path("runs/demo/world/prompts_eval.jsonl").read_text().splitlines()
+    answers = [json.loads(json.loads(line)["answer"]) for line in prompt_rows]
+    for model in lineage["models"]:
+        lines = (root / "lineage" / "samples" / f"{model['name']}.jsonl").read_text().splitlines()
+        written = [json.loads(line)["samples"] for line in lines]
+        shares = [
+            sum(" ".join(text.split()) in valid for text in group) / len(group)
+            for group, valid in zip(written, answers, strict=True)
+        ]
+        assert model["metrics"]["pass_at_1"]["mean"] == pytest.approx(sum(shares) / len(shares)), model["name"]

@@ -141,6 +141,12 @@ def test_compute_loss_func_is_refused(tmp_path):
         (GEMConfig, "loss_type", "dft", "cannot be combined with GEMConfig"),
         (TOFUConfig, "loss_head", "magic", "`loss_head` must be one of"),
         (TOFUConfig, "loss_chunk_rows", 0, "`loss_chunk_rows` must be >= 1"),
+        (TOFUConfig, "tofu_beta", float("nan"), "`tofu_beta` must be a finite number > 0, got nan"),
+        (TOFUConfig, "tofu_beta", float("inf"), "`tofu_beta` must be a finite number > 0, got inf"),
+        (TOFUConfig, "tofu_gamma", float("nan"), "`tofu_gamma` must be a finite number >= 0, got nan"),
+        (TOFUConfig, "tofu_gamma", float("inf"), "`tofu_gamma` must be a finite number >= 0, got inf"),
+        (GEMConfig, "gem_beta", float("nan"), "`gem_beta` must be a finite number > 0, got nan"),
+        (GEMConfig, "gem_beta", float("-inf"), "`gem_beta` must be a finite number > 0, got -inf"),
     ],
 )
 def test_bad_hyper_parameters_are_refused_at_construction(tmp_path, config_class, key, value, message):
@@ -187,3 +193,65 @@ def test_packed_padding_free_batches_match_trl(tmp_path):
                  tofu_beta=1.0)  # fmt: skip
     assert logged(tofu, "loss") == pytest.approx(logged(sft, "loss"), rel=1e-5)
     assert logged(tofu, "num_tokens") == logged(sft, "num_tokens")
+
+
+def evaluation(trainer_class, config_class, tmp_path, compute_metrics=None, **overrides):
+    """``(metrics, full-logits forwards, predictions seen by compute_metrics)`` of one evaluate() on 13 rows."""
+    tokenizer = build_tokenizer()
+    args = config_class(output_dir=str(tmp_path / trainer_class.__name__), per_device_eval_batch_size=4,
+                        **{**COMMON, **overrides})  # fmt: skip
+    seen = []
+
+    def record(prediction):
+        seen.append(prediction)
+        return compute_metrics(prediction)
+
+    trainer = trainer_class(
+        model=build_model(tokenizer),
+        args=args,
+        train_dataset=Dataset.from_list(prompt_completion_rows(8)),
+        eval_dataset=Dataset.from_list(prompt_completion_rows(13, seed=3)),
+        processing_class=tokenizer,
+        compute_metrics=None if compute_metrics is None else record,
+    )
+    full_logits_calls = []
+    trainer.model.lm_head.register_forward_hook(lambda *_: full_logits_calls.append(1))
+    metrics = trainer.evaluate()
+    return metrics, len(full_logits_calls), seen
+
+
+CE_TOFU = {"tofu_gamma": 0.0, "tofu_beta": 1.0}
+
+
+def test_eval_loss_only_runs_no_full_logits_forward(tmp_path):
+    """Without compute_metrics (or with prediction_loss_only) the eval is the head alone, as TRL's SFT eval is."""
+    metrics, calls, _ = evaluation(TOFUTrainer, TOFUConfig, tmp_path / "a", **CE_TOFU)
+    assert calls == 0
+    assert {"eval_loss", "eval_nll", "eval_entropy", "eval_mean_token_accuracy"} <= metrics.keys()
+    sft_metrics, sft_calls, _ = evaluation(SFTTrainer, SFTConfig, tmp_path / "b")
+    assert sft_calls == 0
+    for key in ("eval_loss", "eval_entropy", "eval_mean_token_accuracy"):
+        assert metrics[key] == pytest.approx(sft_metrics[key], rel=1e-5), key
+    _, calls, seen = evaluation(
+        TOFUTrainer, TOFUConfig, tmp_path / "c", compute_metrics=lambda p: {}, prediction_loss_only=True, **CE_TOFU
+    )
+    assert calls == 0 and seen == []
+
+
+def test_eval_with_compute_metrics_gets_trls_logits_and_labels(tmp_path):
+    """prediction_loss_only false: compute_metrics sees the same full logits and labels as under TRL's SFT."""
+
+    def token_accuracy(prediction):
+        logits, labels = prediction.predictions[:, :-1], prediction.label_ids[:, 1:]
+        mask = labels != -100
+        return {"acc": float((logits.argmax(-1) == labels)[mask].mean())}
+
+    ours, calls, seen = evaluation(TOFUTrainer, TOFUConfig, tmp_path / "a", compute_metrics=token_accuracy, **CE_TOFU)
+    trl, _, trl_seen = evaluation(SFTTrainer, SFTConfig, tmp_path / "b", compute_metrics=token_accuracy)
+    assert calls == 4  # one full-logits forward per eval batch (4, 4, 4, 1 rows), as TRL does
+    (prediction,), (trl_prediction,) = seen, trl_seen
+    assert prediction.predictions.shape == trl_prediction.predictions.shape and prediction.predictions.shape[0] == 13
+    torch.testing.assert_close(torch.tensor(prediction.predictions), torch.tensor(trl_prediction.predictions))
+    assert (prediction.label_ids == trl_prediction.label_ids).all()
+    assert ours["eval_acc"] == trl["eval_acc"] == pytest.approx(ours["eval_mean_token_accuracy"], abs=0.1)
+    assert ours["eval_loss"] == pytest.approx(trl["eval_loss"], rel=1e-5)

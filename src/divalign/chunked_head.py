@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from .losses import IGNORE_INDEX
+from .losses import IGNORE_INDEX, loss_dtype, upcast
 
 PerTokenLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -58,11 +58,12 @@ def project(
     compute_dtype: torch.dtype,
     transform: LogitTransform = PLAIN_LOGITS,
 ) -> torch.Tensor:
-    """fp32 logits of ``hidden @ weight.T + bias``, the matmul in ``compute_dtype`` as the model's own head runs it."""
+    """Logits of ``hidden @ weight.T + bias``, the matmul in ``compute_dtype`` as the model's own head runs it, then
+    transformed in fp32 (float64 for a float64 ``compute_dtype``: see :func:`divalign.losses.loss_dtype`)."""
     logits = hidden.to(compute_dtype) @ weight.to(compute_dtype).t()
     if bias is not None:
         logits = logits + bias.to(compute_dtype)
-    logits = logits.float()
+    logits = upcast(logits)
     if transform.scale != 1.0:
         logits = logits * transform.scale
     if transform.softcap is not None:
@@ -71,7 +72,7 @@ def project(
 
 
 def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(nll, entropy, is_top1)`` of fp32 logits rows; zero where the label is ignored."""
+    """``(nll, entropy, is_top1)`` of upcast logits rows; zero where the label is ignored."""
     mask = labels != IGNORE_INDEX
     safe_labels = torch.where(mask, labels, torch.zeros_like(labels))
     log_p = torch.log_softmax(logits, dim=-1)
@@ -89,13 +90,15 @@ def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
     return hidden.dtype
 
 
-def gather_lm_head(weight: torch.Tensor, bias: torch.Tensor | None) -> AbstractContextManager:
-    """Gathers ZeRO-3 shards of the head for direct use (a null context elsewhere)."""
-    if not hasattr(weight, "ds_id"):
+def gather_lm_head(*params: torch.Tensor | None) -> AbstractContextManager:
+    """Gathers the ZeRO-3 shards of the head tensors read directly (weight, bias, LoRA up-projections); a null context
+    when none is a ZeRO-3 parameter."""
+    sharded = [p for p in params if p is not None and hasattr(p, "ds_id")]
+    if not sharded:
         return nullcontext()
     from trl.trainer.utils import maybe_gather_lm_head_ctx
 
-    return maybe_gather_lm_head_ctx(weight, bias)
+    return maybe_gather_lm_head_ctx(*sharded)
 
 
 class _ChunkedHeadFunction(torch.autograd.Function):
@@ -109,7 +112,7 @@ class _ChunkedHeadFunction(torch.autograd.Function):
                 logits = project(hidden[rows], weight, bias, compute_dtype, transform)
                 pieces.append((loss_fn(logits, labels[rows]), *token_statistics(logits, labels[rows])))
         if not pieces:  # no trainable row: empty results that still take part in the graph
-            empty = hidden.new_zeros(0, dtype=torch.float32)
+            empty = hidden.new_zeros(0, dtype=loss_dtype(compute_dtype))
             pieces.append((empty, empty, empty, empty.bool()))
         loss, nll, entropy, is_top1 = (torch.cat(column) for column in zip(*pieces, strict=True))
         ctx.save_for_backward(hidden, weight, bias, labels)
@@ -130,9 +133,10 @@ class _ChunkedHeadFunction(torch.autograd.Function):
                 None if bias is None else bias.detach().requires_grad_(wants[2]),
             ]
             grad_hidden = torch.empty_like(hidden) if wants[0] else None
-            # Summing the chunks' head gradients in fp32 keeps bf16 heads from losing small contributions
+            # Summing the chunks' head gradients in fp32 (float64 heads: float64) keeps bf16 heads from losing small terms
+            sum_dtype = loss_dtype(ctx.compute_dtype)
             head_sums = [
-                torch.zeros_like(t, dtype=torch.float32) if t is not None and t.requires_grad else None for t in leaves
+                torch.zeros_like(t, dtype=sum_dtype) if t is not None and t.requires_grad else None for t in leaves
             ]
             for start in range(0, hidden.shape[0], ctx.chunk_rows):
                 rows = slice(start, start + ctx.chunk_rows)

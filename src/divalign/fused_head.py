@@ -18,7 +18,8 @@ With ``q = softmax(z/β)`` the gradients w.r.t. the logits are all ``c · (q ⊙
 - GEM-linear: ``q − e_y``; GEM-logsigmoid: ``q ⊙ w − (Σ_v q_v w_v) · e_y`` (Li et al., ICLR 2025, arXiv:2408.16673).
 
 The backward therefore recomputes one logits tile at a time, turns it into its gradient in place and feeds the two
-matmuls of the head's backward (fp32 accumulation), so no ``(rows, vocab)`` block ever exists. The plain PyTorch
+matmuls of the head's backward (fp32 accumulation), so no ``(rows, vocab)`` block ever exists. A float64 head (hidden
+states and weight) is computed and accumulated in float64 throughout, like :func:`divalign.losses.loss_dtype`. The plain PyTorch
 version below is the tested path (CPU and CUDA); :mod:`divalign.fused_head_triton` folds tiles with Triton kernels.
 """
 
@@ -38,7 +39,7 @@ from .chunked_head import (
     gather_lm_head,
     project,
 )
-from .losses import IGNORE_INDEX, LossSpec, tofu_focal_weight
+from .losses import IGNORE_INDEX, LossSpec, loss_dtype, tofu_focal_weight, upcast
 
 # One fp32 (rows, tile) block of this many elements (64 MiB); a few such blocks live at once while a tile is folded
 TILE_ELEMENTS = 2**24
@@ -113,7 +114,7 @@ def target_logits(
     z = torch.bmm(hidden.to(compute_dtype).unsqueeze(1), rows.unsqueeze(2)).squeeze(-1).squeeze(-1)
     if bias is not None:
         z = z + bias[labels].to(compute_dtype)
-    z = z.float()
+    z = upcast(z)
     if transform.scale != 1.0:
         z = z * transform.scale
     if transform.softcap is not None:
@@ -276,7 +277,7 @@ def forward_rows(
 
 
 def _accumulate_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """``acc += a @ b`` into fp32 ``acc``; the product stays in the inputs' dtype as the model's own head computes it."""
+    """``acc += a @ b`` into the fp32 (or float64) ``acc``; the product stays in the inputs' dtype as the model's own head computes it."""
     if a.dtype == acc.dtype:
         acc.addmm_(a, b)
     else:
@@ -333,9 +334,9 @@ class _TiledHeadFunction(torch.autograd.Function):
                 rows = slice(start, start + chunk_rows)
                 h = hidden[rows].to(dtype)
                 result, z_y_w = backend.fold_rows(h, weight, bias, labels[rows], spec, tile_cols, dtype, transform)
-                pieces.append((*result, hidden.new_zeros(0, dtype=torch.float32) if z_y_w is None else z_y_w))
+                pieces.append((*result, hidden.new_zeros(0, dtype=loss_dtype(dtype)) if z_y_w is None else z_y_w))
         if not pieces:  # no trainable row: empty results that still take part in the graph
-            empty = hidden.new_zeros(0, dtype=torch.float32)
+            empty = hidden.new_zeros(0, dtype=loss_dtype(dtype))
             pieces.append((empty, empty, empty, empty.bool(), empty, empty, empty, empty))
         columns = [torch.cat(column) for column in zip(*pieces, strict=True)]
         loss, nll, entropy, is_top1, q_shift, coef, mass, z_y_w = columns
@@ -352,18 +353,20 @@ class _TiledHeadFunction(torch.autograd.Function):
         if grad_loss is None or not any(wants):
             return (None,) * 9
         with gather_lm_head(weight, bias), torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
-            scaled = (coef * grad_loss.float()).contiguous()
+            scaled = (coef * grad_loss.to(coef.dtype)).contiguous()
             grads = _backward(ctx, hidden, weight, bias, labels, q_shift, scaled, mass, z_y_w, wants)
         return (*grads, None, None, None, None, None, None)
 
 
 def _backward(ctx, hidden, weight, bias, labels, q_shift, scaled_coef, mass, z_y_w, wants):
     dtype, n_rows, accumulate = ctx.compute_dtype, hidden.shape[0], ctx.backend.accumulate_mm
-    # Several row chunks add into each weight tile's gradient: sum them in fp32 so bf16 heads keep small terms
-    head_dtype = torch.float32 if n_rows > ctx.chunk_rows else dtype
-    grad_hidden = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if wants[0] else None
+    # Several row chunks add into each weight tile's gradient: sum them in fp32 (float64 heads: float64) so bf16
+    # heads keep small terms
+    acc_dtype = loss_dtype(dtype)
+    head_dtype = acc_dtype if n_rows > ctx.chunk_rows else dtype
+    grad_hidden = torch.zeros(hidden.shape, dtype=acc_dtype, device=hidden.device) if wants[0] else None
     grad_weight = torch.zeros(weight.shape, dtype=head_dtype, device=weight.device) if wants[1] else None
-    grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if wants[2] else None
+    grad_bias = torch.zeros(bias.shape, dtype=acc_dtype, device=bias.device) if wants[2] else None
     logsigmoid = _is_logsigmoid(ctx.spec)
     for start in range(0, n_rows, ctx.chunk_rows):
         rows = slice(start, start + ctx.chunk_rows)
@@ -378,7 +381,7 @@ def _backward(ctx, hidden, weight, bias, labels, q_shift, scaled_coef, mass, z_y
             if grad_weight is not None:
                 accumulate(grad_weight[cols], grad.t(), h)
             if grad_bias is not None:
-                grad_bias[cols] += grad.float().sum(0)
+                grad_bias[cols] += grad.to(acc_dtype).sum(0)
     return [
         None if grad_hidden is None else grad_hidden.to(hidden.dtype),
         None if grad_weight is None else grad_weight.to(weight.dtype),
@@ -461,7 +464,8 @@ def _fused_head(hidden, weight, bias, labels, loss_fn, chunk_rows=None, transfor
 
 
 def _triton_head(hidden, weight, bias, labels, loss_fn, chunk_rows=None, transform=PLAIN_LOGITS) -> HeadOutput:
-    if not isinstance(loss_fn, LossSpec) or hidden.device.type != "cuda":
+    # The kernels accumulate in fp32: a float64 head keeps its precision on the PyTorch tiles
+    if not isinstance(loss_fn, LossSpec) or hidden.device.type != "cuda" or hidden.dtype == torch.float64:
         return _fused_head(hidden, weight, bias, labels, loss_fn, chunk_rows, transform)
     from .fused_head_triton import triton_head_loss  # imported lazily: Triton is optional
 
@@ -475,7 +479,8 @@ def select_head(mode: str, device: torch.device | str) -> HeadFn:
     - ``"reference"``: :func:`divalign.chunked_head.chunked_head_loss` (full-vocab row chunks, autograd backward).
     - ``"fused"``: :func:`fused_head_loss` (vocabulary tiles, plain PyTorch); a loss that is not a
       :class:`~divalign.losses.LossSpec` falls back to the reference.
-    - ``"fused-triton"``: the Triton tile kernels on CUDA (opt-in: not yet run on a GPU), else ``"fused"``.
+    - ``"fused-triton"``: the Triton tile kernels on CUDA (opt-in: not yet run on a GPU), else (and for float64
+      hidden states) ``"fused"``.
     - ``"auto"``: ``"fused"`` on CUDA (never materialises a ``(rows, vocab)`` block), ``"reference"`` elsewhere.
     """
     if mode not in HEAD_MODES:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .loss_head_config import LossHeadSFTConfig, require_number
+from .hyperparameters import require_temperature
+from .loss_head_config import LossHeadSFTConfig
 from .losses import GEM_WEIGHTINGS
 
 
@@ -29,7 +30,7 @@ class GEMConfig(LossHeadSFTConfig):
     )
 
     def __post_init__(self):
-        self.gem_beta = require_number("gem_beta", self.gem_beta, minimum=0.0, inclusive=False)
+        self.gem_beta = require_temperature("gem_beta", self.gem_beta)
         if self.gem_h not in GEM_WEIGHTINGS:
             raise ValueError(f"`gem_h` must be one of {GEM_WEIGHTINGS}, got {self.gem_h!r}")
         super().__post_init__()

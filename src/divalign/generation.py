@@ -108,7 +108,7 @@ def render_prompt(prompt: Prompt, tokenizer: Any) -> str:
         return apply_chat_template({"prompt": messages}, tokenizer)["prompt"]
     if not isinstance(prompt, str):
         raise ValueError(
-            "Chat-message prompts need a tokenizer with a chat template, and this one has none; use plain string "
+            "its tokenizer has no chat template, so chat-message prompts cannot be rendered; use plain string "
             "prompts or a model with a chat template"
         )
     return prompt

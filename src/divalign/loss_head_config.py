@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from numbers import Real
 
 from trl import SFTConfig
 
 from .fused_head import HEAD_MODES as LOSS_HEADS
-
-
-def require_number(name: str, value: object, *, minimum: float, inclusive: bool) -> float:
-    """Return ``value`` as a float, or raise a ``ValueError`` naming the key and the allowed range."""
-    bound = f">= {minimum}" if inclusive else f"> {minimum}"
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"`{name}` must be a number {bound}, got {value!r} ({type(value).__name__})")
-    if value < minimum or (value == minimum and not inclusive):
-        raise ValueError(f"`{name}` must be {bound}, got {value}")
-    return float(value)
+from .hyperparameters import require_number
 
 
 @dataclass

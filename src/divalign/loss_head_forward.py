@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .chunked_head import HeadOutput, LogitTransform, chunked_head_loss, gather_lm_head
+from .head_operands import resolve_head
 from .losses import IGNORE_INDEX
 
 HeadFunction = Callable[..., HeadOutput]
@@ -39,14 +40,22 @@ class LossHeadOutput(ModelOutput):
     label_mask: torch.Tensor | None = None
 
 
+def _logit_scale(config) -> float:
+    """The factor a model multiplies its head output by, from whichever config key its family uses."""
+    for key in ("logit_scale", "output_multiplier", "lm_head_multiplier"):  # Cohere; Muse Glimmer; Falcon-H1
+        if getattr(config, key, None) is not None:
+            return float(getattr(config, key))
+    divisor = getattr(config, "logits_scaling", None)  # Granite, MiniCPM3 divide by it; HyperCLOVA X multiplies
+    if divisor is not None:
+        return float(divisor) if config.model_type == "hyperclovax" else 1.0 / float(divisor)
+    return 1.0
+
+
 def logit_transform(model: PreTrainedModel) -> LogitTransform:
-    """The scale and soft-cap a model applies to its head output (Gemma-2/3 soft-capping, Cohere logit scale)."""
+    """The scale and soft-cap a model applies to its head output (Cohere's logit scale, Granite's logit divisor,
+    Gemma-2/3 final soft-capping), read from the same config keys as TRL's fused LM head."""
     config = model.config.get_text_config()
-    scale = getattr(config, "logit_scale", None)
-    return LogitTransform(
-        scale=1.0 if scale is None else float(scale),
-        softcap=getattr(config, "final_logit_softcapping", None),
-    )
+    return LogitTransform(scale=_logit_scale(config), softcap=getattr(config, "final_logit_softcapping", None))
 
 
 def _next_token_view(
@@ -69,7 +78,8 @@ def add_loss_head(
 
     Without ``loss_head=True`` the previous forward (possibly TRL's fused-head forward) runs unchanged, so generation
     and TRL's own code paths are untouched. Apply to the base model before PEFT wraps it, or to
-    ``peft_model.get_base_model()``.
+    ``peft_model.get_base_model()``; PEFT adapters on the LM head are resolved on every call
+    (:func:`divalign.head_operands.resolve_head`).
     """
     previous_forward = model.forward
     transform = logit_transform(model)
@@ -85,10 +95,12 @@ def add_loss_head(
         # Looked up per call: PEFT, DeepSpeed and FSDP replace modules after patching
         hidden = self.base_model(*args, **kwargs).last_hidden_state
         hidden, targets = _next_token_view(hidden, labels, shift_labels)
-        lm_head = self.get_output_embeddings()
-        hidden, targets = hidden.to(lm_head.weight.device), targets.to(lm_head.weight.device)
-        with gather_lm_head(lm_head.weight, lm_head.bias):
-            out = head(hidden, lm_head.weight, lm_head.bias, targets, loss_fn, chunk_rows, transform)
+        operands = resolve_head(self.get_output_embeddings())  # PEFT wrappers resolved (LoRA as extra columns)
+        device = operands.weight.device
+        hidden, targets = hidden.to(device), targets.to(device)
+        with gather_lm_head(*operands.parameters()):
+            hidden, weight, bias = operands.project_inputs(hidden)
+            out = head(hidden, weight, bias, targets, loss_fn, chunk_rows, transform)
         shape = targets.shape
         return LossHeadOutput(
             per_token_loss=out.loss.view(shape),

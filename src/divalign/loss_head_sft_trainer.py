@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from unittest import mock
+
 import torch
 from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
 from .fused_head import select_head
+from .head_operands import UnsupportedHeadError, resolve_head
 from .loss_head_config import LossHeadSFTConfig
 from .loss_head_forward import LossHeadOutput, add_loss_head
 from .losses import LossSpec
+
+
+class _NotATunerLayer:
+    """Stands in for PEFT's ``BaseTunerLayer`` in TRL's head check: nothing is an instance of it."""
+
+
+@contextlib.contextmanager
+def _trl_head_adapter_check_lifted() -> Iterator[None]:
+    """Lift TRL's refusal of a PEFT adapter on ``lm_head`` while ``SFTTrainer.__init__`` runs.
+
+    TRL refuses it because *its* fused head reads ``lm_head.weight`` and would skip the adapter. This trainer's loss
+    head never uses TRL's head: it resolves the adapter itself (:func:`divalign.head_operands.resolve_head`, LoRA as
+    extra hidden columns) and refuses, right after, what it cannot reproduce exactly. If TRL's check moves, the check
+    stays in force and LoRA on the head is refused by TRL (the LoRA-head tests then fail loudly).
+    """
+    from trl.trainer import sft_trainer
+
+    if not hasattr(sft_trainer, "BaseTunerLayer"):
+        yield
+        return
+    with mock.patch.object(sft_trainer, "BaseTunerLayer", _NotATunerLayer):
+        yield
 
 
 class LossHeadSFTTrainer(SFTTrainer):
@@ -19,6 +46,10 @@ class LossHeadSFTTrainer(SFTTrainer):
     when it is `None`), times the number of processes under `average_tokens_across_devices` — the reduction of TRL's
     `nll` loss, so gradient accumulation and data parallelism behave the same. It logs `nll`, `entropy`,
     `mean_token_accuracy` and `num_tokens` like TRL, from the same forward.
+
+    PEFT on the LM head: LoRA (`lm_head` in `target_modules`), `modules_to_save: [lm_head]` and tied
+    `trainable_token_indices` train exactly (:mod:`divalign.head_operands`); other adapters on the head (DoRA, IA³, ...)
+    are refused when the trainer is built.
     """
 
     args: LossHeadSFTConfig
@@ -26,10 +57,15 @@ class LossHeadSFTTrainer(SFTTrainer):
     def __init__(self, *args, **kwargs):
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError(f"{type(self).__name__} computes its own loss; `compute_loss_func` cannot be passed.")
-        super().__init__(*args, **kwargs)
+        with _trl_head_adapter_check_lifted():
+            super().__init__(*args, **kwargs)
         if not isinstance(self.args, LossHeadSFTConfig):
             raise TypeError(f"{type(self).__name__} needs a {LossHeadSFTConfig.__name__} subclass as `args`")
         base = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        try:  # refuse, before any training, a PEFT wrapper on the LM head the loss head cannot reproduce
+            resolve_head(base.get_output_embeddings())
+        except UnsupportedHeadError as error:
+            raise ValueError(f"{type(self).__name__}: {error}") from error
         head = select_head(self.args.loss_head, self.args.device)
         add_loss_head(base, self.loss_spec(), head=head, chunk_rows=self.args.loss_chunk_rows)
 
@@ -60,13 +96,14 @@ class LossHeadSFTTrainer(SFTTrainer):
         local = torch.stack(
             [
                 outputs.label_mask.sum().float(),
-                outputs.nll.detach().sum(),
-                outputs.entropy.detach().sum(),
+                outputs.nll.detach().sum().float(),
+                outputs.entropy.detach().sum().float(),
                 outputs.is_top1.sum().float(),
             ]
         )
-        # One collective for the four sums rather than one per metric
-        num_valid, *sums = self.accelerator.gather_for_metrics(local).view(-1, 4).sum(0).tolist()
+        # Sums over every rank's batch in one collective. Not `gather_for_metrics`: on the last batch of an epoch it
+        # cuts what it gathers to the dataloader's remainder, which would drop whole sums (or part of this vector).
+        num_valid, *sums = self.accelerator.reduce(local, reduction="sum").tolist()
         for name, total in zip(("nll", "entropy", "mean_token_accuracy"), sums, strict=True):
             self._metrics[mode][name].append(total / num_valid if num_valid > 0 else 0.0)
 
@@ -77,4 +114,5 @@ class LossHeadSFTTrainer(SFTTrainer):
             local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
         else:
             raise ValueError("Expected 'attention_mask' or 'position_ids' in the batch")
-        self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item() // self._tp_size
+        # A sum over ranks, never cut to the dataloader's remainder (see _record_head_metrics)
+        self._total_train_tokens += self.accelerator.reduce(local, reduction="sum").item() // self._tp_size

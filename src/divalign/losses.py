@@ -1,7 +1,8 @@
 """Per-token diversity-preserving SFT losses: TOFU and GEM.
 
 Both act on a 2-D block of logits ``(N, V)`` and its labels ``(N,)``; rows whose label is ``ignore_index`` give a zero
-loss and a zero gradient. Logits are upcast to fp32 inside, so bf16 inputs and logits up to ±1e4 stay finite.
+loss and a zero gradient. Logits are computed on in :func:`loss_dtype`: bf16/fp16/fp32 in fp32 (so low-precision inputs
+and logits up to ±1e4 stay finite), float64 in float64. NaN or infinite hyper-parameters are refused.
 
 These are the plain PyTorch references: they build ``(N, V)`` intermediates, so call them on chunks of token rows
 (see :mod:`divalign.chunked_head`), never on a whole ``(batch * seq, V)`` block.
@@ -15,9 +16,21 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .hyperparameters import require_exponent, require_temperature
+
 IGNORE_INDEX = -100
 GemWeighting = Literal["linear", "logsigmoid"]
 GEM_WEIGHTINGS: tuple[str, ...] = ("linear", "logsigmoid")
+
+
+def loss_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype losses are computed in for inputs of ``dtype``: float64 stays float64, anything else is fp32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def upcast(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in :func:`loss_dtype` of their dtype."""
+    return logits.to(loss_dtype(logits.dtype))
 
 
 def _target_log_probs(log_probs: torch.Tensor, safe_labels: torch.Tensor) -> torch.Tensor:
@@ -35,6 +48,7 @@ def tofu_focal_weight(log_p: torch.Tensor, gamma: float) -> torch.Tensor:
     Works from log-probabilities because ``log(p)`` of an underflowed ``p`` is ``-inf`` and turns the product into NaN.
     ``1 − p`` comes from ``expm1`` so it keeps its precision when ``p`` is close to 1.
     """
+    gamma = require_exponent("gamma", gamma)
     p = log_p.exp()
     one_minus_p = -torch.expm1(log_p)
     if gamma == 0:
@@ -62,8 +76,9 @@ def tofu_per_token(
     Klypa & Cherednichenko, "Diversity in Large Language Models under Supervised Fine-Tuning", arXiv:2605.00195.
     The authors fix ``γ = 3.0`` and ``β = 0.8`` for every model and benchmark.
     """
+    gamma, beta = require_exponent("gamma", gamma), require_temperature("beta", beta)
     mask, safe_labels = _split_labels(labels, ignore_index)
-    z = logits.float()
+    z = upcast(logits)
     log_p_y = _target_log_probs(F.log_softmax(z, dim=-1), safe_labels)
     log_q_y = _target_log_probs(F.log_softmax(z / beta, dim=-1), safe_labels)
     weight = tofu_focal_weight(log_p_y.detach(), gamma)
@@ -89,8 +104,9 @@ def gem_per_token(
     """
     if h not in GEM_WEIGHTINGS:
         raise ValueError(f"gem h must be one of {GEM_WEIGHTINGS}, got {h!r}")
+    beta = require_temperature("beta", beta)
     mask, safe_labels = _split_labels(labels, ignore_index)
-    z = logits.float()
+    z = upcast(logits)
     log_p = F.log_softmax(z, dim=-1)
     log_p_y = _target_log_probs(log_p, safe_labels)
     weights = F.softmax(z.detach() / beta, dim=-1)
@@ -105,7 +121,7 @@ def cross_entropy_per_token(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Plain next-token negative log-likelihood, per token (zero where the label is ignored)."""
-    return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
+    return F.cross_entropy(upcast(logits), labels, ignore_index=ignore_index, reduction="none")
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,10 @@ class LossSpec:
     beta: float = 1.0
     gamma: float = 0.0
     h: GemWeighting = "linear"
+
+    def __post_init__(self):
+        require_temperature("beta", self.beta)
+        require_exponent("gamma", self.gamma)
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.name == "tofu":

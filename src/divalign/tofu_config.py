@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .loss_head_config import LossHeadSFTConfig, require_number
+from .hyperparameters import require_exponent, require_temperature
+from .loss_head_config import LossHeadSFTConfig
 
 
 @dataclass
@@ -25,6 +26,6 @@ class TOFUConfig(LossHeadSFTConfig):
     )
 
     def __post_init__(self):
-        self.tofu_gamma = require_number("tofu_gamma", self.tofu_gamma, minimum=0.0, inclusive=True)
-        self.tofu_beta = require_number("tofu_beta", self.tofu_beta, minimum=0.0, inclusive=False)
+        self.tofu_gamma = require_exponent("tofu_gamma", self.tofu_gamma)
+        self.tofu_beta = require_temperature("tofu_beta", self.tofu_beta)
         super().__post_init__()
