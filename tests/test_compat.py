@@ -145,9 +145,28 @@ def test_multi_value_flags_are_the_list_fields():
     assert "lora_r" not in flags
 
 
+def test_zero3_generation_state_is_a_no_op_without_zero3():
+    with compat.zero3_generation_state(None, gathered=True):
+        pass
+
+
+def test_deepspeed_keeps_the_offload_internals_divalign_resets():
+    import inspect
+
+    from deepspeed.runtime.zero.parameter_offload import DeepSpeedZeRoOffload
+    from deepspeed.runtime.zero.partitioned_param_coordinator import PartitionedParameterCoordinator
+
+    assert callable(PartitionedParameterCoordinator._invalidate_trace)
+    assert callable(PartitionedParameterCoordinator.is_invalid_trace)
+    source = inspect.getsource(DeepSpeedZeRoOffload)
+    assert "self.fwd_pre_hook = self.module.register_forward_pre_hook(" in source
+    assert "self.param_coordinator = PartitionedParameterCoordinator(" in source
+
+
 PRIVATE_NAMES = re.compile(
     r"\._metrics\b|_total_train_tokens|\._tp_size\b|maybe_gather_lm_head_ctx|trainer\.utils import create_model"
     r"|_hf_deepspeed_config_weak_ref|\._actions\b|\._name_or_path\b|sft_trainer, \"BaseTunerLayer\""
+    r"|_invalidate_trace|_forward_pre_hooks|parameter_offload"
 )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,23 +15,17 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from divalign.diversity.callback import (
-    DiversityCallback,
-    DiversityConfig,
-    _shard,
-    load_probe_prompts,
-    preserve_rng_state,
-    render_prompt,
-)
+from divalign.diversity.callback import DiversityCallback, DiversityConfig, load_probe_prompts, preserve_rng_state
+from divalign.generation import render_prompt
 
 SCRIPTS = Path(__file__).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 from diversity_tiny import PROMPTS, build_tokenizer, save_tiny_policy, train_records  # noqa: E402
 
-from launching import accelerate_launch, cpu_accelerate_config  # noqa: E402
+from launching import accelerate_launch, cpu_accelerate_config, cpu_environment  # noqa: E402
 
 FAST_METRICS = ["distinct_1", "distinct_2", "ead", "exact_dup_rate", "length_mean"]
 
@@ -204,6 +200,67 @@ def test_wandb_offline_run_has_diversity_curves_and_table(
     assert len(table["data"]) == 3 * 3
 
 
+def test_checkpoint_generation_config_does_not_change_the_samples(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    """The same weights with a generation_config.json asking for top_k=1 and repetition_penalty=1.5: `generate` would
+    merge both into the call (greedy-like duplicates); the callback's samples must not change."""
+    from transformers import GenerationConfig
+
+    custom = tmp_path / "custom_policy"
+    shutil.copytree(policy_dir, custom)
+    GenerationConfig(top_k=1, repetition_penalty=1.5, do_sample=True).save_pretrained(custom)
+    runs = {}
+    for name, policy in (("plain", policy_dir), ("custom", custom)):
+        callback = DiversityCallback(diversity_config(probe_file, every_steps=100, evaluate_last_step=False))
+        trainer = make_trainer(policy, tmp_path / name, callback, max_steps=1)
+        trainer.train()
+        runs[name] = (callback.last_samples, [e for e in trainer.state.log_history if "diversity/distinct_1" in e])
+    assert runs["custom"][0]["step"] == 0
+    assert runs["custom"][0]["samples"] == runs["plain"][0]["samples"]
+    assert runs["custom"][0]["token_ids"] == runs["plain"][0]["token_ids"]
+    assert runs["custom"][1] == runs["plain"][1]
+    # top_k=1 would have made every prompt's K samples identical
+    assert runs["custom"][1][0]["diversity/exact_dup_rate"] < 1.0
+    assert AutoModelForCausalLM.from_pretrained(custom).generation_config.top_k == 1  # the checkpoint is untouched
+
+
+class _Interrupt(TrainerCallback):
+    """Stop a run the hard way after `step` (the checkpoint written before it is all that survives)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resumed_run_continues_the_diversity_curves(policy_dir: Path, probe_file: Path, tmp_path: Path):
+    """Killed after step 3 (last checkpoint: step 2) and resumed: every cadence step logged once, none missing, with
+    the uninterrupted run's values (the trajectory after resume is the same, and so is the sampling noise)."""
+    checkpoints = dict(save_strategy="steps", save_steps=2, max_steps=6)
+    whole = make_trainer(policy_dir, tmp_path / "whole", DiversityCallback(diversity_config(probe_file)), **checkpoints)
+    whole.train()
+
+    killed = make_trainer(
+        policy_dir, tmp_path / "killed", DiversityCallback(diversity_config(probe_file)), **checkpoints
+    )
+    killed.add_callback(_Interrupt(3))
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    resumed = make_trainer(
+        policy_dir, tmp_path / "killed", DiversityCallback(diversity_config(probe_file)), **checkpoints
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "killed" / "checkpoint-2"))
+
+    def curves(history: list[dict]) -> list[dict]:
+        keep = [e for e in history if "diversity/distinct_1" in e]
+        return [{k: v for k, v in e.items() if k.startswith("diversity/") or k == "step"} for e in keep]
+
+    assert diversity_steps(resumed.state.log_history) == [0, 2, 4, 6]
+    assert curves(resumed.state.log_history) == curves(whole.state.log_history)
+    assert loss_entries(resumed.state.log_history) == loss_entries(whole.state.log_history)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # fail fast
 
@@ -265,6 +322,9 @@ def test_from_dict_maps_the_recipe_block():
         ({"prompts": "p.txt", "metrics": ["pass_at_1"]}, "verifier or an NLI model"),
         ({"prompts": "p.txt", "metrics": ["vendi_1"], "embedding_model": None}, "need diversity.embedding_model"),
         ({"prompts": ""}, "empty string"),
+        ({"prompts": "p.txt", "seed": -1}, "seed must be >= 0"),
+        ({"prompts": "p.txt", "batch_size": 0}, "batch_size must be >= 1"),
+        ({"prompts": "p.txt", "ds3_gather_for_generation": "yes"}, "ds3_gather_for_generation must be of type bool"),
         (["prompts"], "must be a mapping"),
     ],
 )
@@ -307,14 +367,6 @@ def test_render_prompt_uses_chat_template_or_plain_text():
         render_prompt([{"role": "user", "content": "hi"}], tokenizer)
 
 
-@pytest.mark.parametrize(("n", "world"), [(3, 2), (1, 4), (8, 3), (4, 4)])
-def test_shards_cover_prompts_once_with_equal_lengths(n: int, world: int):
-    shards = [_shard(n, rank, world) for rank in range(world)]
-    assert sorted(i for indices, _ in shards for i in indices) == list(range(n))
-    assert len({per_rank for _, per_rank in shards}) == 1  # every rank makes the same number of generate calls
-    assert all(len(indices) <= per_rank for indices, per_rank in shards)
-
-
 def test_preserve_rng_state_restores_all_generators():
     torch.manual_seed(1), random.seed(1), np.random.seed(1)
     expected = (torch.rand(3), random.random(), np.random.rand())
@@ -327,19 +379,17 @@ def test_preserve_rng_state_restores_all_generators():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# DeepSpeed ZeRO-3, 2 CPU processes
+# 1 process vs 2 processes: DDP, and DeepSpeed ZeRO-3 gathered and lock-step
 
 
-@pytest.mark.slow
-def test_zero3_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: Path, tmp_path: Path):
-    """3 probe prompts over 2 ranks with one prompt per `generate` call: rank 0 makes 2 calls, rank 1 one real and one
-    dummy; without the padding, ZeRO-3's lock-step generation would hang (or fail with a collective mismatch).
+def _zero3_config(tmp_path: Path) -> Path:
+    """An accelerate config for DeepSpeed ZeRO-3 over 2 CPU processes (launched by `tests/launching.py`).
 
     DeepSpeed on CPU settings that work (DeepSpeed 0.19, accelerate 1.15, transformers 5):
     - accelerate config `distributed_type: DEEPSPEED` with a `deepspeed_config_file` and no `use_cpu` (it silently
       disables DeepSpeed) and no `mixed_precision` key (accelerate refuses it next to a config file);
     - DeepSpeed config: ZeRO stage 3, batch sizes "auto", `"zero_force_ds_cpu_optimizer": false` so the Trainer's
-      torch AdamW is accepted;
+      torch AdamW is accepted; `stage3_param_persistence_threshold: 0`, or a tiny model is not partitioned at all;
     - env `DS_ACCELERATOR=cpu`, `CUDA_VISIBLE_DEVICES=""`; trainer args `ddp_backend="gloo"`, `bf16=False`;
     - the first run JIT-builds DeepSpeed's `deepspeed_shm_comm_op` into ~/.cache/torch_extensions (about 2 min once).
     """
@@ -347,7 +397,8 @@ def test_zero3_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: P
     ds_config.write_text(
         json.dumps(
             {
-                "zero_optimization": {"stage": 3},
+                # every parameter partitioned, even the tiny policy's (DeepSpeed keeps small ones whole by default)
+                "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
                 "train_micro_batch_size_per_gpu": "auto",
                 "gradient_accumulation_steps": "auto",
                 "train_batch_size": "auto",
@@ -367,31 +418,107 @@ def test_zero3_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: P
         "machine_rank: 0\n"
         "num_processes: 2\n"
     )
-    report = _run_two_processes(accelerate_config, [], policy_dir, probe_file, tmp_path / "out")
-    assert report["num_processes"] == 2 and report["zero_stage"] == 3
+    return accelerate_config
+
+
+@pytest.fixture(scope="module")
+def one_process(policy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """The reference: the same script in one plain process."""
+    out = tmp_path_factory.mktemp("one_process")
+    probe = out / "probe.jsonl"
+    probe.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:3]))
+    return _run_script(None, [], policy_dir, probe, out / "out"), probe
+
+
+def _assert_same_step0(report: dict, reference: dict) -> None:
+    """The step-0 evaluation has the reference's samples and token ids, bit for bit, and its metrics: the token
+    metrics exactly, the embedding ones up to float rounding (the embedder's matmuls run with another thread count)."""
+    assert report["evaluations"]["0"] == reference["evaluations"]["0"]
+
+    def metrics(history: list[dict]) -> dict:
+        (entry,) = [e for e in history if e["step"] == 0 and "diversity/distinct_1" in e]
+        return {k: v for k, v in entry.items() if k.startswith("diversity/")}
+
+    got, expected = metrics(report["log_history"]), metrics(reference["log_history"])
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        semantic = key.startswith(("diversity/sbert", "diversity/vendi"))
+        assert got[key] == (pytest.approx(value, rel=1e-6) if semantic else value), key
+
+
+def _generate_calls(out: Path) -> list[list[bool]]:
+    return [json.loads((out / f"generate_calls_rank{rank}.json").read_text()) for rank in range(2)]
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_uneven_prompt_split(policy_dir: Path, probe_file: Path, tmp_path: Path):
-    """DDP over gloo (`use_cpu=True` so that accelerate treats the CPU ranks as one distributed run)."""
+def test_zero3_two_processes_gathered_and_lockstep_match_one_process(
+    policy_dir: Path, one_process: tuple[dict, Path], tmp_path: Path
+):
+    """3 probe prompts over 2 ranks. The step-0 samples and every metric equal the single-process run's (the
+    sampling noise is keyed by prompt, not by rank, process count or batch). Gathered (the default), all 3 prompts in
+    one `generate` batch: rank 0 samples it locally and rank 1 has nothing to generate (the ranks must not wait on
+    each other inside `generate`). Lock-step (`ds3_gather_for_generation: false`), one prompt per batch: rank 0
+    samples prompts 0 and 2, rank 1 prompt 1 and a dummy batch, every call `synced_gpus`, or the ranks would hang.
+    Both sample the same completions at every evaluation."""
+    reference, probe = one_process
+    reports = {}
+    for mode, extra in (("gathered", ["--batch-size", "3"]), ("lockstep", ["--lockstep"])):
+        out = tmp_path / mode
+        reports[mode] = _run_script(_zero3_config(tmp_path), extra, policy_dir, probe, out)
+        assert reports[mode]["num_processes"] == 2 and reports[mode]["zero_stage"] == 3
+        _assert_same_step0(reports[mode], reference)
+        calls = _generate_calls(out)
+        evaluations = len(diversity_steps(reports[mode]["log_history"]))
+        if mode == "gathered":
+            assert calls == [[False] * evaluations, []]
+        else:
+            assert calls == [[True] * 2 * evaluations, [True] * 2 * evaluations]
+    assert reports["lockstep"]["evaluations"] == reports["gathered"]["evaluations"]
+    for got, expected in zip(_curves(reports["lockstep"]), _curves(reports["gathered"]), strict=True):
+        assert got == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(policy_dir: Path, one_process: tuple[dict, Path], tmp_path: Path):
+    """DDP over gloo (`use_cpu=True` so that accelerate treats the CPU ranks as one distributed run): the step-0
+    samples and metrics equal the single-process run's; no lock-step."""
+    reference, probe = one_process
     config = cpu_accelerate_config("ddp", tmp_path)
-    report = _run_two_processes(config, ["--use-cpu"], policy_dir, probe_file, tmp_path / "out")
+    report = _run_script(config, ["--use-cpu"], policy_dir, probe, tmp_path / "out")
     assert report["num_processes"] == 2 and report["zero_stage"] is None
+    _assert_same_step0(report, reference)
+    evaluations = len(diversity_steps(report["log_history"]))
+    assert _generate_calls(tmp_path / "out") == [[False] * 2 * evaluations, [False] * evaluations]
 
 
-def _run_two_processes(config: Path, extra: list[str], policy: Path, probe: Path, out: Path) -> dict:
-    """Run tests/scripts/diversity_train.py on 2 CPU ranks under `config`, check the shared expectations, return its
-    report."""
+def _curves(report: dict) -> list[dict]:
+    return [
+        {k: v for k, v in e.items() if k.startswith("diversity/")}
+        for e in report["log_history"]
+        if "diversity/distinct_1" in e
+    ]
+
+
+def _run_script(config: Path | None, extra: list[str], policy: Path, probe: Path, out: Path) -> dict:
+    """Run tests/scripts/diversity_train.py on 2 CPU ranks under the accelerate `config` (one plain process when
+    None), check the shared expectations, return its report."""
     python_path = os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))
     env = {"WANDB_MODE": "disabled", "PYTHONPATH": python_path}
     script = [str(SCRIPTS / "diversity_train.py"), str(policy), str(probe), str(out), "--max-steps", "4"]
-    accelerate_launch([*script, "--every-steps", "2", *extra], config, env=env)
+    script += ["--every-steps", "2", *extra]
+    if config is None:
+        done = subprocess.run(
+            [sys.executable, *script], env=cpu_environment(env), capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    else:
+        accelerate_launch(script, config, env=env)
 
     report = json.loads((out / "diversity_report.json").read_text())
     assert diversity_steps(report["log_history"]) == [0, 2, 4]
     assert [e["step"] for e in report["log_history"] if "loss" in e] == [1, 2, 3, 4]
     assert all(np.isfinite(e["diversity/sbert"]) for e in report["log_history"] if "diversity/sbert" in e)
-    # Every prompt exactly once, in order, after the gather (the dummy padding prompt was dropped).
+    # Every prompt exactly once, in order, after the gather (no dummy batch among them).
     assert [p.split("<|user|> ")[1].split(" <eos>")[0] for p in report["last_prompts"]] == PROMPTS[:3]
     assert [len(group) for group in report["last_samples"]] == [3, 3, 3]
     return report

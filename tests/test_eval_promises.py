@@ -66,7 +66,7 @@ def test_model_without_a_chat_template_samples_the_raw_prompt(untemplated, templ
     tokenizer = build_tokenizer()
     plain, chat = generate_inputs
     pad = tokenizer.pad_token_id
-    rows = [[t for t in row.tolist() if t != pad] for row in plain]
+    rows = [[t for t in row.tolist() if t != pad] for row in plain][::2]  # each prompt's row once per sample (K = 2)
     assert rows == [tokenizer("say a word w1")["input_ids"], tokenizer("say w2")["input_ids"]]
     chat_rows = [tokenizer.decode([t for t in row.tolist() if t != pad]) for row in chat]
     assert chat_rows[0] == "user : say a word w1 </s> assistant :"  # the templated model gets its chat format
@@ -135,9 +135,10 @@ def test_backend_auto_picks_vllm_only_with_vllm_and_a_gpu(monkeypatch, templated
     )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     chosen = []
-    monkeypatch.setattr(sampling, "_sample_vllm", lambda *args: chosen.append("vllm"))
-    monkeypatch.setattr(sampling, "_sample_hf", lambda *args: chosen.append("hf"))
-    sampling.sample_model("m", str(templated), [], sampling.GenerationConfig(backend="auto"))
+    monkeypatch.setattr(sampling, "VLLMSampler", lambda *args: chosen.append("vllm"))
+    monkeypatch.setattr(sampling, "HFSampler", lambda *args: chosen.append("hf"))
+    settings = sampling.SamplingSettings(num_samples=2, max_new_tokens=2)
+    sampling.open_sampler("m", str(templated), sampling.EvalSampling(settings, backend="auto"))
     assert chosen == [expected]
 
 

@@ -656,7 +656,11 @@ def test_tofu_dpo_grpo_end_to_end(tmp_path, assets, monkeypatch, capsys):
     eval_block = {"prompts": str(probe), "samples": 2, "max_new_tokens": 4, "metrics": ["distinct_1"],
                   "bootstrap": 10, "backend": "hf"}  # fmt: skip
     stages = [
-        {"name": "sft", "recipe": str(TOFU_RECIPE), "overrides": {"max_steps": 4, "save_steps": 2, **smoke_data(assets)}},
+        {
+            "name": "sft",
+            "recipe": str(TOFU_RECIPE),
+            "overrides": {"max_steps": 4, "save_steps": 2, **smoke_data(assets)},
+        },
         {"name": "dpo", "recipe": str(dpo_recipe)},
         {"name": "grpo", "recipe": str(grpo_recipe)},
     ]

@@ -5,6 +5,7 @@ gathers nothing."""
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -13,8 +14,7 @@ import yaml
 
 import divalign.grpo_trainer as grpo_trainer
 import divalign.train as train
-from divalign.rewards.base import completion_text
-from divalign.smoke import WORDS, save_tiny_model, write_jsonl
+from divalign.smoke import WORDS, build_tokenizer, save_tiny_model, write_jsonl
 
 GROUP = 4  # num_generations; one prompt per step: per_device_train_batch_size 4
 
@@ -55,7 +55,7 @@ def grpo_recipe(directory: Path, model_dir: Path, **changes) -> Path:
 
 def distinct_1(group: list[list[int]]) -> float:
     tokens = [t for ids in group for t in ids]
-    return len(set(tokens)) / len(tokens)
+    return len(set(tokens)) / len(tokens) if tokens else math.nan
 
 
 def duplicate_rate(texts: list[str]) -> float:
@@ -69,12 +69,21 @@ def logged(output_dir: Path) -> list[dict]:
 
 
 def test_logged_rollout_diversity_is_that_of_each_steps_group(tmp_path, model_dir, monkeypatch):
+    """Each completion as the probe-set callback scores one: its ids up to the first EOS or pad (TRL's ids keep the
+    EOS), its text decoded from them."""
+    tokenizer = build_tokenizer()
+    ends = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     rollouts: list[tuple[list[str], list[list[int]]]] = []
     original = grpo_trainer.DivGRPOTrainer._log_rollout_diversity
 
-    def recording(self, prompts, completions, completion_ids):
-        rollouts.append(([completion_text(c) for c in completions], [[int(t) for t in ids] for ids in completion_ids]))
-        return original(self, prompts, completions, completion_ids)
+    def recording(self, prompts, completion_ids):
+        cut = []
+        for ids in completion_ids:
+            ids = [int(t) for t in ids]
+            stop = next((i for i, t in enumerate(ids) if t in ends), len(ids))
+            cut.append(ids[:stop])
+        rollouts.append(([tokenizer.decode(ids, skip_special_tokens=True) for ids in cut], cut))
+        return original(self, prompts, completion_ids)
 
     monkeypatch.setattr(grpo_trainer.DivGRPOTrainer, "_log_rollout_diversity", recording)
     out = Path(train.run_stage(str(grpo_recipe(tmp_path, model_dir))))
@@ -82,7 +91,7 @@ def test_logged_rollout_diversity_is_that_of_each_steps_group(tmp_path, model_di
     assert len(steps) == 2 and len(rollouts) == 2  # one generation batch (one prompt's group) per step
     for entry, (texts, ids) in zip(steps, rollouts, strict=True):
         assert len(ids) == GROUP
-        assert entry["diversity/rollout/distinct_1"] == pytest.approx(distinct_1(ids))
+        assert entry["diversity/rollout/distinct_1"] == pytest.approx(distinct_1(ids), nan_ok=True)
         assert entry["diversity/rollout/exact_dup_rate"] == pytest.approx(duplicate_rate(texts))
 
 

@@ -162,3 +162,85 @@ def test_expected_coverage_limits():
     assert expected_coverage(truth, truth, k=0) == 0.0
     assert expected_coverage(truth, truth, k=10_000) == pytest.approx(1.0)
     assert expected_coverage({"a": 1.0}, {"a": 1.0}, k=3) == pytest.approx(1.0)
+
+
+# ----- exact probabilities at a sampling temperature, the sampler, the frontier -----
+@pytest.fixture(scope="module")
+def random_model(world):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from divalign.toyworld.pretrain import PretrainConfig, model_config
+
+    tokenizer = build_tokenizer(world)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(model_config(tokenizer, PretrainConfig())).eval(), tokenizer
+
+
+@pytest.mark.parametrize("fmt", ["chat", "plain"])
+def test_exact_answer_probabilities_at_temperature_are_token_by_token_products(world, random_model, fmt):
+    """P_T(answer + EOS | prompt), batched over every answer, against a token-at-a-time product of softmax(z / T)."""
+    import torch
+
+    from divalign.toyworld.evaluate import answer_probabilities, prompt_ids
+
+    model, tokenizer = random_model
+    prompt = world.seen_prompts[3]
+    probs = answer_probabilities(model, tokenizer, [prompt], fmt, temperatures=(0.5, 1.0, 2.0))
+    for t in (0.5, 1.0, 2.0):
+        for answer in prompt.answers[:4]:
+            ids = prompt_ids(tokenizer, prompt, fmt)
+            expected = 1.0
+            for token in [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]:
+                with torch.no_grad():
+                    logits = model(torch.tensor([ids])).logits[0, -1].double()
+                expected *= float(torch.softmax(logits / t, dim=-1)[token])
+                ids.append(token)
+            assert probs[t][0][answer] == pytest.approx(expected, rel=1e-4)
+
+
+def test_sample_answers_are_keyed_by_prompt_and_seed(world, random_model):
+    from divalign.toyworld.evaluate import sample_answers
+
+    model, tokenizer = random_model
+    prompts = world.seen_prompts[:3]
+    answers = sample_answers(model, tokenizer, prompts, "chat", num_samples=5, seed=0)
+    assert [len(a) for a in answers] == [5, 5, 5]
+    assert sample_answers(model, tokenizer, prompts[:2], "chat", num_samples=5, seed=0) == answers[:2]
+    assert sample_answers(model, tokenizer, prompts, "chat", num_samples=5, seed=1) != answers
+    # an untrained model never stops within 6 tokens: every sample is marked, so it can never count as valid
+    assert all(a.endswith("<no-eos>") for group in answers for a in group)
+
+
+def test_sampled_answers_end_at_the_eos(world, random_model):
+    """A model whose EOS logit dominates after the first token: its samples are that one token, unmarked."""
+    import copy
+
+    import torch
+
+    from divalign.toyworld.evaluate import prompt_ids, sample_answers
+
+    model, tokenizer = random_model
+    model = copy.deepcopy(model)
+    prompt = world.seen_prompts[0]
+    with torch.no_grad():
+        hidden = model.model(torch.tensor([prompt_ids(tokenizer, prompt, "chat")])).last_hidden_state[0, -1]
+        model.lm_head.weight[tokenizer.eos_token_id] = 50 * hidden / hidden.norm() ** 2  # EOS logit ~50 there
+    (answers,) = sample_answers(model, tokenizer, [prompt], "chat", num_samples=6, seed=0)
+    first_tokens = [a for a in answers if not a.endswith("<no-eos>")]
+    assert first_tokens and all(len(tokenizer(a, add_special_tokens=False)["input_ids"]) <= 1 for a in first_tokens)
+
+
+def test_toy_frontier_of_a_model_against_itself_is_flat(world, random_model, tmp_path):
+    from divalign.toyworld import frontier
+
+    model, tokenizer = random_model
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    result = frontier.toy_frontier(
+        {"a": (tmp_path / "m", "chat"), "b": (tmp_path / "m", "chat")}, tmp_path / "m", world, 8, reference="a"
+    )
+    assert result["points"]["a"] == result["points"]["b"]
+    comparison = result["comparisons"]["b"]
+    assert comparison["levels"] and comparison["difference"] == pytest.approx([0.0] * len(comparison["levels"]))
+    assert (frontier.plot(result, tmp_path / "frontier.png")).stat().st_size > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -61,6 +62,16 @@ def exact_by_hand(model_dir: Path, tokenizer_dir: Path, world: ToyWorld) -> tupl
     return sum(validities) / len(validities), sum(entropies) / len(entropies)
 
 
+def _interpolate(points: list[tuple[float, float]], level: float) -> float:
+    """Linear interpolation by hand between the (diversity, quality) points around `level`, among the points that no
+    other point beats on both axes."""
+    kept = [(x, y) for x, y in points if not any(a >= x and b >= y and (a, b) != (x, y) for a, b in points)]
+    for (x0, y0), (x1, y1) in itertools.pairwise(sorted(kept)):
+        if x0 <= level <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (level - x0) / (x1 - x0)
+    return math.nan
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_quick_demo_end_to_end(tmp_path):
@@ -89,8 +100,28 @@ def test_quick_demo_end_to_end(tmp_path):
     truth = results["results"]["truth"]["seen"]["exact"]
     assert truth["validity"] == pytest.approx(1.0) and truth["kl"] == pytest.approx(0.0, abs=1e-9)
     assert truth["entropy"] == pytest.approx(zipf_entropy(len(world.prompts[0].answers), world.config.zipf_exponent))
+    num_samples, seen = results["plan"]["num_samples"], len(world.seen_prompts)
     for label in ("CE SFT", "TOFU SFT", "GEM SFT"):
         assert len(results["trajectories"][label.split()[0]]) >= 2  # step 0 and at least one checkpoint
+        scores = results["results"][label]["seen"]
+        # two independent routes to one number: the exact valid mass (a forward pass over every answer) and the
+        # share of valid answers among the generated samples; they agree within 5 standard errors
+        exact, sampled = scores["exact"]["validity"], scores["sampled"]["validity"]
+        assert abs(exact - sampled) < 5 * math.sqrt(max(exact * (1 - exact), 1e-4) / (seen * num_samples)), label
+        # the frontier at T = 1 is the exact table's point
+        point = results["frontier"]["points"][label]["1"]
+        assert point["quality"] == pytest.approx(scores["exact"]["validity"])
+        assert point["diversity"] == pytest.approx(scores["exact"]["coverage"])
+    frontier = results["frontier"]
+    assert frontier["reference"] == "CE SFT"
+    assert set(frontier["comparisons"]) == {"TOFU SFT", "GEM SFT", "base (plain format)"}
+    for name, comparison in frontier["comparisons"].items():
+        points = sorted((p["diversity"], p["quality"]) for p in frontier["points"][name].values())
+        reference = sorted((p["diversity"], p["quality"]) for p in frontier["points"]["CE SFT"].values())
+        for level, difference in zip(comparison["levels"], comparison["difference"], strict=True):
+            assert difference == pytest.approx(_interpolate(points, level) - _interpolate(reference, level)), name
+    assert "## Quality–diversity frontier (exact, SFT prompts; `frontier.png`)" in report
+    assert (out / "frontier.png").stat().st_size > 0
     validity, answer_entropy = exact_by_hand(out / "ce_sft", out / "base_model", world)
     ce = results["results"]["CE SFT"]["seen"]["exact"]
     assert ce["validity"] == pytest.approx(validity, rel=1e-4)

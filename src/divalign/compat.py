@@ -20,6 +20,8 @@ Touch points:
   export.
 - ``transformers.integrations.deepspeed._hf_deepspeed_config_weak_ref``: the running ZeRO-3 config, unset while a
   helper model loads whole (:func:`active_hf_deepspeed_config`).
+- DeepSpeed ZeRO-3's parameter-offload internals (the root forward pre-hook, the coordinator's ``_invalidate_trace``):
+  lifted and reset around generation with gathered weights (:func:`zero3_generation_state`).
 """
 
 from __future__ import annotations
@@ -182,3 +184,37 @@ def multi_value_flags(parser: Any) -> frozenset[str]:
     if actions is None:
         raise _missing(f"{type(parser).__name__}._actions")
     return frozenset(action.dest for action in actions if action.nargs in ("+", "*"))
+
+
+# --- DeepSpeed ZeRO-3 internals -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def zero3_generation_state(engine: Any, gathered: bool) -> Iterator[None]:
+    """Keep ZeRO-3's parameter bookkeeping out of a generation's way (a no-op without ZeRO-3); reaches DeepSpeed's
+    private parameter-offload state (its root forward pre-hook and its coordinator's trace).
+
+    - With gathered weights, also lift the root pre-forward hook (TRL's `remove_hooks` leaves it): it resets the
+      parameter coordinator at every forward and, while that has no complete trace, broadcasts to check the ranks
+      agree — a collective in every forward, which hangs the ranks as soon as one generates more often than another
+      (a rank with fewer prompt batches, or none). It is put back first in line, where DeepSpeed put it.
+    - Afterwards, invalidate the coordinator's recorded module trace (as TRL's `add_hooks` does): the generation's
+      forwards would otherwise stand as the trace of a training step, and before the first step that releases
+      parameters the backward still needs (DeepSpeed 0.19: "size of tensor a (0) must match ...").
+    """
+    offload = getattr(getattr(engine, "optimizer", None), "parameter_offload", None)
+    coordinator = getattr(offload, "param_coordinator", None)
+    if coordinator is None:
+        yield
+        return
+    handle = getattr(offload, "fwd_pre_hook", None) if gathered else None
+    hook = offload.module._forward_pre_hooks.get(handle.id) if handle is not None else None
+    if hook is not None:
+        handle.remove()
+    try:
+        yield
+    finally:
+        if hook is not None:
+            offload.fwd_pre_hook = offload.module.register_forward_pre_hook(hook, prepend=True)
+        if not coordinator.is_invalid_trace():
+            coordinator._invalidate_trace()

@@ -1,23 +1,58 @@
 """Train the tiny policy with SFTTrainer + DiversityCallback; launched by tests/test_diversity_callback.py, alone or
-under `accelerate launch` (DDP or DeepSpeed ZeRO-3 on CPU/gloo). Writes OUTPUT_DIR/diversity_report.json (log_history, world size, ZeRO stage, last samples).
+under `accelerate launch` (DDP or DeepSpeed ZeRO-3 on CPU/gloo). Writes OUTPUT_DIR/diversity_report.json (log_history,
+world size, ZeRO stage, the samples of every evaluation) and, per rank, OUTPUT_DIR/generate_calls_rank<R>.json (the
+`synced_gpus` flag of each `generate` call that rank made).
 
 Usage: python diversity_train.py MODEL_DIR PROBE_FILE OUTPUT_DIR [--max-steps N] [--every-steps N] [--use-cpu]
+       [--lockstep] [--batch-size N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from datasets import Dataset
+from transformers import LlamaForCausalLM, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from diversity_tiny import train_records
 
 from divalign.diversity.callback import DiversityCallback, DiversityConfig
+
+GENERATE_CALLS: list[bool] = []
+_generate = LlamaForCausalLM.generate
+
+
+def _recording_generate(self, *args, **kwargs):
+    GENERATE_CALLS.append(bool(kwargs.get("synced_gpus", False)))
+    return _generate(self, *args, **kwargs)
+
+
+LlamaForCausalLM.generate = _recording_generate
+
+
+class RecordEvaluations(TrainerCallback):
+    """Keep the samples of every evaluation (the DiversityCallback keeps only the latest); runs after it."""
+
+    def __init__(self, diversity: DiversityCallback) -> None:
+        self.diversity = diversity
+        self.evaluations: dict[int, dict] = {}
+
+    def _record(self) -> None:
+        last = self.diversity.last_samples
+        if last is not None:
+            self.evaluations[last["step"]] = {"samples": last["samples"], "token_ids": last["token_ids"]}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._record()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._record()
 
 
 def main() -> None:
@@ -28,6 +63,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=4)
     parser.add_argument("--every-steps", type=int, default=2)
     parser.add_argument("--use-cpu", action="store_true", help="DDP on CPU under torchrun (not with DeepSpeed)")
+    parser.add_argument("--lockstep", action="store_true", help="ZeRO-3: ds3_gather_for_generation false")
+    parser.add_argument("--batch-size", type=int, default=1, help="prompts per generate call")
     cli = parser.parse_args()
 
     # The SFTConfig comes first: under ZeRO-3 it sets up the process group and the DeepSpeed config that
@@ -42,7 +79,7 @@ def main() -> None:
         report_to="none",
         bf16=False,  # CPU
         use_cpu=cli.use_cpu,
-        ddp_backend="gloo",  # CPU processes: NCCL is unavailable (REFERENCE §4)
+        ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None,  # CPU processes: NCCL is unavailable
         seed=0,
         disable_tqdm=True,
     )
@@ -51,17 +88,24 @@ def main() -> None:
         every_steps=cli.every_steps,
         samples_per_prompt=3,
         max_new_tokens=6,
-        batch_size=1,  # one prompt per generate call: ranks with 2 and 1 real prompts make different call counts
+        batch_size=cli.batch_size,  # 1: ranks with 2 and 1 prompts make different numbers of generate calls
         table_every_steps=0,
         metrics=["distinct_1", "distinct_2", "ead", "exact_dup_rate", "sbert"],
         embedding_model="all-MiniLM-L6-v2",
+        ds3_gather_for_generation=not cli.lockstep,
     )
     callback = DiversityCallback(config)
+    recorder = RecordEvaluations(callback)
     trainer = SFTTrainer(
-        model=cli.model_dir, args=args, train_dataset=Dataset.from_list(train_records(16)), callbacks=[callback]
+        model=cli.model_dir,
+        args=args,
+        train_dataset=Dataset.from_list(train_records(16)),
+        callbacks=[callback, recorder],
     )
     callback.bind(trainer)
     trainer.train()
+    rank = trainer.accelerator.process_index
+    (Path(cli.output_dir) / f"generate_calls_rank{rank}.json").write_text(json.dumps(GENERATE_CALLS))
     if trainer.accelerator.is_main_process:
         plugin = trainer.accelerator.state.deepspeed_plugin
         report = {
@@ -70,6 +114,7 @@ def main() -> None:
             "zero_stage": plugin.zero_stage if plugin is not None else None,
             "last_prompts": callback.last_samples["prompts"],
             "last_samples": callback.last_samples["samples"],
+            "evaluations": recorder.evaluations,
         }
         (Path(cli.output_dir) / "diversity_report.json").write_text(json.dumps(report))
 

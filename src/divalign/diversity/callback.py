@@ -16,29 +16,32 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import math
 import os
 import random
 import types
 import typing
-from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
-from transformers import GenerationConfig, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from divalign.compat import trainer_metrics_hidden, zero3_generation_state
 from divalign.diversity import DEFAULT_TRAINING_METRICS, METRIC_NAMES, REGISTRY, compute_diversity, load_embedder
+from divalign.generation import (
+    Prompt,
+    SamplingSettings,
+    decode_group,
+    encode_prompt,
+    pad_token_id,
+    render_prompt,
+    sample_completions,
+    stop_token_ids,
+)
 from divalign.zero3 import whole_model_loading
-
-Prompt = str | list[dict[str, Any]]
-_PROMPT_COLUMNS = ("prompt", "messages")
-_FILE_SUFFIXES = (".jsonl", ".json", ".txt")
 
 
 @dataclass
@@ -47,10 +50,10 @@ class DiversityConfig:
 
     prompts: str = field(
         metadata={
-            "help": "Probe prompts: a .jsonl/.json file (records with a `prompt` field, plain text or chat messages, "
-            "or a `messages` field whose trailing assistant turns are dropped), a .txt file (one prompt per line), "
-            "or a dataset (local `save_to_disk` folder, data folder, or Hub name) read with `prompts_split` and "
-            "`prompts_column`."
+            "help": "Probe prompts: a .jsonl/.json/.txt/.csv/.parquet file, a dataset saved with `save_to_disk`, a "
+            "data folder or a Hub dataset id (read with `prompts_split` and `prompts_column`); records hold a "
+            "`prompt` (text or chat messages) or a `messages` conversation, whose trailing non-user turns are dropped. "
+            "The same loader as `divalign eval --prompts`."
         }
     )
     prompts_split: str = field(default="test", metadata={"help": "Split to read when `prompts` is a dataset."})
@@ -77,9 +80,28 @@ class DiversityConfig:
     metrics: list[str] = field(
         default_factory=lambda: list(DEFAULT_TRAINING_METRICS), metadata={"help": "Metrics to compute and log."}
     )
-    seed: int = field(default=0, metadata={"help": "Sampling seed; the same noise is reused at every evaluation."})
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Sampling seed (>= 0). A sample's noise depends only on the seed, the prompt's index and the "
+            "sample's index: the same at every evaluation and on any number of processes."
+        },
+    )
     batch_size: int = field(
-        default=8, metadata={"help": "Prompts per `generate` call (each expanded to `samples_per_prompt` rows)."}
+        default=8,
+        metadata={
+            "help": "Prompts per `generate` call (each expanded to `samples_per_prompt` rows); changes speed and "
+            "memory, not the samples."
+        },
+    )
+    ds3_gather_for_generation: bool = field(
+        default=True,
+        metadata={
+            "help": "Under DeepSpeed ZeRO-3: gather the policy's weights once per evaluation and generate on each "
+            "rank locally (TRL's `unwrap_model_for_generation` semantics; needs the whole model in one device's "
+            "memory). false keeps the slow lock-step generation over sharded weights (`synced_gpus`, every layer "
+            "gathered at every decoded token), for models too big to gather. Same samples either way."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -97,8 +119,7 @@ class DiversityConfig:
         """Value checks that a type check cannot express."""
         if not self.prompts.strip():
             raise ValueError("diversity.prompts must name a prompts file or dataset, got an empty string")
-        positive = ("num_prompts", "max_new_tokens", "every_steps", "batch_size")
-        for name in positive:
+        for name in ("num_prompts", "every_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"diversity.{name} must be >= 1, got {getattr(self, name)}")
         if self.samples_per_prompt < 2:
@@ -108,10 +129,19 @@ class DiversityConfig:
             )
         if self.table_every_steps < 0:
             raise ValueError(f"diversity.table_every_steps must be >= 0 (0 = off), got {self.table_every_steps}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"diversity.temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"diversity.top_p must be in (0, 1], got {self.top_p}")
+        self.sampling.check(prefix="diversity.")
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        """The sampling settings of every evaluation (neutral: temperature and top-p only)."""
+        return SamplingSettings(
+            num_samples=self.samples_per_prompt,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            batch_size=self.batch_size,
+        )
 
     def _check_metrics(self) -> None:
         """Known metric names, computable from what the callback has (token ids, vocabulary size, embedder)."""
@@ -168,102 +198,24 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Probe prompts
+# Probe prompts and RNG
 
 
 def load_probe_prompts(config: DiversityConfig) -> list[Prompt]:
-    """Read the first `config.num_prompts` probe prompts (strings or chat-message lists)."""
-    source = config.prompts
-    path = Path(source).expanduser()
-    if path.suffix in _FILE_SUFFIXES:
-        if not path.is_file():
-            raise FileNotFoundError(f"Diversity probe prompts file not found: {source}")
-        records: list[Any] = _read_prompt_file(path)
-    else:
-        records = _read_prompt_dataset(source, config.prompts_split)
-    prompts = [_to_prompt(record, config.prompts_column, source, i) for i, record in enumerate(records)]
-    prompts = prompts[: config.num_prompts]
-    if not prompts:
-        raise ValueError(f"No diversity probe prompts found in {source}")
-    return prompts
+    """The first `config.num_prompts` probe prompts (strings or chat-message lists), read by the loader
+    `divalign eval` uses (`divalign.evaluation.prompts.load_prompts`)."""
+    from divalign.evaluation.prompts import load_prompts
 
-
-def _read_prompt_file(path: Path) -> list[Any]:
-    """Records of a .txt (one prompt per line), .jsonl (one JSON object per line) or .json (a list) file."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".txt":
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    if path.suffix == ".json":
-        data = json.loads(text)
-        if not isinstance(data, list):
-            raise ValueError(f"{path} must hold a JSON list of records")
-        return data
-    records = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no} is not valid JSON: {err}") from err
-    return records
-
-
-def _read_prompt_dataset(source: str, split: str) -> list[dict[str, Any]]:
-    """Rows of a dataset split: a `save_to_disk` folder, else anything `datasets.load_dataset` reads."""
-    import datasets
-
-    try:
-        path = Path(source).expanduser()
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            dataset = datasets.load_from_disk(str(path))
-            if isinstance(dataset, datasets.DatasetDict):
-                dataset = dataset[split]
-        else:
-            dataset = datasets.load_dataset(source, split=split)
-    except Exception as err:
-        raise ValueError(f"Could not load diversity probe prompts from {source!r} (split {split!r}): {err}") from err
-    return list(dataset)
-
-
-def _to_prompt(record: Any, column: str | None, source: str, index: int) -> Prompt:
-    """One probe prompt from a record; a `messages` conversation loses its trailing non-user turns."""
-    if isinstance(record, str):
-        return record
-    if not isinstance(record, Mapping):
-        raise ValueError(f"{source} record {index} must be an object or a string, got {type(record).__name__}")
-    name = column or next((c for c in _PROMPT_COLUMNS if c in record), None)
-    if name is None or name not in record:
-        wanted = repr(column) if column else " or ".join(repr(c) for c in _PROMPT_COLUMNS)
-        raise ValueError(f"{source} record {index} has no {wanted} field (fields: {sorted(record)})")
-    value = record[name]
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and all(isinstance(m, Mapping) and "role" in m for m in value):
-        messages = [dict(m) for m in value]
-        while messages and messages[-1]["role"] != "user":
-            messages.pop()  # a training conversation: probe with the prompt, not with the reference answer
-        if messages:
-            return messages
-    raise ValueError(f"{source} record {index}: {name!r} must be a string or a list of chat messages")
-
-
-def render_prompt(prompt: Prompt, tokenizer: Any) -> str:
-    """Prompt text as the policy sees it: its chat template with a generation prompt when it has one."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if not isinstance(prompt, str):
-        raise ValueError("Chat-message probe prompts need a tokenizer with a chat template; this one has none")
-    return prompt
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sampling helpers
+    records = load_prompts(
+        config.prompts, split=config.prompts_split, column=config.prompts_column, limit=config.num_prompts
+    )
+    return [record.prompt for record in records]
 
 
 @contextlib.contextmanager
 def preserve_rng_state() -> Iterator[None]:
-    """Restore the python, numpy, torch CPU and CUDA RNG states on exit, so sampling leaves training unchanged."""
+    """Restore the python, numpy, torch CPU and CUDA RNG states on exit, so an evaluation leaves training unchanged
+    (the sampling noise comes from its own seeded generators; this guards anything else that draws)."""
     py_state, np_state = random.getstate(), np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     try:
@@ -272,61 +224,6 @@ def preserve_rng_state() -> Iterator[None]:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-
-
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded `input_ids` and `attention_mask` for decoder-only generation."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _cut_at_stop(ids: Sequence[int], stop_ids: set[int]) -> list[int]:
-    """Completion tokens before the first EOS/pad."""
-    out = []
-    for token in ids:
-        if token in stop_ids:
-            break
-        out.append(token)
-    return out
-
-
-def _shard(n_items: int, rank: int, world: int) -> tuple[list[int], int]:
-    """This rank's item indices and the common shard length every rank must process (for lock-step generation)."""
-    per_rank = math.ceil(n_items / world)
-    start = min(rank * per_rank, n_items)
-    return list(range(start, min(start + per_rank, n_items))), per_rank
-
-
-def _eos_ids(tokenizer: Any, model: Any) -> list[int]:
-    """EOS ids of the tokenizer and of the model's generation config (chat models often add end-of-turn ids)."""
-    ids: list[int] = []
-    for value in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        for token in value if isinstance(value, (list, tuple)) else [value]:
-            if token is not None and token not in ids:
-                ids.append(int(token))
-    if not ids:
-        raise ValueError("Diversity sampling needs an EOS token: the tokenizer and the model define none")
-    return ids
-
-
-@contextlib.contextmanager
-def _isolated_trainer_metrics(trainer: Any) -> Iterator[None]:
-    """Hide TRL's accumulated `_metrics` during our `log` call: TRL's `log` merges and clears them, which would move
-    the training entropy/accuracy into the diversity entry and drop them from the next training-loss entry."""
-    saved = getattr(trainer, "_metrics", None)
-    if not isinstance(saved, dict):
-        yield
-        return
-    trainer._metrics = {mode: defaultdict(list) for mode in saved}
-    try:
-        yield
-    finally:
-        trainer._metrics = saved
 
 
 @contextlib.contextmanager
@@ -347,12 +244,16 @@ def _keep_log_request(trainer: Any) -> Iterator[None]:
 class DiversityCallback(TrainerCallback):
     """Sample a fixed probe set and log `diversity/*` metrics at step 0 and every `config.every_steps` steps.
 
-    Works with any `Trainer` (TRL's SFT/DPO trainers and divalign's subclasses), single process, DDP and DeepSpeed
-    ZeRO-3 (FSDP is treated like ZeRO-3 but untested). Each rank samples its share of the prompts; with sharded
-    parameters the shards are padded with a dummy prompt so every rank calls `generate` equally often with
-    `synced_gpus=True` (an uneven split would otherwise hang). Texts and token ids are gathered to the main
-    process, which alone computes the metrics, then every rank logs them so their `log_history` agree. Sampling uses a
-    fixed seed inside a saved/restored RNG state, so the training trajectory is the same with or without the callback.
+    Works with any `Trainer` (TRL's SFT/DPO/GRPO trainers and divalign's subclasses), single process, DDP and DeepSpeed
+    ZeRO-3 (FSDP is treated like lock-step ZeRO-3 but untested). Sampling goes through `divalign.generation`: neutral
+    settings, and noise keyed by (seed, prompt index, sample index), so the samples are the same on 1 or N processes.
+    The prompts' `generate` batches are fixed by `batch_size` and dealt round-robin over the ranks. Under ZeRO-3 the
+    weights are gathered once per evaluation (`ds3_gather_for_generation`, TRL's `unwrap_model_for_generation`);
+    without gathering, ranks generate in lock-step (`synced_gpus`) and a rank short of batches runs dummy ones, since
+    an uneven number of `generate` calls would hang. Texts and token ids are gathered to the main process
+    (`gather_object`: variable-length shares, nothing dropped), which alone computes the metrics; every rank then logs
+    them so their `log_history` agree. The evaluation runs inside a saved/restored RNG state, so the training
+    trajectory is the same with or without the callback. On resume, the checkpoint's step is not evaluated again.
 
     Args:
         config: evaluation settings.
@@ -367,7 +268,7 @@ class DiversityCallback(TrainerCallback):
         self._prompt_texts: list[str] = []
         self._embedder: Any = None
         self._last_step = -1
-        # The latest evaluation's rendered prompts and samples, on the main process (for inspection and tests).
+        # The latest evaluation's rendered prompts, samples and token ids, on the main process (inspection, tests).
         self.last_samples: dict[str, Any] | None = None
 
     def bind(self, trainer: Any) -> DiversityCallback:
@@ -386,14 +287,13 @@ class DiversityCallback(TrainerCallback):
         tokenizer = self._tokenizer()
         self._prompts = load_probe_prompts(self.config)
         self._prompt_texts = [render_prompt(p, tokenizer) for p in self._prompts]
-        # The template already holds BOS/special tokens; plain prompts get them the way SFT tokenization adds them.
-        add_special = not getattr(tokenizer, "chat_template", None)
-        self._prompt_ids = [tokenizer(t, add_special_tokens=add_special)["input_ids"] for t in self._prompt_texts]
+        self._prompt_ids = [encode_prompt(p, tokenizer) for p in self._prompts]
         needs_embedder = any("embedder" in REGISTRY[name].needs for name in self.config.metrics)
         if needs_embedder and _topology(self.trainer.accelerator)[2]:
             with whole_model_loading():
                 self._embedder = load_embedder(self.config.embedding_model)
-        if state.global_step == 0:  # on resume the checkpoint's step was evaluated before
+        self._last_step = state.global_step  # on resume, the checkpoint's step was evaluated by the first run
+        if state.global_step == 0:
             self._evaluate(args, state)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
@@ -416,11 +316,15 @@ class DiversityCallback(TrainerCallback):
     def _evaluate(self, args: TrainingArguments, state: TrainerState) -> None:
         """Sample, gather, score on the main process, and log through the trainer."""
         self._last_step = state.global_step
-        groups, token_ids, prompt_idx = self._sample()
+        groups, token_ids = self._sample()
         metrics: dict[str, float] | None = None
         if _topology(self.trainer.accelerator)[2]:
-            prompts = [self._prompt_texts[i] for i in prompt_idx]
-            self.last_samples = {"step": state.global_step, "prompts": prompts, "samples": groups}
+            self.last_samples = {
+                "step": state.global_step,
+                "prompts": self._prompt_texts,
+                "samples": groups,
+                "token_ids": token_ids,
+            }
             metrics = compute_diversity(
                 groups,
                 token_ids,
@@ -429,82 +333,36 @@ class DiversityCallback(TrainerCallback):
                 embedder=self._embedder,
             )
             if self._table_due(state.global_step):
-                self._log_table(args, state.global_step, prompts, groups)
+                self._log_table(args, state.global_step, self._prompt_texts, groups)
         (metrics,) = broadcast_object_list([metrics])
-        with _isolated_trainer_metrics(self.trainer), _keep_log_request(self.trainer):
+        with trainer_metrics_hidden(self.trainer), _keep_log_request(self.trainer):
             self.trainer.log({f"diversity/{key}": float(value) for key, value in metrics.items()})
 
-    def _sample(self) -> tuple[list[list[str]], list[list[list[int]]], list[int]]:
-        """Completions of every probe prompt, gathered to all ranks in prompt order: texts, token ids, prompt index."""
+    def _sample(self) -> tuple[list[list[str]], list[list[list[int]]]]:
+        """K completions of every probe prompt, gathered to all ranks in prompt order: texts and token ids."""
         trainer = self.trainer
         accelerator = trainer.accelerator
-        model = accelerator.unwrap_model(trainer.model_wrapped)
-        was_training = model.training
-        local: list[tuple[int, list[str], list[list[int]]]] = []
         rank, world, _ = _topology(accelerator)
-        model.eval()
-        try:
-            with preserve_rng_state(), torch.no_grad(), accelerator.autocast():
-                local = self._sample_shard(model, rank, world)
-        finally:
-            model.train(was_training)
-        rows = sorted(gather_object(local), key=lambda row: row[0])
-        return [r[1] for r in rows], [r[2] for r in rows], [r[0] for r in rows]
-
-    def _sample_shard(self, model: Any, rank: int, world: int) -> list[tuple[int, list[str], list[list[int]]]]:
-        """Sample this rank's prompts; every rank runs the same number of `generate` calls."""
-        cfg = self.config
+        lockstep = world > 1 and _needs_lockstep(trainer, self.config.ds3_gather_for_generation)
         tokenizer = self._tokenizer()
-        eos_ids = _eos_ids(tokenizer, model)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-        stop_ids = {*eos_ids, pad_id}
-        generation_config = self._generation_config(eos_ids, pad_id)
-        synced = world > 1 and _needs_lockstep(self.trainer)
-        indices, per_rank = _shard(len(self._prompt_ids), rank, world)
-        # Pad the shard with dummy prompts (dropped below) so that no rank leaves the lock-step early.
-        padded = indices + [0] * (per_rank - len(indices))
-        out = []
-        for start in range(0, per_rank, cfg.batch_size):
-            batch = padded[start : start + cfg.batch_size]
-            input_ids, attention_mask = _left_pad([self._prompt_ids[i] for i in batch], pad_id, model.device)
-            # A seed per prompt position: every evaluation reuses the same noise, and no rank shares a stream.
-            torch.manual_seed(cfg.seed + rank * per_rank + start)
-            sequences = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                generation_config=generation_config,
-                synced_gpus=synced,
+        with (
+            _generation_model(trainer, gather=self.config.ds3_gather_for_generation) as model,
+            preserve_rng_state(),
+            torch.no_grad(),
+            accelerator.autocast(),
+        ):
+            stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+            pad_id = pad_token_id(tokenizer, stop_ids)
+            settings = self.config.sampling
+            local = sample_completions(
+                model, self._prompt_ids, settings, stop_ids, pad_id, rank=rank, world=world, lockstep=lockstep
             )
-            completions = sequences[:, input_ids.shape[1] :].tolist()
-            for j, prompt_index in enumerate(batch):
-                if start + j >= len(indices):
-                    continue  # dummy padding prompt
-                rows = completions[j * cfg.samples_per_prompt : (j + 1) * cfg.samples_per_prompt]
-                ids = [_cut_at_stop(row, stop_ids) for row in rows]
-                texts = [tokenizer.decode(row, skip_special_tokens=True) for row in ids]
-                out.append((prompt_index, texts, ids))
-        return out
-
-    def _generation_config(self, eos_ids: list[int], pad_id: int) -> GenerationConfig:
-        """Plain temperature/top-p sampling: the neutral values override a checkpoint's own top-k, min-p, repetition
-        penalty, ... which would otherwise be merged in by `generate` and change the measured distribution."""
-        cfg = self.config
-        return GenerationConfig(
-            do_sample=True,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            top_k=0,
-            min_p=0.0,
-            typical_p=1.0,
-            repetition_penalty=1.0,
-            no_repeat_ngram_size=0,
-            min_new_tokens=0,
-            max_new_tokens=cfg.max_new_tokens,
-            num_return_sequences=cfg.samples_per_prompt,
-            eos_token_id=eos_ids,
-            pad_token_id=pad_id,
-            use_cache=True,
-        )
+        rows = [(i, decode_group(tokenizer, group), group) for i, group in local.items()]
+        # gather_object concatenates each rank's list whatever its length (no short-last-batch truncation)
+        gathered = sorted(gather_object(rows) if world > 1 else rows, key=lambda row: row[0])
+        if [row[0] for row in gathered] != list(range(len(self._prompt_ids))):
+            raise RuntimeError(f"diversity sampling gathered prompts {[r[0] for r in gathered]}, expected each once")
+        return [row[1] for row in gathered], [row[2] for row in gathered]
 
     # -- sample table ---------------------------------------------------------------------------------------------
 
@@ -529,6 +387,31 @@ class DiversityCallback(TrainerCallback):
         wandb.log({"diversity/samples": table, "train/global_step": step})
 
 
+@contextlib.contextmanager
+def _generation_model(trainer: Any, gather: bool) -> Iterator[Any]:
+    """The policy ready to generate, in eval mode: TRL's `unwrap_model_for_generation` (under ZeRO-3 with `gather`,
+    the weights gathered once for the whole evaluation and DeepSpeed's module hooks removed; gradient checkpointing
+    off meanwhile), back in its training mode afterwards."""
+    from trl.models import unwrap_model_for_generation
+
+    args = trainer.args
+    with (
+        unwrap_model_for_generation(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gather_deepspeed3_params=gather,
+            gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None),
+        ) as model,
+        zero3_generation_state(trainer.model_wrapped, gathered=gather),
+    ):
+        was_training = model.training
+        model.eval()
+        try:
+            yield model
+        finally:
+            model.train(was_training)
+
+
 def _topology(accelerator: Any) -> tuple[int, int, bool]:
     """(rank, world size, is main) as accelerate's collectives see them. A run that accelerate does not treat as
     distributed (e.g. torchrun on CPU without `use_cpu`: every rank trains alone) is evaluated by each rank alone;
@@ -538,9 +421,10 @@ def _topology(accelerator: Any) -> tuple[int, int, bool]:
     return accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
 
 
-def _needs_lockstep(trainer: Any) -> bool:
-    """Whether parameters are sharded across ranks (ZeRO-3 or FSDP), so ranks must generate in lock-step."""
+def _needs_lockstep(trainer: Any, ds3_gather: bool) -> bool:
+    """Whether ranks must generate in lock-step: parameters sharded across ranks at generation time (FSDP, or ZeRO-3
+    without gathering)."""
     if getattr(trainer, "is_fsdp_enabled", False):
         return True
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-    return plugin is not None and getattr(plugin, "zero_stage", 0) == 3
+    return plugin is not None and getattr(plugin, "zero_stage", 0) == 3 and not ds3_gather

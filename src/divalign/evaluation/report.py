@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .frontier import MatchedDifference, difference_table, plot_frontiers
+
 _SPLIT_NOTE = (
     "drop_all = diversity lost vs the first model over all samples (sign-adjusted: positive = less diverse); "
     "narrowing = the drop over correct samples only; quality_control = drop_all − narrowing. Both are averaged over "
@@ -43,26 +45,89 @@ def _json_safe(obj: Any) -> Any:
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
     models, metrics = results["models"], results["config"]["metrics"]
-    lines = ["# Diversity evaluation", "", f"{results['config']['num_prompts']} prompts × "
-             f"{results['config']['num_samples']} samples; mean over prompts [bootstrap 95% CI over prompts].", ""]  # fmt: skip
+    lines = [
+        "# Diversity evaluation",
+        "",
+        f"{results['config']['num_prompts']} prompts × "
+        f"{results['config']['num_samples']} samples; mean over prompts [bootstrap 95% CI over prompts].",
+        "",
+    ]
     lines += _table([(m["name"], {k: _cell(v) for k, v in m["metrics"].items()}) for m in models], metrics)
     across_cols = [k for k in metrics if "across" in models[0]["metrics"].get(k, {})]
     if across_cols:
         lines += ["", "## Across prompts (first sample of each prompt)", ""]
-        lines += _table([(m["name"], {k: _fmt(m["metrics"][k]["across"]) for k in across_cols}) for m in models],
-                        across_cols)  # fmt: skip
+        lines += _table(
+            [(m["name"], {k: _fmt(m["metrics"][k]["across"]) for k in across_cols}) for m in models], across_cols
+        )
     if "quality" in models[0]:
         lines += ["", "## Quality and diversity over correct samples only", ""]
         correct_cols = list(models[0]["correct_only"])
-        rows = [(m["name"], {"accuracy": _cell(m["quality"]), **{k: _cell(v) for k, v in m["correct_only"].items()}})
-                for m in models]  # fmt: skip
+        rows = [
+            (m["name"], {"accuracy": _cell(m["quality"]), **{k: _cell(v) for k, v in m["correct_only"].items()}})
+            for m in models
+        ]
         lines += _table(rows, ["accuracy", *correct_cols])
-        lines += ["", f"## Quality control vs narrowing (Karouzos et al., arXiv 2604.16027), relative to {models[0]['name']}",
-                  "", _SPLIT_NOTE, ""]  # fmt: skip
-        split_rows = [(f"{m['name']} / {k}", {c: _fmt(v[c]) for c in v}) for m in models[1:]
-                      for k, v in m.get("split", {}).items()]  # fmt: skip
+        lines += [
+            "",
+            f"## Quality control vs narrowing (Karouzos et al., arXiv 2604.16027), relative to {models[0]['name']}",
+            "",
+            _SPLIT_NOTE,
+            "",
+        ]
+        split_rows = [
+            (f"{m['name']} / {k}", {c: _fmt(v[c]) for c in v})
+            for m in models[1:]
+            for k, v in m.get("split", {}).items()
+        ]
         lines += _table(split_rows, ["drop_all", "narrowing", "quality_control", "narrowing_share", "num_prompts"])
+    if "frontier" in results:
+        lines += ["", *frontier_section(results)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def frontier_section(results: dict[str, Any]) -> list[str]:
+    """The frontier's points per model and temperature, and the matched-diversity difference table."""
+    frontier = results["frontier"]
+    diversity, quality, reference = frontier["diversity_metric"], frontier["quality"], frontier["reference"]
+    temperatures = [point["temperature"] for point in results["models"][0]["frontier"]]
+    lines = [f"## Quality–diversity frontier ({quality} vs {diversity}; `frontier.png`)", ""]
+    lines += [
+        f"Each model sampled at temperatures {', '.join(f'{t:g}' for t in temperatures)}: mean over prompts "
+        "[bootstrap 95 % CI over prompts].",
+        "",
+    ]
+    rows = [
+        (f"{m['name']} @ T={p['temperature']:g}", {quality: _cell(p["quality"]), diversity: _cell(p["diversity"])})
+        for m in results["models"]
+        for p in m["frontier"]
+    ]
+    lines += _table(rows, [quality, diversity])
+    lines += [
+        "",
+        f"### At matched diversity, quality difference vs {reference}",
+        "",
+        f"Each frontier (its Pareto-efficient temperatures) is interpolated linearly in {diversity}; the difference is "
+        "read at evenly spaced levels inside the range both frontiers cover (no extrapolation). CIs: "
+        "bootstrap over prompts, resampled jointly for both models and all temperatures.",
+        "",
+    ]
+    comparisons = {name: MatchedDifference(**c) for name, c in frontier["comparisons"].items()}
+    lines += difference_table(reference, comparisons, diversity, quality)
+    return lines
+
+
+def write_frontier_chart(results: dict[str, Any], path: Path) -> Path:
+    """frontier.png: one curve per model, quality against the frontier's diversity metric across temperatures."""
+    frontier = results["frontier"]
+    curves = {
+        m["name"]: (
+            [p["temperature"] for p in m["frontier"]],
+            [p["diversity"]["mean"] for p in m["frontier"]],
+            [p["quality"]["mean"] for p in m["frontier"]],
+        )
+        for m in results["models"]
+    }
+    return plot_frontiers(curves, path, frontier["diversity_metric"], frontier["quality"])
 
 
 def write_chart(results: dict[str, Any], path: Path) -> None:
@@ -105,14 +170,19 @@ def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(_json_safe(results), indent=2) + "\n", encoding="utf-8")
     write_markdown(results, paths["markdown"])
     write_chart(results, paths["chart"])
+    if "frontier" in results:
+        paths["frontier"] = write_frontier_chart(results, out_dir / "frontier.png")
     return paths
 
 
-def write_samples(out_dir: Path, name: str, prompts: list[Any], texts: list[list[str]]) -> Path:
-    """Keep the raw completions next to the scores, so any number can be traced back to text."""
+def write_samples(
+    out_dir: Path, name: str, prompts: list[Any], texts: list[list[str]], token_ids: list[list[list[int]]]
+) -> Path:
+    """Keep the raw completions (texts and the policy's token ids) next to the scores, so any number can be
+    recomputed from them."""
     path = out_dir / "samples" / f"{name}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
-        for prompt, group in zip(prompts, texts, strict=True):
-            f.write(json.dumps({"prompt": prompt, "samples": group}, ensure_ascii=False) + "\n")
+        for prompt, group, ids in zip(prompts, texts, token_ids, strict=True):
+            f.write(json.dumps({"prompt": prompt, "samples": group, "token_ids": ids}, ensure_ascii=False) + "\n")
     return path

@@ -42,9 +42,7 @@ def continuing(build: Callable[[Any], Any], adapter_dir: str) -> Callable[[Any],
             raise train.RecipeError("`adapters: continue` on a 4/8-bit base is not supported: TRL refuses a "
                                     "quantization config next to a loaded model; use `adapters: merge`")  # fmt: skip
         path = run.model_args.model_name_or_path
-        init_kwargs = {
-            k: v for k, v in model_init_kwargs(run.training_args, run.model_args).items() if v is not None
-        }
+        init_kwargs = {k: v for k, v in model_init_kwargs(run.training_args, run.model_args).items() if v is not None}
         if run.training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
             init_kwargs["device_map"] = None  # as TRL does: "auto" fails under distributed training
         run.model_args.model_name_or_path = load_trainable_adapter(path, adapter_dir, init_kwargs)

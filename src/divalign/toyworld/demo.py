@@ -8,7 +8,9 @@
    the loss, W&B in offline mode and the diversity callback on;
 3. scores the base model and the three SFT models against the truth on the SFT prompts and on held-out prompts
    (exact answer probabilities and samples), along training too (one checkpoint every ``save_steps``);
-4. writes ``results.md``, ``results.json`` and figures to ``--out``.
+4. draws the exact quality–diversity frontier (validity vs coverage@K across sampling temperatures) of the base
+   model and the three SFT models, and compares TOFU/GEM with CE at matched coverage (:mod:`divalign.toyworld.frontier`);
+5. writes ``results.md``, ``results.json`` and figures to ``--out``.
 
 Finished stages are reused when the demo is run again with the same settings; ``--fresh`` redoes everything.
 """
@@ -31,6 +33,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from divalign.toyworld import frontier as toy_frontier
 from divalign.toyworld.evaluate import evaluate_model, load_model, mean_metrics, score_split
 from divalign.toyworld.plots import plot_trajectories, plot_validity_coverage
 from divalign.toyworld.preference_data import write_preference_data
@@ -200,6 +203,20 @@ def evaluate_all(out: Path, runs: dict[str, Path], world: ToyWorld, plan: DemoPl
     return results
 
 
+def frontier_of(
+    out: Path, runs: dict[str, Path], seed_runs: dict[str, dict[int, Path]], world: ToyWorld, plan: DemoPlan
+) -> dict:
+    """The exact frontier of every SFT model (chat format) and the base model (its plain pretraining format), each
+    compared with the first loss's (CE in the shipped demo); with several SFT seeds, the seed spread of that
+    comparison."""
+    base = out / "base_model"
+    models = {f"{name} SFT": (path, "chat") for name, path in runs.items()}
+    models["base (plain format)"] = (base, "plain")
+    seed_models = {f"{name} SFT": by_seed for name, by_seed in seed_runs.items()}
+    reference = next(iter(models))  # the first loss (CE in the shipped demo)
+    return toy_frontier.toy_frontier(models, base, world, plan.num_samples, reference, seed_models=seed_models)
+
+
 # ----- the whole demo -----
 def run_demo(
     out: str | Path = "runs/demo",
@@ -249,15 +266,19 @@ def run_demo(
     }
     spread = seed_spread(out, seed_runs, world, plan) if plan.extra_seeds else {}
     timings["evaluation"] = time.time() - tick
+    tick = time.time()
+    frontier = frontier_of(out, runs, seed_runs if plan.extra_seeds else {}, world, plan)
+    timings["frontier"] = time.time() - tick
     timings["total"] = time.time() - began
 
-    figures = _figures(out, runs, results, trajectories, world)
+    figures = [*_figures(out, runs, results, trajectories, world), toy_frontier.plot(frontier, out / "frontier.png")]
     payload = {
         "world": asdict(world.config),
         "plan": asdict(plan),
         "results": results,
         "trajectories": trajectories,
         "seed_spread": spread,
+        "frontier": frontier,
         "timings_s": timings,
         "figures": [str(f) for f in figures],
     }

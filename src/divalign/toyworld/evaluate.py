@@ -1,8 +1,11 @@
 """Score a causal LM against the toy world's truth: exact answer probabilities and sampled answers.
 
-The exact scores need one forward pass over every (prompt, valid answer) pair; the samples need ``generate``. Both
-render a prompt in either format: ``chat`` (the SFT chat template, what a fine-tuned model is used with) or ``plain``
-(the pretraining format, where the base model's knowledge is measured directly).
+The exact scores need one forward pass over every (prompt, valid answer) pair, and give the probabilities at any
+sampling temperature from the same logits (``P_T(answer + EOS | prompt)`` is the product of ``softmax(z / T)`` over
+its tokens: exactly what sampling at temperature T draws). The samples go through `divalign.generation`, the
+sampling path of the diversity callback and ``divalign eval``. Both render a prompt in either format: ``chat`` (the
+SFT chat template, what a fine-tuned model is used with) or ``plain`` (the pretraining format, where the base
+model's knowledge is measured directly).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Literal
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from divalign.generation import SamplingSettings, encode_prompt, sample_completions
 from divalign.toyworld.truth_metrics import ExactMetrics, SampledMetrics, exact_metrics, sampled_metrics
 from divalign.toyworld.world import Prompt, ToyWorld
 
@@ -24,18 +28,22 @@ PromptFormat = Literal["chat", "plain"]
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, fmt: PromptFormat) -> list[int]:
     """Token ids of the context a model answers from, in the chat or the plain pretraining format."""
     if fmt == "chat":
-        rendered = tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}], add_generation_prompt=True)
-        return list(rendered["input_ids"] if isinstance(rendered, dict) or hasattr(rendered, "keys") else rendered)
+        return encode_prompt(prompt.text, tokenizer)
     text = ToyWorld.plain_prefix(prompt.text)
     return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
 
 
 @torch.no_grad()
 def _sequence_logprobs(
-    model: PreTrainedModel, rows: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int
-) -> list[float]:
-    """``log P(target | context)`` for each ``(context, target)`` row, batched with right padding."""
-    out: list[float] = []
+    model: PreTrainedModel,
+    rows: list[tuple[list[int], list[int]]],
+    pad_id: int,
+    batch_size: int,
+    temperatures: Sequence[float] = (1.0,),
+) -> dict[float, list[float]]:
+    """``log P_T(target | context)`` for each ``(context, target)`` row and temperature T, batched with right
+    padding: one forward pass, the logits divided by each T."""
+    out: dict[float, list[float]] = {t: [] for t in temperatures}
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         width = max(len(c) + len(t) for c, t in chunk)
@@ -46,9 +54,10 @@ def _sequence_logprobs(
             target_mask[i, len(context) : len(context) + len(target)] = True
         attention = (torch.arange(width) < torch.tensor([len(c) + len(t) for c, t in chunk])[:, None]).long()
         logits = model(input_ids=ids, attention_mask=attention).logits.float()
-        # position j predicts token j + 1
-        log_probs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        out.extend((log_probs * target_mask[:, 1:]).sum(-1).tolist())
+        for t in temperatures:
+            # position j predicts token j + 1
+            log_probs = torch.log_softmax(logits[:, :-1] / t, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+            out[t].extend((log_probs * target_mask[:, 1:]).sum(-1).tolist())
     return out
 
 
@@ -58,50 +67,48 @@ def answer_probabilities(
     prompts: Sequence[Prompt],
     fmt: PromptFormat,
     batch_size: int = 512,
-) -> list[dict[str, float]]:
-    """Exact ``P(answer + EOS | prompt)`` of every valid answer of every prompt."""
+    temperatures: Sequence[float] = (1.0,),
+) -> dict[float, list[dict[str, float]]]:
+    """Exact ``P_T(answer + EOS | prompt)`` of every valid answer of every prompt, at each sampling temperature T."""
     rows = []
     for prompt in prompts:
         context = prompt_ids(tokenizer, prompt, fmt)
         for answer in prompt.answers:
             rows.append((context, [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]))
-    log_probs = iter(_sequence_logprobs(model, rows, tokenizer.pad_token_id, batch_size))
-    return [{answer: float(torch.tensor(next(log_probs)).exp()) for answer in prompt.answers} for prompt in prompts]
+    by_temperature = _sequence_logprobs(model, rows, tokenizer.pad_token_id, batch_size, temperatures)
+    out = {}
+    for t, values in by_temperature.items():
+        log_probs = iter(values)
+        out[t] = [{a: float(torch.tensor(next(log_probs)).exp()) for a in prompt.answers} for prompt in prompts]
+    return out
 
 
-@torch.no_grad()
 def sample_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompt: Prompt,
+    prompts: Sequence[Prompt],
     fmt: PromptFormat,
     num_samples: int,
+    seed: int = 0,
     max_new_tokens: int = 6,
-) -> list[str]:
-    """``num_samples`` answers sampled at temperature 1 from the full distribution (no top-k / top-p).
+) -> list[list[str]]:
+    """``num_samples`` answers per prompt sampled at temperature 1 from the full distribution (no top-k / top-p),
+    through `divalign.generation` (a prompt's noise keyed by ``seed`` and its index in ``prompts``).
 
     A sample that hits no EOS within ``max_new_tokens`` is returned with a trailing marker so it never counts as valid.
     """
-    context = torch.tensor([prompt_ids(tokenizer, prompt, fmt)])
-    generated = model.generate(
-        input_ids=context,
-        attention_mask=torch.ones_like(context),
-        do_sample=True,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        max_new_tokens=max_new_tokens,
-        num_return_sequences=num_samples,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )[:, context.shape[1] :].tolist()
-    answers = []
-    for row in generated:
-        if tokenizer.eos_token_id in row:
-            answers.append(tokenizer.decode(row[: row.index(tokenizer.eos_token_id)]).strip())
-        else:
-            answers.append(tokenizer.decode(row).strip() + " <no-eos>")
-    return answers
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    settings = SamplingSettings(num_samples=num_samples, max_new_tokens=max_new_tokens, seed=seed)
+    ids = [prompt_ids(tokenizer, prompt, fmt) for prompt in prompts]
+    # cut only at EOS here: a row that reached max_new_tokens without one is kept whole and marked below
+    groups = sample_completions(model, ids, settings, [eos], pad, cut=False)
+    return [[_answer(tokenizer, row, eos) for row in groups[index]] for index in range(len(prompts))]
+
+
+def _answer(tokenizer: PreTrainedTokenizerBase, row: list[int], eos: int) -> str:
+    if eos in row:
+        return tokenizer.decode(row[: row.index(eos)]).strip()
+    return tokenizer.decode(row).strip() + " <no-eos>"
 
 
 @dataclass(frozen=True)
@@ -125,23 +132,40 @@ def score_split(
     fmt: PromptFormat,
     num_samples: int,
     sample: bool = True,
+    seed: int = 0,
 ) -> SplitScores:
     """Exact (and, with ``sample``, sampled) metrics of ``model`` on ``prompts``, averaged over prompts.
 
     ``num_samples`` is both the number of samples drawn per prompt and the K of the exact expected coverage, so the
     two coverages estimate the same quantity.
     """
-    tail_rank = world.config.tail_start_rank
-    exact = [
-        exact_metrics(probs, p.truth(), k=num_samples, tail=p.answers[tail_rank:])
-        for p, probs in zip(prompts, answer_probabilities(model, tokenizer, prompts, fmt), strict=True)
-    ]
+    exact = exact_per_prompt(model, tokenizer, world, prompts, fmt, num_samples)[1.0]
     sampled = None
     if sample:
-        sampled = mean_metrics(
-            [sampled_metrics(sample_answers(model, tokenizer, p, fmt, num_samples), p.truth()) for p in prompts]
-        )
+        answers = sample_answers(model, tokenizer, prompts, fmt, num_samples, seed=seed)
+        sampled = mean_metrics([sampled_metrics(a, p.truth()) for p, a in zip(prompts, answers, strict=True)])
     return SplitScores(mean_metrics(exact), sampled)
+
+
+def exact_per_prompt(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: ToyWorld,
+    prompts: Sequence[Prompt],
+    fmt: PromptFormat,
+    num_samples: int,
+    temperatures: Sequence[float] = (1.0,),
+) -> dict[float, list[ExactMetrics]]:
+    """Exact metrics of every prompt at each sampling temperature (K = ``num_samples`` for the expected coverage)."""
+    tail_rank = world.config.tail_start_rank
+    by_temperature = answer_probabilities(model, tokenizer, prompts, fmt, temperatures=temperatures)
+    return {
+        t: [
+            exact_metrics(probs, p.truth(), k=num_samples, tail=p.answers[tail_rank:])
+            for p, probs in zip(prompts, rows, strict=True)
+        ]
+        for t, rows in by_temperature.items()
+    }
 
 
 def load_model(
@@ -163,9 +187,8 @@ def evaluate_model(
     tokenizer_path: str | Path | None = None,
 ) -> dict[str, dict]:
     """Load a saved model and score it on the seen and held-out prompts: ``{split: {"exact":…, "sampled":…}}``."""
-    torch.manual_seed(seed)
     model, tokenizer = load_model(path, tokenizer_path)
     return {
-        split: asdict(score_split(model, tokenizer, world, prompts, fmt, num_samples, sample))
+        split: asdict(score_split(model, tokenizer, world, prompts, fmt, num_samples, sample, seed))
         for split, prompts in (("seen", world.seen_prompts), ("heldout", world.heldout_prompts))
     }

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from divalign.evaluation.frontier import MatchedDifference, difference_table
+
 # (key in the exact metrics, column header)
 EXACT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("validity", "validity"),
@@ -89,6 +91,48 @@ def summary_lines(results: Mapping[str, Any], reference: str = "base (plain form
     return lines
 
 
+def frontier_lines(frontier: Mapping[str, Any], k: int) -> list[str]:
+    """The exact frontier's points and the validity difference vs the reference model at matched coverage@K."""
+    reference, names = frontier["reference"], list(frontier["points"])
+    temperatures = frontier["temperatures"]
+    lines = [
+        "## Quality–diversity frontier (exact, SFT prompts; `frontier.png`)",
+        "",
+        f"Validity and expected coverage@{k} of every model sampled at temperature T (exact: the answers' "
+        "probabilities under softmax(z / T)); base model in its pretraining format, SFT models in the chat format. "
+        "Diversity bought with temperature is the baseline TOFU and GEM must beat.",
+        "",
+        "| model | " + " | ".join(f"T={t:g}" for t in temperatures) + " |",
+        "|---" * (len(temperatures) + 1) + "|",
+    ]
+    for name in names:
+        cells = [frontier["points"][name][f"{t:g}"] for t in temperatures]
+        lines.append(f"| {name} | " + " | ".join(f"{c['quality']:.3f} / {c['diversity']:.3f}" for c in cells) + " |")
+    lines += [
+        "",
+        "Cells: validity / coverage@K.",
+        "",
+        f"### At matched coverage@{k}, validity difference vs {reference}",
+        "",
+    ]
+    comparisons = {name: MatchedDifference(**c) for name, c in frontier["comparisons"].items()}
+    lines += difference_table(reference, comparisons, f"coverage@{k}", "validity")
+    if frontier.get("seed_spread"):
+        lines += [
+            "",
+            f"Mean difference over the shared coverage range, per SFT seed (each vs {reference} of the same seed):",
+            "",
+        ]
+        for name, by_seed in frontier["seed_spread"].items():
+            values = [v for v in by_seed.values()]
+            lines.append(
+                f"- {name}: "
+                + ", ".join(f"seed {s} {v:+.3f}" for s, v in by_seed.items())
+                + f" (mean ± std {_mean_std(values)})"
+            )
+    return [*lines, ""]
+
+
 def write_report(path: str | Path, payload: Mapping[str, Any], truth_entropy: float) -> Path:
     """Write the markdown report from the demo's ``results.json`` payload."""
     world, plan, results = payload["world"], payload["plan"], payload["results"]
@@ -123,6 +167,8 @@ def write_report(path: str | Path, payload: Mapping[str, Any], truth_entropy: fl
             *spread_table(payload["seed_spread"]),
             "",
         ]
+    if payload.get("frontier"):
+        lines += frontier_lines(payload["frontier"], k)
     timings = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in payload["timings_s"].items())
     lines += [
         "## Run",

@@ -1,0 +1,191 @@
+"""`divalign.generation`: the one sampling path (seeded inverse-CDF draw, neutral settings, batches and ranks)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import GenerationConfig, TemperatureLogitsWarper, TopPLogitsWarper
+
+from divalign import smoke
+from divalign.generation import (
+    SamplingSettings,
+    SeededSampler,
+    cut_at_stop,
+    encode_prompt,
+    generate_batch,
+    left_pad,
+    pad_token_id,
+    prompt_batches,
+    prompt_uniforms,
+    rank_batches,
+    render_prompt,
+    sample_completions,
+    stop_token_ids,
+)
+
+PROMPTS = ["say a word w1", "say w2", "a word", "say say", [{"role": "user", "content": "say a"}]]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tokenizer = smoke.build_tokenizer()
+    model = smoke.build_model(tokenizer).eval()
+    stop = stop_token_ids(tokenizer, model.generation_config)
+    return model, tokenizer, stop, pad_token_id(tokenizer, stop)
+
+
+def draw(probs: list[float], uniforms: list[float]) -> list[int]:
+    """Run the sampler on one step of rows that all share `probs`."""
+    scores = torch.tensor([probs] * len(uniforms)).log()
+    out = SeededSampler(torch.tensor(uniforms)[:, None], prompt_width=3)(torch.zeros(len(uniforms), 3), scores)
+    assert torch.isinf(out).sum(dim=1).tolist() == [len(probs) - 1] * len(uniforms)  # one token kept per row
+    return out.argmax(dim=1).tolist()
+
+
+def test_seeded_sampler_is_inverse_cdf_sampling():
+    # cdf = 0.1, 0.1, 0.7, 1.0: token 1 has probability 0 and is never drawn
+    assert draw([0.1, 0.0, 0.6, 0.3], [0.05, 0.0999, 0.1001, 0.69, 0.71, 1.0]) == [0, 0, 2, 2, 3, 3]
+
+
+def test_seeded_sampler_frequencies_match_the_distribution():
+    probs = np.array([0.5, 0.25, 0.15, 0.07, 0.03])
+    n = 20_000
+    counts = np.bincount(draw(probs.tolist(), (1.0 - np.random.default_rng(0).random(n)).tolist()), minlength=5)
+    chi2 = float((((counts - n * probs) ** 2) / (n * probs)).sum())
+    assert chi2 < 18.5  # chi-square, 4 degrees of freedom, p = 0.001
+
+
+def test_first_token_follows_the_warped_model_distribution(tiny):
+    """End to end through `generate`: temperature 0.7 and top-p 0.8 applied to the model's own logits, nothing else."""
+    model, tokenizer, stop, pad = tiny
+    prompt = encode_prompt("say a word", tokenizer)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt])).logits[0, -1].double()
+    probs = torch.softmax(logits / 0.7, dim=-1)
+    ordered, index = probs.sort(descending=True)
+    keep = index[(ordered.cumsum(0) - ordered) < 0.8]  # the smallest set whose mass reaches 0.8
+    expected = torch.zeros_like(probs)
+    expected[keep] = probs[keep] / probs[keep].sum()
+    n = 3000
+    settings = SamplingSettings(num_samples=n, max_new_tokens=1, temperature=0.7, top_p=0.8)
+    (group,) = generate_batch(model, [prompt], [0], settings, stop, pad)  # raw: an EOS first token counts too
+    counts = torch.bincount(torch.tensor([ids[0] for ids in group]), minlength=len(probs)).double()
+    assert set(counts.nonzero().flatten().tolist()) <= set(keep.tolist())
+    used = expected > 0
+    chi2 = float((((counts[used] - n * expected[used]) ** 2) / (n * expected[used])).sum())
+    assert chi2 < 3 * int(used.sum())  # far below what a missing warper (or a leftover top-k) gives
+
+
+def test_samples_depend_on_seed_and_prompt_only(tiny):
+    model, tokenizer, stop, pad = tiny
+    ids = [encode_prompt(p, tokenizer) for p in PROMPTS]
+    settings = SamplingSettings(num_samples=3, max_new_tokens=6, seed=7, batch_size=2)
+    reference = sample_completions(model, ids, settings, stop, pad)
+    assert sorted(reference) == list(range(5)) and all(len(group) == 3 for group in reference.values())
+    for batch_size in (1, 3, 8):
+        assert (
+            sample_completions(model, ids, SamplingSettings(3, 6, seed=7, batch_size=batch_size), stop, pad)
+            == reference
+        )
+    for world in (2, 3):
+        shares = [sample_completions(model, ids, settings, stop, pad, rank=r, world=world) for r in range(world)]
+        assert {i: g for share in shares for i, g in share.items()} == reference
+    assert sample_completions(model, ids, SamplingSettings(3, 6, seed=8, batch_size=2), stop, pad) != reference
+    # stop tokens are cut, never counted
+    assert all(t not in stop and t != pad for group in reference.values() for row in group for t in row)
+
+
+def test_checkpoint_generation_config_is_not_applied(tiny, monkeypatch):
+    """`generate` merges a checkpoint's generation config (here: top-k 1, repetition penalty 1.5, n-gram blocking,
+    a minimum length, suppressed tokens) into every call; the processors it actually builds must be only
+    temperature, top-p and the seeded draw, and the model keeps its own config afterwards."""
+    model, tokenizer, stop, pad = tiny
+    ids = [encode_prompt(p, tokenizer) for p in PROMPTS[:3]]
+    settings = SamplingSettings(num_samples=4, max_new_tokens=5, temperature=0.9, top_p=0.95)
+    plain = sample_completions(model, ids, settings, stop, pad)
+    custom = GenerationConfig(
+        top_k=1,
+        repetition_penalty=1.5,
+        no_repeat_ngram_size=1,
+        min_new_tokens=4,
+        suppress_tokens=[5, 6],
+        do_sample=True,
+        temperature=0.1,
+    )
+    monkeypatch.setattr(model, "generation_config", custom)
+    built, received = [], []
+    original = type(model)._get_logits_processor
+
+    def spy(self, generation_config, *args, **kwargs):
+        received.append(generation_config)
+        processors = original(self, generation_config, *args, **kwargs)
+        built.append(processors)
+        return processors
+
+    monkeypatch.setattr(type(model), "_get_logits_processor", spy)
+    assert sample_completions(model, ids, settings, stop, pad) == plain
+    assert model.generation_config is custom
+    for processors, config in zip(built, received, strict=True):
+        assert [type(p) for p in processors] == [TemperatureLogitsWarper, TopPLogitsWarper, SeededSampler]
+        assert processors[0].temperature == 0.9 and processors[1].top_p == 0.95
+        assert not config.do_sample and config.num_beams == 1  # the draw is SeededSampler's, decoding greedy over it
+        assert (config.repetition_penalty, config.no_repeat_ngram_size, config.min_length) == (1.0, 0, 0)
+        assert config.min_new_tokens is None
+        assert config.suppress_tokens is None and config.max_new_tokens == 5 and config.eos_token_id == stop
+
+
+def test_batches_are_fixed_and_dealt_round_robin():
+    assert prompt_batches(5, 2) == [[0, 1], [2, 3], [4]]
+    assert rank_batches(5, 2, rank=0, world=2, lockstep=False) == [[0, 1], [4]]
+    assert rank_batches(5, 2, rank=1, world=2, lockstep=False) == [[2, 3]]
+    # lock-step: every rank makes the same number of generate calls, the short one with a dummy batch
+    assert rank_batches(5, 2, rank=1, world=2, lockstep=True) == [[2, 3], None]
+    assert rank_batches(1, 4, rank=2, world=3, lockstep=True) == [None]
+    for n, size, world in [(7, 3, 2), (1, 1, 4), (12, 5, 3)]:
+        dealt = [b for r in range(world) for b in rank_batches(n, size, r, world, False)]
+        assert sorted(i for b in dealt for i in b) == list(range(n))
+
+
+def test_uniforms_are_keyed_by_seed_and_prompt():
+    a = prompt_uniforms(0, 3, num_samples=2, steps=4)
+    assert a.shape == (2, 4) and ((a > 0) & (a <= 1)).all()
+    assert np.array_equal(a, prompt_uniforms(0, 3, 2, 4))
+    assert np.array_equal(prompt_uniforms(0, 3, 3, 4)[:2], a)  # more samples leave the first ones unchanged
+    assert not np.array_equal(a, prompt_uniforms(0, 4, 2, 4)) and not np.array_equal(a, prompt_uniforms(1, 3, 2, 4))
+
+
+def test_rendering_stop_ids_padding_and_cutting(tiny):
+    _, tokenizer, _, _ = tiny
+    assert render_prompt("say a", tokenizer) == "user : say a </s> assistant : "
+    # TRL's prompt-only rule: a final assistant turn is continued, not closed
+    continued = [{"role": "user", "content": "say"}, {"role": "assistant", "content": "w1"}]
+    assert render_prompt(continued, tokenizer).endswith("assistant : w1")
+    tokenizer = smoke.build_tokenizer()
+    tokenizer.chat_template = None
+    assert render_prompt("say a", tokenizer) == "say a"
+    assert encode_prompt("say a", tokenizer) == tokenizer("say a", add_special_tokens=True)["input_ids"]
+    with pytest.raises(ValueError, match="chat template"):
+        render_prompt([{"role": "user", "content": "hi"}], tokenizer)
+    assert stop_token_ids(tokenizer, GenerationConfig(eos_token_id=[2, 9])) == [2, 9]
+    assert cut_at_stop([4, 5, 9, 6, 2], [2, 9]) == [4, 5] and cut_at_stop([4, 5], [2]) == [4, 5]
+    ids, mask = left_pad([[7, 8, 9], [5]], pad_id=0)
+    assert ids.tolist() == [[7, 8, 9], [0, 0, 5]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_samples": 0}, "num_samples must be >= 1"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"temperature": math.inf}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"seed": -1}, "seed must be >= 0"),
+    ],
+)
+def test_settings_check_names_the_setting(change, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingSettings(**{"num_samples": 2, "max_new_tokens": 4, **change}).check()
