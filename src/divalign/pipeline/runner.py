@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..checkpoints import newest_complete
+from ..launch import launch_request, run_command
+from ..launch_checks import check_launch, has_gpu
+from ..recipe import RecipeError
 from ..run_lock import LOCK_FILE, RunLock, describe, is_stale
 from .flags import override_flags
 from .spec import EVAL_STAGE, PipelineError, PipelineSpec, StageSpec
@@ -33,6 +34,7 @@ from .state import (
     move_aside,
     read_json,
     record_start,
+    source_digest,
     started_path,
     write_marker,
 )
@@ -47,7 +49,7 @@ Launcher = Callable[[list[str], dict[str, str]], int]
 
 def subprocess_launcher(command: list[str], env: dict[str, str]) -> int:
     """Run one stage's launch command with its output on the terminal; returns its exit status."""
-    return subprocess.run(command, env=env, check=False).returncode
+    return run_command(command, env)
 
 
 @dataclass
@@ -81,18 +83,23 @@ class StageInput:
 
 
 def launch_command(stage: StageSpec, model: StageInput, resume: bool, run_name: str | None) -> list[str]:
-    """``accelerate launch [--config_file C] [launch_args] -m divalign.train RECIPE --output_dir D ...``."""
-    command = [sys.executable, "-m", "accelerate.commands.launch"]
-    if stage.accelerate_config is not None:
-        command += ["--config_file", str(stage.accelerate_config)]
-    command += [*stage.launch_args, *model.entry, str(stage.recipe)]
-    command += ["--output_dir", str(stage.output_dir), "--model_name_or_path", model.model, *model.flags]
-    command += override_flags(stage.overrides, stage.list_flags)
+    """``accelerate launch [--config_file C] [launch_args] -m divalign.train RECIPE --output_dir D ...``, built by
+    ``divalign train``'s own launch code (:mod:`divalign.launch`): the recipe's launcher keys, then the stage's
+    ``accelerate_config``/``launch_args``, then launcher keys in its overrides; checked like the launch itself."""
+    flags = ["--output_dir", str(stage.output_dir), "--model_name_or_path", model.model, *model.flags]
+    flags += override_flags(stage.overrides, stage.list_flags)
     if run_name is not None:
-        command += ["--run_name", run_name]
+        flags += ["--run_name", run_name]
     if resume:
-        command += ["--resume_from_checkpoint", "true"]
-    return command
+        flags += ["--resume_from_checkpoint", "true"]
+    request = launch_request(
+        stage.recipe, flags, accelerate_config=stage.accelerate_config, launch_args=stage.launch_args, always=True
+    )
+    try:
+        plan = check_launch(stage.recipe, flags, request, has_gpu(), entry=model.entry)
+    except RecipeError as error:
+        raise PipelineError(f"stage {stage.name!r} ({stage.recipe} with its overrides): {error}") from error
+    return plan.command
 
 
 def stage_env(spec: PipelineSpec, stage: StageSpec) -> dict[str, str]:
@@ -146,6 +153,14 @@ def _short(text: str | None, limit: int = 200) -> str:
 def template_drift(before: tuple[str | None, str | None], after: tuple[str | None, str | None]) -> list[str]:
     """Names of the tokenizer fields (``chat_template``, ``eos_token``) that differ."""
     return [name for name, old, new in zip(TEMPLATE_KEYS, before, after, strict=True) if old != new]
+
+
+def prompts_identity(source: str) -> str:
+    """The eval prompts in the eval's hash: a file by its text (as before any other source was accepted, so a
+    finished eval stays finished), a folder by its files, a Hub id by its name."""
+    if Path(source).is_file():
+        return inputs_hash({"text": file_text(Path(source))})
+    return source_digest(source)
 
 
 class PipelineRunner:
@@ -220,7 +235,7 @@ class PipelineRunner:
             "recipe": file_text(stage.recipe),
             "overrides": stage.overrides,
             "input": model.identity,
-            "accelerate_config": file_text(stage.accelerate_config),
+            "accelerate_config": file_text(stage.accelerate_config_file),
             "launch_args": list(stage.launch_args),
         }
         return inputs_hash(inputs), inputs
@@ -348,7 +363,7 @@ class PipelineRunner:
         stages = [{"stage": r.name, "hash": r.digest, "run_id": r.run_id} for r in results]
         inputs = {
             "eval": eval_kwargs,
-            "prompts": inputs_hash({"text": file_text(Path(eval_kwargs["prompts_path"]))}),
+            "prompts": prompts_identity(str(eval_kwargs["prompts_path"])),
             "stages": stages,
         }
         digest = inputs_hash(inputs)
