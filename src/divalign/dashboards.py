@@ -8,9 +8,9 @@ samples.
   ``diversity/*`` keys as before: only the W&B callback is replaced (:class:`DiversityWandbCallback`).
 - The run config carries ``loss`` (``tofu``, ``gem``, ``ce``, ``dpo``, ``grpo``...), its ``loss_gamma`` /
   ``loss_beta`` / ``loss_h`` and the ``seed`` as top-level keys: group runs by ``loss`` and the seeds make bands.
-- In a ``divalign pipeline`` stage every row also carries ``pipeline/step``: the stage's step plus the steps of the
-  stages before it (the pipeline passes that offset in ``DIVALIGN_PIPELINE_STEP_OFFSET``), so SFT → DPO → GRPO curves
-  of one W&B group line up on one axis.
+- In a ``divalign pipeline`` stage every training, diversity and samples row also carries ``pipeline/step``: the
+  stage's step plus the steps of the stages before it (the pipeline passes that offset in
+  ``DIVALIGN_PIPELINE_STEP_OFFSET``), so SFT → DPO → GRPO curves of one W&B group line up on one axis.
 - The sampled completions of the diversity evaluations (:class:`SamplesLog`): one ``wandb.Table`` that grows across
   evaluations (logged incrementally where the installed wandb supports it), and ``diversity_samples.jsonl`` in the
   output directory for runs without W&B.
@@ -72,7 +72,7 @@ def loss_config(args: Any) -> dict[str, Any]:
 
 class DiversityWandbCallback(WandbCallback):
     """transformers' [`~transformers.integrations.WandbCallback`], with ``diversity/*`` in a section of its own, the
-    loss keys in the run config and, in a pipeline stage, ``pipeline/step`` in every row."""
+    loss keys in the run config and, in a pipeline stage, ``pipeline/step`` in its rows."""
 
     def setup(self, args: Any, state: Any, model: Any, **kwargs: Any) -> None:
         super().setup(args, state, model, **kwargs)
@@ -113,9 +113,12 @@ def step_keys(step: int) -> dict[str, int]:
 
 
 def install_dashboards(trainer: Any) -> None:
-    """Replace the trainer's W&B callback (present when it reports to W&B) by :class:`DiversityWandbCallback`."""
-    if trainer.pop_callback(WandbCallback) is not None:
-        trainer.add_callback(DiversityWandbCallback())
+    """Replace the trainer's W&B callback (present when it reports to W&B) by :class:`DiversityWandbCallback`, in its
+    place: it sets the W&B run up in ``on_train_begin`` before the diversity callback's step-0 evaluation logs."""
+    callbacks = trainer.callback_handler.callbacks
+    for index, callback in enumerate(callbacks):
+        if type(callback) is WandbCallback:
+            callbacks[index] = DiversityWandbCallback()
 
 
 def reports_to_wandb(args: Any) -> bool:

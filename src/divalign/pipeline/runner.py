@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoints import newest_complete
+from ..dashboards import PIPELINE_OFFSET_ENV
 from ..launch import launch_request, run_command
-from ..launch_checks import check_launch, has_gpu
+from ..launch_checks import check_launch
+from ..output_dir import finished_run
 from ..recipe import RecipeError
 from ..run_lock import LOCK_FILE, RunLock, describe, is_stale
+from . import stage_values
 from .flags import override_flags
 from .spec import EVAL_STAGE, PipelineError, PipelineSpec, StageSpec
 from .stage_values import validate_stages
@@ -40,6 +43,7 @@ from .state import (
 )
 
 ADAPTER_CONFIG = "adapter_config.json"
+MANIFEST = "pipeline.json"
 MERGED_DIR = "merged"
 # Trainer keys that change the tokenizer on purpose: a drift they explain is a warning, not an error
 TEMPLATE_KEYS = {"chat_template": "chat_template_path", "eos_token": "eos_token"}
@@ -96,20 +100,38 @@ def launch_command(stage: StageSpec, model: StageInput, resume: bool, run_name: 
         stage.recipe, flags, accelerate_config=stage.accelerate_config, launch_args=stage.launch_args, always=True
     )
     try:
-        plan = check_launch(stage.recipe, flags, request, has_gpu(), entry=model.entry)
+        plan = check_launch(stage.recipe, flags, request, stage_values.has_gpu(), entry=model.entry)
     except RecipeError as error:
         raise PipelineError(f"stage {stage.name!r} ({stage.recipe} with its overrides): {error}") from error
     return plan.command
 
 
-def stage_env(spec: PipelineSpec, stage: StageSpec) -> dict[str, str]:
-    """The launching environment plus W&B grouping: one group per pipeline, one job type per stage."""
+def stage_env(spec: PipelineSpec, stage: StageSpec, step_offset: int = 0) -> dict[str, str]:
+    """The launching environment plus W&B grouping (one group per pipeline, one job type per stage) and the steps the
+    earlier stages trained, from which the stage logs a cumulative ``pipeline/step`` (:mod:`divalign.dashboards`)."""
     return {
         **os.environ,
         "WANDB_RUN_GROUP": spec.name,
         "WANDB_JOB_TYPE": stage.name,
         "WANDB_NAME": f"{spec.name}-{stage.name}",
+        PIPELINE_OFFSET_ENV: str(step_offset),
     }
+
+
+def trained_steps(output_dir: Path) -> int:
+    """The optimizer steps a finished stage trained (its ``divalign_finished.json``), 0 when unknown."""
+    record = finished_run(output_dir) if output_dir.is_dir() else None
+    return int((record or {}).get("global_step") or 0)
+
+
+def write_manifest(spec: PipelineSpec) -> Path:
+    """``<output_root>/.divalign_state/pipeline.json``: the stages in order and where each writes, which `divalign
+    plot` reads to draw a pipeline end to end."""
+    path = spec.output_root / STATE_DIR / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stages = [{"name": stage.name, "output_dir": str(stage.output_dir)} for stage in spec.stages]
+    path.write_text(json.dumps({"name": spec.name, "stages": stages}, indent=2))
+    return path
 
 
 def merge_adapter(adapter_dir: Path) -> Path:
@@ -274,7 +296,7 @@ class PipelineRunner:
             )
         return status is Status.RESUME
 
-    def _run_stage(self, stage: StageSpec, previous: StageResult | None) -> StageResult:
+    def _run_stage(self, stage: StageSpec, previous: StageResult | None, step_offset: int = 0) -> StageResult:
         model = self._input(stage, previous)
         digest, inputs = self._digest(stage, model)
         started = read_json(started_path(self.spec.output_root, stage.name))
@@ -298,7 +320,7 @@ class PipelineRunner:
         self._refuse_locked(stage)
         if not resume:
             record_start(self.spec.output_root, stage.name, digest, stage.output_dir)
-        code = self.launcher(command, stage_env(self.spec, stage))
+        code = self.launcher(command, stage_env(self.spec, stage, step_offset))
         if code != 0:
             raise PipelineError(self._failure(stage, code))
         return self._record_finished(stage, model, digest, inputs)
@@ -393,8 +415,11 @@ class PipelineRunner:
 
     def _run_all(self) -> list[StageResult]:
         results: list[StageResult] = []
+        if not self.dry_run:
+            write_manifest(self.spec)
         for stage in self.spec.stages:
-            results.append(self._run_stage(stage, results[-1] if results else None))
+            step_offset = sum(trained_steps(result.output_dir) for result in results)
+            results.append(self._run_stage(stage, results[-1] if results else None, step_offset))
             if stage.name == self.only:
                 break
         else:
