@@ -155,9 +155,8 @@ def test_samples_log_sets_aside_rows_an_earlier_attempt_wrote(tmp_path, capsys):
     log.record(NO_WANDB, 4, ["p"], [["new a", "new b"]])
     log.record(NO_WANDB, 6, ["p"], [["new c", "new d"]])
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [(row["step"], row["sample"]) for row in rows] == [
-        (0, "old 0"), (2, "old 2"), (4, "new a"), (4, "new b"), (6, "new c"), (6, "new d")
-    ]  # fmt: skip
+    expected = [(0, "old 0"), (2, "old 2"), (4, "new a"), (4, "new b"), (6, "new c"), (6, "new d")]
+    assert [(row["step"], row["sample"]) for row in rows] == expected
     (aside,) = tmp_path.glob(f"{SAMPLES_REPLACED_PREFIX}*.jsonl")
     assert aside.read_text() == json.dumps(old[2]) + "\n" + '{"step": 6, "prom'
     assert str(aside) in capsys.readouterr().out
@@ -191,10 +190,8 @@ def test_pipeline_stages_share_a_group_and_line_up_on_the_pipeline_step(assets, 
     ]
     pipeline = tmp_path / "pipeline.yaml"
     root = tmp_path / "runs"
-    pipeline.write_text(yaml.safe_dump({
-        "name": "lineup", "output_root": str(root), "base_model": str(assets / "model"),
-        "launch_args": ["--num_processes", "1", "--cpu"], "stages": stages,
-    }))  # fmt: skip
+    content = {"name": "lineup", "output_root": str(root), "base_model": str(assets / "model"), "stages": stages}
+    pipeline.write_text(yaml.safe_dump({**content, "launch_args": ["--num_processes", "1", "--cpu"]}))
     run_pipeline(str(pipeline))
 
     first, second = offline_runs(tmp_path)
