@@ -429,7 +429,7 @@ def test_diversity_prompts_of_a_later_stage_are_read_before_anything_runs(tmp_pa
     tofu = tmp_path / "tofu.yaml"
     tofu.write_text(yaml.safe_dump(recipe))
     stages = [{"name": "sft", "recipe": str(SFT_RECIPE)}, {"name": "tofu", "recipe": str(tofu)}]
-    with pytest.raises(PipelineError, match=r"stage 'tofu' .*diversity: Diversity probe prompts file not found"):
+    with pytest.raises(PipelineError, match=r"stage 'tofu' .*diversity: Prompts file not found: .*probe\.jsonl"):
         run(write_pipeline(tmp_path, assets, stages=stages), FakeLauncher(), dry_run=True)
 
 
