@@ -276,6 +276,8 @@ class DiversityCallback(TrainerCallback):
         self._samples_log: SamplesLog | None = None
         # The latest evaluation's rendered prompts, samples and token ids, on the main process (inspection, tests).
         self.last_samples: dict[str, Any] | None = None
+        if trainer is not None:
+            self.bind(trainer)
 
     def bind(self, trainer: Any) -> DiversityCallback:
         """Attach the trainer whose `log`, accelerator and model the callback uses; returns `self`. A W&B run gets the
