@@ -224,7 +224,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("recipe", help="recipe YAML file")
     parser.add_argument("--dry-run", action="store_true", help="check the recipe and print the launch command")
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="--key value pairs overriding the recipe")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, print_help=parser.print_help)
     return parser
 
 
@@ -232,5 +232,8 @@ def run(args: argparse.Namespace) -> int:
     """Run `divalign train` from parsed arguments."""
     from .train import main
 
+    if {"-h", "--help"} & set(args.flags):
+        args.print_help()
+        return 0
     dry_run = ["--dry-run"] if args.dry_run or "--dry-run" in args.flags else []
     return main([args.recipe, *[flag for flag in args.flags if flag != "--dry-run"], *dry_run])
