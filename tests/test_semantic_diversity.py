@@ -133,6 +133,9 @@ def test_within_share_extremes():
     assert within_prompt_share([np.stack([e1, e1]), np.stack([e2, e2])]) == 0.0  # one answer per prompt
     assert within_prompt_share([np.stack([e1, e2]), np.stack([e1, e2])]) == 1.0  # prompts do not matter
     assert math.isnan(within_prompt_share([np.stack([e1, e1]), np.stack([e1, e1])]))  # no variance at all
+    # the same text embedded twice can differ by float noise: still no variance, not a ratio of noise
+    noise = np.random.default_rng(1).normal(scale=1e-8, size=(4, 2))
+    assert math.isnan(within_prompt_share([np.stack([e1, e1]) + noise[:2], np.stack([e1, e1]) + noise[2:]]))
 
 
 def test_within_share_is_the_law_of_total_variance():

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+_NO_VARIANCE = 1e-10  # mean squared distance to the grand mean below which the samples count as identical
 
 @dataclass(frozen=True)
 class PromptMoments:
@@ -40,7 +41,8 @@ def prompt_moments(groups: Sequence[np.ndarray]) -> PromptMoments:
 
 def within_share(moments: PromptMoments, prompts: np.ndarray | None = None) -> float:
     """Within-prompt share of the total variance over the prompts `prompts` (indices, repeats allowed: a bootstrap
-    resample); all prompts by default. NaN when the total is 0 (every sample identical) or there are no prompts."""
+    resample); all prompts by default. NaN when there is no variance (every sample the same: a mean squared distance
+    to the grand mean below 1e-10) or no prompt."""
     index = np.arange(len(moments.counts)) if prompts is None else np.asarray(prompts)
     if not index.size:
         return math.nan
@@ -48,7 +50,8 @@ def within_share(moments: PromptMoments, prompts: np.ndarray | None = None) -> f
     grand = (counts[:, None] * means).sum(axis=0) / counts.sum()
     between = float((counts * ((means - grand) ** 2).sum(axis=1)).sum())
     total = float(within.sum()) + between
-    return float(within.sum()) / total if total > 0 else math.nan
+    # identical samples embed identically only up to float noise (~1e-8): a ratio of two noise terms means nothing
+    return float(within.sum()) / total if total > _NO_VARIANCE * counts.sum() else math.nan
 
 
 def within_prompt_share(groups: Sequence[np.ndarray]) -> float:
