@@ -124,6 +124,24 @@ def test_cross_similarity_equals_the_explicit_double_loop():
     assert cross_similarity(a, b) == pytest.approx(loop)
 
 
+def test_homogeneity_reads_same_wider_and_elsewhere():
+    """The module's reading, on large samples of known distributions (unit vectors around a center): the same
+    distribution gives cross = both withins; a wider one around the same center lies between; another center lies
+    below both."""
+    rng = np.random.default_rng(0)
+
+    def around(center, spread, n=4000):
+        x = center + spread * rng.normal(size=(n, len(center)))
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    here, there = np.eye(6)[0] * 2.0, np.eye(6)[1] * 2.0
+    a, same, wider, elsewhere = around(here, 0.5), around(here, 0.5), around(here, 1.5), around(there, 0.5)
+    assert cross_similarity(a, same) == pytest.approx(within_similarity(a), abs=0.01)
+    assert cross_similarity(a, same) == pytest.approx(within_similarity(same), abs=0.01)
+    assert within_similarity(wider) + 0.05 < cross_similarity(a, wider) < within_similarity(a) - 0.05
+    assert cross_similarity(a, elsewhere) < min(within_similarity(a), within_similarity(elsewhere)) - 0.5
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # within- vs across-prompt spread
 

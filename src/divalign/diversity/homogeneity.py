@@ -4,8 +4,9 @@ Models can each look varied while all drawing from one narrow prior ("Artificial
 many models give near-identical answers to open-ended prompts). For models A and B and one prompt, the cross
 similarity is the mean cosine over every pair (a_i, b_j) of their samples' embeddings; a model's within similarity
 is the mean over its pairs i ≠ j (1 − SBERT diversity). Averaged over prompts they form a matrix (within on the
-diagonal): B restating A's answers gives cross(A, B) as high as within(A); B covering ground A does not gives
-cross(A, B) below both.
+diagonal). The mean over pairs is the dot product of the two mean embeddings, so, in expectation: B sampling A's
+distribution gives cross(A, B) = within(A) = within(B); B spreading wider around A's answers gives a value between
+within(B) and within(A); B saying things A does not gives a value below both.
 """
 
 from __future__ import annotations

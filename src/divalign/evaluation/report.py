@@ -109,8 +109,9 @@ def homogeneity_section(results: dict[str, Any]) -> list[str]:
         "## Cross-model homogeneity (`homogeneity.png`)",
         "",
         "Row A, column B: mean over prompts of the mean cosine similarity between A's and B's samples for the same "
-        "prompt; diagonal: a model's own samples (pairs i ≠ j). B restating A's answers: the cell is as high as the "
-        "diagonal; B saying things A does not: below it. [bootstrap 95 % CI over prompts]",
+        "prompt; diagonal: a model's own samples (pairs i ≠ j). B sampling A's distribution: the cell equals both "
+        "diagonal cells; B spread wider around A's answers: between them; B saying things A does not: below both. "
+        "[bootstrap 95 % CI over prompts]",
         "",
     ]
     rows = [
