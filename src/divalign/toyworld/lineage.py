@@ -66,6 +66,7 @@ def evaluate_sft_lineage(out: Path, runs: dict[str, Path], num_samples: int) -> 
     homogeneity = results["homogeneity"]
     return {
         "dir": str(target),
+        "profile": results["config"]["profile"],
         "num_prompts": results["config"]["num_prompts"],
         "num_samples": num_samples,
         "models": models,

@@ -140,8 +140,8 @@ def lineage_lines(lineage: Mapping[str, Any]) -> list[str]:
         f"## Lineage evaluation (`divalign eval`; `{directory}/results.md`, `{directory}/homogeneity.png`)",
         "",
         f"{lineage['num_prompts']} SFT prompts × {lineage['num_samples']} samples (chat format, temperature 1), "
-        "embeddings all-MiniLM-L6-v2. An answer is one item, so the semantic clusters of a prompt's samples should "
-        "be its distinct answers.",
+        f"metric profile `{lineage['profile']}`, embeddings all-MiniLM-L6-v2. An answer is one item, so the semantic "
+        "clusters of a prompt's samples should be its distinct answers.",
         "",
         "| model | distinct answers / prompt | semantic clusters / prompt | prompts where they agree | SBERT diversity "
         "| within-prompt share of spread |",
