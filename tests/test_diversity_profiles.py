@@ -82,6 +82,13 @@ def test_texts_are_stripped_before_every_text_metric():
     recorder = Recorder()
     compute_diversity(groups, metrics=["sbert"], embedder=recorder, profile="karouzos2026")
     assert recorder.seen == ["yes", "yes"]
+    # a verifier still judges the completion as generated, reasoning included
+    judged = []
+    scores = compute_diversity(
+        groups, metrics=["pass_at_1"], verifier=lambda text, i: judged.append(text) or "b b" in text,
+        profile="karouzos2026",
+    )
+    assert judged == groups[0] and scores["pass_at_1"] == 0.5
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -224,8 +224,9 @@ def _build_groups(
         for i, group in enumerate(built):
             group.embeddings = emb[offsets[i] : offsets[i + 1]]
     if verifier is not None:
-        for i, group in enumerate(built):
-            group.correct = [bool(verifier(t, i)) for t in group.texts]
+        # the verifier judges the whole completion, as generated (the profile prepares texts for the metrics only)
+        for i, (group, raw) in enumerate(zip(built, groups, strict=True)):
+            group.correct = [bool(verifier(t, i)) for t in raw]
     return built
 
 

@@ -60,6 +60,8 @@ def spread_view(groups: list[np.ndarray], n_bootstrap: int, seed: int, confidenc
     moments = prompt_moments(groups)
     share = within_share(moments)
     count = len(moments.counts)
+    if not count:
+        return {"within_share": math.nan, "ci_low": math.nan, "ci_high": math.nan, "num_prompts": 0}
     rng = np.random.default_rng(seed)
     draws = np.array([within_share(moments, rng.integers(0, count, size=count)) for _ in range(n_bootstrap)])
     draws = draws[~np.isnan(draws)]
