@@ -300,7 +300,7 @@ def test_from_dict_maps_the_recipe_block():
     )
     assert (config.prompts, config.every_steps, config.temperature) == ("probe.jsonl", 50, 1)
     assert config.metrics == ["distinct_2", "sbert"]
-    assert config.samples_per_prompt == 8 and config.embedding_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert config.samples_per_prompt == 8 and config.embedding_model == "auto" and config.profile == "divalign"
     assert "sbert" in DiversityConfig(prompts="p.txt").metrics  # DEFAULT_TRAINING_METRICS
     assert DiversityConfig(prompts=Path("probe.txt")).prompts == "probe.txt"
 

@@ -18,10 +18,9 @@ from divalign.cli import main as cli_main
 from divalign.pipeline import DONE_MARKER, PipelineError, PipelineRunner, load_pipeline, run_pipeline
 from divalign.run_lock import RunLockError, owner_record
 from divalign.smoke import build_smoke_assets, messages_rows, write_jsonl
+from pipelines import SFT_RECIPE, TOFU_RECIPE, write_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-SFT_RECIPE = REPO / "recipes" / "smoke" / "sft_smoke.yaml"
-TOFU_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -60,26 +59,6 @@ class FakeLauncher:
 def smoke_data(assets: Path) -> dict[str, str]:
     """The smoke recipes name runs/smoke/train.jsonl; end-to-end runs read the fixture's copy instead."""
     return {"dataset_name": str(assets / "train.jsonl")}
-
-
-def write_pipeline(directory: Path, assets: Path, stages: list[dict] | None = None, **top) -> Path:
-    content = {
-        "name": "tiny",
-        "output_root": str(directory / "runs"),
-        "base_model": str(assets / "model"),
-        "accelerate_config": None,
-        "launch_args": ["--num_processes", "1", "--cpu"],
-        "stages": stages
-        if stages is not None
-        else [
-            {"name": "sft", "recipe": str(SFT_RECIPE), "overrides": {"max_steps": 4, "save_steps": 2}},
-            {"name": "tofu", "recipe": str(TOFU_RECIPE), "overrides": {"max_steps": 4, "save_steps": 2}},
-        ],
-        **top,
-    }
-    path = directory / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    return path
 
 
 def rewrite(path: Path, edit) -> None:

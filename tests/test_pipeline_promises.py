@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -23,10 +22,9 @@ import divalign.train as train
 from divalign.cli import main as cli_main
 from divalign.pipeline import DONE_MARKER, PipelineError, PipelineRunner, adapter_stage, load_pipeline, merge_adapter
 from divalign.smoke import build_smoke_assets, write_jsonl
+from pipelines import SFT_RECIPE, TOFU_RECIPE, write_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-SFT_RECIPE = REPO / "recipes" / "smoke" / "sft_smoke.yaml"
-TOFU_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
 OTHER_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
 
 
@@ -56,22 +54,6 @@ class CopyLauncher:
         if self.alter is not None:
             self.alter(output, command)
         return 0
-
-
-def write_pipeline(directory: Path, assets: Path, stages: list[dict] | None = None, **top) -> Path:
-    content = {
-        "name": "tiny",
-        "output_root": str(directory / "runs"),
-        "base_model": str(assets / "model"),
-        "launch_args": ["--num_processes", "1", "--cpu"],
-        "stages": stages
-        if stages is not None
-        else [{"name": "sft", "recipe": str(SFT_RECIPE)}, {"name": "tofu", "recipe": str(TOFU_RECIPE)}],
-        **top,
-    }
-    path = directory / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    return path
 
 
 def run(path: Path, launcher, logs: list[str] | None = None, **kwargs):

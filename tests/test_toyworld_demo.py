@@ -128,6 +128,18 @@ def test_quick_demo_end_to_end(tmp_path):
     assert ce["entropy"] == pytest.approx(answer_entropy, rel=1e-4)
     for figure in results["figures"]:
         assert Path(figure).stat().st_size > 0
+    # the lineage evaluation (divalign eval over CE, TOFU, GEM): answers are single items, so every prompt's semantic
+    # cluster count is its number of distinct answers, read back from the written samples
+    lineage = json.loads((out / "lineage_eval" / "results.json").read_text())
+    assert [m["name"] for m in lineage["models"]] == ["CE", "TOFU", "GEM"]
+    for model in lineage["models"]:
+        lines = (out / "lineage_eval" / "samples" / f"{model['name']}.jsonl").read_text().splitlines()
+        distinct = [len({" ".join(t.split()) for t in json.loads(line)["samples"]}) for line in lines]
+        assert model["per_prompt"]["all"]["semantic_clusters"] == distinct, model["name"]
+        assert results["lineage"]["models"][model["name"]]["clusters_equal_distinct"] == 1.0
+    assert lineage["homogeneity"]["models"] == ["CE", "TOFU", "GEM"]
+    assert "## Lineage evaluation (`divalign eval`" in report
+    assert (out / "lineage_eval" / "homogeneity.png").stat().st_size > 0
     # the runs went through divalign.train with W&B offline
     assert (out / "ce_sft" / "divalign_recipe.yaml").exists()
     assert any((out / "wandb").glob("offline-run-*"))

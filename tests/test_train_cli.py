@@ -246,7 +246,7 @@ def test_unreadable_diversity_prompts_fail_before_the_model_loads(assets, tmp_pa
     recipe = write_recipe(
         tmp_path, diversity={"prompts": str(prompts), "embedding_model": None, "metrics": ["distinct_1"]}
     )
-    with pytest.raises(RecipeError, match=rf"recipe.yaml: diversity: {prompts}:2 is not valid JSON"):
+    with pytest.raises(RecipeError, match=rf"recipe.yaml: diversity: Prompts file {prompts}:2: invalid JSON"):
         run_stage(str(recipe), smoke_flags(assets, tmp_path / "out"))
     assert not (tmp_path / "out").exists()  # nothing written: the same command reruns once the file is fixed
 

@@ -2,7 +2,7 @@
 
 :func:`divalign.chunked_head.chunked_head_loss` (the reference) builds each chunk's full ``(rows, vocab)`` fp32 logits
 and lets autograd differentiate the per-token loss. Every loss here only needs, per token row, a handful of sums over
-the vocabulary (REFERENCE §1 "one head for both"), so this head walks the vocabulary one tile of columns at a time and
+the vocabulary (docs/losses.md, "One head for both"), so this head walks the vocabulary one tile of columns at a time and
 keeps per-row running accumulators relative to a running maximum (online log-sum-exp):
 
 - ``m = max z`` and its first index (``is_top1``), ``z_y``;

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .diversity import METRIC_NAMES, REGISTRY
+from .diversity import DEFAULT_PROFILE, METRIC_NAMES, REGISTRY, get_profile
 from .rewards import parse_rewards
 
 ROLLOUT_DIVERSITY_METRICS = ["distinct_1", "distinct_2", "distinct_3", "distinct_4", "ead", "exact_dup_rate"]
@@ -46,6 +46,13 @@ class DivGRPOConfig(GRPOConfig):
             "help": "Sentence-embedding model for semantic rollout metrics (`sbert`, `vendi_1`); none by default."
         },
     )
+    rollout_diversity_profile: str = field(
+        default=DEFAULT_PROFILE,
+        metadata={
+            "help": "Metric conventions of the rollout metrics (`divalign`, `karouzos2026`, `tofu2026`; see "
+            "`divalign.diversity.profile`); a training argument, so the run's W&B config names it."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.rewards is None:
@@ -62,6 +69,7 @@ class DivGRPOConfig(GRPOConfig):
         super().__post_init__()
 
     def _check_rollout_metrics(self) -> None:
+        get_profile(self.rollout_diversity_profile)  # an unknown name raises, listing the valid ones
         unknown = [name for name in self.rollout_diversity_metrics if name not in METRIC_NAMES]
         if unknown:
             raise ValueError(f"Unknown rollout_diversity_metrics {unknown}; valid metrics: {list(METRIC_NAMES)}")

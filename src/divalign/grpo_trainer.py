@@ -84,6 +84,7 @@ class DivGRPOTrainer(GRPOTrainer):
             metrics=metrics,
             vocab_size=len(self._policy_tokenizer()),
             embedder=self._embedder(metrics),
+            profile=self.args.rollout_diversity_profile,
         )
 
     def _policy_tokenizer(self) -> Any:

@@ -1,8 +1,8 @@
 """Patch a causal LM's forward so one call returns a per-token diversity loss without full logits.
 
 The loss head runs *inside* the model's forward: DDP's gradient synchronisation and DeepSpeed ZeRO-3's parameter
-hooks only work on computation that happens within the wrapped module's forward (REFERENCE §4), the same reason TRL's
-``add_fused_lm_head`` patches the forward.
+hooks only work on computation that happens within the wrapped module's forward (docs/distributed.md), the same
+reason TRL's ``add_fused_lm_head`` patches the forward.
 """
 
 from __future__ import annotations

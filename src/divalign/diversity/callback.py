@@ -32,7 +32,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from divalign.compat import trainer_metrics_hidden, zero3_generation_state
 from divalign.dashboards import SamplesLog, install_dashboards
-from divalign.diversity import DEFAULT_TRAINING_METRICS, METRIC_NAMES, REGISTRY, compute_diversity, load_embedder
+from divalign.diversity import DEFAULT_TRAINING_METRICS, METRIC_NAMES, REGISTRY, compute_diversity
+from divalign.diversity.profile import DEFAULT_PROFILE, get_profile, load_profile_embedder, record_profile
 from divalign.generation import (
     Prompt,
     SamplingSettings,
@@ -79,8 +80,19 @@ class DiversityConfig:
         default=True, metadata={"help": "Also evaluate at the last training step when it is off the cadence."}
     )
     embedding_model: str | None = field(
-        default="sentence-transformers/all-MiniLM-L6-v2",
-        metadata={"help": "Sentence-embedding model for the semantic metrics; null to load none."},
+        default="auto",
+        metadata={
+            "help": "Sentence-embedding model for the semantic metrics: `auto` = the metric profile's "
+            "(divalign: all-MiniLM-L6-v2, karouzos2026: all-mpnet-base-v2); null to load none."
+        },
+    )
+    profile: str = field(
+        default=DEFAULT_PROFILE,
+        metadata={
+            "help": "Metric conventions: `divalign` (the default), `karouzos2026` (Karouzos et al., arXiv 2604.16027: "
+            "EAD over words, think-stripped texts, all-mpnet-base-v2) or `tofu2026` (the TOFU paper's lowercased "
+            "self-BLEU on 0-100); recorded in the W&B run config as `diversity_profile`."
+        },
     )
     metrics: list[str] = field(
         default_factory=lambda: list(DEFAULT_TRAINING_METRICS), metadata={"help": "Metrics to compute and log."}
@@ -118,6 +130,7 @@ class DiversityConfig:
         for name, hint in typing.get_type_hints(type(self)).items():
             _check_type(name, getattr(self, name), hint)
         self._check_ranges()
+        get_profile(self.profile)  # an unknown name raises, listing the valid ones
         self._check_metrics()
 
     def _check_ranges(self) -> None:
@@ -301,7 +314,8 @@ class DiversityCallback(TrainerCallback):
         needs_embedder = any("embedder" in REGISTRY[name].needs for name in self.config.metrics)
         if needs_embedder and _topology(self.trainer.accelerator)[2]:
             with whole_model_loading():
-                self._embedder = load_embedder(self.config.embedding_model)
+                self._embedder = load_profile_embedder(self.config.profile, self.config.embedding_model, "diversity.")
+        record_profile(args, self.config.profile)
         self._last_step = state.global_step  # on resume, the checkpoint's step was evaluated by the first run
         if state.global_step == 0:
             self._evaluate(args, state)
@@ -341,6 +355,7 @@ class DiversityCallback(TrainerCallback):
                 metrics=self.config.metrics,
                 vocab_size=len(self._tokenizer()),
                 embedder=self._embedder,
+                profile=self.config.profile,
             )
             if self._table_due(state.global_step):
                 self._log_table(args, state.global_step, self._prompt_texts, groups)

@@ -7,6 +7,7 @@ Expensive (K(K − 1) cross-encoder passes per prompt): meant for offline evalua
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,3 +91,51 @@ def nli_diversity(texts: Sequence[str], scorer: NLIScorer) -> float:
         return math.nan
     probs = scorer.probabilities([p for p, _ in pairs], [h for _, h in pairs])
     return float(np.mean(probs[:, 2] - probs[:, 0]))
+
+
+# Karouzos et al.'s sentence boundary: a run of . ! ? followed by whitespace, or a run of newlines
+_SENTENCE_END = re.compile(r"[.!?]+\s+|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences as Karouzos et al.'s code cuts them (carriage returns and tabs read as spaces); the whole stripped
+    text when no boundary leaves a non-empty piece; nothing for a blank text."""
+    cleaned = text.replace("\r", " ").replace("\t", " ")
+    sentences = [piece.strip() for piece in _SENTENCE_END.split(cleaned) if piece.strip()]
+    return sentences or ([cleaned.strip()] if cleaned.strip() else [])
+
+
+def aligned_sentence_pairs(
+    first: str, second: str, max_pairs: int, rng: np.random.Generator | None = None
+) -> list[tuple[str, str]]:
+    """Up to `max_pairs` index-aligned sentence pairs (the i-th sentence of each text) over the first
+    min(#sentences) positions; when there are more positions than `max_pairs`, `rng` picks which (randomly, as the
+    paper's code does; the first ones when `rng` is None)."""
+    a, b = split_sentences(first), split_sentences(second)
+    positions = min(len(a), len(b))
+    if positions > max_pairs:
+        chosen = sorted(rng.choice(positions, size=max_pairs, replace=False)) if rng is not None else range(max_pairs)
+    else:
+        chosen = range(positions)
+    return [(a[i], b[i]) for i in chosen]
+
+
+def nli_sentence_diversity(texts: Sequence[str], scorer: NLIScorer, max_pairs: int = 3, seed: int = 0) -> float:
+    """NLI diversity as Karouzos et al. (arXiv 2604.16027) compute it, on [0, 2]: for every unordered pair of samples,
+    up to `max_pairs` index-aligned sentence pairs (`aligned_sentence_pairs`, the positions drawn from a generator
+    keyed by `seed` and the pair's indices); each sentence pair's similarity is P(entailment) − P(contradiction)
+    averaged over both directions; the score is 1 − the mean similarity over all sentence pairs of all sample pairs.
+    0 = every pair entails, 2 = every pair contradicts. 0.0 when no sample pair has a sentence, as in the paper's code.
+    """
+    premises, hypotheses = [], []
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            rng = np.random.default_rng([seed, i, j])
+            for a, b in aligned_sentence_pairs(texts[i], texts[j], max_pairs, rng):
+                premises += [a, b]
+                hypotheses += [b, a]
+    if not premises:
+        return 0.0
+    probs = scorer.probabilities(premises, hypotheses)
+    similarity = (probs[:, 0] - probs[:, 2]).reshape(-1, 2).mean(axis=1)
+    return float(1.0 - similarity.mean())

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import answers, embedding, ngrams, nli, self_bleu, surface
+from . import answers, clusters, embedding, ngrams, nli, self_bleu, surface
 from .aggregate import summarize
+from .profile import MetricProfile, get_profile
 
 Verifier = Callable[[str, int], bool]
 
@@ -30,6 +31,8 @@ class Context:
 
     vocab_size: int | None = None
     nli_scorer: nli.NLIScorer | None = None
+    profile: MetricProfile = field(default_factory=lambda: get_profile(None))
+    cluster_threshold: float = clusters.DEFAULT_CLUSTER_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,36 @@ def _distinct(n: int, prefix: bool) -> Callable[[Group, Context], float]:
 
 def _ead(n: int | None) -> Callable[[Group, Context], float]:
     def fn(group: Group, ctx: Context) -> float:
+        profile = ctx.profile
+        units = [ngrams.paper_words(t) for t in group.texts] if profile.ead_units == "words" else group.token_ids
         if n is None:
-            return ngrams.ead_mean(group.token_ids, ctx.vocab_size)
-        return ngrams.ead(group.token_ids, n, ctx.vocab_size)
+            return ngrams.ead_mean(units, ctx.vocab_size, empty_orders=profile.ead_empty_orders, clamp=profile.ead_clamp)
+        empty = 0.0 if profile.ead_empty_orders == "zero" else math.nan
+        return ngrams.ead(units, n, ctx.vocab_size, empty=empty, clamp=profile.ead_clamp)
 
     return fn
+
+
+def _nli(group: Group, ctx: Context) -> float:
+    pairs = ctx.profile.nli_sentence_pairs
+    if pairs:
+        return nli.nli_sentence_diversity(group.texts, ctx.nli_scorer, max_pairs=pairs)
+    return nli.nli_diversity(group.texts, ctx.nli_scorer)
+
+
+def _self_bleu(group: Group, ctx: Context) -> float:
+    profile = ctx.profile
+    return self_bleu.self_bleu(
+        group.texts,
+        lowercase=profile.self_bleu_lowercase,
+        newlines_as_spaces=profile.self_bleu_newlines_as_spaces,
+        scale=profile.self_bleu_scale,
+    )
+
+
+def _semantic_clusters(group: Group, ctx: Context) -> float:
+    labels = clusters.embedding_clusters(group.embeddings, ctx.cluster_threshold, group.texts)
+    return clusters.cluster_count(labels)
 
 
 def _pass_at(k: int | None) -> Callable[[Group, Context], float]:
@@ -82,8 +110,15 @@ def _build_registry() -> dict[str, Metric]:
         Metric("sbert", lambda g, c: embedding.sbert_diversity(g.embeddings), emb),
         Metric("vendi_1", lambda g, c: embedding.vendi_score(g.embeddings, 1.0), emb),
         Metric("vendi_inf", lambda g, c: embedding.vendi_score(g.embeddings, math.inf), emb),
-        Metric("self_bleu", lambda g, c: self_bleu.self_bleu(g.texts), direction=-1),
-        Metric("nli", lambda g, c: nli.nli_diversity(g.texts, c.nli_scorer), frozenset({"nli_scorer"})),
+        Metric("self_bleu", _self_bleu, direction=-1),
+        Metric("nli", _nli, frozenset({"nli_scorer"})),
+        Metric("semantic_clusters", _semantic_clusters, emb, across=False),
+        Metric(
+            "semantic_clusters_nli",
+            lambda g, c: clusters.cluster_count(clusters.nli_clusters(g.texts, c.nli_scorer)),
+            frozenset({"nli_scorer"}),
+            across=False,
+        ),
         Metric("unique_answers", lambda g, c: answers.unique_answers(g.texts), across=False),
     ]
     verified = frozenset({"verifier"})
@@ -114,7 +149,15 @@ def validate_metrics(metrics: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(metrics))
 
 
-def check_requirements(names: Sequence[str], available: set[str]) -> None:
+def metric_needs(name: str, profile: MetricProfile | None = None) -> frozenset[str]:
+    """The resources metric `name` needs under `profile` (EAD over words needs no token ids)."""
+    needs = REGISTRY[name].needs
+    if name.startswith("ead") and profile is not None and profile.ead_units == "words":
+        needs = needs - {"token_ids"}
+    return needs
+
+
+def check_requirements(names: Sequence[str], available: set[str], profile: MetricProfile | None = None) -> None:
     """ValueError naming the first metric whose resources (token_ids, embedder, ...) are not in `available`."""
     hints = {
         "token_ids": "token_ids (the policy's token ids of every sample)",
@@ -124,7 +167,7 @@ def check_requirements(names: Sequence[str], available: set[str]) -> None:
         "nli_scorer": "an nli_scorer (divalign.diversity.NLIScorer(model_name_or_path))",
     }
     for name in names:
-        missing = sorted(REGISTRY[name].needs - available)
+        missing = sorted(metric_needs(name, profile) - available)
         if missing:
             raise ValueError(f"Metric {name!r} needs {' and '.join(hints[m] for m in missing)}, which was not given.")
 
@@ -164,8 +207,9 @@ def _build_groups(
     token_ids: Sequence[Sequence[Sequence[int]]] | None,
     embedder: embedding.Embedder | None,
     verifier: Verifier | None,
+    profile: MetricProfile,
 ) -> list[Group]:
-    texts = [list(g) for g in groups]
+    texts = [[profile.prepare_text(t) for t in g] for g in groups]
     built = [Group(texts=t) for t in texts]
     if token_ids is not None:
         for group, ids in zip(built, token_ids, strict=True):
@@ -180,8 +224,9 @@ def _build_groups(
         for i, group in enumerate(built):
             group.embeddings = emb[offsets[i] : offsets[i + 1]]
     if verifier is not None:
-        for i, group in enumerate(built):
-            group.correct = [bool(verifier(t, i)) for t in group.texts]
+        # the verifier judges the whole completion, as generated (the profile prepares texts for the metrics only)
+        for i, (group, raw) in enumerate(zip(built, groups, strict=True)):
+            group.correct = [bool(verifier(t, i)) for t in raw]
     return built
 
 
@@ -209,16 +254,21 @@ def score_groups(
     embedder: embedding.Embedder | None = None,
     verifier: Verifier | None = None,
     nli_scorer: nli.NLIScorer | None = None,
+    profile: str | MetricProfile | None = None,
+    cluster_threshold: float = clusters.DEFAULT_CLUSTER_THRESHOLD,
 ) -> DiversityScores:
     """Score every prompt's samples with each metric; see `compute_diversity` for the arguments."""
     names = validate_metrics(metrics)
+    conventions = get_profile(profile)
     given = {"token_ids": token_ids, "vocab_size": vocab_size, "embedder": embedder, "verifier": verifier,
              "nli_scorer": nli_scorer}  # fmt: skip
-    check_requirements(names, {k for k, v in given.items() if v is not None})
+    check_requirements(names, {k for k, v in given.items() if v is not None}, conventions)
     _check_shapes(groups, token_ids)
     needs_embeddings = any("embedder" in REGISTRY[n].needs for n in names)
-    built = _build_groups(groups, token_ids, embedder if needs_embeddings else None, verifier)
-    ctx = Context(vocab_size=vocab_size, nli_scorer=nli_scorer)
+    built = _build_groups(groups, token_ids, embedder if needs_embeddings else None, verifier, conventions)
+    ctx = Context(
+        vocab_size=vocab_size, nli_scorer=nli_scorer, profile=conventions, cluster_threshold=cluster_threshold
+    )
     scores = DiversityScores()
     across_group = _first_samples(built)
     for name in names:
@@ -238,6 +288,8 @@ def compute_diversity(
     embedder: embedding.Embedder | None = None,
     verifier: Verifier | None = None,
     nli_scorer: nli.NLIScorer | None = None,
+    profile: str | MetricProfile | None = None,
+    cluster_threshold: float = clusters.DEFAULT_CLUSTER_THRESHOLD,
 ) -> dict[str, float]:
     """Diversity of sampled completions, as a flat dict ready for logging.
 
@@ -248,7 +300,10 @@ def compute_diversity(
         vocab_size: the policy tokenizer's vocabulary size (for EAD).
         embedder: sentence embedder (for `sbert`, `vendi_*`); all samples are embedded in one `encode` call.
         verifier: `verifier(sample_text, prompt_index) -> bool` (for `pass_at_*`).
-        nli_scorer: an `NLIScorer` (for `nli`).
+        nli_scorer: an `NLIScorer` (for `nli`, `semantic_clusters_nli`).
+        profile: the metric conventions (`divalign.diversity.profile`: "divalign", the default, "karouzos2026",
+            "tofu2026"); texts are prepared by it (e.g. reasoning stripped) before every text metric and embedding.
+        cluster_threshold: the cosine at which two samples are one semantic cluster (`semantic_clusters`).
 
     Returns:
         `<name>` = mean over prompts, `<name>_p10` / `<name>_p90` = percentiles over prompts, and `<name>_across` =
@@ -257,5 +312,5 @@ def compute_diversity(
     """
     return score_groups(
         groups, token_ids, metrics=metrics, vocab_size=vocab_size, embedder=embedder, verifier=verifier,
-        nli_scorer=nli_scorer,
+        nli_scorer=nli_scorer, profile=profile, cluster_threshold=cluster_threshold,
     ).summary()  # fmt: skip

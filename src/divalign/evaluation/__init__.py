@@ -5,7 +5,10 @@ callback: neutral settings, noise keyed by seed and prompt); `divalign.diversity
 JSON, a markdown table with bootstrap CIs over prompts, and a PNG grid across the lineage. With a verifier it also
 reports quality, diversity over correct samples only, and the quality-control vs narrowing split of Karouzos et al.
 ("Where does output diversity collapse in post-training?", arXiv 2604.16027). With several `--temperatures` it
-draws each model's quality–diversity frontier and compares the models at matched diversity (`frontier`).
+draws each model's quality–diversity frontier and compares the models at matched diversity (`frontier`). With an
+embedder it also reports genuine vs surface diversity: semantic clusters per prompt (a metric), the lineage's
+cross-model similarity matrix and each model's within-prompt share of spread (`semantic_views`). `--profile` picks
+the metric conventions (`divalign.diversity.profile`); every table says which.
 """
 
 from __future__ import annotations
@@ -20,14 +23,24 @@ from typing import Any
 
 import numpy as np
 
-from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, REGISTRY, NLIScorer, load_embedder, validate_metrics
+from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, REGISTRY, NLIScorer, validate_metrics
 from ..diversity.aggregate import bootstrap_ci, summarize
-from ..diversity.registry import DiversityScores, check_requirements, score_groups
+from ..diversity.clusters import DEFAULT_CLUSTER_THRESHOLD
+from ..diversity.profile import (
+    DEFAULT_PROFILE,
+    PROFILE_NAMES,
+    MetricProfile,
+    embedding_model_for,
+    get_profile,
+    load_profile_embedder,
+)
+from ..diversity.registry import DiversityScores, check_requirements, metric_needs, score_groups
 from ..generation import SamplingSettings
 from .frontier import FrontierCurve, matched_difference
 from .prompts import PromptRecord, load_callable, load_prompts, load_verifier
 from .report import write_results, write_samples
 from .sampling import EvalSampling, Samples, check_model_path, check_sampling, open_sampler
+from .semantic_views import semantic_views
 
 __all__ = ["add_parser", "evaluate_lineage", "load_prompts", "parse_model_spec", "run"]
 
@@ -156,25 +169,29 @@ def _score_model(
     return result
 
 
-def _resolve_metrics(metrics: Sequence[str] | None, has_verifier: bool, num_samples: int) -> list[str]:
+def _resolve_metrics(
+    metrics: Sequence[str] | None, has_verifier: bool, num_samples: int, profile: MetricProfile
+) -> list[str]:
     """Metric names to compute, checked before any sampling (a missing verifier must not surface hours later)."""
     if metrics is None:
         return list(DEFAULT_EVAL_METRICS) + (list(_ANSWER_METRICS) if has_verifier else [])
     names = validate_metrics(metrics)
     available = {"token_ids", "vocab_size", "embedder", "nli_scorer"} | ({"verifier"} if has_verifier else set())
-    check_requirements(names, available)
+    check_requirements(names, available, profile)
     too_large = [n for n in names if n.startswith("pass_at_") and n[8:].isdigit() and int(n[8:]) > num_samples]
     if too_large:
         raise ValueError(f"Metrics {too_large} need more than --samples {num_samples} samples per prompt")
     return names
 
 
-def _load_resources(metrics: list[str], embedding_model: str, nli_model: str, device: str | None) -> dict[str, Any]:
+def _load_resources(
+    metrics: list[str], profile: MetricProfile, embedding_model: str | None, nli_model: str, device: str | None
+) -> dict[str, Any]:
     """Load the embedder / NLI model before sampling, so a bad name fails in seconds, not after hours of sampling."""
     resources: dict[str, Any] = {}
-    if any("embedder" in REGISTRY[m].needs for m in metrics):
-        resources["embedder"] = _CachedEmbedder(load_embedder(embedding_model, device=device))
-    if "nli" in metrics:
+    if any("embedder" in metric_needs(m, profile) for m in metrics):
+        resources["embedder"] = _CachedEmbedder(load_profile_embedder(profile, embedding_model, device=device))
+    if any("nli_scorer" in metric_needs(m, profile) for m in metrics):
         scorer = NLIScorer(nli_model, device=device)
         scorer.load()
         resources["nli_scorer"] = scorer
@@ -303,7 +320,9 @@ def evaluate_lineage(
     top_k: int = 0,
     seed: int = 0,
     metrics: Sequence[str] | None = None,
-    embedding_model: str = "all-MiniLM-L6-v2",
+    profile: str = DEFAULT_PROFILE,
+    embedding_model: str | None = None,
+    cluster_threshold: float = DEFAULT_CLUSTER_THRESHOLD,
     nli_model: str = DEFAULT_NLI_MODEL,
     verifier: str | AnswerVerifier | None = None,
     quality: str | QualityScorer | None = None,
@@ -322,6 +341,8 @@ def evaluate_lineage(
     `fn(completion, reference_answer) -> bool`; the reference is the prompt's answer column. With `temperatures`
     every model is also sampled at each of them, and its quality (verifier accuracy, or the mean of `quality`'s
     per-sample score `fn(completion, answer) -> float`) is set against the diversity metric `frontier_metric`.
+    `profile` names the metric conventions (`divalign.diversity.profile.PROFILES`); `embedding_model` defaults to
+    the profile's embedder; `cluster_threshold` is the cosine at which samples share a semantic cluster.
     `out_dir` must be empty or absent, unless `move_aside` moves the earlier one aside. Returns the dict written
     to results.json.
     """
@@ -346,12 +367,16 @@ def evaluate_lineage(
     records = load_prompts(
         prompts_path, split=prompts_split, column=prompts_column, answer_column=answer_column, limit=num_prompts
     )
+    conventions = get_profile(profile)
+    if not -1.0 <= cluster_threshold <= 1.0:
+        raise ValueError(f"--cluster-threshold must be a cosine similarity in [-1, 1], got {cluster_threshold}")
     answer_verifier = load_verifier(verifier) if isinstance(verifier, str) else verifier
-    metric_names = _resolve_metrics(metrics, answer_verifier is not None, num_samples)
+    metric_names = _resolve_metrics(metrics, answer_verifier is not None, num_samples, conventions)
     frontier = _frontier_setup(temperatures, metric_names, frontier_metric, answer_verifier, quality)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, move_aside)
-    resources = _load_resources(metric_names, embedding_model, nli_model, device)
+    resources = _load_resources(metric_names, conventions, embedding_model, nli_model, device)
+    scoring = {**resources, "profile": conventions, "cluster_threshold": cluster_threshold}
     sweep = _temperature_sweep(temperature, temperatures) if frontier else [temperature]
     results: dict[str, Any] = {
         "config": {
@@ -367,11 +392,15 @@ def evaluate_lineage(
             "batch_size": batch_size,
             "prompts": str(prompts_path),
             "prompts_split": prompts_split,
-            "embedding_model": embedding_model,
+            "profile": conventions.name,
+            "profile_settings": conventions.settings(),
+            "embedding_model": embedding_model_for(conventions, embedding_model) if "embedder" in resources else None,
+            "cluster_threshold": cluster_threshold,
             "verifier": None if verifier is None else str(verifier),
         },
         "models": [],
     }
+    texts_by_model: dict[str, list[list[str]]] = {}
     for name, path in models:
         sampler = open_sampler(name, path, sampling)
         try:
@@ -383,10 +412,11 @@ def evaluate_lineage(
                 write_samples(out_dir, f"{name}{suffix}", [r.prompt for r in records], samples.texts, samples.token_ids)
                 if t == temperature:
                     entry.update(
-                        _score_model(samples, records, metric_names, resources, n_bootstrap, seed, answer_verifier)
+                        _score_model(samples, records, metric_names, scoring, n_bootstrap, seed, answer_verifier)
                     )
+                    texts_by_model[name] = samples.texts
                 if frontier:
-                    by_temperature[f"{t:g}"] = _frontier_point(samples, records, frontier[0], frontier[2], resources)
+                    by_temperature[f"{t:g}"] = _frontier_point(samples, records, frontier[0], frontier[2], scoring)
         finally:
             sampler.close()
         if frontier:
@@ -397,6 +427,8 @@ def evaluate_lineage(
             model["split"] = _split(results["models"][0], model)
     if frontier:
         results["frontier"] = _frontier_results(results, frontier, n_bootstrap, seed)
+    if "embedder" in resources:
+        results.update(semantic_views(texts_by_model, resources["embedder"], conventions, n_bootstrap, seed))
     results["files"] = {k: str(v) for k, v in write_results(results, out_dir).items()}
     return results
 
@@ -458,8 +490,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help=f"metric names (space or comma separated; default: {' '.join(DEFAULT_EVAL_METRICS)})",
     )
-    parser.add_argument("--embedding-model", default="all-MiniLM-L6-v2")
-    parser.add_argument("--nli-model", default=DEFAULT_NLI_MODEL, help="used only when `nli` is among the metrics")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILE_NAMES,
+        default=DEFAULT_PROFILE,
+        help="metric conventions: divalign (default); karouzos2026 (Karouzos et al., arXiv 2604.16027: EAD over "
+        "words, NLI over sentence pairs on [0, 2], all-mpnet-base-v2, <think> stripped); tofu2026 (the TOFU paper's "
+        "lowercased self-BLEU on 0-100). Named in results.md and results.json",
+    )
+    parser.add_argument(
+        "--embedding-model",
+        default=None,
+        help="sentence embedder of the semantic metrics and views (default: the profile's; divalign: all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--cluster-threshold",
+        type=float,
+        default=DEFAULT_CLUSTER_THRESHOLD,
+        help="cosine similarity at which two samples are one semantic cluster (semantic_clusters; default "
+        f"{DEFAULT_CLUSTER_THRESHOLD}, chosen for all-MiniLM-L6-v2)",
+    )
+    parser.add_argument("--nli-model", default=DEFAULT_NLI_MODEL, help="used only when `nli` or `semantic_clusters_nli` is among the metrics")
     parser.add_argument(
         "--verifier",
         default=None,
@@ -509,7 +560,9 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         seed=args.seed,
         metrics=metrics,
+        profile=args.profile,
         embedding_model=args.embedding_model,
+        cluster_threshold=args.cluster_threshold,
         nli_model=args.nli_model,
         verifier=args.verifier,
         quality=args.quality,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .frontier import MatchedDifference, difference_table, plot_frontiers
+from .semantic_views import plot_homogeneity
 
 _SPLIT_NOTE = (
     "drop_all = diversity lost vs the first model over all samples (sign-adjusted: positive = less diverse); "
@@ -51,6 +52,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"{results['config']['num_prompts']} prompts × "
         f"{results['config']['num_samples']} samples; mean over prompts [bootstrap 95% CI over prompts].",
         "",
+        *profile_lines(results["config"]),
+        "",
     ]
     lines += _table([(m["name"], {k: _cell(v) for k, v in m["metrics"].items()}) for m in models], metrics)
     across_cols = [k for k in metrics if "across" in models[0]["metrics"].get(k, {})]
@@ -82,7 +85,57 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         lines += _table(split_rows, ["drop_all", "narrowing", "quality_control", "narrowing_share", "num_prompts"])
     if "frontier" in results:
         lines += ["", *frontier_section(results)]
+    if "homogeneity" in results:
+        lines += ["", *homogeneity_section(results), "", *spread_section(results)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def profile_lines(config: dict[str, Any]) -> list[str]:
+    """Which metric profile produced the numbers, and how it differs from divalign's definitions."""
+    settings = config.get("profile_settings") or {}
+    lines = [f"Metric profile: `{config.get('profile', 'divalign')}` — {settings.get('title', '')}".rstrip(" —")]
+    lines += [f"- {item}" for item in settings.get("differences", [])]
+    if config.get("embedding_model"):
+        threshold = config.get("cluster_threshold")
+        lines.append(f"- embeddings: {config['embedding_model']}; semantic clusters at cosine ≥ {threshold:g}")
+    return lines
+
+
+def homogeneity_section(results: dict[str, Any]) -> list[str]:
+    """The cross-model similarity matrix: row A, column B = mean cosine between A's and B's samples of a prompt."""
+    view = results["homogeneity"]
+    names = view["models"]
+    lines = [
+        "## Cross-model homogeneity (`homogeneity.png`)",
+        "",
+        "Row A, column B: mean over prompts of the mean cosine similarity between A's and B's samples for the same "
+        "prompt; diagonal: a model's own samples (pairs i ≠ j). B sampling A's distribution: the cell equals both "
+        "diagonal cells; B spread wider around A's answers: between them; B saying things A does not: below both. "
+        "[bootstrap 95 % CI over prompts]",
+        "",
+    ]
+    rows = [
+        (a, {b: _cell({"mean": m, "ci_low": lo, "ci_high": hi}) for b, m, lo, hi in zip(names, *cells, strict=True)})
+        for a, *cells in zip(names, view["mean"], view["ci_low"], view["ci_high"], strict=True)
+    ]
+    return lines + _table(rows, names)
+
+
+def spread_section(results: dict[str, Any]) -> list[str]:
+    """Each model's within-prompt share of embedding variance."""
+    lines = [
+        "## Within- vs across-prompt spread",
+        "",
+        "Share of the embedding variance that lies within prompts (law of total variance over all samples): near 0, "
+        "each prompt gets one answer however different the prompts; near 1, one prompt's samples spread as much as "
+        "different prompts' do. [bootstrap 95 % CI over prompts]",
+        "",
+    ]
+    rows = [
+        (name, {"within-prompt share": _cell({"mean": v["within_share"], **v})})
+        for name, v in results["spread"].items()
+    ]
+    return lines + _table(rows, ["within-prompt share"])
 
 
 def frontier_section(results: dict[str, Any]) -> list[str]:
@@ -164,7 +217,8 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
 
 
 def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """Write results.json, results.md and diversity.png into `out_dir`; returns their paths."""
+    """Write results.json, results.md, diversity.png (and frontier.png, homogeneity.png when computed) into
+    `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "chart": out_dir / "diversity.png"}
     paths["json"].write_text(json.dumps(_json_safe(results), indent=2) + "\n", encoding="utf-8")
@@ -172,6 +226,8 @@ def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     write_chart(results, paths["chart"])
     if "frontier" in results:
         paths["frontier"] = write_frontier_chart(results, out_dir / "frontier.png")
+    if "homogeneity" in results:
+        paths["homogeneity"] = plot_homogeneity(results["homogeneity"], out_dir / "homogeneity.png")
     return paths
 
 

@@ -10,7 +10,9 @@
    (exact answer probabilities and samples), along training too (one checkpoint every ``save_steps``);
 4. draws the exact quality–diversity frontier (validity vs coverage@K across sampling temperatures) of the base
    model and the three SFT models, and compares TOFU/GEM with CE at matched coverage (:mod:`divalign.toyworld.frontier`);
-5. writes ``results.md``, ``results.json`` and figures to ``--out``.
+5. evaluates the CE → TOFU → GEM lineage with ``divalign eval`` (``lineage_eval/``: lexical metrics, semantic clusters,
+   cross-model homogeneity, within-prompt spread; :mod:`divalign.toyworld.lineage`);
+6. writes ``results.md``, ``results.json`` and figures to ``--out``.
 
 Finished stages are reused when the demo is run again with the same settings; ``--fresh`` redoes everything.
 """
@@ -35,6 +37,7 @@ from tqdm.auto import tqdm
 
 from divalign.toyworld import frontier as toy_frontier
 from divalign.toyworld.evaluate import evaluate_model, load_model, mean_metrics, score_split
+from divalign.toyworld.lineage import evaluate_sft_lineage
 from divalign.toyworld.plots import plot_trajectories, plot_validity_coverage
 from divalign.toyworld.preference_data import write_preference_data
 from divalign.toyworld.pretrain import PretrainConfig, pretrain
@@ -66,11 +69,18 @@ class DemoPlan:
     diversity_every_steps: int | None = None
     num_samples: int = 32  # samples per prompt, and the K of the exact expected coverage
     extra_seeds: tuple[int, ...] = (1, 2)  # further SFT seeds (same world and base model) for the seed spread
+    lineage_samples: int = 16  # samples per prompt of the `divalign eval` lineage evaluation
 
 
 FULL = DemoPlan()
 QUICK = DemoPlan(
-    PretrainConfig(steps=300), max_steps=40, save_steps=10, diversity_every_steps=20, num_samples=16, extra_seeds=()
+    PretrainConfig(steps=300),
+    max_steps=40,
+    save_steps=10,
+    diversity_every_steps=20,
+    num_samples=16,
+    extra_seeds=(),
+    lineage_samples=8,
 )
 
 
@@ -269,6 +279,9 @@ def run_demo(
     tick = time.time()
     frontier = frontier_of(out, runs, seed_runs if plan.extra_seeds else {}, world, plan)
     timings["frontier"] = time.time() - tick
+    tick = time.time()
+    lineage = evaluate_sft_lineage(out, runs, plan.lineage_samples)
+    timings["lineage eval"] = time.time() - tick
     timings["total"] = time.time() - began
 
     figures = [*_figures(out, runs, results, trajectories, world), toy_frontier.plot(frontier, out / "frontier.png")]
@@ -279,6 +292,7 @@ def run_demo(
         "trajectories": trajectories,
         "seed_spread": spread,
         "frontier": frontier,
+        "lineage": lineage,
         "timings_s": timings,
         "figures": [str(f) for f in figures],
     }

@@ -133,6 +133,39 @@ def frontier_lines(frontier: Mapping[str, Any], k: int) -> list[str]:
     return [*lines, ""]
 
 
+def lineage_lines(lineage: Mapping[str, Any]) -> list[str]:
+    """The lineage evaluation's semantic views: clusters vs distinct answers, spread, and the homogeneity matrix."""
+    directory = Path(lineage["dir"]).name
+    lines = [
+        f"## Lineage evaluation (`divalign eval`; `{directory}/results.md`, `{directory}/homogeneity.png`)",
+        "",
+        f"{lineage['num_prompts']} SFT prompts × {lineage['num_samples']} samples (chat format, temperature 1), "
+        f"metric profile `{lineage['profile']}`, embeddings all-MiniLM-L6-v2. An answer is one item, so the semantic "
+        "clusters of a prompt's samples should be its distinct answers.",
+        "",
+        "| model | distinct answers / prompt | semantic clusters / prompt | prompts where they agree | SBERT diversity "
+        "| within-prompt share of spread |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in lineage["models"].items():
+        lines.append(
+            f"| {name} | {m['distinct_answers']:.2f} | {m['semantic_clusters']:.2f} | "
+            f"{m['clusters_equal_distinct']:.0%} | {m['sbert']:.3f} | {m['within_share']:.3f} |"
+        )
+    names = lineage["homogeneity"]["models"]
+    lines += [
+        "",
+        "Same-prompt similarity of the models' samples (row A, column B: mean cosine between A's and B's samples; "
+        "diagonal: within a model):",
+        "",
+        "| model | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for name, row in zip(names, lineage["homogeneity"]["mean"], strict=True):
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    return [*lines, ""]
+
+
 def write_report(path: str | Path, payload: Mapping[str, Any], truth_entropy: float) -> Path:
     """Write the markdown report from the demo's ``results.json`` payload."""
     world, plan, results = payload["world"], payload["plan"], payload["results"]
@@ -169,6 +202,8 @@ def write_report(path: str | Path, payload: Mapping[str, Any], truth_entropy: fl
         ]
     if payload.get("frontier"):
         lines += frontier_lines(payload["frontier"], k)
+    if payload.get("lineage"):
+        lines += lineage_lines(payload["lineage"])
     timings = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in payload["timings_s"].items())
     lines += [
         "## Run",
