@@ -165,6 +165,22 @@ def test_samples_log_sets_aside_rows_an_earlier_attempt_wrote(tmp_path, capsys):
 NO_WANDB = SimpleNamespace(report_to=["none"])
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_over_despite_its_samples(tmp_path):
+    """The step-0 samples are written before any checkpoint: like the resolved recipe, they do not make the
+    directory "not empty" for the same command run again (whose first evaluation sets them aside)."""
+    from divalign.output_dir import RESOLVED_RECIPE, prepare_output_dir
+    from divalign.recipe import RecipeError, RunOptions
+
+    (tmp_path / RESOLVED_RECIPE).write_text("trainer: tofu\n")
+    (tmp_path / SAMPLES_FILE).write_text('{"step": 0}\n')
+    (tmp_path / f"{SAMPLES_REPLACED_PREFIX}20261130-120000.jsonl").write_text('{"step": 0}\n')
+    args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=None)
+    assert prepare_output_dir(args, {}, RunOptions()).resume_from is None
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RecipeError, match=r"is not empty \(notes\.txt\)"):
+        prepare_output_dir(args, {}, RunOptions())
+
+
 def test_a_row_carries_the_pipeline_step_inside_a_pipeline(monkeypatch):
     monkeypatch.delenv(PIPELINE_OFFSET_ENV, raising=False)
     logs = {"loss": 1.5, "diversity/ead": 0.4, "eval_loss": 2.0}

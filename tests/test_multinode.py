@@ -57,7 +57,10 @@ def free_port() -> int:
 
 
 def machine_environment(rank: int, port: int) -> dict[str, str]:
+    """Machine 0 is told its place explicitly, machine 1 reads it from SLURM's variables, as under sbatch."""
     machine = {"NUM_MACHINES": "2", "MACHINE_RANK": str(rank), "PROCESSES_PER_MACHINE": "1"}
+    if rank == 1:
+        machine = {"SLURM_NNODES": "2", "SLURM_NODEID": "1", "GPUS_PER_NODE": "1"}
     rendezvous = {"MAIN_PROCESS_IP": "127.0.0.1", "MAIN_PROCESS_PORT": str(port), "ACCELERATE_CONFIG": "ddp"}
     path = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return cpu_environment({**path, **machine, **rendezvous})

@@ -4,10 +4,11 @@
     accelerate launch --config_file accelerate_configs/zero3.yaml -m divalign.train recipes/tofu_sft.yaml [--key value]
 
 The recipe's ``trainer:`` picks the stage (:data:`STAGES`); the other keys are TRL/transformers keys, overridden by
-flags. Its launcher keys (``accelerate_config``, ``num_processes``, multi-node ones) relaunch it through ``accelerate
-launch`` first, unless this process already is a rank of a distributed launch (:mod:`divalign.launch`). Before the model loads, every key, the model path, the launcher's mixed precision, the dataset (file, rows,
-splits, columns) and the diversity prompts are checked, then the output directory under its lock (resume, finished
-run, changed hyper-parameters: :mod:`divalign.output_dir`). While training, :class:`~divalign.nonfinite_guard.
+flags. Its launcher keys (``accelerate_config``, ``num_processes``, the multi-node ones) relaunch it through
+``accelerate launch`` first, unless this process already is a rank of a distributed launch (:mod:`divalign.launch`).
+Before the model loads, every key, the model path, the launcher's mixed precision, the dataset (file, rows, splits,
+columns) and the diversity prompts are checked, then the output directory under its lock (resume, finished run,
+changed hyper-parameters: :mod:`divalign.output_dir`). While training, :class:`~divalign.nonfinite_guard.
 NonFiniteGuard` stops at the first NaN/inf step. After the run the model, its tokenizer, ``trainer_state.json``, the
 resolved recipe (``divalign_recipe.yaml``) and, last, ``divalign_finished.json`` sit in ``output_dir``.
 """
