@@ -8,6 +8,7 @@ The W&B runs are offline; `tests/wandb_records.py` parses their `run-*.wandb` pr
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -227,3 +228,32 @@ def test_pipeline_stages_share_a_group_and_line_up_on_the_pipeline_step(assets, 
     assert [s for s, _ in drawn.segments[0]["loss"]] == [1, 2, 3]
     out = plot_runs([root], tmp_path / "lineage.png", ["loss", "ead"])
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+class _OldWandb:
+    """A wandb whose tables cannot be logged again (no `log_mode`): each log sends the whole table, anew."""
+
+    run = object()
+
+    def __init__(self):
+        self.logged: list[dict] = []
+
+    class Table:
+        def __init__(self, columns, data=None):
+            self.columns, self.data = columns, list(data or [])
+
+    def log(self, row: dict) -> None:
+        self.logged.append(row)
+
+
+def test_without_growing_tables_every_log_sends_all_rows_so_far(tmp_path, monkeypatch):
+    old = _OldWandb()
+    monkeypatch.setitem(sys.modules, "wandb", old)
+    monkeypatch.delenv(PIPELINE_OFFSET_ENV, raising=False)
+    log = SamplesLog(tmp_path)
+    log.record(SimpleNamespace(report_to=["wandb"]), 0, ["p"], [["a", "b"]])
+    log.record(SimpleNamespace(report_to=["wandb"]), 5, ["p"], [["c", "d"]])
+    tables = [row["diversity/samples"] for row in old.logged]
+    assert [row["train/global_step"] for row in old.logged] == [0, 5]
+    assert [len(table.data) for table in tables] == [2, 4]
+    assert tables[1].data[2:] == [[5, "p", 0, "c"], [5, "p", 1, "d"]]
