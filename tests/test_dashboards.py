@@ -257,3 +257,20 @@ def test_without_growing_tables_every_log_sends_all_rows_so_far(tmp_path, monkey
     assert [row["train/global_step"] for row in old.logged] == [0, 5]
     assert [len(table.data) for table in tables] == [2, 4]
     assert tables[1].data[2:] == [[5, "p", 0, "c"], [5, "p", 1, "d"]]
+
+
+def test_the_loss_keys_of_every_trainer(tmp_path):
+    from trl import DPOConfig, SFTConfig
+
+    from divalign.dashboards import loss_config
+    from divalign.gem_config import GEMConfig
+    from divalign.grpo_config import DivGRPOConfig
+
+    common = {"output_dir": str(tmp_path), "use_cpu": True, "report_to": "none", "seed": 7}
+    gem = {"loss": "gem", "loss_beta": 0.6, "loss_h": "logsigmoid", "seed": 7}
+    assert loss_config(GEMConfig(**common, gem_beta=0.6, gem_h="logsigmoid")) == gem
+    assert loss_config(SFTConfig(**common)) == {"loss": "ce", "seed": 7}
+    assert loss_config(SFTConfig(**common, loss_type="dft")) == {"loss": "dft", "seed": 7}
+    assert loss_config(DPOConfig(**common, beta=0.2)) == {"loss": "dpo", "loss_beta": 0.2, "seed": 7}
+    grpo = DivGRPOConfig(**common, rewards=["format"], per_device_train_batch_size=8)
+    assert loss_config(grpo) == {"loss": "grpo", "loss_beta": 0.0, "seed": 7}
