@@ -323,7 +323,7 @@ def test_rollout_diversity_scores_each_prompt_group_and_refuses_mixed_groups():
 
     metrics = ["exact_dup_rate", "distinct_1"]
     fake = SimpleNamespace(
-        args=SimpleNamespace(rollout_diversity_metrics=metrics),
+        args=SimpleNamespace(rollout_diversity_metrics=metrics, rollout_diversity_profile="divalign"),
         _policy_tokenizer=lambda: [0] * 50,
         _embedder=lambda m: None,
     )
@@ -352,7 +352,9 @@ def test_rollout_completions_are_cut_at_the_stop_token_like_the_callback():
     tokenizer = build_tokenizer()
     eos, w = tokenizer.eos_token_id, {f"w{i}": tokenizer.convert_tokens_to_ids(f"w{i}") for i in range(6)}
     trainer = DivGRPOTrainer.__new__(DivGRPOTrainer)
-    trainer.args = SimpleNamespace(rollout_diversity_metrics=["distinct_1", "length_mean", "exact_dup_rate"])
+    trainer.args = SimpleNamespace(
+        rollout_diversity_metrics=["distinct_1", "length_mean", "exact_dup_rate"], rollout_diversity_profile="divalign"
+    )
     trainer.processing_class = tokenizer
     trainer.model = SimpleNamespace(training=True, generation_config=GenerationConfig(eos_token_id=eos))
     trainer.accelerator = SimpleNamespace(is_main_process=True)
