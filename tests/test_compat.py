@@ -163,10 +163,28 @@ def test_deepspeed_keeps_the_offload_internals_divalign_resets():
     assert "self.param_coordinator = PartitionedParameterCoordinator(" in source
 
 
+def test_wandb_callback_is_set_up_once():
+    from transformers.integrations import WandbCallback
+
+    class Recording(WandbCallback):
+        def setup(self, args, state, model, **kwargs):
+            calls.append(model)
+            self._initialized = True  # what WandbCallback.setup does first
+
+    calls = []
+    callback = Recording()
+    assert callback._initialized is False  # the flag transformers keeps
+    compat.wandb_callback_set_up(callback, None, None, "model")
+    compat.wandb_callback_set_up(callback, None, None, "model")
+    assert calls == ["model"]
+    with pytest.raises(compat.CompatError, match=r"object\._initialized"):
+        compat.wandb_callback_set_up(object(), None, None, None)
+
+
 PRIVATE_NAMES = re.compile(
     r"\._metrics\b|_total_train_tokens|\._tp_size\b|maybe_gather_lm_head_ctx|trainer\.utils import create_model"
     r"|_hf_deepspeed_config_weak_ref|\._actions\b|\._name_or_path\b|sft_trainer, \"BaseTunerLayer\""
-    r"|_invalidate_trace|_forward_pre_hooks|parameter_offload"
+    r"|_invalidate_trace|_forward_pre_hooks|parameter_offload|\._initialized\b|\._wandb\b"
 )
 
 

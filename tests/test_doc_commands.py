@@ -9,7 +9,9 @@ fails `test_every_documented_command_has_a_check` until a rule is added to `CHEC
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import os
 import re
 import shlex
@@ -24,6 +26,7 @@ import pytest
 from divalign.cli import build_parser
 from divalign.pipeline.stage_values import has_gpu, validate_launch
 from divalign.smoke import build_smoke_assets
+from divalign.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 DOC_FILES = [REPO / "README.md", REPO / "recipes" / "README.md", REPO / "recipes" / "pipelines" / "README.md"]
@@ -121,13 +124,27 @@ def check_validates(command: str, cwd: Path) -> None:
     validate_launch(REPO / recipe, flags, None if config is None else REPO / config, launch_args, has_gpu())
 
 
+def check_train_dry_run(command: str, cwd: Path) -> None:
+    """A GPU run: `divalign train ... --dry-run` checks the recipe with its flags as the launch would see it (on a
+    machine without GPU as a CPU run) and prints the launch."""
+    words = shlex.split(command)
+    output = io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(output):
+        assert train_main([*words[2:], "--dry-run"]) == 0, command
+    assert "divalign train: " in output.getvalue()
+
+
 def check_slurm(command: str, cwd: Path) -> None:
-    """examples/slurm/pipeline.sbatch RECIPE FLAGS runs divalign.train with accelerate_configs/zero3.yaml."""
+    """examples/slurm/pipeline.sbatch RECIPE FLAGS on --nodes N: every node runs examples/slurm/node_launch.sh, i.e.
+    `divalign train RECIPE` with the node's rank and N x 8 processes (a dry run here, as machine 0)."""
     words = shlex.split(command)
     script = next(w for w in words if w.endswith(".sbatch"))
-    assert (REPO / script).is_file()
+    assert (REPO / script).is_file() and (REPO / "examples" / "slurm" / "node_launch.sh").is_file()
+    nodes = int(words[words.index("--nodes") + 1]) if "--nodes" in words else 2
     recipe, *flags = words[words.index(script) + 1 :]
-    validate_launch(REPO / recipe, flags, REPO / "accelerate_configs" / "zero3.yaml", [], has_gpu())
+    node = ["--num_machines", str(nodes), "--machine_rank", "0", "--num_processes", str(8 * nodes)]
+    node += ["--main_process_ip", "127.0.0.1", "--main_process_port", "29500"]
+    check_train_dry_run(shlex.join(["divalign", "train", recipe, *node, *flags]), cwd)
 
 
 def check_cli_parses(command: str, cwd: Path) -> None:
@@ -157,9 +174,11 @@ CHECKS: list[tuple[str, Callable[[str, Path], None], bool]] = [
     (r"^divalign pipeline recipes/pipelines/smoke\.yaml --dry-run", check_runs, False),
     (r"^divalign pipeline recipes/pipelines/smoke\.yaml", check_runs, True),
     (r"^divalign pipeline recipes/pipelines/tofu_dpo_grpo\.yaml", check_dry_run, False),
-    (r"^accelerate launch .*--num_processes 2 .*recipes/smoke/", check_runs, True),
     (r"^accelerate launch ", check_validates, False),
     (r"^python -m divalign\.(smoke|train recipes/smoke/)", check_runs, False),
+    (r"^divalign train recipes/smoke/\S+ .*--num_processes 2", check_runs, True),  # a real 2-process launch
+    (r"^divalign train recipes/smoke/", check_runs, False),
+    (r"^divalign train ", check_train_dry_run, False),
 ]
 
 

@@ -1,24 +1,34 @@
 """divalign: alignment recipes that keep large language models diverse.
 
-The trainers import TRL, transformers and peft; they load on first use so that `divalign eval`/`plot` and the
-metrics start quickly.
+The trainers, configs and the diversity callback import TRL, transformers and peft; they load on first use so that
+`divalign eval`/`plot` and the metrics start quickly. What a training script of your own needs:
+
+    from divalign import DiversityCallback, DiversityConfig, TOFUConfig, TOFUTrainer, compute_diversity
 """
 
 from importlib import import_module
 from importlib.metadata import version
 
+from .quiet import hold_4bit_warnings
+
 __version__ = version("divalign")
+
+hold_4bit_warnings()  # before anything imports bitsandbytes (divalign.quiet)
 
 _LAZY = {
     "GEMConfig": "divalign.gem_config",
     "GEMTrainer": "divalign.gem_trainer",
     "TOFUConfig": "divalign.tofu_config",
     "TOFUTrainer": "divalign.tofu_trainer",
+    "DivGRPOConfig": "divalign.grpo_config",
+    "DivGRPOTrainer": "divalign.grpo_trainer",
+    "DiversityCallback": "divalign.diversity.callback",
+    "DiversityConfig": "divalign.diversity.callback",
+    "compute_diversity": "divalign.diversity",
     "LossSpec": "divalign.losses",
     "gem_per_token": "divalign.losses",
     "tofu_per_token": "divalign.losses",
 }
-
 __all__ = sorted(_LAZY)
 
 

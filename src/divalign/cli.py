@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 # Adding a subcommand = adding its module here.
 _COMMAND_MODULES = (
+    "divalign.launch",
     "divalign.evaluation",
     "divalign.plotting",
     "divalign.pipeline",

@@ -20,6 +20,9 @@ Touch points:
   export.
 - ``transformers.integrations.deepspeed._hf_deepspeed_config_weak_ref``: the running ZeRO-3 config, unset while a
   helper model loads whole (:func:`active_hf_deepspeed_config`).
+- ``transformers.integrations.WandbCallback._initialized``: whether the callback has run its lazy ``setup`` (the
+  W&B ``init``); divalign's dashboard callback, which logs its own rows, sets it up the same way
+  (:func:`wandb_callback_set_up`).
 - DeepSpeed ZeRO-3's parameter-offload internals (the root forward pre-hook, the coordinator's ``_invalidate_trace``):
   lifted and reset around generation with gathered weights (:func:`zero3_generation_state`).
 """
@@ -172,6 +175,18 @@ def active_hf_deepspeed_config() -> Any | None:
         raise _missing("transformers.integrations.deepspeed._hf_deepspeed_config_weak_ref")
     ref = hf_deepspeed._hf_deepspeed_config_weak_ref
     return ref() if ref is not None else None
+
+
+# --- transformers' W&B integration -------------------------------------------------------------------------------
+
+
+def wandb_callback_set_up(callback: Any, args: Any, state: Any, model: Any) -> None:
+    """Run a ``WandbCallback``'s ``setup`` (W&B ``init``, run config, default axis) unless it already ran: what its own
+    ``on_log`` does first, kept in its private ``_initialized`` flag."""
+    if not hasattr(callback, "_initialized"):
+        raise _missing(f"{type(callback).__name__}._initialized")
+    if not callback._initialized:
+        callback.setup(args, state, model)
 
 
 # --- TRL's argument parser ----------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from .checkpoints import (
     newest_resumable,
     read_trainer_state,
 )
+from .dashboards import SAMPLES_FILE, SAMPLES_REPLACED_PREFIX
 from .recipe import RUN_OPTIONS, RecipeError, RunOptions
 from .run_lock import LOCK_FILE
 
@@ -40,8 +41,10 @@ RESOLVED_RECIPE = "divalign_recipe.yaml"
 FINISHED_MARKER = "divalign_finished.json"
 RESUME_WORDS = {"true", "last", "latest"}
 NO_RESUME_WORDS = {"false", "no", "none", ""}
-# Written before the first checkpoint: the resolved recipe, the lock, TensorBoard's default log folder
-START_ENTRIES = {RESOLVED_RECIPE, LOCK_FILE, "runs"}
+# Written before the first checkpoint: the resolved recipe, the lock, TensorBoard's default log folder, the samples of
+# the step-0 diversity evaluation (and those an earlier attempt wrote, moved aside when the run starts over)
+START_ENTRIES = {RESOLVED_RECIPE, LOCK_FILE, "runs", SAMPLES_FILE}
+START_PREFIXES = (INCOMPLETE_PREFIX, SAMPLES_REPLACED_PREFIX)
 RESUMES_KEY = "resumes"
 # Keys that change how a run is launched, logged or saved, not what it trains: free to differ on resume
 RESUME_NEUTRAL_KEYS = {
@@ -145,7 +148,7 @@ def _foreign_entries(directory: Path) -> list[str]:
     if not directory.is_dir():
         return []
     return sorted(
-        p.name for p in directory.iterdir() if p.name not in START_ENTRIES and not p.name.startswith(INCOMPLETE_PREFIX)
+        p.name for p in directory.iterdir() if p.name not in START_ENTRIES and not p.name.startswith(START_PREFIXES)
     )
 
 

@@ -1,6 +1,8 @@
 """`divalign plot`: training curves of `diversity/*` metrics and the loss, several runs side by side.
 
-Reads the Trainer's `trainer_state.json` (its `log_history`), from the run directory or its newest checkpoint.
+Reads the Trainer's `trainer_state.json` (its `log_history`), from the run directory or its newest checkpoint. A
+pipeline's `output_root` (`divalign pipeline` records its stages there) is drawn end to end: each stage's curves
+shifted by the steps of the stages before it (the `pipeline/step` its W&B runs log), with the stage boundaries marked.
 """
 
 from __future__ import annotations
@@ -10,10 +12,25 @@ import fnmatch
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 Curves = dict[str, list[tuple[int, float]]]
+PIPELINE_MANIFEST = Path(".divalign_state") / "pipeline.json"  # written by divalign.pipeline.runner.write_manifest
+
+
+@dataclass
+class RunCurves:
+    """What one RUN_DIR argument draws: one segment of curves per training run (a pipeline: one per stage, steps
+    already shifted) and, for a pipeline, where each stage starts."""
+
+    segments: list[Curves]
+    stage_starts: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> set[str]:
+        return {key for segment in self.segments for key in segment}
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -61,15 +78,51 @@ def load_curves(run_dir: str | Path) -> Curves:
     return curves
 
 
+def _trained_steps(run_dir: Path) -> int:
+    state = json.loads(find_trainer_state(run_dir).read_text(encoding="utf-8"))
+    return int(state.get("global_step") or 0)
+
+
+def load_pipeline_curves(output_root: str | Path) -> RunCurves:
+    """The stages of the pipeline whose ``output_root`` this is, end to end: a stage's step s is drawn at s plus the
+    steps of the stages before it; stages not trained yet are left out."""
+    manifest = Path(output_root) / PIPELINE_MANIFEST
+    try:
+        stages = json.loads(manifest.read_text(encoding="utf-8"))["stages"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{manifest} is not a pipeline manifest ({err})") from err
+    run = RunCurves(segments=[])
+    offset = 0
+    for stage in stages:
+        directory = Path(stage["output_dir"])
+        try:
+            curves = load_curves(directory)
+        except FileNotFoundError:
+            break  # this stage and the later ones have not trained yet
+        run.segments.append({key: [(offset + step, value) for step, value in points] for key, points in curves.items()})
+        run.stage_starts.append((offset, stage["name"]))
+        offset += _trained_steps(directory)
+    if not run.segments:
+        raise FileNotFoundError(f"No stage of the pipeline in {output_root} has a trainer_state.json yet")
+    return run
+
+
+def load_run(run_dir: str | Path) -> RunCurves:
+    """A training run's curves, or a pipeline's stages end to end when ``run_dir`` is its ``output_root``."""
+    if (Path(run_dir) / PIPELINE_MANIFEST).is_file():
+        return load_pipeline_curves(run_dir)
+    return RunCurves(segments=[load_curves(run_dir)])
+
+
 _BAND = ("_p10", "_p90")
 
 
-def select_keys(all_curves: list[Curves], patterns: list[str] | None) -> list[str]:
+def select_keys(all_curves: list[Curves] | list[RunCurves], patterns: list[str] | None) -> list[str]:
     """Keys to plot: loss first, then the rest sorted; `patterns` filter by full key or by the part after `/`.
 
     `<key>_p10` / `<key>_p90` are drawn as a band around `<key>` rather than as subplots of their own.
     """
-    present = {k for c in all_curves for k in c}
+    present = {k for c in all_curves for k in (c.keys if isinstance(c, RunCurves) else c)}
     keys = sorted((k for k in present if not (k.endswith(_BAND) and k[:-4] in present)), key=lambda k: (k != "loss", k))
     if patterns:
         # `sbert` should find `diversity/sbert`; shell-style patterns (`diversity/distinct_*`) also work.
@@ -83,13 +136,26 @@ def _run_labels(run_dirs: list[str | Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
 
 
-def _draw(ax: Any, curves: Curves, key: str, label: str) -> None:
+def _draw(ax: Any, curves: Curves, key: str, label: str | None, color: Any = None) -> Any:
+    """One curve (and its p10-p90 band); returns its color."""
     steps, values = zip(*curves[key], strict=True)
-    (line,) = ax.plot(steps, values, marker=".", label=label)
+    (line,) = ax.plot(steps, values, marker=".", label=label, color=color)
     low, high = dict(curves.get(key + "_p10", [])), dict(curves.get(key + "_p90", []))
     band = [s for s in steps if s in low and s in high]
     if band:  # spread over prompts, when the callback logged it
         ax.fill_between(band, [low[s] for s in band], [high[s] for s in band], color=line.get_color(), alpha=0.15)
+    return line.get_color()
+
+
+def _draw_run(ax: Any, run: RunCurves, key: str, label: str) -> None:
+    """A run's curve of ``key``, segment by segment in one color; a pipeline's stage starts as dotted lines."""
+    color = None
+    for segment in run.segments:
+        if key in segment:
+            color = _draw(ax, segment, key, label if color is None else None, color)
+    for start, name in run.stage_starts[1:] if color is not None else []:
+        ax.axvline(start, color=color, linestyle=":", linewidth=1)
+        ax.annotate(name, (start, 1), xycoords=("data", "axes fraction"), fontsize="x-small", va="top", color=color)
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path, metrics: list[str] | None = None) -> Path:
@@ -98,7 +164,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, metrics: list[str] | 
 
     if not run_dirs:
         raise ValueError("plot needs at least one run directory")
-    all_curves = [load_curves(d) for d in run_dirs]
+    all_curves = [load_run(d) for d in run_dirs]
     keys = select_keys(all_curves, metrics)
     if not keys:
         wanted = f" matching {metrics}" if metrics else ""
@@ -111,11 +177,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, metrics: list[str] | 
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     labels = _run_labels(run_dirs)
     for ax, key in zip(axes, keys, strict=False):
-        for label, curves in zip(labels, all_curves, strict=True):
-            if key in curves:
-                _draw(ax, curves, key, label)
+        for label, run in zip(labels, all_curves, strict=True):
+            _draw_run(ax, run, key, label)
         ax.set_title(key)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step (pipelines: stages end to end)" if any(r.stage_starts for r in all_curves) else "step")
         ax.legend(fontsize="small")
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
@@ -129,9 +194,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `divalign plot`."""
     parser = subparsers.add_parser(
         "plot", help="plot diversity/* and loss curves of training runs",
-        description="Plot `diversity/*` keys and `loss` against step from each run's trainer_state.json.",
+        description="Plot `diversity/*` keys and `loss` against step from each run's trainer_state.json; a "
+                    "pipeline's output_root draws its stages end to end.",
     )  # fmt: skip
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="Trainer output directories")
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="Trainer output directories, or a pipeline's output_root (its stages end to end)",
+    )
     parser.add_argument("--out", default="diversity_curves.png", help="output PNG path")
     parser.add_argument("--metrics", nargs="+", default=None,
                         help="keys or patterns to plot (e.g. loss sbert 'distinct_*'); default: all")  # fmt: skip

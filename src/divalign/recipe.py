@@ -49,7 +49,55 @@ class RunOptions:
 
 
 RUN_OPTIONS = tuple(f.name for f in dataclasses.fields(RunOptions))
-DIVALIGN_KEYS = ("trainer", "diversity", "env", *RUN_OPTIONS)
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """How `divalign train` launches a recipe: top-level recipe keys, also accepted as `--key value` flags (which win).
+
+    With any of them set, `divalign train` relaunches itself through `accelerate launch ... -m divalign.train`
+    (:mod:`divalign.launch`); without them the run is in-process. Inside a distributed launch they are not read again.
+    """
+
+    accelerate_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "Accelerate config: a preset shipped with divalign (`ddp`, `zero2`, `zero3`; their "
+            "`mixed_precision` follows the recipe's bf16/fp16) or the path of a config file (used as written)."
+        },
+    )
+    num_processes: int | None = field(
+        default=None, metadata={"help": "Processes over all machines (`accelerate launch --num_processes`)."}
+    )
+    num_machines: int | None = field(default=None, metadata={"help": "Machines (nodes) taking part in the run."})
+    machine_rank: int | None = field(
+        default=None, metadata={"help": "This machine's rank, 0 to num_machines - 1; 0 hosts the rendezvous."}
+    )
+    main_process_ip: str | None = field(default=None, metadata={"help": "Address of machine 0, for multi-node runs."})
+    main_process_port: int | None = field(default=None, metadata={"help": "Port of the rendezvous on machine 0."})
+
+    def __post_init__(self) -> None:
+        for name in ("num_processes", "num_machines"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise RecipeError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if self.machine_rank is not None:
+            machines = self.num_machines or 1
+            if not 0 <= self.machine_rank < machines:
+                raise RecipeError(
+                    f"`machine_rank` must be in 0..{machines - 1} (num_machines: {machines}), got {self.machine_rank}"
+                )
+        if self.main_process_port is not None and not 1 <= self.main_process_port <= 65535:
+            raise RecipeError(f"`main_process_port` must be a port number (1-65535), got {self.main_process_port}")
+        if (self.num_machines or 1) > 1 and self.main_process_ip is None:
+            raise RecipeError(f"`num_machines` is {self.num_machines}: set `main_process_ip`, the address of machine 0")
+
+    @property
+    def is_set(self) -> bool:
+        return any(getattr(self, name) is not None for name in LAUNCH_KEYS)
+
+
+LAUNCH_KEYS = tuple(f.name for f in dataclasses.fields(LaunchSettings))
+DIVALIGN_KEYS = ("trainer", "diversity", "env", *RUN_OPTIONS, *LAUNCH_KEYS)
 _TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
 # A number as YAML 1.2 and Python write it; PyYAML (YAML 1.1) reads `1e-5` (no dot) as a string
 _NUMBER = re.compile(r"[-+]?((\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
@@ -199,6 +247,50 @@ def split_run_options(overrides: Sequence[str]) -> tuple[dict[str, bool], list[s
     return options, rest
 
 
+def split_launch_flags(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """The :class:`LaunchSettings` flags in ``overrides`` (``--key value`` or ``--key=value``, the last one wins), and
+    the other flags, for TRL's parser."""
+    settings: dict[str, str] = {}
+    rest: list[str] = []
+    args = list(overrides)
+    i = 0
+    while i < len(args):
+        key, inline, value = args[i][2:].partition("=") if args[i].startswith("--") else ("", "", "")
+        if key not in LAUNCH_KEYS:
+            rest.append(args[i])
+            i += 1
+            continue
+        if not inline:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise RecipeError(f"flag --{key} needs a value")
+            value = args[i + 1]
+        settings[key] = value
+        i += 1 if inline else 2
+    return settings, rest
+
+
+def _launch_value(key: str, value: Any, where: str) -> Any:
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        return None
+    if key in ("accelerate_config", "main_process_ip"):
+        if not isinstance(value, str) or not value.strip():
+            raise RecipeError(f"`{key}` in {where} must be a non-empty string, got {value!r}")
+        return value
+    return _typed_value(value, int, key, f"`{key}` in {where}")
+
+
+def read_launch_settings(path: str | os.PathLike, overrides: Sequence[str]) -> LaunchSettings:
+    """The recipe's :class:`LaunchSettings`, each overridden by its flag in ``overrides``."""
+    content = load_yaml_mapping(path)
+    values = {key: _launch_value(key, content[key], str(path)) for key in LAUNCH_KEYS if key in content}
+    flags = split_launch_flags(overrides)[0]
+    values.update({key: _launch_value(key, value, "the command line") for key, value in flags.items()})
+    try:
+        return LaunchSettings(**values)
+    except RecipeError as error:
+        raise RecipeError(f"{path}: {error}") from error
+
+
 def read_run_options(path: str | os.PathLike, overrides: Sequence[str]) -> RunOptions:
     """The recipe's :class:`RunOptions`, overridden by their flags in ``overrides``."""
     content = load_yaml_mapping(path)
@@ -221,7 +313,7 @@ def parse_recipe(
     from trl import TrlParser
 
     content = {k: v for k, v in load_yaml_mapping(path).items() if k not in DIVALIGN_KEYS}
-    overrides = split_run_options(overrides)[1]
+    overrides = split_launch_flags(split_run_options(overrides)[1])[1]
     known = field_names(dataclass_types)
     check_known_keys(list(content), known, f"{path} (trainer: {trainer})", "recipe")
     check_known_keys(_cli_keys(overrides), known, "the command line", "flag")

@@ -1,11 +1,14 @@
 """Launch one training stage from a recipe.
 
+    divalign train recipes/tofu_sft.yaml [--key value ...]          (the same as python -m divalign.train ...)
     accelerate launch --config_file accelerate_configs/zero3.yaml -m divalign.train recipes/tofu_sft.yaml [--key value]
 
 The recipe's ``trainer:`` picks the stage (:data:`STAGES`); the other keys are TRL/transformers keys, overridden by
-flags. Before the model loads, every key, the model path, the launcher's mixed precision, the dataset (file, rows,
-splits, columns) and the diversity prompts are checked, then the output directory under its lock (resume, finished
-run, changed hyper-parameters: :mod:`divalign.output_dir`). While training, :class:`~divalign.nonfinite_guard.
+flags. Its launcher keys (``accelerate_config``, ``num_processes``, the multi-node ones) relaunch it through
+``accelerate launch`` first, unless this process already is a rank of a distributed launch (:mod:`divalign.launch`).
+Before the model loads, every key, the model path, the launcher's mixed precision, the dataset (file, rows, splits,
+columns) and the diversity prompts are checked, then the output directory under its lock (resume, finished run,
+changed hyper-parameters: :mod:`divalign.output_dir`). While training, :class:`~divalign.nonfinite_guard.
 NonFiniteGuard` stops at the first NaN/inf step. After the run the model, its tokenizer, ``trainer_state.json``, the
 resolved recipe (``divalign_recipe.yaml``) and, last, ``divalign_finished.json`` sit in ``output_dir``.
 """
@@ -29,10 +32,12 @@ from trl import (
 
 from . import precision
 from .checkpoints import export_model, read_trainer_state
+from .dashboards import install_dashboards
 from .datasets_io import check_columns, eval_split, load_recipe_dataset
 from .gem_config import GEMConfig
 from .gem_trainer import GEMTrainer
 from .grpo_config import DivGRPOConfig
+from .launch import LaunchRequest, inside_distributed_launch, launch_request, run_command
 from .main_process import decide_on_main
 from .model_path import check_model_available
 from .nonfinite_guard import NonFiniteError, NonFiniteGuard, check_finite_weights
@@ -44,7 +49,16 @@ from .output_dir import (
     write_finished,
     write_resolved_recipe,
 )
-from .recipe import RecipeError, RunOptions, parse_recipe, read_run_options, split_recipe
+from .quiet import show_held_4bit_warnings
+from .recipe import (
+    LaunchSettings,
+    RecipeError,
+    RunOptions,
+    parse_recipe,
+    read_run_options,
+    split_launch_flags,
+    split_recipe,
+)
 from .run_lock import RunLock
 from .stages import dpo, grpo, sft
 from .stages.common import model_init_kwargs
@@ -154,6 +168,7 @@ def _train(stage: Stage, run: StageRun, plan: OutputPlan, resolved: dict[str, An
     if plan.resume_from is not None:
         run.callbacks.append(RecordRecipeOnSave(output_dir, resolved, plan.resumes))
     trainer = stage.build(run)
+    install_dashboards(trainer)
     for callback in run.callbacks:
         if hasattr(callback, "bind"):
             callback.bind(trainer)
@@ -175,6 +190,8 @@ def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
     script_args, training_args, model_args = parse_recipe(
         recipe_path, overrides, (ScriptArguments, stage.config_class, ModelConfig), trainer_name
     )
+    if model_args.load_in_4bit:
+        show_held_4bit_warnings()
     check_model_available(model_args.model_name_or_path)
     precision.check_precision(training_args, precision.from_environment())
     dataset = load_recipe_dataset(script_args)
@@ -200,19 +217,46 @@ def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
     return output_dir
 
 
+def launch_or_run(recipe_path: str, flags: Sequence[str], dry_run: bool = False) -> int:
+    """Run the recipe in this process, or relaunch it through ``accelerate launch`` when its launcher keys (or flags)
+    ask for one; ``dry_run`` checks the recipe and prints the command instead. Returns the exit status."""
+    from .launch_checks import check_launch, has_gpu
+
+    if inside_distributed_launch():
+        given = split_launch_flags(flags)[0]
+        if given:
+            raise RecipeError(
+                f"--{next(iter(given))} is a launcher setting, but this process already is a rank of a distributed "
+                "launch (accelerate launch, torchrun); give it to that launcher instead"
+            )
+        request = LaunchRequest(LaunchSettings())  # the recipe's launcher keys were the launcher's business
+    else:
+        request = launch_request(recipe_path, flags)
+    if not request.relaunches and not dry_run:
+        run_stage(recipe_path, flags)
+        return 0
+    plan = check_launch(recipe_path, flags, request, has_gpu())
+    print(f"divalign train: {'launch' if plan.relaunches else 'in this process'}: {plan.shell()}", flush=True)
+    if dry_run:
+        return 0
+    _, _, env = split_recipe(recipe_path, list(STAGES))
+    return run_command(plan.command, {**os.environ, **env})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--config"]:
         argv = argv[1:]
+    dry_run = "--dry-run" in argv
+    argv = [arg for arg in argv if arg != "--dry-run"]
     if not argv or argv[0].startswith("-"):
-        print("usage: python -m divalign.train RECIPE.yaml [--key value ...]", file=sys.stderr)
+        print("usage: divalign train RECIPE.yaml [--dry-run] [--key value ...]", file=sys.stderr)
         return 2
     try:
-        run_stage(argv[0], argv[1:])
+        return launch_or_run(argv[0], argv[1:], dry_run)
     except (RecipeError, NonFiniteError) as error:
         print(f"divalign.train: error: {error}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

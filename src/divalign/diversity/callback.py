@@ -1,5 +1,6 @@
 """Diversity curves while training: a [`~transformers.TrainerCallback`] that samples a fixed probe set and logs
-`diversity/*` metrics through `trainer.log`, so W&B, TensorBoard, ... and `trainer_state.json` all receive them.
+`diversity/*` metrics through `trainer.log`, so W&B (in a `diversity` section: `divalign.dashboards`), TensorBoard,
+... and `trainer_state.json` all receive them.
 
 Usage:
 ```python
@@ -30,6 +31,7 @@ from accelerate.utils import DistributedType, broadcast_object_list, gather_obje
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from divalign.compat import trainer_metrics_hidden, zero3_generation_state
+from divalign.dashboards import SamplesLog, install_dashboards
 from divalign.diversity import DEFAULT_TRAINING_METRICS, METRIC_NAMES, REGISTRY, compute_diversity
 from divalign.diversity.profile import DEFAULT_PROFILE, get_profile, load_profile_embedder, record_profile
 from divalign.generation import (
@@ -69,7 +71,10 @@ class DiversityConfig:
     every_steps: int = field(default=100, metadata={"help": "Evaluate every `every_steps` optimizer steps."})
     table_every_steps: int = field(
         default=500,
-        metadata={"help": "Log a W&B table of the samples every `table_every_steps` steps (and at step 0); 0 = off."},
+        metadata={
+            "help": "Log the samples every `table_every_steps` steps (and at step 0): one W&B table that grows, and "
+            "`diversity_samples.jsonl` in output_dir; 0 = off."
+        },
     )
     evaluate_last_step: bool = field(
         default=True, metadata={"help": "Also evaluate at the last training step when it is off the cadence."}
@@ -281,12 +286,17 @@ class DiversityCallback(TrainerCallback):
         self._prompt_texts: list[str] = []
         self._embedder: Any = None
         self._last_step = -1
+        self._samples_log: SamplesLog | None = None
         # The latest evaluation's rendered prompts, samples and token ids, on the main process (inspection, tests).
         self.last_samples: dict[str, Any] | None = None
+        if trainer is not None:
+            self.bind(trainer)
 
     def bind(self, trainer: Any) -> DiversityCallback:
-        """Attach the trainer whose `log`, accelerator and model the callback uses; returns `self`."""
+        """Attach the trainer whose `log`, accelerator and model the callback uses; returns `self`. A W&B run gets the
+        `diversity` section, its loss keys and the samples table (`divalign.dashboards`)."""
         self.trainer = trainer
+        install_dashboards(trainer)
         return self
 
     # -- events ---------------------------------------------------------------------------------------------------
@@ -387,19 +397,11 @@ class DiversityCallback(TrainerCallback):
         return every > 0 and step % every == 0
 
     def _log_table(self, args: TrainingArguments, step: int, prompts: list[str], groups: list[list[str]]) -> None:
-        """Log (step, prompt, sample) rows as a `wandb.Table` when this run reports to an active W&B run."""
-        report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
-        if "wandb" not in report_to and "all" not in report_to:
-            return
-        import wandb
-
-        if wandb.run is None:
-            return
-        table = wandb.Table(columns=["step", "prompt", "sample_index", "sample"])
-        for prompt, samples in zip(prompts, groups, strict=True):
-            for k, sample in enumerate(samples):
-                table.add_data(step, prompt, k, sample)
-        wandb.log({"diversity/samples": table, "train/global_step": step})
+        """Add the samples to the run's samples log: `diversity_samples.jsonl` in the output dir, and one W&B table
+        that grows across evaluations when the run reports to W&B (`divalign.dashboards.SamplesLog`)."""
+        if self._samples_log is None:
+            self._samples_log = SamplesLog(args.output_dir)
+        self._samples_log.record(args, step, prompts, groups)
 
 
 @contextlib.contextmanager

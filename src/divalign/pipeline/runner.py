@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..checkpoints import newest_complete
+from ..dashboards import PIPELINE_OFFSET_ENV
+from ..launch import launch_request, run_command
+from ..launch_checks import check_launch
+from ..output_dir import finished_run
+from ..recipe import RecipeError
 from ..run_lock import LOCK_FILE, RunLock, describe, is_stale
+from . import stage_values
 from .flags import override_flags
 from .spec import EVAL_STAGE, PipelineError, PipelineSpec, StageSpec
 from .stage_values import validate_stages
@@ -33,11 +37,13 @@ from .state import (
     move_aside,
     read_json,
     record_start,
+    source_digest,
     started_path,
     write_marker,
 )
 
 ADAPTER_CONFIG = "adapter_config.json"
+MANIFEST = "pipeline.json"
 MERGED_DIR = "merged"
 # Trainer keys that change the tokenizer on purpose: a drift they explain is a warning, not an error
 TEMPLATE_KEYS = {"chat_template": "chat_template_path", "eos_token": "eos_token"}
@@ -47,7 +53,7 @@ Launcher = Callable[[list[str], dict[str, str]], int]
 
 def subprocess_launcher(command: list[str], env: dict[str, str]) -> int:
     """Run one stage's launch command with its output on the terminal; returns its exit status."""
-    return subprocess.run(command, env=env, check=False).returncode
+    return run_command(command, env)
 
 
 @dataclass
@@ -81,28 +87,51 @@ class StageInput:
 
 
 def launch_command(stage: StageSpec, model: StageInput, resume: bool, run_name: str | None) -> list[str]:
-    """``accelerate launch [--config_file C] [launch_args] -m divalign.train RECIPE --output_dir D ...``."""
-    command = [sys.executable, "-m", "accelerate.commands.launch"]
-    if stage.accelerate_config is not None:
-        command += ["--config_file", str(stage.accelerate_config)]
-    command += [*stage.launch_args, *model.entry, str(stage.recipe)]
-    command += ["--output_dir", str(stage.output_dir), "--model_name_or_path", model.model, *model.flags]
-    command += override_flags(stage.overrides, stage.list_flags)
+    """``accelerate launch [--config_file C] [launch_args] -m divalign.train RECIPE --output_dir D ...``, built by
+    ``divalign train``'s own launch code (:mod:`divalign.launch`): the recipe's launcher keys, then the stage's
+    ``accelerate_config``/``launch_args``, then launcher keys in its overrides; checked like the launch itself."""
+    flags = ["--output_dir", str(stage.output_dir), "--model_name_or_path", model.model, *model.flags]
+    flags += override_flags(stage.overrides, stage.list_flags)
     if run_name is not None:
-        command += ["--run_name", run_name]
+        flags += ["--run_name", run_name]
     if resume:
-        command += ["--resume_from_checkpoint", "true"]
-    return command
+        flags += ["--resume_from_checkpoint", "true"]
+    request = launch_request(
+        stage.recipe, flags, accelerate_config=stage.accelerate_config, launch_args=stage.launch_args, always=True
+    )
+    try:
+        plan = check_launch(stage.recipe, flags, request, stage_values.has_gpu(), entry=model.entry)
+    except RecipeError as error:
+        raise PipelineError(f"stage {stage.name!r} ({stage.recipe} with its overrides): {error}") from error
+    return plan.command
 
 
-def stage_env(spec: PipelineSpec, stage: StageSpec) -> dict[str, str]:
-    """The launching environment plus W&B grouping: one group per pipeline, one job type per stage."""
+def stage_env(spec: PipelineSpec, stage: StageSpec, step_offset: int = 0) -> dict[str, str]:
+    """The launching environment plus W&B grouping (one group per pipeline, one job type per stage) and the steps the
+    earlier stages trained, from which the stage logs a cumulative ``pipeline/step`` (:mod:`divalign.dashboards`)."""
     return {
         **os.environ,
         "WANDB_RUN_GROUP": spec.name,
         "WANDB_JOB_TYPE": stage.name,
         "WANDB_NAME": f"{spec.name}-{stage.name}",
+        PIPELINE_OFFSET_ENV: str(step_offset),
     }
+
+
+def trained_steps(output_dir: Path) -> int:
+    """The optimizer steps a finished stage trained (its ``divalign_finished.json``), 0 when unknown."""
+    record = finished_run(output_dir) if output_dir.is_dir() else None
+    return int((record or {}).get("global_step") or 0)
+
+
+def write_manifest(spec: PipelineSpec) -> Path:
+    """``<output_root>/.divalign_state/pipeline.json``: the stages in order and where each writes, which `divalign
+    plot` reads to draw a pipeline end to end."""
+    path = spec.output_root / STATE_DIR / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stages = [{"name": stage.name, "output_dir": str(stage.output_dir)} for stage in spec.stages]
+    path.write_text(json.dumps({"name": spec.name, "stages": stages}, indent=2))
+    return path
 
 
 def merge_adapter(adapter_dir: Path) -> Path:
@@ -146,6 +175,14 @@ def _short(text: str | None, limit: int = 200) -> str:
 def template_drift(before: tuple[str | None, str | None], after: tuple[str | None, str | None]) -> list[str]:
     """Names of the tokenizer fields (``chat_template``, ``eos_token``) that differ."""
     return [name for name, old, new in zip(TEMPLATE_KEYS, before, after, strict=True) if old != new]
+
+
+def prompts_identity(source: str) -> str:
+    """The eval prompts in the eval's hash: a file by its text (as before any other source was accepted, so a
+    finished eval stays finished), a folder by its files, a Hub id by its name."""
+    if Path(source).is_file():
+        return inputs_hash({"text": file_text(Path(source))})
+    return source_digest(source)
 
 
 class PipelineRunner:
@@ -220,7 +257,7 @@ class PipelineRunner:
             "recipe": file_text(stage.recipe),
             "overrides": stage.overrides,
             "input": model.identity,
-            "accelerate_config": file_text(stage.accelerate_config),
+            "accelerate_config": file_text(stage.accelerate_config_file),
             "launch_args": list(stage.launch_args),
         }
         return inputs_hash(inputs), inputs
@@ -259,7 +296,7 @@ class PipelineRunner:
             )
         return status is Status.RESUME
 
-    def _run_stage(self, stage: StageSpec, previous: StageResult | None) -> StageResult:
+    def _run_stage(self, stage: StageSpec, previous: StageResult | None, step_offset: int = 0) -> StageResult:
         model = self._input(stage, previous)
         digest, inputs = self._digest(stage, model)
         started = read_json(started_path(self.spec.output_root, stage.name))
@@ -283,7 +320,7 @@ class PipelineRunner:
         self._refuse_locked(stage)
         if not resume:
             record_start(self.spec.output_root, stage.name, digest, stage.output_dir)
-        code = self.launcher(command, stage_env(self.spec, stage))
+        code = self.launcher(command, stage_env(self.spec, stage, step_offset))
         if code != 0:
             raise PipelineError(self._failure(stage, code))
         return self._record_finished(stage, model, digest, inputs)
@@ -348,7 +385,7 @@ class PipelineRunner:
         stages = [{"stage": r.name, "hash": r.digest, "run_id": r.run_id} for r in results]
         inputs = {
             "eval": eval_kwargs,
-            "prompts": inputs_hash({"text": file_text(Path(eval_kwargs["prompts_path"]))}),
+            "prompts": prompts_identity(str(eval_kwargs["prompts_path"])),
             "stages": stages,
         }
         digest = inputs_hash(inputs)
@@ -378,8 +415,11 @@ class PipelineRunner:
 
     def _run_all(self) -> list[StageResult]:
         results: list[StageResult] = []
+        if not self.dry_run:
+            write_manifest(self.spec)
         for stage in self.spec.stages:
-            results.append(self._run_stage(stage, results[-1] if results else None))
+            step_offset = sum(trained_steps(result.output_dir) for result in results)
+            results.append(self._run_stage(stage, results[-1] if results else None, step_offset))
             if stage.name == self.only:
                 break
         else:

@@ -15,6 +15,7 @@ from typing import Any
 from ..model_path import check_model_reference, looks_local
 from ..recipe import (
     DIVALIGN_KEYS,
+    LAUNCH_KEYS,
     RUN_OPTIONS,
     RecipeError,
     check_known_keys,
@@ -48,11 +49,18 @@ class StageSpec:
     output_dir: Path
     trainer: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    accelerate_config: Path | None = None
+    accelerate_config: str | None = None  # a preset name or a file path, as `divalign train` takes it
     launch_args: tuple[str, ...] = ()
     adapters: str | None = None
     uses_peft: bool = False
     list_flags: frozenset[str] = frozenset()
+
+    @property
+    def accelerate_config_file(self) -> Path | None:
+        """The stage's own accelerate config file (a preset's file for a preset name)."""
+        from ..launch import resolve_accelerate_config
+
+        return None if self.accelerate_config is None else resolve_accelerate_config(self.accelerate_config)[0]
 
     def sets(self, key: str) -> bool:
         """Whether the stage's recipe or overrides set ``key`` explicitly."""
@@ -116,6 +124,21 @@ def _existing_file(value: Any, where: str, what: str) -> Path:
     return path
 
 
+def _accelerate_config(value: Any, where: str) -> str | None:
+    """A stage's `accelerate_config`: a preset name or an existing file."""
+    from ..launch import resolve_accelerate_config
+
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise PipelineError(f"{where}: `accelerate_config` must be a preset name or a file path, got {value!r}")
+    try:
+        resolve_accelerate_config(value)
+    except RecipeError as error:
+        raise PipelineError(f"{where}: {error}") from error
+    return value
+
+
 def _recipe_keys(recipe: Path, overrides: dict[str, Any], where: str) -> tuple[str, dict]:
     """Parse the recipe's divalign keys and check every key (recipe and overrides) against the trainer's fields."""
     from trl import ModelConfig, ScriptArguments
@@ -130,7 +153,10 @@ def _recipe_keys(recipe: Path, overrides: dict[str, Any], where: str) -> tuple[s
             [k for k in content if k not in DIVALIGN_KEYS], known, f"{recipe} (trainer: {trainer})", "recipe"
         )
         check_known_keys(
-            list(overrides), known | set(RUN_OPTIONS), f"{where} overrides (trainer: {trainer})", "override"
+            list(overrides),
+            known | set(RUN_OPTIONS) | set(LAUNCH_KEYS),
+            f"{where} overrides (trainer: {trainer})",
+            "override",
         )
     except RecipeError as error:
         raise PipelineError(f"{where}: {error}") from error
@@ -186,7 +212,7 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], output_root: Pa
         output_dir=Path(raw["output_dir"]) if raw.get("output_dir") else output_root / name,
         trainer=trainer,
         overrides=overrides,
-        accelerate_config=None if config is None else _existing_file(config, where, "accelerate_config"),
+        accelerate_config=_accelerate_config(config, where),
         launch_args=_string_list(launch_args, where),
         adapters=adapters,
         uses_peft=str(use_peft).lower() == "true",  # a YAML bool or a flag-style string
@@ -204,9 +230,35 @@ def _parse_eval(raw: Any, path: Path) -> dict[str, Any] | None:
     flag_names = {argument: key for key, argument in EVAL_KEY_ALIASES.items()}
     accepted = {flag_names.get(p, p) for p in inspect.signature(evaluate_lineage).parameters} - {"models", "out_dir"}
     _known(list(raw), accepted, f"{path} eval", "eval")
-    if not Path(raw["prompts"]).is_file():
-        raise PipelineError(f"{path}: eval prompts file not found: {raw['prompts']}")
+    _check_eval_prompts(raw, path)
     return {EVAL_KEY_ALIASES.get(key, key): value for key, value in raw.items()}
+
+
+def is_local_prompts(source: str) -> bool:
+    """Whether an eval `prompts` source is on this machine (a file, a saved dataset, a data folder), not a Hub id."""
+    from ..evaluation.prompts import FILE_SUFFIXES
+
+    return Path(source).expanduser().exists() or Path(source).suffix in FILE_SUFFIXES or looks_local(source)
+
+
+def _check_eval_prompts(raw: dict[str, Any], path: Path) -> None:
+    """Read a local prompt source now, as `divalign eval` will (so a bad one fails before stage 1 trains); a Hub
+    dataset id is read when the eval runs."""
+    from ..evaluation.prompts import load_prompts
+
+    source = raw["prompts"]
+    if not isinstance(source, str) or not source.strip():
+        raise PipelineError(
+            f"{path}: eval `prompts` must be a prompts file, a dataset folder or a Hub dataset id, got {source!r}"
+        )
+    if not is_local_prompts(source):
+        return
+    if not Path(source).expanduser().exists():
+        raise PipelineError(f"{path}: eval prompts file not found: {source}")
+    try:
+        load_prompts(source, split=raw.get("prompts_split", "test"), column=raw.get("prompts_column"))
+    except (ValueError, FileNotFoundError) as error:
+        raise PipelineError(f"{path}: eval prompts: {error}") from error
 
 
 def _check_base_model(base_model: Any, path: Path) -> str:

@@ -48,6 +48,21 @@ def file_text(path: Path | None) -> str | None:
     return None if path is None else path.read_text()
 
 
+def source_digest(source: str) -> str:
+    """What identifies a data source in a hash: a local file's or folder's bytes (every file, by relative path), or,
+    for a Hub id, the id itself."""
+    path = Path(source).expanduser()
+    digest = hashlib.sha256()
+    if path.is_file():
+        digest.update(path.read_bytes())
+    elif path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(item.relative_to(path)).encode() + b"\0" + item.read_bytes())
+    else:
+        digest.update(f"hub:{source}".encode())
+    return digest.hexdigest()
+
+
 def inputs_hash(inputs: dict[str, Any]) -> str:
     """sha256 of the JSON of ``inputs`` with sorted keys: equal inputs, equal hash, whatever the dict order."""
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
