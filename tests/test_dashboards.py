@@ -69,7 +69,7 @@ def diversity_recipe(directory: Path, assets: Path, base: Path = SMOKE_RECIPE) -
             "samples_per_prompt": SAMPLES,
             "max_new_tokens": 4,
             "every_steps": 2,
-            "table_every_steps": 2,
+            "table_every_steps": 4,
             "metrics": FAST_METRICS,
             "embedding_model": None,
         },
@@ -125,19 +125,21 @@ def test_samples_go_to_one_growing_table_and_to_the_jsonl(tofu_run):
     run, output_dir = tofu_run
     per_evaluation = len(PROBES) * SAMPLES
     logged = run.rows_with("diversity/samples")
-    assert [row["train/global_step"] for row in logged] == [0, 2, 4]
+    assert [row["train/global_step"] for row in logged] == [0, 4]  # table_every_steps: 4
     tables = [row["diversity/samples"] for row in logged]
     assert {table["_type"] for table in tables} == {"incremental-table-file"}  # wandb 0.31 logs increments
-    assert [table["nrows"] for table in tables] == [per_evaluation, 2 * per_evaluation, 3 * per_evaluation]
-    assert [table["increment_num"] for table in tables] == [0, 1, 2]
+    assert [table["nrows"] for table in tables] == [per_evaluation, 2 * per_evaluation]
+    assert [table["increment_num"] for table in tables] == [0, 1]
     increments = [json.loads((run.directory / "files" / table["path"]).read_text()) for table in tables]
     assert increments[0]["columns"] == ["step", "prompt", "sample_index", "sample"]
     table_rows = [row for increment in increments for row in increment["data"]]
 
     lines = (output_dir / SAMPLES_FILE).read_text().splitlines()
     rows = [json.loads(line) for line in lines]
+    # every evaluation goes to the jsonl; the table holds the ones on its cadence
     assert [row["step"] for row in rows] == [0] * per_evaluation + [2] * per_evaluation + [4] * per_evaluation
-    assert table_rows == [[row["step"], row["prompt"], row["sample_index"], row["sample"]] for row in rows]
+    on_cadence = [row for row in rows if row["step"] % 4 == 0]
+    assert table_rows == [[row["step"], row["prompt"], row["sample_index"], row["sample"]] for row in on_cadence]
     # each probe, rendered through the policy's chat template, with its K samples
     tokenizer = build_tokenizer()
     rendered = [render_prompt([{"role": "user", "content": p}], tokenizer) for p in PROBES]

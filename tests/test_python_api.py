@@ -82,8 +82,8 @@ def test_the_readme_example_runs_with_a_plain_sft_trainer(tmp_path, monkeypatch)
     history = [e for e in trainer.state.log_history if "diversity/distinct_1" in e]
     assert [e["step"] for e in history] == [0, 3]  # the starting model, then the last step
     samples = (tmp_path / "runs" / "sft" / "diversity_samples.jsonl").read_text().splitlines()
-    # the samples log follows table_every_steps (500 by default): step 0 only, 2 prompts x 8 samples
-    assert [json.loads(line)["step"] for line in samples] == [0] * 2 * 8
+    # every evaluation's samples, 2 prompts x 8 samples each
+    assert [json.loads(line)["step"] for line in samples] == [0] * 2 * 8 + [3] * 2 * 8
     (run,) = offline_runs(tmp_path)
     assert [row["train/global_step"] for row in run.rows_with("diversity/sbert")] == [0, 3]
     assert run.config["loss"] == "ce"

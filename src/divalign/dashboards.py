@@ -128,8 +128,8 @@ def reports_to_wandb(args: Any) -> bool:
 
 class SamplesLog:
     """The sampled completions of the diversity evaluations: rows ``{step, prompt_index, prompt, sample_index,
-    sample}`` appended to ``diversity_samples.jsonl`` in ``output_dir``, and one W&B table (when the run reports to
-    W&B) holding every evaluation's rows.
+    sample}`` of every evaluation appended to ``diversity_samples.jsonl`` in ``output_dir``, and, for the evaluations
+    the caller picks (the recipe's ``table_every_steps``), to one W&B table that grows (when the run reports to W&B).
 
     A run restarted or resumed over an earlier attempt evaluates again from some step on; the first time this log
     writes, rows of that step and later (the earlier attempt's, about to be written again) are moved to
@@ -142,14 +142,16 @@ class SamplesLog:
         self._table: Any = None
         self._rows: list[list[Any]] = []
 
-    def record(self, args: Any, step: int, prompts: Sequence[str], groups: Sequence[Sequence[str]]) -> None:
+    def record(
+        self, args: Any, step: int, prompts: Sequence[str], groups: Sequence[Sequence[str]], to_wandb: bool = True
+    ) -> None:
         rows = [
             {"step": step, "prompt_index": i, "prompt": prompt, "sample_index": k, "sample": sample}
             for i, (prompt, samples) in enumerate(zip(prompts, groups, strict=True))
             for k, sample in enumerate(samples)
         ]
         self._append(step, rows)
-        if reports_to_wandb(args):
+        if to_wandb and reports_to_wandb(args):
             self._log_table(step, [[row[column] for column in SAMPLE_COLUMNS] for row in rows])
 
     def _append(self, step: int, rows: list[dict[str, Any]]) -> None:

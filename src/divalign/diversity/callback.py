@@ -72,8 +72,8 @@ class DiversityConfig:
     table_every_steps: int = field(
         default=500,
         metadata={
-            "help": "Log the samples every `table_every_steps` steps (and at step 0): one W&B table that grows, and "
-            "`diversity_samples.jsonl` in output_dir; 0 = off."
+            "help": "Add the samples to the run's W&B table (one table that grows) every `table_every_steps` steps "
+            "and at step 0; 0 = never. Every evaluation's samples also go to `diversity_samples.jsonl` in output_dir."
         },
     )
     evaluate_last_step: bool = field(
@@ -357,8 +357,7 @@ class DiversityCallback(TrainerCallback):
                 embedder=self._embedder,
                 profile=self.config.profile,
             )
-            if self._table_due(state.global_step):
-                self._log_table(args, state.global_step, self._prompt_texts, groups)
+            self._log_samples(args, state.global_step, self._prompt_texts, groups)
         (metrics,) = broadcast_object_list([metrics])
         with trainer_metrics_hidden(self.trainer), _keep_log_request(self.trainer):
             self.trainer.log({f"diversity/{key}": float(value) for key, value in metrics.items()})
@@ -396,12 +395,12 @@ class DiversityCallback(TrainerCallback):
         every = self.config.table_every_steps
         return every > 0 and step % every == 0
 
-    def _log_table(self, args: TrainingArguments, step: int, prompts: list[str], groups: list[list[str]]) -> None:
+    def _log_samples(self, args: TrainingArguments, step: int, prompts: list[str], groups: list[list[str]]) -> None:
         """Add the samples to the run's samples log: `diversity_samples.jsonl` in the output dir, and one W&B table
         that grows across evaluations when the run reports to W&B (`divalign.dashboards.SamplesLog`)."""
         if self._samples_log is None:
             self._samples_log = SamplesLog(args.output_dir)
-        self._samples_log.record(args, step, prompts, groups)
+        self._samples_log.record(args, step, prompts, groups, to_wandb=self._table_due(step))
 
 
 @contextlib.contextmanager
