@@ -20,9 +20,7 @@ def tracked_text_files() -> list[Path]:
         paths = [REPO / name for name in listed.stdout.split()]
     else:
         paths = [p for p in REPO.rglob("*") if not SKIPPED & set(p.relative_to(REPO).parts)]
-    return [
-        p for p in paths if p.is_file() and p.suffix in SUFFIXES and p.name != "test_project_stands_alone.py"
-    ]
+    return [p for p in paths if p.is_file() and p.suffix in SUFFIXES and p.name != "test_project_stands_alone.py"]
 
 
 def test_nothing_cites_a_document_outside_the_repository():
