@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from divalign.chunked_head import chunked_head_loss
 from divalign.fused_head import fused_head_loss
-from divalign.losses import IGNORE_INDEX, LossSpec
+from divalign.heads.losses import IGNORE_INDEX, LossSpec
 
 SHAPES = {"qwen0.5b": (16_384, 896, 151_936), "llama8b": (16_384, 4096, 128_256), "small": (4096, 256, 32_000)}
 LOSSES = {

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from divalign.chunked_head import PLAIN_LOGITS, LogitTransform, chunked_head_loss, default_chunk_rows
-from divalign.losses import LossSpec
+from divalign.heads.losses import LossSpec
 
 SPECS = [LossSpec("tofu", 0.8, 3.0), LossSpec("gem", 0.7), LossSpec("gem", 0.7, h="logsigmoid"), LossSpec("ce")]
 

@@ -13,7 +13,7 @@ import torch
 
 from divalign.chunked_head import PLAIN_LOGITS, LogitTransform, chunked_head_loss, project
 from divalign.fused_head import fused_head_loss, select_head
-from divalign.losses import IGNORE_INDEX, LossSpec
+from divalign.heads.losses import IGNORE_INDEX, LossSpec
 
 SPECS = [
     LossSpec("ce"),

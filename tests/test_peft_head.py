@@ -16,7 +16,7 @@ from transformers import PhiConfig, PhiForCausalLM
 
 from divalign import GEMConfig, GEMTrainer, TOFUConfig, TOFUTrainer
 from divalign.head_operands import UnsupportedHeadError, resolve_head
-from divalign.losses import IGNORE_INDEX, gem_per_token, tofu_per_token
+from divalign.heads.losses import IGNORE_INDEX, gem_per_token, tofu_per_token
 from divalign.smoke import build_model, build_tokenizer, prompt_completion_rows
 
 

@@ -25,9 +25,9 @@ _LAZY = {
     "DiversityCallback": "divalign.diversity.callback",
     "DiversityConfig": "divalign.diversity.callback",
     "compute_diversity": "divalign.diversity",
-    "LossSpec": "divalign.losses",
-    "gem_per_token": "divalign.losses",
-    "tofu_per_token": "divalign.losses",
+    "LossSpec": "divalign.heads.losses",
+    "gem_per_token": "divalign.heads.losses",
+    "tofu_per_token": "divalign.heads.losses",
 }
 __all__ = sorted(_LAZY)
 

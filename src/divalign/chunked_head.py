@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from .losses import IGNORE_INDEX, loss_dtype, upcast
+from .heads.losses import IGNORE_INDEX, loss_dtype, upcast
 
 PerTokenLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -39,7 +39,7 @@ from .chunked_head import (
     gather_lm_head,
     project,
 )
-from .losses import IGNORE_INDEX, LossSpec, loss_dtype, tofu_focal_weight, upcast
+from .heads.losses import IGNORE_INDEX, LossSpec, loss_dtype, tofu_focal_weight, upcast
 
 # One fp32 (rows, tile) block of this many elements (64 MiB); a few such blocks live at once while a tile is folded
 TILE_ELEMENTS = 2**24

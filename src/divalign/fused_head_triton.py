@@ -31,7 +31,7 @@ from .fused_head import (
     target_logits,
     tiled_head_loss,
 )
-from .losses import LossSpec
+from .heads.losses import LossSpec
 
 try:
     import triton

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .gem_config import GEMConfig
+from .heads.losses import LossSpec
 from .loss_head_sft_trainer import LossHeadSFTTrainer
-from .losses import LossSpec
 
 
 class GEMTrainer(LossHeadSFTTrainer):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from trl import SFTConfig
 
 from .fused_head import HEAD_MODES as LOSS_HEADS
-from .hyperparameters import require_number
+from .heads.hyperparameters import require_number
 
 
 @dataclass

@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput
 
 from .chunked_head import HeadOutput, LogitTransform, chunked_head_loss, gather_lm_head
 from .head_operands import resolve_head
-from .losses import IGNORE_INDEX
+from .heads.losses import IGNORE_INDEX
 
 HeadFunction = Callable[..., HeadOutput]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .hyperparameters import require_exponent, require_temperature
+from .heads.hyperparameters import require_exponent, require_temperature
 from .loss_head_config import LossHeadSFTConfig
 
 
