@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from divalign.chunked_head import PLAIN_LOGITS, LogitTransform, chunked_head_loss, project
 from divalign.fused_head import fused_head_loss, select_head
+from divalign.heads.chunked import chunked_head_loss
 from divalign.heads.losses import IGNORE_INDEX, LossSpec
+from divalign.heads.projection import PLAIN_LOGITS, LogitTransform, project
 
 SPECS = [
     LossSpec("ce"),

@@ -1,6 +1,6 @@
 """Fused LM head for CE, TOFU and GEM: the per-token losses from one-pass row reductions over vocabulary tiles.
 
-:func:`divalign.chunked_head.chunked_head_loss` (the reference) builds each chunk's full ``(rows, vocab)`` fp32 logits
+:func:`divalign.heads.chunked.chunked_head_loss` (the reference) builds each chunk's full ``(rows, vocab)`` fp32 logits
 and lets autograd differentiate the per-token loss. Every loss here only needs, per token row, a handful of sums over
 the vocabulary (docs/losses.md, "One head for both"), so this head walks the vocabulary one tile of columns at a time and
 keeps per-row running accumulators relative to a running maximum (online log-sum-exp):
@@ -30,16 +30,9 @@ from typing import NamedTuple
 
 import torch
 
-from .chunked_head import (
-    PLAIN_LOGITS,
-    HeadOutput,
-    LogitTransform,
-    _compute_dtype,
-    chunked_head_loss,
-    gather_lm_head,
-    project,
-)
+from .heads.chunked import chunked_head_loss
 from .heads.losses import IGNORE_INDEX, LossSpec, loss_dtype, tofu_focal_weight, upcast
+from .heads.projection import PLAIN_LOGITS, HeadOutput, LogitTransform, compute_dtype, gather_lm_head, project
 
 # One fp32 (rows, tile) block of this many elements (64 MiB); a few such blocks live at once while a tile is folded
 TILE_ELEMENTS = 2**24
@@ -327,7 +320,7 @@ PLAIN_BACKEND = TileBackend(forward_rows, grad_tiles, _accumulate_mm, TILE_ELEME
 class _TiledHeadFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, spec, chunk_rows, tile_cols, transform, backend):
-        dtype = _compute_dtype(hidden)
+        dtype = compute_dtype(hidden)
         pieces = []
         with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, hidden.shape[0], chunk_rows):
@@ -433,7 +426,7 @@ def fused_head_loss(
 ) -> HeadOutput:
     """Per-token CE/TOFU/GEM for ``logits = hidden @ weight.T (+ bias)`` without materialising a ``(rows, vocab)`` block.
 
-    Same contract as :func:`divalign.chunked_head.chunked_head_loss` with ``loss_fn=spec``: rows labelled ``-100``
+    Same contract as :func:`divalign.heads.chunked.chunked_head_loss` with ``loss_fn=spec``: rows labelled ``-100``
     are skipped (zero loss, zero gradient); only ``loss`` is differentiable (w.r.t. ``hidden``, ``weight`` and
     ``bias``); ``nll``, ``entropy`` and ``is_top1`` are statistics of ``p = softmax(z)``.
 
@@ -476,7 +469,7 @@ def select_head(mode: str, device: torch.device | str) -> HeadFn:
     """The LM-head implementation for ``mode``, called as ``chunked_head_loss(hidden, weight, bias, labels,
     loss_fn_or_spec, chunk_rows, transform)``.
 
-    - ``"reference"``: :func:`divalign.chunked_head.chunked_head_loss` (full-vocab row chunks, autograd backward).
+    - ``"reference"``: :func:`divalign.heads.chunked.chunked_head_loss` (full-vocab row chunks, autograd backward).
     - ``"fused"``: :func:`fused_head_loss` (vocabulary tiles, plain PyTorch); a loss that is not a
       :class:`~divalign.losses.LossSpec` falls back to the reference.
     - ``"fused-triton"``: the Triton tile kernels on CUDA (opt-in: not yet run on a GPU), else (and for float64

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from .chunked_head import PLAIN_LOGITS, HeadOutput, LogitTransform
 from .fused_head import (
     RowResult,
     RowStats,
@@ -32,6 +31,7 @@ from .fused_head import (
     tiled_head_loss,
 )
 from .heads.losses import LossSpec
+from .heads.projection import PLAIN_LOGITS, HeadOutput, LogitTransform
 
 try:
     import triton

@@ -16,9 +16,10 @@ import torch
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .chunked_head import HeadOutput, LogitTransform, chunked_head_loss, gather_lm_head
 from .head_operands import resolve_head
+from .heads.chunked import chunked_head_loss
 from .heads.losses import IGNORE_INDEX
+from .heads.projection import HeadOutput, LogitTransform, gather_lm_head
 
 HeadFunction = Callable[..., HeadOutput]
 

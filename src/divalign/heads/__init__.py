@@ -1,7 +1,10 @@
 """The loss heads: the per-token TOFU/GEM/CE formulas and the LM heads that evaluate them (docs/losses.md).
 
 - :mod:`~divalign.heads.losses`: the per-token formulas, plain PyTorch (the references);
-  :mod:`~divalign.heads.hyperparameters`: the checks of their β and γ.
+  :mod:`~divalign.heads.hyperparameters`: the checks of their β and γ;
+- :mod:`~divalign.heads.projection`: what every head shares (the projection, the model's logit transform, the
+  per-token results, ZeRO-3 gathering of the head);
+- :mod:`~divalign.heads.chunked`: the reference head, row chunks over the full vocabulary, autograd backward.
 
 Nothing is imported here, so importing one module of the package loads only what that module needs.
 """

@@ -5,7 +5,7 @@ loss and a zero gradient. Logits are computed on in :func:`loss_dtype`: bf16/fp1
 and logits up to ±1e4 stay finite), float64 in float64. NaN or infinite hyper-parameters are refused.
 
 These are the plain PyTorch references: they build ``(N, V)`` intermediates, so call them on chunks of token rows
-(see :mod:`divalign.chunked_head`), never on a whole ``(batch * seq, V)`` block.
+(see :mod:`divalign.heads.chunked`), never on a whole ``(batch * seq, V)`` block.
 """
 
 from __future__ import annotations
