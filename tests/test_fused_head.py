@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from divalign.fused_head import fused_head_loss, select_head
+from divalign.fused_head import fused_head_loss
 from divalign.heads.chunked import chunked_head_loss
 from divalign.heads.losses import IGNORE_INDEX, LossSpec
 from divalign.heads.projection import PLAIN_LOGITS, LogitTransform, project
+from divalign.heads.registry import select_head
 
 SPECS = [
     LossSpec("ce"),

@@ -30,7 +30,6 @@ from typing import NamedTuple
 
 import torch
 
-from .heads.chunked import chunked_head_loss
 from .heads.losses import IGNORE_INDEX, LossSpec, loss_dtype, tofu_focal_weight, upcast
 from .heads.projection import PLAIN_LOGITS, HeadOutput, LogitTransform, compute_dtype, gather_lm_head, project
 
@@ -39,9 +38,6 @@ TILE_ELEMENTS = 2**24
 # Rows per chunk: all of them up to this, so each weight tile's gradient is written once (no fp32 (V, H) accumulator)
 DEFAULT_FUSED_ROWS = 16_384
 TILE_ALIGN = 128
-HEAD_MODES = ("auto", "reference", "fused", "fused-triton")
-
-HeadFn = Callable[..., HeadOutput]
 
 
 class RowStats(NamedTuple):
@@ -442,43 +438,3 @@ def fused_head_loss(
         tile_cols: vocabulary columns per tile (default: :func:`default_tile_cols`).
     """
     return tiled_head_loss(hidden, weight, bias, labels, spec, chunk_rows, transform, tile_cols, PLAIN_BACKEND)
-
-
-def _reference_head(hidden, weight, bias, labels, loss_fn, chunk_rows=None, transform=PLAIN_LOGITS) -> HeadOutput:
-    return chunked_head_loss(hidden, weight, bias, labels, loss_fn, chunk_rows, transform)
-
-
-def _fused_head(hidden, weight, bias, labels, loss_fn, chunk_rows=None, transform=PLAIN_LOGITS) -> HeadOutput:
-    # The trainer's chunk_rows is sized for full-vocab (rows, V) blocks; the tiled head picks its own
-    del chunk_rows
-    if not isinstance(loss_fn, LossSpec):
-        return chunked_head_loss(hidden, weight, bias, labels, loss_fn, None, transform)
-    return fused_head_loss(hidden, weight, bias, labels, loss_fn, None, transform)
-
-
-def _triton_head(hidden, weight, bias, labels, loss_fn, chunk_rows=None, transform=PLAIN_LOGITS) -> HeadOutput:
-    # The kernels accumulate in fp32: a float64 head keeps its precision on the PyTorch tiles
-    if not isinstance(loss_fn, LossSpec) or hidden.device.type != "cuda" or hidden.dtype == torch.float64:
-        return _fused_head(hidden, weight, bias, labels, loss_fn, chunk_rows, transform)
-    from .fused_head_triton import triton_head_loss  # imported lazily: Triton is optional
-
-    return triton_head_loss(hidden, weight, bias, labels, loss_fn, None, transform)
-
-
-def select_head(mode: str, device: torch.device | str) -> HeadFn:
-    """The LM-head implementation for ``mode``, called as ``chunked_head_loss(hidden, weight, bias, labels,
-    loss_fn_or_spec, chunk_rows, transform)``.
-
-    - ``"reference"``: :func:`divalign.heads.chunked.chunked_head_loss` (full-vocab row chunks, autograd backward).
-    - ``"fused"``: :func:`fused_head_loss` (vocabulary tiles, plain PyTorch); a loss that is not a
-      :class:`~divalign.losses.LossSpec` falls back to the reference.
-    - ``"fused-triton"``: the Triton tile kernels on CUDA (opt-in: not yet run on a GPU), else (and for float64
-      hidden states) ``"fused"``.
-    - ``"auto"``: ``"fused"`` on CUDA (never materialises a ``(rows, vocab)`` block), ``"reference"`` elsewhere.
-    """
-    if mode not in HEAD_MODES:
-        raise ValueError(f"loss head mode must be one of {HEAD_MODES}, got {mode!r}")
-    device = torch.device(device)
-    if mode == "auto":
-        mode = "fused" if device.type == "cuda" else "reference"
-    return {"reference": _reference_head, "fused": _fused_head, "fused-triton": _triton_head}[mode]

@@ -7,9 +7,9 @@ from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
 from .compat import add_train_tokens, total_train_tokens, trainer_metrics, trl_lm_head_adapter_check_lifted
-from .fused_head import select_head
 from .head_operands import UnsupportedHeadError, resolve_head
 from .heads.losses import LossSpec
+from .heads.registry import select_head
 from .loss_head_config import LossHeadSFTConfig
 from .loss_head_forward import LossHeadOutput, add_loss_head
 
