@@ -5,6 +5,8 @@
 - :mod:`~divalign.heads.projection`: what every head shares (the projection, the model's logit transform, the
   per-token results, ZeRO-3 gathering of the head);
 - :mod:`~divalign.heads.chunked`: the reference head, row chunks over the full vocabulary, autograd backward;
+- :mod:`~divalign.heads.tiled`: the vocabulary-tiled autograd Function and its :class:`~divalign.heads.tiled.
+  TileBackend` interface, implemented in PyTorch by :mod:`~divalign.heads.torch_tiles`;
 - :mod:`~divalign.heads.registry`: the mode names and :func:`~divalign.heads.registry.select_head`.
 
 Nothing is imported here, so a config can read the mode names without loading a kernel.

@@ -30,7 +30,7 @@ def _fused_head(hidden, weight, bias, labels, loss_fn, chunk_rows=None, transfor
     del chunk_rows
     if not isinstance(loss_fn, LossSpec):
         return _reference_head(hidden, weight, bias, labels, loss_fn, None, transform)
-    from ..fused_head import fused_head_loss
+    from .torch_tiles import fused_head_loss
 
     return fused_head_loss(hidden, weight, bias, labels, loss_fn, None, transform)
 
