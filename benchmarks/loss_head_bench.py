@@ -87,7 +87,7 @@ def head_fn(variant: str) -> Callable:
     if kind == "reference":
         return lambda h, w, y: chunked_head_loss(h, w, None, y, spec).loss.sum() / (y != IGNORE_INDEX).sum()
     if kind == "triton":
-        from divalign.fused_head_triton import triton_head_loss
+        from divalign.heads.triton_tiles import triton_head_loss
 
         return lambda h, w, y: triton_head_loss(h, w, None, y, spec).loss.sum() / (y != IGNORE_INDEX).sum()
     return lambda h, w, y: fused_head_loss(h, w, None, y, spec).loss.sum() / (y != IGNORE_INDEX).sum()

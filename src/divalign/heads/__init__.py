@@ -6,7 +6,8 @@
   per-token results, ZeRO-3 gathering of the head);
 - :mod:`~divalign.heads.chunked`: the reference head, row chunks over the full vocabulary, autograd backward;
 - :mod:`~divalign.heads.tiled`: the vocabulary-tiled autograd Function and its :class:`~divalign.heads.tiled.
-  TileBackend` interface, implemented in PyTorch by :mod:`~divalign.heads.torch_tiles`;
+  TileBackend` interface, implemented in PyTorch by :mod:`~divalign.heads.torch_tiles` and with Triton kernels by
+  :mod:`~divalign.heads.triton_tiles`;
 - :mod:`~divalign.heads.registry`: the mode names and :func:`~divalign.heads.registry.select_head`.
 
 Nothing is imported here, so a config can read the mode names without loading a kernel.

@@ -41,7 +41,7 @@ def _triton_head(hidden, weight, bias, labels, loss_fn, chunk_rows=None, transfo
     # The kernels accumulate in fp32: a float64 head keeps its precision on the PyTorch tiles
     if not isinstance(loss_fn, LossSpec) or hidden.device.type != "cuda" or hidden.dtype == torch.float64:
         return _fused_head(hidden, weight, bias, labels, loss_fn, chunk_rows, transform)
-    from ..fused_head_triton import triton_head_loss
+    from .triton_tiles import triton_head_loss
 
     return triton_head_loss(hidden, weight, bias, labels, loss_fn, None, transform)
 

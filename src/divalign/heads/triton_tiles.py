@@ -1,9 +1,9 @@
-"""Triton kernels for the fused CE/TOFU/GEM head (opt-in: ``select_head("fused-triton", ...)``).
+"""The Triton tile backend of the tiled head (opt-in: ``select_head("fused-triton", ...)``).
 
-Same algorithm and contract as :func:`divalign.heads.torch_tiles.fused_head_loss` (the formulas: :mod:`divalign.heads.tiled`): the
-projection of each vocabulary tile is one cuBLAS matmul into a reused ``(rows, tile)`` buffer in the compute dtype;
-what the plain path does with several fp32 ``(rows, tile)`` temporaries happens here in registers, one program per
-token row:
+Same algorithm and contract as :func:`divalign.heads.torch_tiles.fused_head_loss` (the formulas:
+:mod:`divalign.heads.tiled`): the projection of each vocabulary tile is one cuBLAS matmul into a reused ``(rows,
+tile)`` buffer in the compute dtype; what the PyTorch backend does with several fp32 ``(rows, tile)`` temporaries
+happens here in registers, one program per token row:
 
 - forward: ``_fold_kernel`` reads the tile once and updates the row's online accumulators (running max and its first
   index, ``Σ e^(z−m)``, ``Σ e^(z−m)(z−m)``, the tempered sums, the GEM-logsigmoid weighted sums, ``z_y``);
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from .heads.losses import LossSpec
-from .heads.projection import PLAIN_LOGITS, HeadOutput, LogitTransform
-from .heads.tiled import (
+from .losses import LossSpec
+from .projection import PLAIN_LOGITS, HeadOutput, LogitTransform
+from .tiled import (
     RowResult,
     RowStats,
     TileBackend,
@@ -182,10 +182,6 @@ def _grad_kernel(
         tl.store(row_ptr + offsets, grad.to(raw.dtype), mask=valid)
 
 
-def triton_available() -> bool:
-    return triton is not None
-
-
 def _project_into(out: torch.Tensor, h: torch.Tensor, w_tile: torch.Tensor, b_tile: torch.Tensor | None) -> None:
     torch.mm(h, w_tile.t(), out=out)
     if b_tile is not None:
@@ -267,7 +263,7 @@ def triton_head_loss(
     transform: LogitTransform = PLAIN_LOGITS,
     tile_cols: int | None = None,
 ) -> HeadOutput:
-    """:func:`divalign.fused_head.fused_head_loss` with the tile folds in Triton kernels (same arguments and results).
+    """:func:`divalign.heads.torch_tiles.fused_head_loss` with the tile folds in Triton kernels (same arguments and results).
 
     Runs on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1`` (how it is tested).
     """
