@@ -15,8 +15,8 @@ from peft import IA3Config, LoraConfig, TrainableTokensConfig
 from transformers import PhiConfig, PhiForCausalLM
 
 from divalign import GEMConfig, GEMTrainer, TOFUConfig, TOFUTrainer
-from divalign.head_operands import UnsupportedHeadError, resolve_head
 from divalign.heads.losses import IGNORE_INDEX, gem_per_token, tofu_per_token
+from divalign.heads.operands import UnsupportedHeadError, resolve_head
 from divalign.smoke import build_model, build_tokenizer, prompt_completion_rows
 
 

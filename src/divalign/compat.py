@@ -145,7 +145,7 @@ def trl_lm_head_adapter_check_lifted() -> Iterator[None]:
     """Lift TRL's refusal of a PEFT adapter on ``lm_head`` while ``SFTTrainer.__init__`` runs.
 
     TRL refuses it because *its* fused head reads ``lm_head.weight`` and would skip the adapter. divalign's loss head
-    never uses TRL's head: it resolves the adapter itself (:mod:`divalign.head_operands`) and refuses, right after,
+    never uses TRL's head: it resolves the adapter itself (:mod:`divalign.heads.operands`) and refuses, right after,
     what it cannot reproduce exactly. If TRL's check moves, it stays in force and LoRA on the head is refused by TRL
     (``tests/test_compat.py`` then fails, naming this touch point).
     """

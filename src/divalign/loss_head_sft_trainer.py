@@ -7,11 +7,11 @@ from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
 from .compat import add_train_tokens, total_train_tokens, trainer_metrics, trl_lm_head_adapter_check_lifted
-from .head_operands import UnsupportedHeadError, resolve_head
+from .heads.forward_patch import LossHeadOutput, add_loss_head
 from .heads.losses import LossSpec
+from .heads.operands import UnsupportedHeadError, resolve_head
 from .heads.registry import select_head
 from .loss_head_config import LossHeadSFTConfig
-from .loss_head_forward import LossHeadOutput, add_loss_head
 
 
 class LossHeadSFTTrainer(SFTTrainer):
@@ -23,7 +23,7 @@ class LossHeadSFTTrainer(SFTTrainer):
     `mean_token_accuracy` and `num_tokens` like TRL, from the same forward.
 
     PEFT on the LM head: LoRA (`lm_head` in `target_modules`), `modules_to_save: [lm_head]` and tied
-    `trainable_token_indices` train exactly (:mod:`divalign.head_operands`); other adapters on the head (DoRA, IA³, ...)
+    `trainable_token_indices` train exactly (:mod:`divalign.heads.operands`); other adapters on the head (DoRA, IA³, ...)
     are refused when the trainer is built.
     """
 

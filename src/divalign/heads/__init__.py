@@ -8,7 +8,9 @@
 - :mod:`~divalign.heads.tiled`: the vocabulary-tiled autograd Function and its :class:`~divalign.heads.tiled.
   TileBackend` interface, implemented in PyTorch by :mod:`~divalign.heads.torch_tiles` and with Triton kernels by
   :mod:`~divalign.heads.triton_tiles`;
-- :mod:`~divalign.heads.registry`: the mode names and :func:`~divalign.heads.registry.select_head`.
+- :mod:`~divalign.heads.registry`: the mode names and :func:`~divalign.heads.registry.select_head`;
+- :mod:`~divalign.heads.operands`: the LM head's weight and bias with PEFT's wrappers resolved;
+- :mod:`~divalign.heads.forward_patch`: the head inside the model's forward (``model(..., loss_head=True)``).
 
 Nothing is imported here, so a config can read the mode names without loading a kernel.
 """

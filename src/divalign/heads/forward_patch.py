@@ -16,10 +16,10 @@ import torch
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .head_operands import resolve_head
-from .heads.chunked import chunked_head_loss
-from .heads.losses import IGNORE_INDEX
-from .heads.projection import HeadOutput, LogitTransform, gather_lm_head
+from .chunked import chunked_head_loss
+from .losses import IGNORE_INDEX
+from .operands import resolve_head
+from .projection import HeadOutput, LogitTransform, gather_lm_head
 
 HeadFunction = Callable[..., HeadOutput]
 
@@ -80,7 +80,7 @@ def add_loss_head(
     Without ``loss_head=True`` the previous forward (possibly TRL's fused-head forward) runs unchanged, so generation
     and TRL's own code paths are untouched. Apply to the base model before PEFT wraps it, or to
     ``peft_model.get_base_model()``; PEFT adapters on the LM head are resolved on every call
-    (:func:`divalign.head_operands.resolve_head`).
+    (:func:`divalign.heads.operands.resolve_head`).
     """
     previous_forward = model.forward
     transform = logit_transform(model)
