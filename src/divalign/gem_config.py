@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from .heads.hyperparameters import require_temperature
 from .heads.losses import GEM_WEIGHTINGS
-from .loss_head_config import LossHeadSFTConfig
+from .trainers.loss_head_config import LossHeadSFTConfig
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .gem_config import GEMConfig
 from .heads.losses import LossSpec
-from .loss_head_sft_trainer import LossHeadSFTTrainer
+from .trainers.loss_head_trainer import LossHeadSFTTrainer
 
 
 class GEMTrainer(LossHeadSFTTrainer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .heads.hyperparameters import require_exponent, require_temperature
-from .loss_head_config import LossHeadSFTConfig
+from .trainers.loss_head_config import LossHeadSFTConfig
 
 
 @dataclass

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .heads.losses import LossSpec
-from .loss_head_sft_trainer import LossHeadSFTTrainer
 from .tofu_config import TOFUConfig
+from .trainers.loss_head_trainer import LossHeadSFTTrainer
 
 
 class TOFUTrainer(LossHeadSFTTrainer):

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from .heads.hyperparameters import require_number
-from .heads.registry import HEAD_MODES as LOSS_HEADS
+from ..heads.hyperparameters import require_number
+from ..heads.registry import HEAD_MODES as LOSS_HEADS
 
 
 @dataclass

@@ -6,11 +6,11 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
-from .compat import add_train_tokens, total_train_tokens, trainer_metrics, trl_lm_head_adapter_check_lifted
-from .heads.forward_patch import LossHeadOutput, add_loss_head
-from .heads.losses import LossSpec
-from .heads.operands import UnsupportedHeadError, resolve_head
-from .heads.registry import select_head
+from ..compat import add_train_tokens, total_train_tokens, trainer_metrics, trl_lm_head_adapter_check_lifted
+from ..heads.forward_patch import LossHeadOutput, add_loss_head
+from ..heads.losses import LossSpec
+from ..heads.operands import UnsupportedHeadError, resolve_head
+from ..heads.registry import select_head
 from .loss_head_config import LossHeadSFTConfig
 
 

@@ -1,0 +1,7 @@
+"""The trainers: one config file and one trainer file per algorithm, as TRL lays them out.
+
+- :mod:`~divalign.trainers.loss_head_config` / :mod:`~divalign.trainers.loss_head_trainer`: the SFT trainer whose
+  per-token loss runs in divalign's LM head (:mod:`divalign.heads`), the base of TOFU and GEM.
+
+Nothing is imported here: each module loads TRL when it is imported itself (``import divalign`` stays light).
+"""
