@@ -154,7 +154,7 @@ def test_the_recipes_launcher_keys_never_reach_trls_parser(tmp_path, assets):
     """Inside a launch the recipe still holds them: they are divalign's keys, like `trainer:`."""
     from trl import ModelConfig, ScriptArguments
 
-    from divalign.tofu_config import TOFUConfig
+    from divalign.trainers.tofu_config import TOFUConfig
 
     keys = {"accelerate_config": "ddp", "num_processes": 2, "num_machines": 1, "machine_rank": 0}
     recipe = recipe_with(tmp_path, assets, main_process_ip="127.0.0.1", main_process_port=29500, **keys)

@@ -16,10 +16,10 @@ __version__ = version("divalign")
 hold_4bit_warnings()  # before anything imports bitsandbytes (divalign.quiet)
 
 _LAZY = {
-    "GEMConfig": "divalign.gem_config",
-    "GEMTrainer": "divalign.gem_trainer",
-    "TOFUConfig": "divalign.tofu_config",
-    "TOFUTrainer": "divalign.tofu_trainer",
+    "GEMConfig": "divalign.trainers.gem_config",
+    "GEMTrainer": "divalign.trainers.gem_trainer",
+    "TOFUConfig": "divalign.trainers.tofu_config",
+    "TOFUTrainer": "divalign.trainers.tofu_trainer",
     "DivGRPOConfig": "divalign.grpo_config",
     "DivGRPOTrainer": "divalign.grpo_trainer",
     "DiversityCallback": "divalign.diversity.callback",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..heads.losses import LossSpec
 from .gem_config import GEMConfig
-from .heads.losses import LossSpec
-from .trainers.loss_head_trainer import LossHeadSFTTrainer
+from .loss_head_trainer import LossHeadSFTTrainer
 
 
 class GEMTrainer(LossHeadSFTTrainer):

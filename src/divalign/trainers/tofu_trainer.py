@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .heads.losses import LossSpec
+from ..heads.losses import LossSpec
+from .loss_head_trainer import LossHeadSFTTrainer
 from .tofu_config import TOFUConfig
-from .trainers.loss_head_trainer import LossHeadSFTTrainer
 
 
 class TOFUTrainer(LossHeadSFTTrainer):

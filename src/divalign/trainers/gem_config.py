@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .heads.hyperparameters import require_temperature
-from .heads.losses import GEM_WEIGHTINGS
-from .trainers.loss_head_config import LossHeadSFTConfig
+from ..heads.hyperparameters import require_temperature
+from ..heads.losses import GEM_WEIGHTINGS
+from .loss_head_config import LossHeadSFTConfig
 
 
 @dataclass

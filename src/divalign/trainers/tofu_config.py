@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .heads.hyperparameters import require_exponent, require_temperature
-from .trainers.loss_head_config import LossHeadSFTConfig
+from ..heads.hyperparameters import require_exponent, require_temperature
+from .loss_head_config import LossHeadSFTConfig
 
 
 @dataclass
