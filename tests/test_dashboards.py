@@ -265,8 +265,8 @@ def test_the_loss_keys_of_every_trainer(tmp_path):
     from trl import DPOConfig, SFTConfig
 
     from divalign.dashboards import loss_config
-    from divalign.grpo_config import DivGRPOConfig
     from divalign.trainers.gem_config import GEMConfig
+    from divalign.trainers.grpo_config import DivGRPOConfig
 
     common = {"output_dir": str(tmp_path), "use_cpu": True, "report_to": "none", "seed": 7}
     gem = {"loss": "gem", "loss_beta": 0.6, "loss_h": "logsigmoid", "seed": 7}

@@ -319,7 +319,7 @@ def test_grpo_on_two_processes_scores_groups_split_across_ranks(tmp_path, eos_pa
 def test_rollout_diversity_scores_each_prompt_group_and_refuses_mixed_groups():
     from types import SimpleNamespace
 
-    from divalign.grpo_trainer import DivGRPOTrainer
+    from divalign.trainers.grpo_trainer import DivGRPOTrainer
 
     metrics = ["exact_dup_rate", "distinct_1"]
     fake = SimpleNamespace(
@@ -346,8 +346,8 @@ def test_rollout_completions_are_cut_at_the_stop_token_like_the_callback():
 
     from transformers import GenerationConfig
 
-    from divalign.grpo_trainer import DivGRPOTrainer
     from divalign.smoke import build_tokenizer
+    from divalign.trainers.grpo_trainer import DivGRPOTrainer
 
     tokenizer = build_tokenizer()
     eos, w = tokenizer.eos_token_id, {f"w{i}": tokenizer.convert_tokens_to_ids(f"w{i}") for i in range(6)}

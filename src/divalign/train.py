@@ -34,7 +34,6 @@ from . import precision
 from .checkpoints import export_model, read_trainer_state
 from .dashboards import install_dashboards
 from .datasets_io import check_columns, eval_split, load_recipe_dataset
-from .grpo_config import DivGRPOConfig
 from .launch import LaunchRequest, inside_distributed_launch, launch_request, run_command
 from .main_process import decide_on_main
 from .model_path import check_model_available
@@ -62,6 +61,7 @@ from .stages import dpo, grpo, sft
 from .stages.common import model_init_kwargs
 from .trainers.gem_config import GEMConfig
 from .trainers.gem_trainer import GEMTrainer
+from .trainers.grpo_config import DivGRPOConfig
 from .trainers.tofu_config import TOFUConfig
 from .trainers.tofu_trainer import TOFUTrainer
 

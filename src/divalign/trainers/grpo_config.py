@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .diversity import DEFAULT_PROFILE, METRIC_NAMES, REGISTRY, get_profile
-from .rewards import parse_rewards
+from ..diversity import DEFAULT_PROFILE, METRIC_NAMES, REGISTRY, get_profile
+from ..rewards import parse_rewards
 
 ROLLOUT_DIVERSITY_METRICS = ["distinct_1", "distinct_2", "distinct_3", "distinct_4", "ead", "exact_dup_rate"]
 
