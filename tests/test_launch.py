@@ -18,7 +18,7 @@ import yaml
 
 from divalign import train
 from divalign.cli import main as cli_main
-from divalign.launch import (
+from divalign.launch.relaunch import (
     inside_distributed_launch,
     launch_request,
     plan_launch,

@@ -27,7 +27,7 @@ import yaml
 
 from . import precision
 from .datasets_io import FILE_BUILDERS
-from .launch import TRAIN_ENTRY, LaunchPlan, LaunchRequest, launch_request, plan_launch
+from .launch.relaunch import TRAIN_ENTRY, LaunchPlan, LaunchRequest, launch_request, plan_launch
 from .recipe import RecipeError, parse_recipe, read_run_options, split_recipe
 
 
@@ -104,7 +104,7 @@ def check_launch(
     entry: Sequence[str] = TRAIN_ENTRY,
 ) -> LaunchPlan:
     """Raise a :class:`RecipeError` when the launch of ``recipe`` with ``flags`` as ``request`` says would refuse its
-    values (checked here without loading anything); returns its :class:`~divalign.launch.LaunchPlan`."""
+    values (checked here without loading anything); returns its :class:`~divalign.launch.relaunch.LaunchPlan`."""
     from trl import ModelConfig, ScriptArguments
 
     from .quiet import show_held_4bit_warnings

@@ -5,7 +5,7 @@
 
 The recipe's ``trainer:`` picks the stage (:data:`STAGES`); the other keys are TRL/transformers keys, overridden by
 flags. Its launcher keys (``accelerate_config``, ``num_processes``, the multi-node ones) relaunch it through
-``accelerate launch`` first, unless this process already is a rank of a distributed launch (:mod:`divalign.launch`).
+``accelerate launch`` first, unless this process already is a rank of a distributed launch (:mod:`divalign.launch.relaunch`).
 Before the model loads, every key, the model path, the launcher's mixed precision, the dataset (file, rows, splits,
 columns) and the diversity prompts are checked, then the output directory under its lock (resume, finished run,
 changed hyper-parameters: :mod:`divalign.output_dir`). While training, :class:`~divalign.nonfinite_guard.
@@ -34,7 +34,7 @@ from . import precision
 from .checkpoints import export_model, read_trainer_state
 from .dashboards import install_dashboards
 from .datasets_io import check_columns, eval_split, load_recipe_dataset
-from .launch import LaunchRequest, inside_distributed_launch, launch_request, run_command
+from .launch.relaunch import LaunchRequest, inside_distributed_launch, launch_request, run_command
 from .main_process import decide_on_main
 from .model_path import check_model_available
 from .nonfinite_guard import NonFiniteError, NonFiniteGuard, check_finite_weights

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..checkpoints import newest_complete
 from ..dashboards import PIPELINE_OFFSET_ENV
-from ..launch import launch_request, run_command
+from ..launch.relaunch import launch_request, run_command
 from ..launch_checks import check_launch
 from ..output_dir import finished_run
 from ..recipe import RecipeError
@@ -88,7 +88,7 @@ class StageInput:
 
 def launch_command(stage: StageSpec, model: StageInput, resume: bool, run_name: str | None) -> list[str]:
     """``accelerate launch [--config_file C] [launch_args] -m divalign.train RECIPE --output_dir D ...``, built by
-    ``divalign train``'s own launch code (:mod:`divalign.launch`): the recipe's launcher keys, then the stage's
+    ``divalign train``'s own launch code (:mod:`divalign.launch.relaunch`): the recipe's launcher keys, then the stage's
     ``accelerate_config``/``launch_args``, then launcher keys in its overrides; checked like the launch itself."""
     flags = ["--output_dir", str(stage.output_dir), "--model_name_or_path", model.model, *model.flags]
     flags += override_flags(stage.overrides, stage.list_flags)

@@ -58,7 +58,7 @@ class StageSpec:
     @property
     def accelerate_config_file(self) -> Path | None:
         """The stage's own accelerate config file (a preset's file for a preset name)."""
-        from ..launch import resolve_accelerate_config
+        from ..launch.relaunch import resolve_accelerate_config
 
         return None if self.accelerate_config is None else resolve_accelerate_config(self.accelerate_config)[0]
 
@@ -126,7 +126,7 @@ def _existing_file(value: Any, where: str, what: str) -> Path:
 
 def _accelerate_config(value: Any, where: str) -> str | None:
     """A stage's `accelerate_config`: a preset name or an existing file."""
-    from ..launch import resolve_accelerate_config
+    from ..launch.relaunch import resolve_accelerate_config
 
     if value is None:
         return None

@@ -18,7 +18,6 @@ as written (and :mod:`divalign.precision` refuses one that disagrees with the re
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import subprocess
@@ -27,9 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from .recipe import LAUNCH_KEYS, LaunchSettings, RecipeError, read_launch_settings, split_launch_flags
+from ..recipe import LAUNCH_KEYS, LaunchSettings, RecipeError, read_launch_settings, split_launch_flags
 
 TRAIN_ENTRY = ("-m", "divalign.train")
 ACCELERATE_LAUNCH = ("-m", "accelerate.commands.launch")
@@ -207,33 +205,3 @@ def run_command(command: Sequence[str], env: Mapping[str, str] | None = None) ->
             return process.wait()
         except KeyboardInterrupt:
             continue
-
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `divalign train`."""
-    keys = ", ".join(f"--{key}" for key in LAUNCH_KEYS)
-    parser = subparsers.add_parser(
-        "train",
-        help="train from a recipe: in this process, or through accelerate launch when the recipe says how",
-        description="Train from a recipe (TRL/transformers keys plus `trainer:`; recipes/README.md). Flags override "
-        f"the recipe's keys, launcher keys included ({keys}; presets: {', '.join(preset_names())}). With launcher "
-        "keys the recipe is relaunched as `accelerate launch ... -m divalign.train RECIPE [flags]`; without them it "
-        "runs in this process, like `python -m divalign.train RECIPE`.",
-    )
-    parser.add_argument("recipe", help="recipe YAML file")
-    parser.add_argument("--dry-run", action="store_true", help="check the recipe and print the launch command")
-    parser.add_argument("flags", nargs=argparse.REMAINDER, help="--key value pairs overriding the recipe")
-    parser.set_defaults(func=run, print_help=parser.print_help)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run `divalign train` from parsed arguments."""
-    from .train import main
-
-    if {"-h", "--help"} & set(args.flags):
-        args.print_help()
-        return 0
-    dry_run = ["--dry-run"] if args.dry_run or "--dry-run" in args.flags else []
-    return main([args.recipe, *[flag for flag in args.flags if flag != "--dry-run"], *dry_run])
