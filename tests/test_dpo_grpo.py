@@ -17,7 +17,7 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 import divalign.train as train
-from divalign.recipe import RecipeError
+from divalign.launch.recipe import RecipeError
 from divalign.smoke import WORDS, save_tiny_model, write_jsonl
 from divalign.smoke import build_model as smoke_model
 from divalign.smoke import build_tokenizer as smoke_tokenizer
@@ -278,7 +278,7 @@ def test_grpo_dataset_without_answer_column(tmp_path, model_dir, captured):
 def test_rewards_from_the_command_line(tmp_path, model_dir):
     from trl import ModelConfig, ScriptArguments
 
-    from divalign.recipe import parse_recipe
+    from divalign.launch.recipe import parse_recipe
 
     recipe = grpo_recipe(tmp_path, model_dir)
     classes = (ScriptArguments, train.STAGES["grpo"].config_class, ModelConfig)

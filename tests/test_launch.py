@@ -18,6 +18,7 @@ import yaml
 
 from divalign import train
 from divalign.cli import main as cli_main
+from divalign.launch.recipe import RecipeError, parse_recipe, split_launch_flags
 from divalign.launch.relaunch import (
     inside_distributed_launch,
     launch_request,
@@ -28,7 +29,6 @@ from divalign.launch.relaunch import (
     split_launch_args,
 )
 from divalign.launch_checks import check_launch
-from divalign.recipe import RecipeError, parse_recipe, split_launch_flags
 from divalign.smoke import build_smoke_assets
 
 REPO = Path(__file__).resolve().parents[1]

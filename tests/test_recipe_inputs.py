@@ -15,7 +15,7 @@ from datasets import Dataset, DatasetDict
 
 import divalign.train as train
 from divalign.datasets_io import load_recipe_dataset
-from divalign.recipe import RecipeError
+from divalign.launch.recipe import RecipeError
 from divalign.smoke import save_tiny_model
 
 ROWS = [

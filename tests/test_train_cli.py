@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from trl import ModelConfig, ScriptArguments
 
 from divalign.diversity.callback import DiversityConfig
-from divalign.recipe import RecipeError, parse_recipe, split_recipe
+from divalign.launch.recipe import RecipeError, parse_recipe, split_recipe
 from divalign.run_lock import LOCK_FILE
 from divalign.smoke import build_smoke_assets, write_jsonl
 from divalign.train import STAGES, main, run_stage

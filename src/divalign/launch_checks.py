@@ -27,8 +27,8 @@ import yaml
 
 from . import precision
 from .datasets_io import FILE_BUILDERS
+from .launch.recipe import RecipeError, parse_recipe, read_run_options, split_recipe
 from .launch.relaunch import TRAIN_ENTRY, LaunchPlan, LaunchRequest, launch_request, plan_launch
-from .recipe import RecipeError, parse_recipe, read_run_options, split_recipe
 
 
 def has_gpu() -> bool:

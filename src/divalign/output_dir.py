@@ -34,7 +34,7 @@ from .checkpoints import (
     read_trainer_state,
 )
 from .dashboards import SAMPLES_FILE, SAMPLES_REPLACED_PREFIX
-from .recipe import RUN_OPTIONS, RecipeError, RunOptions
+from .launch.recipe import RUN_OPTIONS, RecipeError, RunOptions
 from .run_lock import LOCK_FILE
 
 RESOLVED_RECIPE = "divalign_recipe.yaml"

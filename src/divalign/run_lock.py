@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .recipe import RecipeError
+from .launch.recipe import RecipeError
 
 LOCK_FILE = ".divalign_lock"
 

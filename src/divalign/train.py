@@ -34,6 +34,15 @@ from . import precision
 from .checkpoints import export_model, read_trainer_state
 from .dashboards import install_dashboards
 from .datasets_io import check_columns, eval_split, load_recipe_dataset
+from .launch.recipe import (
+    LaunchSettings,
+    RecipeError,
+    RunOptions,
+    parse_recipe,
+    read_run_options,
+    split_launch_flags,
+    split_recipe,
+)
 from .launch.relaunch import LaunchRequest, inside_distributed_launch, launch_request, run_command
 from .main_process import decide_on_main
 from .model_path import check_model_available
@@ -47,15 +56,6 @@ from .output_dir import (
     write_resolved_recipe,
 )
 from .quiet import show_held_4bit_warnings
-from .recipe import (
-    LaunchSettings,
-    RecipeError,
-    RunOptions,
-    parse_recipe,
-    read_run_options,
-    split_launch_flags,
-    split_recipe,
-)
 from .run_lock import RunLock
 from .stages import dpo, grpo, sft
 from .stages.common import model_init_kwargs

@@ -1,5 +1,7 @@
 """The launch path of a recipe: `divalign train` (this module), and the package that runs a training stage.
 
+- :mod:`~divalign.launch.recipe`: the recipe file, parsed by TRL's parser into the stage's dataclasses, with
+  divalign's own keys (``trainer``, ``diversity``, ``env``, run options, launcher keys);
 - :mod:`~divalign.launch.relaunch`: in this process, or relaunched through ``accelerate launch`` (presets in
   ``divalign/accelerate_configs/``).
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..recipe import LAUNCH_KEYS
+from .recipe import LAUNCH_KEYS
 from .relaunch import preset_names
 
 

@@ -1,6 +1,6 @@
 """How a recipe is launched: in this process, or relaunched through accelerate's own launch command.
 
-A recipe's launcher keys (:class:`~divalign.recipe.LaunchSettings`: ``accelerate_config``, ``num_processes`` and the
+A recipe's launcher keys (:class:`~divalign.launch.recipe.LaunchSettings`: ``accelerate_config``, ``num_processes`` and the
 multi-node ``num_machines``, ``machine_rank``, ``main_process_ip``, ``main_process_port``), each overridden by its
 command-line flag, turn ``divalign train RECIPE`` into
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..recipe import LAUNCH_KEYS, LaunchSettings, RecipeError, read_launch_settings, split_launch_flags
+from .recipe import LAUNCH_KEYS, LaunchSettings, RecipeError, read_launch_settings, split_launch_flags
 
 TRAIN_ENTRY = ("-m", "divalign.train")
 ACCELERATE_LAUNCH = ("-m", "accelerate.commands.launch")
@@ -134,7 +134,7 @@ def launch_request(
     always: bool = False,
 ) -> LaunchRequest:
     """Merge the launcher settings of ``recipe``, of a pipeline stage (``accelerate_config``, ``launch_args``) and of
-    the command-line ``flags``, later ones winning; a :class:`~divalign.recipe.RecipeError` names a bad value."""
+    the command-line ``flags``, later ones winning; a :class:`~divalign.launch.recipe.RecipeError` names a bad value."""
     from_args, extra = split_launch_args(launch_args)
     if accelerate_config is not None:
         from_args.setdefault("accelerate_config", str(accelerate_config))

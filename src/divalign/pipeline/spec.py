@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..model_path import check_model_reference, looks_local
-from ..recipe import (
+from ..launch.recipe import (
     DIVALIGN_KEYS,
     LAUNCH_KEYS,
     RUN_OPTIONS,
@@ -23,6 +22,7 @@ from ..recipe import (
     load_yaml_mapping,
     split_recipe,
 )
+from ..model_path import check_model_reference, looks_local
 
 PIPELINE_KEYS = {"name", "output_root", "base_model", "accelerate_config", "launch_args", "stages", "eval"}
 STAGE_KEYS = {"name", "recipe", "overrides", "output_dir", "accelerate_config", "launch_args", "adapters"}

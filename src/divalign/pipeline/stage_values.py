@@ -10,8 +10,8 @@ launcher keys). The pipeline process is not the stage's process: it sets up no d
 
 from __future__ import annotations
 
+from ..launch.recipe import RecipeError
 from ..launch_checks import has_gpu, num_processes, parsed_as_launched, validate_launch
-from ..recipe import RecipeError
 from .flags import override_flags
 from .spec import PipelineError, PipelineSpec, StageSpec
 

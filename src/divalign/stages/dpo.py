@@ -11,7 +11,7 @@ from typing import Any
 
 from trl import DPOTrainer
 
-from ..recipe import RecipeError
+from ..launch.recipe import RecipeError
 from .common import build_trainer
 
 
