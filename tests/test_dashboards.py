@@ -23,9 +23,9 @@ from divalign.dashboards import (
     wandb_row,
 )
 from divalign.generation import render_prompt
+from divalign.launch.train import run_stage
 from divalign.plotting import load_run, plot_runs
 from divalign.smoke import build_smoke_assets, build_tokenizer, write_jsonl
-from divalign.train import run_stage
 from wandb_records import offline_runs
 
 REPO = Path(__file__).resolve().parents[1]

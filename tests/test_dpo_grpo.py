@@ -16,7 +16,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-import divalign.train as train
+import divalign.launch.train as train
 from divalign.launch.recipe import RecipeError
 from divalign.smoke import WORDS, save_tiny_model, write_jsonl
 from divalign.smoke import build_model as smoke_model

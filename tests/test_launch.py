@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from divalign import train
 from divalign.cli import main as cli_main
+from divalign.launch import train
 from divalign.launch.recipe import RecipeError, parse_recipe, split_launch_flags
 from divalign.launch.relaunch import (
     inside_distributed_launch,

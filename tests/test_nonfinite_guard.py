@@ -18,7 +18,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from divalign import train
+from divalign.launch import train
 from divalign.nonfinite_guard import NonFiniteError
 from divalign.smoke import build_smoke_assets
 

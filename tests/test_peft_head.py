@@ -199,8 +199,8 @@ def test_lora_on_the_head_through_divalign_train(tmp_path):
 
     from safetensors.torch import load_file
 
+    from divalign.launch.train import run_stage
     from divalign.smoke import build_smoke_assets
-    from divalign.train import run_stage
 
     assets = build_smoke_assets(tmp_path / "smoke")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "smoke" / "tofu_smoke.yaml"

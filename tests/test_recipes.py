@@ -19,10 +19,10 @@ from trl import ModelConfig, ScriptArguments, SFTConfig
 
 from divalign.diversity.callback import DiversityConfig
 from divalign.launch.recipe import DIVALIGN_KEYS, parse_recipe, split_recipe
+from divalign.launch.train import STAGES
 from divalign.pipeline import load_pipeline
 from divalign.pipeline.runner import override_flags
 from divalign.smoke import build_smoke_assets, save_tiny_model, write_jsonl
-from divalign.train import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_YAML = sorted((REPO / "recipes").rglob("*.yaml"))

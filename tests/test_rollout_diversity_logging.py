@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import divalign.train as train
+import divalign.launch.train as train
 import divalign.trainers.grpo_trainer as grpo_trainer
 from divalign.smoke import WORDS, build_tokenizer, save_tiny_model, write_jsonl
 

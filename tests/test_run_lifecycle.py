@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from divalign import train
+from divalign.launch import train
 from divalign.launch.recipe import RecipeError
 from divalign.run_lock import LOCK_FILE, RunLock, RunLockError, owner_record, process_start_ticks
 from divalign.smoke import build_smoke_assets

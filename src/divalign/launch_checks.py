@@ -107,8 +107,8 @@ def check_launch(
     values (checked here without loading anything); returns its :class:`~divalign.launch.relaunch.LaunchPlan`."""
     from trl import ModelConfig, ScriptArguments
 
+    from .launch.train import STAGES
     from .quiet import show_held_4bit_warnings
-    from .train import STAGES
 
     trainer, diversity, _ = split_recipe(recipe, list(STAGES))
     checked = [*flags, *([] if on_gpu else ["--use_cpu", "true"])]

@@ -3,7 +3,9 @@
 - :mod:`~divalign.launch.recipe`: the recipe file, parsed by TRL's parser into the stage's dataclasses, with
   divalign's own keys (``trainer``, ``diversity``, ``env``, run options, launcher keys);
 - :mod:`~divalign.launch.relaunch`: in this process, or relaunched through ``accelerate launch`` (presets in
-  ``divalign/accelerate_configs/``).
+  ``divalign/accelerate_configs/``);
+- :mod:`~divalign.launch.train`: one training stage from a recipe (``run_stage``), the code behind
+  ``python -m divalign.train``.
 
 This module registers the `divalign train` subcommand and imports only the light launcher code; the training code is
 loaded when a recipe runs.
@@ -38,7 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run `divalign train` from parsed arguments."""
-    from ..train import main
+    from .train import main
 
     if {"-h", "--help"} & set(args.flags):
         args.print_help()

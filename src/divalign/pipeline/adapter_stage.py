@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import train
+from ..launch import train
 from ..stages.common import model_init_kwargs
 
 
