@@ -107,7 +107,7 @@ def check_launch(
     values (checked here without loading anything); returns its :class:`~divalign.launch.relaunch.LaunchPlan`."""
     from trl import ModelConfig, ScriptArguments
 
-    from .launch.train import STAGES
+    from .launch.stages import STAGES
     from .quiet import show_held_4bit_warnings
 
     trainer, diversity, _ = split_recipe(recipe, list(STAGES))

@@ -5,7 +5,8 @@
 - :mod:`~divalign.launch.relaunch`: in this process, or relaunched through ``accelerate launch`` (presets in
   ``divalign/accelerate_configs/``);
 - :mod:`~divalign.launch.train`: one training stage from a recipe (``run_stage``), the code behind
-  ``python -m divalign.train``.
+  ``python -m divalign.train``; :mod:`~divalign.launch.stages`: the stages a recipe can name (``sft``, ``tofu``,
+  ``gem``, ``dpo``, ``grpo``).
 
 This module registers the `divalign train` subcommand and imports only the light launcher code; the training code is
 loaded when a recipe runs.

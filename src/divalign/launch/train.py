@@ -3,7 +3,7 @@
     divalign train recipes/tofu_sft.yaml [--key value ...]          (the same as python -m divalign.train ...)
     accelerate launch --config_file accelerate_configs/zero3.yaml -m divalign.train recipes/tofu_sft.yaml [--key value]
 
-The recipe's ``trainer:`` picks the stage (:data:`STAGES`); the other keys are TRL/transformers keys, overridden by
+The recipe's ``trainer:`` picks the stage (:data:`divalign.launch.stages.STAGES`); the other keys are TRL/transformers keys, overridden by
 flags. Its launcher keys (``accelerate_config``, ``num_processes``, the multi-node ones) relaunch it through
 ``accelerate launch`` first, unless this process already is a rank of a distributed launch (:mod:`divalign.launch.relaunch`).
 Before the model loads, every key, the model path, the launcher's mixed precision, the dataset (file, rows, splits,
@@ -17,18 +17,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trl import (
-    DPOConfig,
-    ModelConfig,
-    ScriptArguments,
-    SFTConfig,
-    SFTTrainer,
-)
+from trl import ModelConfig, ScriptArguments
 
 from .. import precision
 from ..checkpoints import export_model, read_trainer_state
@@ -47,13 +40,6 @@ from ..output_dir import (
 )
 from ..quiet import show_held_4bit_warnings
 from ..run_lock import RunLock
-from ..stages import dpo, grpo, sft
-from ..stages.common import model_init_kwargs
-from ..trainers.gem_config import GEMConfig
-from ..trainers.gem_trainer import GEMTrainer
-from ..trainers.grpo_config import DivGRPOConfig
-from ..trainers.tofu_config import TOFUConfig
-from ..trainers.tofu_trainer import TOFUTrainer
 from .recipe import (
     LaunchSettings,
     RecipeError,
@@ -64,38 +50,8 @@ from .recipe import (
     split_recipe,
 )
 from .relaunch import LaunchRequest, inside_distributed_launch, launch_request, run_command
-
-
-@dataclass(frozen=True)
-class StageRun:
-    """Everything a stage needs to build its trainer."""
-
-    trainer_name: str
-    script_args: Any
-    training_args: Any
-    model_args: Any
-    train_dataset: Any
-    eval_dataset: Any
-    callbacks: list
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A trainer kind a recipe can name: its config class, the columns it reads, how its trainer is built."""
-
-    config_class: type
-    build: Callable[[StageRun], Any]
-    required_columns: Callable[[Any], list[tuple[str, ...]]]
-    checks_trainable_tokens: bool = True
-
-
-STAGES: dict[str, Stage] = {
-    "sft": Stage(SFTConfig, sft.builder(SFTTrainer), sft.columns),
-    "tofu": Stage(TOFUConfig, sft.builder(TOFUTrainer), sft.columns),
-    "gem": Stage(GEMConfig, sft.builder(GEMTrainer), sft.columns),
-    "dpo": Stage(DPOConfig, dpo.build, dpo.columns, checks_trainable_tokens=False),
-    "grpo": Stage(DivGRPOConfig, grpo.build, grpo.columns, checks_trainable_tokens=False),
-}
+from .stages import STAGES, Stage, StageRun
+from .stages.common import model_init_kwargs
 
 
 def _diversity_config(block: dict | None, recipe_path: str) -> Any:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..launch import train
-from ..stages.common import model_init_kwargs
+from ..launch.stages import STAGES
+from ..launch.stages.common import model_init_kwargs
 
 
 def load_trainable_adapter(base: str, adapter_dir: str, init_kwargs: dict[str, Any]) -> Any:
@@ -63,8 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     adapter_dir, rest = argv[0], argv[1:]
-    for name, stage in list(train.STAGES.items()):
-        train.STAGES[name] = dataclasses.replace(stage, build=continuing(stage.build, adapter_dir))
+    for name, stage in list(STAGES.items()):
+        STAGES[name] = dataclasses.replace(stage, build=continuing(stage.build, adapter_dir))
     return train.main(rest)
 
 

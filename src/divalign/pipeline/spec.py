@@ -143,7 +143,7 @@ def _recipe_keys(recipe: Path, overrides: dict[str, Any], where: str) -> tuple[s
     """Parse the recipe's divalign keys and check every key (recipe and overrides) against the trainer's fields."""
     from trl import ModelConfig, ScriptArguments
 
-    from ..launch.train import STAGES
+    from ..launch.stages import STAGES
 
     try:
         trainer, _, _ = split_recipe(recipe, list(STAGES))
@@ -168,7 +168,7 @@ def _list_flags(trainer: str) -> frozenset[str]:
     from trl import ModelConfig, ScriptArguments, TrlParser
 
     from ..compat import multi_value_flags
-    from ..launch.train import STAGES
+    from ..launch.stages import STAGES
 
     return multi_value_flags(TrlParser([ScriptArguments, STAGES[trainer].config_class, ModelConfig]))
 

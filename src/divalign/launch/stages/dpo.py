@@ -11,7 +11,7 @@ from typing import Any
 
 from trl import DPOTrainer
 
-from ..launch.recipe import RecipeError
+from ..recipe import RecipeError
 from .common import build_trainer
 
 
