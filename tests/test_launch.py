@@ -18,6 +18,7 @@ import yaml
 
 from divalign.cli import main as cli_main
 from divalign.launch import train
+from divalign.launch.checks import check_launch
 from divalign.launch.recipe import RecipeError, parse_recipe, split_launch_flags
 from divalign.launch.relaunch import (
     inside_distributed_launch,
@@ -28,7 +29,6 @@ from divalign.launch.relaunch import (
     resolve_accelerate_config,
     split_launch_args,
 )
-from divalign.launch_checks import check_launch
 from divalign.smoke import build_smoke_assets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +189,7 @@ def test_bad_launcher_values_name_the_key_and_where(tmp_path, assets, keys, flag
 def test_dry_run_prints_the_launch_of_a_gpu_recipe(capsys, monkeypatch):
     """recipes/tofu_sft.yaml says zero3 on 8 GPUs: checked here (as a CPU run on a machine without GPU), printed."""
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr("divalign.launch_checks.has_gpu", lambda: False)
+    monkeypatch.setattr("divalign.launch.checks.has_gpu", lambda: False)
     assert cli_main(["train", "recipes/tofu_sft.yaml", "--dry-run", "--num_processes", "4"]) == 0
     out = capsys.readouterr().out
     zero3 = preset_directory() / "zero3.yaml"

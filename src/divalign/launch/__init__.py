@@ -3,7 +3,7 @@
 - :mod:`~divalign.launch.recipe`: the recipe file, parsed by TRL's parser into the stage's dataclasses, with
   divalign's own keys (``trainer``, ``diversity``, ``env``, run options, launcher keys);
 - :mod:`~divalign.launch.relaunch`: in this process, or relaunched through ``accelerate launch`` (presets in
-  ``divalign/accelerate_configs/``);
+  ``divalign/accelerate_configs/``); :mod:`~divalign.launch.checks`: a launch's values checked before it starts;
 - :mod:`~divalign.launch.train`: one training stage from a recipe (``run_stage``), the code behind
   ``python -m divalign.train``; :mod:`~divalign.launch.stages`: the stages a recipe can name (``sft``, ``tofu``,
   ``gem``, ``dpo``, ``grpo``).

@@ -176,7 +176,7 @@ def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
 def launch_or_run(recipe_path: str, flags: Sequence[str], dry_run: bool = False) -> int:
     """Run the recipe in this process, or relaunch it through ``accelerate launch`` when its launcher keys (or flags)
     ask for one; ``dry_run`` checks the recipe and prints the command instead. Returns the exit status."""
-    from ..launch_checks import check_launch, has_gpu
+    from .checks import check_launch, has_gpu
 
     if inside_distributed_launch():
         given = split_launch_flags(flags)[0]

@@ -17,9 +17,9 @@ from typing import Any
 
 from ..checkpoints import newest_complete
 from ..dashboards import PIPELINE_OFFSET_ENV
+from ..launch.checks import check_launch
 from ..launch.recipe import RecipeError
 from ..launch.relaunch import launch_request, run_command
-from ..launch_checks import check_launch
 from ..output_dir import finished_run
 from ..run_lock import LOCK_FILE, RunLock, describe, is_stale
 from . import stage_values
