@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
-from .checkpoints import (
+from .dashboards import SAMPLES_FILE, SAMPLES_REPLACED_PREFIX
+from .launch.checkpoints import (
     INCOMPLETE_PREFIX,
     TRAINER_STATE,
     checkpoint_step,
@@ -33,7 +34,6 @@ from .checkpoints import (
     newest_resumable,
     read_trainer_state,
 )
-from .dashboards import SAMPLES_FILE, SAMPLES_REPLACED_PREFIX
 from .launch.recipe import RUN_OPTIONS, RecipeError, RunOptions
 from .run_lock import LOCK_FILE
 

@@ -24,7 +24,6 @@ from typing import Any
 from trl import ModelConfig, ScriptArguments
 
 from .. import precision
-from ..checkpoints import export_model, read_trainer_state
 from ..dashboards import install_dashboards
 from ..datasets_io import check_columns, eval_split, load_recipe_dataset
 from ..main_process import decide_on_main
@@ -40,6 +39,7 @@ from ..output_dir import (
 )
 from ..quiet import show_held_4bit_warnings
 from ..run_lock import RunLock
+from .checkpoints import export_model, read_trainer_state
 from .recipe import (
     LaunchSettings,
     RecipeError,

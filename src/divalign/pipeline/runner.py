@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import newest_complete
 from ..dashboards import PIPELINE_OFFSET_ENV
+from ..launch.checkpoints import newest_complete
 from ..launch.checks import check_launch
 from ..launch.recipe import RecipeError
 from ..launch.relaunch import launch_request, run_command

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import newest_complete
+from ..launch.checkpoints import newest_complete
 from ..output_dir import finished_run
 
 DONE_MARKER = ".divalign_stage_done.json"
