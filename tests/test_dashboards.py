@@ -171,8 +171,8 @@ NO_WANDB = SimpleNamespace(report_to=["none"])
 def test_a_run_killed_before_its_first_checkpoint_starts_over_despite_its_samples(tmp_path):
     """The step-0 samples are written before any checkpoint: like the resolved recipe, they do not make the
     directory "not empty" for the same command run again (whose first evaluation sets them aside)."""
+    from divalign.launch.output_dir import RESOLVED_RECIPE, prepare_output_dir
     from divalign.launch.recipe import RecipeError, RunOptions
-    from divalign.output_dir import RESOLVED_RECIPE, prepare_output_dir
 
     (tmp_path / RESOLVED_RECIPE).write_text("trainer: tofu\n")
     (tmp_path / SAMPLES_FILE).write_text('{"step": 0}\n')

@@ -29,7 +29,10 @@ from ..datasets_io import check_columns, eval_split, load_recipe_dataset
 from ..main_process import decide_on_main
 from ..model_path import check_model_available
 from ..nonfinite_guard import NonFiniteError, NonFiniteGuard, check_finite_weights
-from ..output_dir import (
+from ..quiet import show_held_4bit_warnings
+from ..run_lock import RunLock
+from .checkpoints import export_model, read_trainer_state
+from .output_dir import (
     OutputPlan,
     RecordRecipeOnSave,
     prepare_output_dir,
@@ -37,9 +40,6 @@ from ..output_dir import (
     write_finished,
     write_resolved_recipe,
 )
-from ..quiet import show_held_4bit_warnings
-from ..run_lock import RunLock
-from .checkpoints import export_model, read_trainer_state
 from .recipe import (
     LaunchSettings,
     RecipeError,

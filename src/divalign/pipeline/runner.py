@@ -18,9 +18,9 @@ from typing import Any
 from ..dashboards import PIPELINE_OFFSET_ENV
 from ..launch.checkpoints import newest_complete
 from ..launch.checks import check_launch
+from ..launch.output_dir import finished_run
 from ..launch.recipe import RecipeError
 from ..launch.relaunch import launch_request, run_command
-from ..output_dir import finished_run
 from ..run_lock import LOCK_FILE, RunLock, describe, is_stale
 from . import stage_values
 from .flags import override_flags

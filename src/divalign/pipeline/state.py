@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..launch.checkpoints import newest_complete
-from ..output_dir import finished_run
+from ..launch.output_dir import finished_run
 
 DONE_MARKER = ".divalign_stage_done.json"
 STATE_DIR = ".divalign_state"

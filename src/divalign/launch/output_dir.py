@@ -24,8 +24,9 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
-from .dashboards import SAMPLES_FILE, SAMPLES_REPLACED_PREFIX
-from .launch.checkpoints import (
+from ..dashboards import SAMPLES_FILE, SAMPLES_REPLACED_PREFIX
+from ..run_lock import LOCK_FILE
+from .checkpoints import (
     INCOMPLETE_PREFIX,
     TRAINER_STATE,
     checkpoint_step,
@@ -34,8 +35,7 @@ from .launch.checkpoints import (
     newest_resumable,
     read_trainer_state,
 )
-from .launch.recipe import RUN_OPTIONS, RecipeError, RunOptions
-from .run_lock import LOCK_FILE
+from .recipe import RUN_OPTIONS, RecipeError, RunOptions
 
 RESOLVED_RECIPE = "divalign_recipe.yaml"
 FINISHED_MARKER = "divalign_finished.json"
