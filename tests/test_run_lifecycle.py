@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from divalign.launch import train
 from divalign.launch.recipe import RecipeError
-from divalign.run_lock import LOCK_FILE, RunLock, RunLockError, owner_record, process_start_ticks
+from divalign.launch.run_lock import LOCK_FILE, RunLock, RunLockError, owner_record, process_start_ticks
 from divalign.smoke import build_smoke_assets
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ from trl import ModelConfig, ScriptArguments
 
 from divalign.diversity.callback import DiversityConfig
 from divalign.launch.recipe import RecipeError, parse_recipe, split_recipe
+from divalign.launch.run_lock import LOCK_FILE
 from divalign.launch.train import STAGES, main, run_stage
-from divalign.run_lock import LOCK_FILE
 from divalign.smoke import build_smoke_assets, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]

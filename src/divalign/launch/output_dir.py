@@ -25,7 +25,6 @@ import yaml
 from transformers import TrainerCallback
 
 from ..dashboards import SAMPLES_FILE, SAMPLES_REPLACED_PREFIX
-from ..run_lock import LOCK_FILE
 from .checkpoints import (
     INCOMPLETE_PREFIX,
     TRAINER_STATE,
@@ -36,6 +35,7 @@ from .checkpoints import (
     read_trainer_state,
 )
 from .recipe import RUN_OPTIONS, RecipeError, RunOptions
+from .run_lock import LOCK_FILE
 
 RESOLVED_RECIPE = "divalign_recipe.yaml"
 FINISHED_MARKER = "divalign_finished.json"

@@ -30,7 +30,6 @@ from ..main_process import decide_on_main
 from ..model_path import check_model_available
 from ..nonfinite_guard import NonFiniteError, NonFiniteGuard, check_finite_weights
 from ..quiet import show_held_4bit_warnings
-from ..run_lock import RunLock
 from .checkpoints import export_model, read_trainer_state
 from .output_dir import (
     OutputPlan,
@@ -50,6 +49,7 @@ from .recipe import (
     split_recipe,
 )
 from .relaunch import LaunchRequest, inside_distributed_launch, launch_request, run_command
+from .run_lock import RunLock
 from .stages import STAGES, Stage, StageRun
 from .stages.common import model_init_kwargs
 

@@ -21,7 +21,7 @@ from ..launch.checks import check_launch
 from ..launch.output_dir import finished_run
 from ..launch.recipe import RecipeError
 from ..launch.relaunch import launch_request, run_command
-from ..run_lock import LOCK_FILE, RunLock, describe, is_stale
+from ..launch.run_lock import LOCK_FILE, RunLock, describe, is_stale
 from . import stage_values
 from .flags import override_flags
 from .spec import EVAL_STAGE, PipelineError, PipelineSpec, StageSpec

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .launch.recipe import RecipeError
+from .recipe import RecipeError
 
 LOCK_FILE = ".divalign_lock"
 
