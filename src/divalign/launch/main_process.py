@@ -13,7 +13,7 @@ from typing import TypeVar
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from .launch.recipe import RecipeError
+from .recipe import RecipeError
 
 T = TypeVar("T")
 
