@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 from divalign.launch import train
-from divalign.nonfinite_guard import NonFiniteError
+from divalign.launch.nonfinite_guard import NonFiniteError
 from divalign.smoke import build_smoke_assets
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))

@@ -26,7 +26,7 @@ import torch
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
 
-from .launch.checkpoints import newest_complete
+from .checkpoints import newest_complete
 
 
 class NonFiniteError(RuntimeError):
