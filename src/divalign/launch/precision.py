@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .launch.recipe import RecipeError
+from .recipe import RecipeError
 
 _HALF = ("fp16", "bf16", "fp8")
 
