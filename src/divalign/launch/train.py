@@ -25,11 +25,11 @@ from trl import ModelConfig, ScriptArguments
 
 from ..dashboards import install_dashboards
 from ..datasets_io import check_columns, eval_split, load_recipe_dataset
-from ..model_path import check_model_available
 from ..quiet import show_held_4bit_warnings
 from . import precision
 from .checkpoints import export_model, read_trainer_state
 from .main_process import decide_on_main
+from .model_path import check_model_available
 from .nonfinite_guard import NonFiniteError, NonFiniteGuard, check_finite_weights
 from .output_dir import (
     OutputPlan,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..launch.model_path import check_model_reference, looks_local
 from ..launch.recipe import (
     DIVALIGN_KEYS,
     LAUNCH_KEYS,
@@ -22,7 +23,6 @@ from ..launch.recipe import (
     load_yaml_mapping,
     split_recipe,
 )
-from ..model_path import check_model_reference, looks_local
 
 PIPELINE_KEYS = {"name", "output_root", "base_model", "accelerate_config", "launch_args", "stages", "eval"}
 STAGE_KEYS = {"name", "recipe", "overrides", "output_dir", "accelerate_config", "launch_args", "adapters"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
 
-from .launch.recipe import RecipeError
+from .recipe import RecipeError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 CHECKPOINT_FILES = ("config.json", "adapter_config.json")
