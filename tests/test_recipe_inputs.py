@@ -14,7 +14,7 @@ import yaml
 from datasets import Dataset, DatasetDict
 
 import divalign.launch.train as train
-from divalign.datasets_io import load_recipe_dataset
+from divalign.launch.datasets_io import load_recipe_dataset
 from divalign.launch.recipe import RecipeError
 from divalign.smoke import save_tiny_model
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from divalign.datasets_io import check_columns, load_recipe_dataset
+from divalign.launch.datasets_io import check_columns, load_recipe_dataset
 from divalign.launch.stages import dpo as dpo_stage
 from divalign.rewards import build, parse_rewards
 from divalign.rewards.toy_validity import ToyValidityReward, is_valid, normalize_completion, verify

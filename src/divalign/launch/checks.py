@@ -25,8 +25,8 @@ from typing import Any
 import torch
 import yaml
 
-from ..datasets_io import FILE_BUILDERS
 from . import precision
+from .datasets_io import FILE_BUILDERS
 from .recipe import RecipeError, parse_recipe, read_run_options, split_recipe
 from .relaunch import TRAIN_ENTRY, LaunchPlan, LaunchRequest, launch_request, plan_launch
 

@@ -24,10 +24,10 @@ from typing import Any
 from trl import ModelConfig, ScriptArguments
 
 from ..dashboards import install_dashboards
-from ..datasets_io import check_columns, eval_split, load_recipe_dataset
 from ..quiet import show_held_4bit_warnings
 from . import precision
 from .checkpoints import export_model, read_trainer_state
+from .datasets_io import check_columns, eval_split, load_recipe_dataset
 from .main_process import decide_on_main
 from .model_path import check_model_available
 from .nonfinite_guard import NonFiniteError, NonFiniteGuard, check_finite_weights
