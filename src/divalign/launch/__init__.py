@@ -6,7 +6,14 @@
   ``divalign/accelerate_configs/``); :mod:`~divalign.launch.checks`: a launch's values checked before it starts;
 - :mod:`~divalign.launch.train`: one training stage from a recipe (``run_stage``), the code behind
   ``python -m divalign.train``; :mod:`~divalign.launch.stages`: the stages a recipe can name (``sft``, ``tofu``,
-  ``gem``, ``dpo``, ``grpo``).
+  ``gem``, ``dpo``, ``grpo``);
+- the run's lifecycle: :mod:`~divalign.launch.output_dir` (fresh, resumed or finished; the resolved recipe),
+  :mod:`~divalign.launch.checkpoints` (complete or cut short by a kill), :mod:`~divalign.launch.run_lock` (one run
+  per directory), :mod:`~divalign.launch.main_process` (file decisions made once for every rank),
+  :mod:`~divalign.launch.nonfinite_guard` (stop at the first NaN/inf step);
+- the checks before the model loads: :mod:`~divalign.launch.precision` (the launcher's mixed precision against the
+  recipe's), :mod:`~divalign.launch.model_path` (a local path that is not there), :mod:`~divalign.launch.datasets_io`
+  (the dataset's file, splits and columns).
 
 This module registers the `divalign train` subcommand and imports only the light launcher code; the training code is
 loaded when a recipe runs.

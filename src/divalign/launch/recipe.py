@@ -35,7 +35,7 @@ class RunOptions:
         default=True,
         metadata={
             "help": "Stop the run at the first optimizer step whose loss or gradient norm is NaN/inf, before that "
-            "step is saved (divalign.nonfinite_guard). false: train on (the final model is still never saved with "
+            "step is saved (divalign.launch.nonfinite_guard). false: train on (the final model is still never saved with "
             "non-finite weights)."
         },
     )

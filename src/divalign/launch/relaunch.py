@@ -13,7 +13,7 @@ stage's command here too, with the stage's ``accelerate_config``/``launch_args``
 
 Presets ship inside the package (``divalign/accelerate_configs/*.yaml``; the repository's ``accelerate_configs/``
 links there): a preset's ``mixed_precision`` follows the recipe's ``bf16``/``fp16``, a config file of your own is used
-as written (and :mod:`divalign.precision` refuses one that disagrees with the recipe before the model loads).
+as written (and :mod:`divalign.launch.precision` refuses one that disagrees with the recipe before the model loads).
 """
 
 from __future__ import annotations

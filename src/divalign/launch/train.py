@@ -3,14 +3,15 @@
     divalign train recipes/tofu_sft.yaml [--key value ...]          (the same as python -m divalign.train ...)
     accelerate launch --config_file accelerate_configs/zero3.yaml -m divalign.train recipes/tofu_sft.yaml [--key value]
 
-The recipe's ``trainer:`` picks the stage (:data:`divalign.launch.stages.STAGES`); the other keys are TRL/transformers keys, overridden by
-flags. Its launcher keys (``accelerate_config``, ``num_processes``, the multi-node ones) relaunch it through
-``accelerate launch`` first, unless this process already is a rank of a distributed launch (:mod:`divalign.launch.relaunch`).
-Before the model loads, every key, the model path, the launcher's mixed precision, the dataset (file, rows, splits,
-columns) and the diversity prompts are checked, then the output directory under its lock (resume, finished run,
-changed hyper-parameters: :mod:`divalign.output_dir`). While training, :class:`~divalign.nonfinite_guard.
-NonFiniteGuard` stops at the first NaN/inf step. After the run the model, its tokenizer, ``trainer_state.json``, the
-resolved recipe (``divalign_recipe.yaml``) and, last, ``divalign_finished.json`` sit in ``output_dir``.
+The recipe's ``trainer:`` picks the stage (:data:`divalign.launch.stages.STAGES`); the other keys are
+TRL/transformers keys, overridden by flags. Its launcher keys (``accelerate_config``, ``num_processes``, the
+multi-node ones) relaunch it through ``accelerate launch`` first, unless this process already is a rank of a
+distributed launch (:mod:`divalign.launch.relaunch`). Before the model loads, every key, the model path, the
+launcher's mixed precision, the dataset (file, rows, splits, columns) and the diversity prompts are checked, then the
+output directory under its lock (resume, finished run, changed hyper-parameters: :mod:`divalign.launch.output_dir`).
+While training, :class:`~divalign.launch.nonfinite_guard.NonFiniteGuard` stops at the first NaN/inf step. After the
+run the model, its tokenizer, ``trainer_state.json``, the resolved recipe (``divalign_recipe.yaml``) and, last,
+``divalign_finished.json`` sit in ``output_dir``.
 """
 
 from __future__ import annotations
