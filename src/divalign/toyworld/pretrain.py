@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from divalign.smoke import llama_config
 from divalign.toyworld.tokenizer import build_tokenizer
 from divalign.toyworld.world import ToyWorld
 
@@ -42,18 +43,14 @@ class PretrainConfig:
 
 def model_config(tokenizer: PreTrainedTokenizerFast, cfg: PretrainConfig) -> LlamaConfig:
     """A Llama small enough to pretrain in a few CPU minutes; tied embeddings halve its embedding parameters."""
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
+    return llama_config(
+        tokenizer,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=64,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
 
 
