@@ -69,7 +69,11 @@ def encode_corpus(texts: list[str], tokenizer: PreTrainedTokenizerFast) -> tuple
 
 
 def _lr_factor(step: int, cfg: PretrainConfig) -> float:
-    # Linear warm-up then cosine decay to 10 %: the usual pretraining schedule, short enough for a CPU
+    # Linear warm-up then cosine decay to 10 %: the usual pretraining schedule, short enough for a CPU. After the
+    # warm-up it is transformers' get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=0.1) to the bit, but that
+    # warms up from 0 (step / warmup) where this one starts at 1 / warmup: swapping would change the base model and
+    # every number of the demo (tests/test_toyworld.py::test_the_pretraining_schedule_against_transformers_cosine).
+    # For the same reason the loop is not transformers' Trainer (another batch order and RNG use).
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
