@@ -439,8 +439,9 @@ def _topology(accelerator: Any) -> tuple[int, int, bool]:
 
 def _needs_lockstep(trainer: Any, ds3_gather: bool) -> bool:
     """Whether ranks must generate in lock-step: parameters sharded across ranks at generation time (FSDP, or ZeRO-3
-    without gathering)."""
+    without gathering; ZeRO-3 as transformers sees it, the config the Trainer set up from accelerate's plugin)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
     if getattr(trainer, "is_fsdp_enabled", False):
         return True
-    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-    return plugin is not None and getattr(plugin, "zero_stage", 0) == 3 and not ds3_gather
+    return is_deepspeed_zero3_enabled() and not ds3_gather
