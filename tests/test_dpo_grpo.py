@@ -1,4 +1,4 @@
-"""`dpo` and `grpo` stages through `divalign.train.run_stage`: tiny local model, CPU, offline."""
+"""`dpo` and `grpo` stages through `divalign.launch.train.run_stage`: tiny local model, CPU, offline."""
 
 from __future__ import annotations
 

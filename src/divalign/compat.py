@@ -207,7 +207,8 @@ def multi_value_flags(parser: Any) -> frozenset[str]:
 @contextlib.contextmanager
 def zero3_generation_state(engine: Any, gathered: bool) -> Iterator[None]:
     """Keep ZeRO-3's parameter bookkeeping out of a generation's way (a no-op without ZeRO-3); reaches DeepSpeed's
-    private parameter-offload state (its root forward pre-hook and its coordinator's trace).
+    private parameter-offload state (its root forward pre-hook and its coordinator's trace; docs/distributed.md,
+    "Generation under ZeRO-3").
 
     - With gathered weights, also lift the root pre-forward hook (TRL's `remove_hooks` leaves it): it resets the
       parameter coordinator at every forward and, while that has no complete trace, broadcasts to check the ranks

@@ -1,4 +1,5 @@
-"""DeepSpeed ZeRO-3 helpers for models that live outside the trained engine (embedders, reward models)."""
+"""DeepSpeed ZeRO-3 helpers for models that live outside the trained engine (embedders, reward models); why they
+load whole: docs/distributed.md, "ZeRO-3 partitions at load"."""
 
 from __future__ import annotations
 

@@ -407,7 +407,7 @@ class DiversityCallback(TrainerCallback):
 def _generation_model(trainer: Any, gather: bool) -> Iterator[Any]:
     """The policy ready to generate, in eval mode: TRL's `unwrap_model_for_generation` (under ZeRO-3 with `gather`,
     the weights gathered once for the whole evaluation and DeepSpeed's module hooks removed; gradient checkpointing
-    off meanwhile), back in its training mode afterwards."""
+    off meanwhile), back in its training mode afterwards (docs/distributed.md, "Generation under ZeRO-3")."""
     from trl.models import unwrap_model_for_generation
 
     args = trainer.args

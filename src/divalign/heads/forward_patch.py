@@ -54,7 +54,8 @@ def _logit_scale(config) -> float:
 
 def logit_transform(model: PreTrainedModel) -> LogitTransform:
     """The scale and soft-cap a model applies to its head output (Cohere's logit scale, Granite's logit divisor,
-    Gemma-2/3 final soft-capping), read from the same config keys as TRL's fused LM head."""
+    Gemma-2/3 final soft-capping), read from the same config keys as TRL's fused LM head (docs/losses.md, "Logit
+    transforms")."""
     config = model.config.get_text_config()
     return LogitTransform(scale=_logit_scale(config), softcap=getattr(config, "final_logit_softcapping", None))
 

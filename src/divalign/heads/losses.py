@@ -5,7 +5,8 @@ loss and a zero gradient. Logits are computed on in :func:`loss_dtype`: bf16/fp1
 and logits up to ±1e4 stay finite), float64 in float64. NaN or infinite hyper-parameters are refused.
 
 These are the plain PyTorch references: they build ``(N, V)`` intermediates, so call them on chunks of token rows
-(see :mod:`divalign.heads.chunked`), never on a whole ``(batch * seq, V)`` block.
+(see :mod:`divalign.heads.chunked`), never on a whole ``(batch * seq, V)`` block. The gradients, the special cases
+(β = 1 is focal loss, γ = 0 is GEM-linear) and the numerics of TOFU's weight are derived in docs/losses.md.
 """
 
 from __future__ import annotations

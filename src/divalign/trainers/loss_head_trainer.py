@@ -19,8 +19,9 @@ class LossHeadSFTTrainer(SFTTrainer):
 
     `compute_loss` sums the per-token losses over trainable tokens and divides by `num_items_in_batch` (by their count
     when it is `None`), times the number of processes under `average_tokens_across_devices` — the reduction of TRL's
-    `nll` loss, so gradient accumulation and data parallelism behave the same. It logs `nll`, `entropy`,
-    `mean_token_accuracy` and `num_tokens` like TRL, from the same forward.
+    `nll` loss (docs/losses.md, "The reduction, as TRL's SFT loss"), so gradient accumulation and data parallelism
+    behave the same. It logs `nll`, `entropy`, `mean_token_accuracy` and `num_tokens` like TRL, from the same
+    forward.
 
     PEFT on the LM head: LoRA (`lm_head` in `target_modules`), `modules_to_save: [lm_head]` and tied
     `trainable_token_indices` train exactly (:mod:`divalign.heads.operands`); other adapters on the head (DoRA, IA³, ...)
