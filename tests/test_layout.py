@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
 PACKAGE = SRC / "divalign"
 
 
@@ -143,3 +145,28 @@ def test_the_documented_module_paths_still_import():
     for name in ("tofu_per_token", "gem_per_token", "LossSpec"):  # README: divalign.losses.tofu_per_token(...)
         assert getattr(divalign.losses, name) is getattr(divalign.heads.losses, name) is getattr(divalign, name)
     assert divalign.train.main is divalign.launch.train.main  # python -m divalign.train (tests/test_doc_commands.py)
+
+
+def test_the_architecture_page_names_every_module():
+    table = re.findall(r"^\| `([\w/]+\.py)` \|", (REPO / "docs" / "architecture.md").read_text(), re.MULTILINE)
+    tree = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py"))
+    assert sorted(table) == tree
+
+
+@pytest.mark.parametrize("doc", ["architecture.md", "losses.md", "distributed.md"])
+def test_the_files_the_docs_name_exist(doc):
+    """Files named in backticks: under src/divalign/ (as the docs say), else from the repository's root."""
+    named = re.findall(r"`([\w./-]+\.(?:py|json|sh))`", (REPO / "docs" / doc).read_text())
+    assert named
+    missing = [name for name in named if not (PACKAGE / name).is_file() and not (REPO / name).is_file()]
+    assert not missing, missing
+
+
+def test_the_readme_layout_matches_the_tree():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Layout") :]
+    block = section[section.index("```") : section.index("```", section.index("```") + 3)]
+    files = {path.name for path in PACKAGE.rglob("*") if path.is_file()}
+    assert not [name for name in re.findall(r"\b[\w]+\.(?:py|json)\b", block) if name not in files]
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert not [package for package in packages if f"  {package}/" not in block]
