@@ -132,7 +132,9 @@ def test_trainer_configs_document_their_own_parameters(config):
     assert own
     for field in own:
         assert field.metadata.get("help"), f"{config.__name__}.{field.name} has no help"
-        assert f"\n        {field.name} (`" in config.__doc__, f"{config.__name__}'s docstring does not list {field.name}"
+        assert f"\n        {field.name} (`" in config.__doc__, (
+            f"{config.__name__}'s docstring does not list {field.name}"
+        )
 
 
 def test_the_documented_module_paths_still_import():

@@ -33,6 +33,7 @@ class RunCurves:
     def keys(self) -> set[str]:
         return {key for segment in self.segments for key in segment}
 
+
 def find_trainer_state(run_dir: str | Path) -> Path:
     """`RUN_DIR/trainer_state.json`, else the one in the newest complete `checkpoint-*` directory (by step; the
     run lifecycle's own lookup, :func:`divalign.launch.checkpoints.newest_complete`)."""
@@ -189,10 +190,11 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, metrics: list[str] | 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `divalign plot`."""
     parser = subparsers.add_parser(
-        "plot", help="plot diversity/* and loss curves of training runs",
+        "plot",
+        help="plot diversity/* and loss curves of training runs",
         description="Plot `diversity/*` keys and `loss` against step from each run's trainer_state.json; a "
-                    "pipeline's output_root draws its stages end to end.",
-    )  # fmt: skip
+        "pipeline's output_root draws its stages end to end.",
+    )
     parser.add_argument(
         "run_dirs",
         nargs="+",
@@ -200,8 +202,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="Trainer output directories, or a pipeline's output_root (its stages end to end)",
     )
     parser.add_argument("--out", default="diversity_curves.png", help="output PNG path")
-    parser.add_argument("--metrics", nargs="+", default=None,
-                        help="keys or patterns to plot (e.g. loss sbert 'distinct_*'); default: all")  # fmt: skip
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        help="keys or patterns to plot (e.g. loss sbert 'distinct_*'); default: all",
+    )
     parser.set_defaults(func=run)
     return parser
 

@@ -27,7 +27,6 @@ row chunk's tiles forward and yields its gradient tiles backward: :mod:`divalign
 (the tested path, CPU and CUDA), :mod:`divalign.heads.triton_tiles` with Triton kernels.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -259,5 +258,3 @@ def tiled_head_loss(
     )
     # masked_scatter keeps the loss connected to the graph even when no row is trainable
     return HeadOutput(*(t.new_zeros(mask.shape).masked_scatter(mask, t) for t in compact))
-
-

@@ -40,8 +40,10 @@ def continuing(build: Callable[[Any], Any], adapter_dir: str) -> Callable[[Any],
         from trl import get_quantization_config
 
         if get_quantization_config(run.model_args) is not None:
-            raise train.RecipeError("`adapters: continue` on a 4/8-bit base is not supported: TRL refuses a "
-                                    "quantization config next to a loaded model; use `adapters: merge`")  # fmt: skip
+            raise train.RecipeError(
+                "`adapters: continue` on a 4/8-bit base is not supported: TRL refuses a "
+                "quantization config next to a loaded model; use `adapters: merge`"
+            )
         path = run.model_args.model_name_or_path
         init_kwargs = {k: v for k, v in model_init_kwargs(run.training_args, run.model_args).items() if v is not None}
         if run.training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):

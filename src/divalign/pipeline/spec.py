@@ -180,8 +180,10 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
         raise PipelineError(f"{where}: `overrides` must be a mapping of divalign.train flags, got {value!r}")
     for key in RESERVED_OVERRIDES:
         if key in value:
-            raise PipelineError(f"{where}: `overrides` cannot set {key!r}; the pipeline sets it (use the stage's "
-                                "`output_dir` key to choose where it writes)")  # fmt: skip
+            raise PipelineError(
+                f"{where}: `overrides` cannot set {key!r}; the pipeline sets it (use the stage's "
+                "`output_dir` key to choose where it writes)"
+            )
     return {str(k): v for k, v in value.items()}
 
 
@@ -290,27 +292,35 @@ def _check_outputs(spec: PipelineSpec) -> None:
     for i, (owner, directory) in enumerate(owners):
         for other, other_dir in owners[:i]:
             if _inside(directory, other_dir) or _inside(other_dir, directory):
-                raise PipelineError(f"{spec.path}: {owner} and {other} write the same output directory "
-                                    f"({directory} and {other_dir}); give each stage its own `output_dir`")  # fmt: skip
+                raise PipelineError(
+                    f"{spec.path}: {owner} and {other} write the same output directory "
+                    f"({directory} and {other_dir}); give each stage its own `output_dir`"
+                )
     base = Path(spec.base_model).expanduser()
     if base.exists() or looks_local(spec.base_model):
         for owner, directory in owners:
             if _inside(base.resolve(), directory) or _inside(directory, base.resolve()):
-                raise PipelineError(f"{spec.path}: {owner} writes into {directory}, which holds the pipeline's input "
-                                    f"base_model {spec.base_model}; the output would overwrite its own input")  # fmt: skip
+                raise PipelineError(
+                    f"{spec.path}: {owner} writes into {directory}, which holds the pipeline's input "
+                    f"base_model {spec.base_model}; the output would overwrite its own input"
+                )
 
 
 def _check_adapters(spec: PipelineSpec) -> None:
     for previous, stage in zip(spec.stages, spec.stages[1:], strict=False):
         where = f"{spec.path}: stage {stage.name!r}"
         if previous.uses_peft and stage.adapters is None:
-            raise PipelineError(f"{where} follows the LoRA stage {previous.name!r} (use_peft); set `adapters: merge` "
-                                "to train a full model on the merged weights or `adapters: continue` to keep training "
-                                "the same adapter")  # fmt: skip
+            raise PipelineError(
+                f"{where} follows the LoRA stage {previous.name!r} (use_peft); set `adapters: merge` "
+                "to train a full model on the merged weights or `adapters: continue` to keep training "
+                "the same adapter"
+            )
         if stage.adapters == "continue" and stage.uses_peft:
-            raise PipelineError(f"{where}: `adapters: continue` keeps training {previous.name!r}'s adapter, so the "
-                                "stage must not add a new one: remove `use_peft` from its recipe/overrides, or use "
-                                "`adapters: merge` to put a fresh adapter on the merged model")  # fmt: skip
+            raise PipelineError(
+                f"{where}: `adapters: continue` keeps training {previous.name!r}'s adapter, so the "
+                "stage must not add a new one: remove `use_peft` from its recipe/overrides, or use "
+                "`adapters: merge` to put a fresh adapter on the merged model"
+            )
 
 
 def load_pipeline(path: str | Path) -> PipelineSpec:

@@ -29,7 +29,9 @@ from pathlib import Path
 # several next-token probabilities.
 CATEGORIES: dict[str, tuple[str, ...]] = {
     category: tuple(answers)
-    for category, answers in json.loads(resources.files(__package__).joinpath("categories.json").read_text(encoding="utf-8")).items()
+    for category, answers in json.loads(
+        resources.files(__package__).joinpath("categories.json").read_text(encoding="utf-8")
+    ).items()
 }
 
 TEMPLATES: tuple[str, ...] = ("name {article} {category}", "tell me {article} {category}", "give one {category}")
