@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..launch import train
-from ..launch.stages import STAGES
 from ..launch.stages.common import model_init_kwargs
 
 
@@ -66,8 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     adapter_dir, rest = argv[0], argv[1:]
-    for name, stage in list(STAGES.items()):
-        STAGES[name] = dataclasses.replace(stage, build=continuing(stage.build, adapter_dir))
+    for name, stage in list(train.STAGES.items()):  # the table run_stage reads (a caller may have swapped it)
+        train.STAGES[name] = dataclasses.replace(stage, build=continuing(stage.build, adapter_dir))
     return train.main(rest)
 
 
