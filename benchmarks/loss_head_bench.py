@@ -1,8 +1,8 @@
 """Loss head alone: forward+backward time and peak memory of the LM head under each loss implementation.
 
 Variants: the bare projection (``h @ W.T`` forward and its two backward matmuls: the floor any head pays),
-full-logit CE, the reference chunked head (:func:`divalign.chunked_head.chunked_head_loss`) for CE/TOFU/GEM and the
-fused tiled head (:func:`divalign.fused_head.fused_head_loss`). Each variant runs in a fresh subprocess so its peak
+full-logit CE, the reference chunked head (:func:`divalign.heads.chunked.chunked_head_loss`) for CE/TOFU/GEM and the
+fused tiled head (:func:`divalign.heads.torch_tiles.fused_head_loss`). Each variant runs in a fresh subprocess so its peak
 memory is its own: ``torch.cuda.max_memory_allocated`` on CUDA, the peak RSS (``getrusage``) on CPU, both also given
 above the memory held right after the inputs were built. Before timing, a check subprocess compares every fused
 variant with the reference on a slice of the rows and aborts on a mismatch.
@@ -26,9 +26,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from divalign.chunked_head import chunked_head_loss
-from divalign.fused_head import fused_head_loss
-from divalign.losses import IGNORE_INDEX, LossSpec
+from divalign.heads.chunked import chunked_head_loss
+from divalign.heads.losses import IGNORE_INDEX, LossSpec
+from divalign.heads.torch_tiles import fused_head_loss
 
 SHAPES = {"qwen0.5b": (16_384, 896, 151_936), "llama8b": (16_384, 4096, 128_256), "small": (4096, 256, 32_000)}
 LOSSES = {
@@ -87,7 +87,7 @@ def head_fn(variant: str) -> Callable:
     if kind == "reference":
         return lambda h, w, y: chunked_head_loss(h, w, None, y, spec).loss.sum() / (y != IGNORE_INDEX).sum()
     if kind == "triton":
-        from divalign.fused_head_triton import triton_head_loss
+        from divalign.heads.triton_tiles import triton_head_loss
 
         return lambda h, w, y: triton_head_loss(h, w, None, y, spec).loss.sum() / (y != IGNORE_INDEX).sum()
     return lambda h, w, y: fused_head_loss(h, w, None, y, spec).loss.sum() / (y != IGNORE_INDEX).sum()

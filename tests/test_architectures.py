@@ -15,7 +15,7 @@ import transformers
 from datasets import Dataset
 
 from divalign import GEMConfig, GEMTrainer, TOFUConfig, TOFUTrainer
-from divalign.losses import IGNORE_INDEX, gem_per_token, tofu_per_token
+from divalign.heads.losses import IGNORE_INDEX, gem_per_token, tofu_per_token
 from divalign.smoke import build_tokenizer, prompt_completion_rows
 
 SIZES = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from divalign.chunked_head import PLAIN_LOGITS, LogitTransform, chunked_head_loss, default_chunk_rows
-from divalign.losses import LossSpec
+from divalign.heads.chunked import chunked_head_loss, default_chunk_rows
+from divalign.heads.losses import LossSpec
+from divalign.heads.projection import PLAIN_LOGITS, LogitTransform
 
 SPECS = [LossSpec("tofu", 0.8, 3.0), LossSpec("gem", 0.7), LossSpec("gem", 0.7, h="logsigmoid"), LossSpec("ce")]
 

@@ -139,6 +139,33 @@ def test_active_deepspeed_config_follows_transformers(tmp_path):
     assert compat.active_hf_deepspeed_config() is None
 
 
+def test_a_rebuilt_deepspeed_config_does_not_stay_active():
+    """Why divalign.zero3 restores transformers' own config object (found through divalign.compat) rather than one
+    rebuilt from the public deepspeed_config(): transformers keeps only a weak reference to it."""
+    import gc
+
+    from transformers.integrations.deepspeed import (
+        HfDeepSpeedConfig,
+        deepspeed_config,
+        is_deepspeed_zero3_enabled,
+        set_hf_deepspeed_config,
+        unset_hf_deepspeed_config,
+    )
+
+    config = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
+    try:
+        assert is_deepspeed_zero3_enabled()
+        public = deepspeed_config()
+        unset_hf_deepspeed_config()
+        set_hf_deepspeed_config(HfDeepSpeedConfig(public))
+        gc.collect()
+        assert not is_deepspeed_zero3_enabled()  # the rebuilt object is gone
+        set_hf_deepspeed_config(config)
+        assert is_deepspeed_zero3_enabled()
+    finally:
+        unset_hf_deepspeed_config()
+
+
 def test_multi_value_flags_are_the_list_fields():
     flags = compat.multi_value_flags(TrlParser([ModelConfig]))
     assert {"lora_target_modules", "lora_modules_to_save"} <= flags

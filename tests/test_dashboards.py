@@ -23,9 +23,9 @@ from divalign.dashboards import (
     wandb_row,
 )
 from divalign.generation import render_prompt
+from divalign.launch.train import run_stage
 from divalign.plotting import load_run, plot_runs
 from divalign.smoke import build_smoke_assets, build_tokenizer, write_jsonl
-from divalign.train import run_stage
 from wandb_records import offline_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,8 +171,8 @@ NO_WANDB = SimpleNamespace(report_to=["none"])
 def test_a_run_killed_before_its_first_checkpoint_starts_over_despite_its_samples(tmp_path):
     """The step-0 samples are written before any checkpoint: like the resolved recipe, they do not make the
     directory "not empty" for the same command run again (whose first evaluation sets them aside)."""
-    from divalign.output_dir import RESOLVED_RECIPE, prepare_output_dir
-    from divalign.recipe import RecipeError, RunOptions
+    from divalign.launch.output_dir import RESOLVED_RECIPE, prepare_output_dir
+    from divalign.launch.recipe import RecipeError, RunOptions
 
     (tmp_path / RESOLVED_RECIPE).write_text("trainer: tofu\n")
     (tmp_path / SAMPLES_FILE).write_text('{"step": 0}\n')
@@ -265,8 +265,8 @@ def test_the_loss_keys_of_every_trainer(tmp_path):
     from trl import DPOConfig, SFTConfig
 
     from divalign.dashboards import loss_config
-    from divalign.gem_config import GEMConfig
-    from divalign.grpo_config import DivGRPOConfig
+    from divalign.trainers.gem_config import GEMConfig
+    from divalign.trainers.grpo_config import DivGRPOConfig
 
     common = {"output_dir": str(tmp_path), "use_cpu": True, "report_to": "none", "seed": 7}
     gem = {"loss": "gem", "loss_beta": 0.6, "loss_h": "logsigmoid", "seed": 7}

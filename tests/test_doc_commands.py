@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from divalign.cli import build_parser
+from divalign.launch.train import main as train_main
 from divalign.pipeline.stage_values import has_gpu, validate_launch
 from divalign.smoke import build_smoke_assets
-from divalign.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 DOC_FILES = [REPO / "README.md", REPO / "recipes" / "README.md", REPO / "recipes" / "pipelines" / "README.md"]

@@ -1,4 +1,4 @@
-"""`dpo` and `grpo` stages through `divalign.train.run_stage`: tiny local model, CPU, offline."""
+"""`dpo` and `grpo` stages through `divalign.launch.train.run_stage`: tiny local model, CPU, offline."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-import divalign.train as train
-from divalign.recipe import RecipeError
+import divalign.launch.train as train
+from divalign.launch.recipe import RecipeError
 from divalign.smoke import WORDS, save_tiny_model, write_jsonl
 from divalign.smoke import build_model as smoke_model
 from divalign.smoke import build_tokenizer as smoke_tokenizer
@@ -278,7 +278,7 @@ def test_grpo_dataset_without_answer_column(tmp_path, model_dir, captured):
 def test_rewards_from_the_command_line(tmp_path, model_dir):
     from trl import ModelConfig, ScriptArguments
 
-    from divalign.recipe import parse_recipe
+    from divalign.launch.recipe import parse_recipe
 
     recipe = grpo_recipe(tmp_path, model_dir)
     classes = (ScriptArguments, train.STAGES["grpo"].config_class, ModelConfig)
@@ -319,7 +319,7 @@ def test_grpo_on_two_processes_scores_groups_split_across_ranks(tmp_path, eos_pa
 def test_rollout_diversity_scores_each_prompt_group_and_refuses_mixed_groups():
     from types import SimpleNamespace
 
-    from divalign.grpo_trainer import DivGRPOTrainer
+    from divalign.trainers.grpo_trainer import DivGRPOTrainer
 
     metrics = ["exact_dup_rate", "distinct_1"]
     fake = SimpleNamespace(
@@ -346,8 +346,8 @@ def test_rollout_completions_are_cut_at_the_stop_token_like_the_callback():
 
     from transformers import GenerationConfig
 
-    from divalign.grpo_trainer import DivGRPOTrainer
     from divalign.smoke import build_tokenizer
+    from divalign.trainers.grpo_trainer import DivGRPOTrainer
 
     tokenizer = build_tokenizer()
     eos, w = tokenizer.eos_token_id, {f"w{i}": tokenizer.convert_tokens_to_ids(f"w{i}") for i in range(6)}

@@ -15,7 +15,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-import divalign.train as train
+import divalign.launch.train as train
 from divalign.smoke import WORDS, save_tiny_model, write_jsonl
 from launching import accelerate_launch, cpu_accelerate_config
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from divalign.chunked_head import PLAIN_LOGITS, LogitTransform, chunked_head_loss, project
-from divalign.fused_head import fused_head_loss, select_head
-from divalign.losses import IGNORE_INDEX, LossSpec
+from divalign.heads.chunked import chunked_head_loss
+from divalign.heads.losses import IGNORE_INDEX, LossSpec
+from divalign.heads.projection import PLAIN_LOGITS, LogitTransform, project
+from divalign.heads.registry import select_head
+from divalign.heads.torch_tiles import fused_head_loss
 
 SPECS = [
     LossSpec("ce"),
@@ -271,7 +273,7 @@ def test_triton_kernels_in_interpreter(spec):
 
 
 def test_no_full_vocab_block_is_built(monkeypatch):
-    import divalign.fused_head as fused
+    import divalign.heads.torch_tiles as fused
 
     widths = []
 

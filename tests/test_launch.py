@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from divalign import train
 from divalign.cli import main as cli_main
-from divalign.launch import (
+from divalign.launch import train
+from divalign.launch.checks import check_launch
+from divalign.launch.recipe import RecipeError, parse_recipe, split_launch_flags
+from divalign.launch.relaunch import (
     inside_distributed_launch,
     launch_request,
     plan_launch,
@@ -27,8 +29,6 @@ from divalign.launch import (
     resolve_accelerate_config,
     split_launch_args,
 )
-from divalign.launch_checks import check_launch
-from divalign.recipe import RecipeError, parse_recipe, split_launch_flags
 from divalign.smoke import build_smoke_assets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_the_recipes_launcher_keys_never_reach_trls_parser(tmp_path, assets):
     """Inside a launch the recipe still holds them: they are divalign's keys, like `trainer:`."""
     from trl import ModelConfig, ScriptArguments
 
-    from divalign.tofu_config import TOFUConfig
+    from divalign.trainers.tofu_config import TOFUConfig
 
     keys = {"accelerate_config": "ddp", "num_processes": 2, "num_machines": 1, "machine_rank": 0}
     recipe = recipe_with(tmp_path, assets, main_process_ip="127.0.0.1", main_process_port=29500, **keys)
@@ -189,7 +189,7 @@ def test_bad_launcher_values_name_the_key_and_where(tmp_path, assets, keys, flag
 def test_dry_run_prints_the_launch_of_a_gpu_recipe(capsys, monkeypatch):
     """recipes/tofu_sft.yaml says zero3 on 8 GPUs: checked here (as a CPU run on a machine without GPU), printed."""
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr("divalign.launch_checks.has_gpu", lambda: False)
+    monkeypatch.setattr("divalign.launch.checks.has_gpu", lambda: False)
     assert cli_main(["train", "recipes/tofu_sft.yaml", "--dry-run", "--num_processes", "4"]) == 0
     out = capsys.readouterr().out
     zero3 = preset_directory() / "zero3.yaml"

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from divalign.losses import LossSpec, gem_per_token, tofu_focal_weight, tofu_per_token
+from divalign.heads.losses import LossSpec, gem_per_token, tofu_focal_weight, tofu_per_token
 
 
 def np_softmax(z: np.ndarray) -> np.ndarray:

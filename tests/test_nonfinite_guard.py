@@ -18,8 +18,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from divalign import train
-from divalign.nonfinite_guard import NonFiniteError
+from divalign.launch import train
+from divalign.launch.nonfinite_guard import NonFiniteError
 from divalign.smoke import build_smoke_assets
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))

@@ -15,8 +15,8 @@ from peft import IA3Config, LoraConfig, TrainableTokensConfig
 from transformers import PhiConfig, PhiForCausalLM
 
 from divalign import GEMConfig, GEMTrainer, TOFUConfig, TOFUTrainer
-from divalign.head_operands import UnsupportedHeadError, resolve_head
-from divalign.losses import IGNORE_INDEX, gem_per_token, tofu_per_token
+from divalign.heads.losses import IGNORE_INDEX, gem_per_token, tofu_per_token
+from divalign.heads.operands import UnsupportedHeadError, resolve_head
 from divalign.smoke import build_model, build_tokenizer, prompt_completion_rows
 
 
@@ -199,8 +199,8 @@ def test_lora_on_the_head_through_divalign_train(tmp_path):
 
     from safetensors.torch import load_file
 
+    from divalign.launch.train import run_stage
     from divalign.smoke import build_smoke_assets
-    from divalign.train import run_stage
 
     assets = build_smoke_assets(tmp_path / "smoke")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "smoke" / "tofu_smoke.yaml"

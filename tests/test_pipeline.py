@@ -15,8 +15,8 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from divalign.cli import main as cli_main
+from divalign.launch.run_lock import RunLockError, owner_record
 from divalign.pipeline import DONE_MARKER, PipelineError, PipelineRunner, load_pipeline, run_pipeline
-from divalign.run_lock import RunLockError, owner_record
 from divalign.smoke import build_smoke_assets, messages_rows, write_jsonl
 from pipelines import SFT_RECIPE, TOFU_RECIPE, write_pipeline
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from divalign.dashboards import PIPELINE_OFFSET_ENV
-from divalign.launch import preset_directory
+from divalign.launch.relaunch import preset_directory
 from divalign.pipeline import PipelineError, PipelineRunner, load_pipeline
 from divalign.smoke import build_smoke_assets, write_jsonl
 

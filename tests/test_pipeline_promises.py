@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-import divalign.train as train
+import divalign.launch.train as train
 from divalign.cli import main as cli_main
 from divalign.pipeline import DONE_MARKER, PipelineError, PipelineRunner, adapter_stage, load_pipeline, merge_adapter
 from divalign.smoke import build_smoke_assets, write_jsonl

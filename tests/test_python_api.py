@@ -30,7 +30,7 @@ def test_the_names_a_training_script_needs_load_on_first_use():
                               TOFUConfig, TOFUTrainer, compute_diversity)
         from divalign.diversity import compute_diversity as metrics
         from divalign.diversity.callback import DiversityCallback as Callback
-        from divalign.grpo_trainer import DivGRPOTrainer as GRPO
+        from divalign.trainers.grpo_trainer import DivGRPOTrainer as GRPO
         from trl import GRPOTrainer, SFTTrainer
         from transformers import TrainerCallback
         assert DiversityCallback is Callback and compute_diversity is metrics and DivGRPOTrainer is GRPO

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from datasets import Dataset, DatasetDict
 
-import divalign.train as train
-from divalign.datasets_io import load_recipe_dataset
-from divalign.recipe import RecipeError
+import divalign.launch.train as train
+from divalign.launch.datasets_io import load_recipe_dataset
+from divalign.launch.recipe import RecipeError
 from divalign.smoke import save_tiny_model
 
 ROWS = [

@@ -18,11 +18,11 @@ import yaml
 from trl import ModelConfig, ScriptArguments, SFTConfig
 
 from divalign.diversity.callback import DiversityConfig
+from divalign.launch.recipe import DIVALIGN_KEYS, parse_recipe, split_recipe
+from divalign.launch.train import STAGES
 from divalign.pipeline import load_pipeline
 from divalign.pipeline.runner import override_flags
-from divalign.recipe import DIVALIGN_KEYS, parse_recipe, split_recipe
 from divalign.smoke import build_smoke_assets, save_tiny_model, write_jsonl
-from divalign.train import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_YAML = sorted((REPO / "recipes").rglob("*.yaml"))
@@ -89,7 +89,7 @@ def test_every_shipped_recipe_parses_into_its_config(recipe):
 )
 def test_a_value_only_the_config_refuses_fails_the_parse(tmp_path, key, value, message):
     """The configs' own checks run on file values, which TRL's parser takes as defaults without checking them."""
-    from divalign.recipe import RecipeError
+    from divalign.launch.recipe import RecipeError
 
     content = {**yaml.safe_load((REPO / "recipes" / "gem_sft.yaml").read_text()), key: value}
     recipe = tmp_path / "gem.yaml"

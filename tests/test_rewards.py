@@ -72,6 +72,26 @@ def test_math_answer_prefers_the_box_and_the_last_marker():
     assert normalize_answer("2.50") == normalize_answer(r"\frac{5}{2}")
 
 
+def test_math_answer_equivalent_expressions():
+    assert math_reward([r"so \boxed{\frac{\sqrt{2}}{2}}"], [r"\frac{1}{\sqrt{2}}"]) == [1.0]  # math_verify
+    assert math_reward([r"\boxed{0.5}"], [r"\frac12"]) == [1.0]
+    assert math_reward([r"\boxed{\pi}"], ["3.14"]) == [0.0]
+
+
+def test_trls_accuracy_reward_on_whole_completions_misses_marked_answers():
+    """Why math_answer extracts the marked answer itself and gives math_verify only that."""
+    from trl.rewards import accuracy_reward
+
+    cases = [
+        ("The final answer is 5.0", "5"),
+        ("#### 72", "Natalia sold 48/2 = 24 clips in May.\n#### 72"),
+        (r"\boxed{x^{2}+1}", "x^{2} + 1"),
+    ]
+    for completion, answer in cases:
+        assert accuracy_reward([[{"role": "assistant", "content": completion}]], [answer]) != [1.0]
+        assert math_reward([completion], [answer]) == [1.0]
+
+
 def test_math_answer_columns():
     reward = build({"math_answer": {"answer_column": "target"}})
     assert reward([""], [r"\boxed{2}"], target=["2"]) == [1.0]

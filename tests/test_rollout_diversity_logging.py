@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import divalign.grpo_trainer as grpo_trainer
-import divalign.train as train
+import divalign.launch.train as train
+import divalign.trainers.grpo_trainer as grpo_trainer
 from divalign.smoke import WORDS, build_tokenizer, save_tiny_model, write_jsonl
 
 GROUP = 4  # num_generations; one prompt per step: per_device_train_batch_size 4

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from divalign.grpo_config import DivGRPOConfig
-from divalign.grpo_trainer import DivGRPOTrainer
+from divalign.trainers.grpo_config import DivGRPOConfig
+from divalign.trainers.grpo_trainer import DivGRPOTrainer
 
 
 def test_rollout_profile_is_a_validated_training_argument(tmp_path):

@@ -16,9 +16,9 @@ import yaml
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from divalign import train
-from divalign.recipe import RecipeError
-from divalign.run_lock import LOCK_FILE, RunLock, RunLockError, owner_record, process_start_ticks
+from divalign.launch import train
+from divalign.launch.recipe import RecipeError
+from divalign.launch.run_lock import LOCK_FILE, RunLock, RunLockError, owner_record, process_start_ticks
 from divalign.smoke import build_smoke_assets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +118,23 @@ def test_killed_while_saving_resumes_from_the_newest_complete_checkpoint(monkeyp
     assert global_step(out) == 10 and global_step(out / "checkpoint-6") == 6  # checkpoint-6 saved anew
     (resume,) = recipe(out)["resumes"]
     assert (resume["step"], resume["checkpoint"], "changes" in resume) == (3, str(out / "checkpoint-3"), False)
+
+
+def test_get_last_checkpoint_takes_a_half_written_checkpoint(tmp_path):
+    """Why divalign keeps its own lookup: transformers' get_last_checkpoint would resume (or plot) the checkpoint a
+    kill cut short."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from divalign.launch.checkpoints import newest_complete
+    from divalign.plotting import find_trainer_state
+
+    for step in (3, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "checkpoint-3" / "trainer_state.json").write_text(json.dumps({"global_step": 3, "log_history": []}))
+    assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-6")  # no trainer_state.json: half-written
+    assert newest_complete(tmp_path) == tmp_path / "checkpoint-3"
+    assert find_trainer_state(tmp_path) == tmp_path / "checkpoint-3" / "trainer_state.json"
 
 
 def test_killed_during_the_final_save_takes_the_last_checkpoint_as_output(monkeypatch, assets, tmp_path, uninterrupted):

@@ -11,7 +11,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import divalign.train as train
+import divalign.launch.train as train
 from divalign.smoke import WORDS, build_smoke_assets, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]

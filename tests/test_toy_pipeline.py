@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from divalign.datasets_io import check_columns, load_recipe_dataset
+from divalign.launch.datasets_io import check_columns, load_recipe_dataset
+from divalign.launch.stages import dpo as dpo_stage
 from divalign.rewards import build, parse_rewards
 from divalign.rewards.toy_validity import ToyValidityReward, is_valid, normalize_completion, verify
-from divalign.stages import dpo as dpo_stage
 from divalign.toyworld.preference_data import (
     ANSWERS_COLUMN,
     dpo_records,

@@ -244,3 +244,24 @@ def test_toy_frontier_of_a_model_against_itself_is_flat(world, random_model, tmp
     comparison = result["comparisons"]["b"]
     assert comparison["levels"] and comparison["difference"] == pytest.approx([0.0] * len(comparison["levels"]))
     assert (frontier.plot(result, tmp_path / "frontier.png")).stat().st_size > 0
+
+
+def test_the_pretraining_schedule_against_transformers_cosine():
+    """The base model's schedule is transformers' cosine-with-minimum after warm-up, bit for bit, and one step ahead
+    of it during warm-up (why the demo keeps its own: the library's would change every number)."""
+    import torch
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    from divalign.toyworld.pretrain import PretrainConfig, _lr_factor
+
+    cfg = PretrainConfig()
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    library = get_cosine_with_min_lr_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps, min_lr_rate=0.1)
+    factor = library.lr_lambdas[0]
+    assert [_lr_factor(step, cfg) for step in range(cfg.warmup_steps, cfg.steps)] == [
+        factor(step) for step in range(cfg.warmup_steps, cfg.steps)
+    ]
+    assert [_lr_factor(step, cfg) for step in range(cfg.warmup_steps - 1)] == [
+        factor(step + 1) for step in range(cfg.warmup_steps - 1)
+    ]
+    assert factor(0) == 0.0 and _lr_factor(0, cfg) == 1 / cfg.warmup_steps

@@ -11,10 +11,10 @@ from transformers import AutoModelForCausalLM
 from trl import ModelConfig, ScriptArguments
 
 from divalign.diversity.callback import DiversityConfig
-from divalign.recipe import RecipeError, parse_recipe, split_recipe
-from divalign.run_lock import LOCK_FILE
+from divalign.launch.recipe import RecipeError, parse_recipe, split_recipe
+from divalign.launch.run_lock import LOCK_FILE
+from divalign.launch.train import STAGES, main, run_stage
 from divalign.smoke import build_smoke_assets, write_jsonl
-from divalign.train import STAGES, main, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"

@@ -19,8 +19,8 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
+from divalign.launch.train import main, run_stage
 from divalign.smoke import build_smoke_assets, prompt_completion_rows, write_jsonl
-from divalign.train import main, run_stage
 from launching import cpu_accelerate_config
 from launching import launch_train as launch
 

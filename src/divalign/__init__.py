@@ -16,18 +16,18 @@ __version__ = version("divalign")
 hold_4bit_warnings()  # before anything imports bitsandbytes (divalign.quiet)
 
 _LAZY = {
-    "GEMConfig": "divalign.gem_config",
-    "GEMTrainer": "divalign.gem_trainer",
-    "TOFUConfig": "divalign.tofu_config",
-    "TOFUTrainer": "divalign.tofu_trainer",
-    "DivGRPOConfig": "divalign.grpo_config",
-    "DivGRPOTrainer": "divalign.grpo_trainer",
+    "GEMConfig": "divalign.trainers.gem_config",
+    "GEMTrainer": "divalign.trainers.gem_trainer",
+    "TOFUConfig": "divalign.trainers.tofu_config",
+    "TOFUTrainer": "divalign.trainers.tofu_trainer",
+    "DivGRPOConfig": "divalign.trainers.grpo_config",
+    "DivGRPOTrainer": "divalign.trainers.grpo_trainer",
     "DiversityCallback": "divalign.diversity.callback",
     "DiversityConfig": "divalign.diversity.callback",
     "compute_diversity": "divalign.diversity",
-    "LossSpec": "divalign.losses",
-    "gem_per_token": "divalign.losses",
-    "tofu_per_token": "divalign.losses",
+    "LossSpec": "divalign.heads.losses",
+    "gem_per_token": "divalign.heads.losses",
+    "tofu_per_token": "divalign.heads.losses",
 }
 __all__ = sorted(_LAZY)
 

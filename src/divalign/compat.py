@@ -145,7 +145,7 @@ def trl_lm_head_adapter_check_lifted() -> Iterator[None]:
     """Lift TRL's refusal of a PEFT adapter on ``lm_head`` while ``SFTTrainer.__init__`` runs.
 
     TRL refuses it because *its* fused head reads ``lm_head.weight`` and would skip the adapter. divalign's loss head
-    never uses TRL's head: it resolves the adapter itself (:mod:`divalign.head_operands`) and refuses, right after,
+    never uses TRL's head: it resolves the adapter itself (:mod:`divalign.heads.operands`) and refuses, right after,
     what it cannot reproduce exactly. If TRL's check moves, it stays in force and LoRA on the head is refused by TRL
     (``tests/test_compat.py`` then fails, naming this touch point).
     """
@@ -207,7 +207,8 @@ def multi_value_flags(parser: Any) -> frozenset[str]:
 @contextlib.contextmanager
 def zero3_generation_state(engine: Any, gathered: bool) -> Iterator[None]:
     """Keep ZeRO-3's parameter bookkeeping out of a generation's way (a no-op without ZeRO-3); reaches DeepSpeed's
-    private parameter-offload state (its root forward pre-hook and its coordinator's trace).
+    private parameter-offload state (its root forward pre-hook and its coordinator's trace; docs/distributed.md,
+    "Generation under ZeRO-3").
 
     - With gathered weights, also lift the root pre-forward hook (TRL's `remove_hooks` leaves it): it resets the
       parameter coordinator at every forward and, while that has no complete trace, broadcasts to check the ranks

@@ -52,8 +52,8 @@ def loss_config(args: Any) -> dict[str, Any]:
     """The run-config keys runs are grouped by: ``loss``, its ``loss_gamma``/``loss_beta``/``loss_h``, ``seed``."""
     from trl import DPOConfig, GRPOConfig, SFTConfig
 
-    from .gem_config import GEMConfig
-    from .tofu_config import TOFUConfig
+    from .trainers.gem_config import GEMConfig
+    from .trainers.tofu_config import TOFUConfig
 
     if isinstance(args, TOFUConfig):
         keys = {"loss": "tofu", "loss_gamma": args.tofu_gamma, "loss_beta": args.tofu_beta}

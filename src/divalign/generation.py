@@ -269,6 +269,9 @@ def prompt_batches(num_prompts: int, batch_size: int) -> list[list[int]]:
 def rank_batches(num_prompts: int, batch_size: int, rank: int, world: int, lockstep: bool) -> list[list[int] | None]:
     """This rank's batches, dealt round-robin; with `lockstep` (sharded parameters, every rank must call `generate`
     equally often) short ranks get `None` entries: a dummy batch whose results are dropped."""
+    # Not accelerate's split_between_processes(apply_padding=True): it deals contiguous chunks, pads with copies of
+    # the last batch (a second full `generate` where a one-prompt dummy does) and reads the rank from the running
+    # process, so no rank's share can be computed elsewhere (tests/test_generation.py fixes this dealing)
     batches = prompt_batches(num_prompts, batch_size)
     mine: list[list[int] | None] = list(batches[rank::world])
     if lockstep:

@@ -11,10 +11,11 @@ import argparse
 import fnmatch
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .launch.checkpoints import TRAINER_STATE, checkpoints, newest_complete
 
 Curves = dict[str, list[tuple[int, float]]]
 PIPELINE_MANIFEST = Path(".divalign_state") / "pipeline.json"  # written by divalign.pipeline.runner.write_manifest
@@ -32,26 +33,22 @@ class RunCurves:
     def keys(self) -> set[str]:
         return {key for segment in self.segments for key in segment}
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
 
 def find_trainer_state(run_dir: str | Path) -> Path:
-    """`RUN_DIR/trainer_state.json`, else the one in the newest (highest-step) `checkpoint-*` directory."""
+    """`RUN_DIR/trainer_state.json`, else the one in the newest complete `checkpoint-*` directory (by step; the
+    run lifecycle's own lookup, :func:`divalign.launch.checkpoints.newest_complete`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"Run directory not found: {run_dir}")
-    top = run_dir / "trainer_state.json"
+    top = run_dir / TRAINER_STATE
     if top.is_file():
         return top
-    checkpoints = sorted(
-        (int(m.group(1)), p) for p in run_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()
-    )
-    for _, ckpt in reversed(checkpoints):
-        if (ckpt / "trainer_state.json").is_file():
-            return ckpt / "trainer_state.json"
+    newest = newest_complete(run_dir)
+    if newest is not None:
+        return newest / TRAINER_STATE
     raise FileNotFoundError(
         f"No trainer_state.json in {run_dir} or in any of its checkpoint-* directories "
-        f"({len(checkpoints)} found); expected the output_dir of a transformers/TRL Trainer run"
+        f"({len(checkpoints(run_dir))} found); expected the output_dir of a transformers/TRL Trainer run"
     )
 
 
@@ -193,10 +190,11 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, metrics: list[str] | 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `divalign plot`."""
     parser = subparsers.add_parser(
-        "plot", help="plot diversity/* and loss curves of training runs",
+        "plot",
+        help="plot diversity/* and loss curves of training runs",
         description="Plot `diversity/*` keys and `loss` against step from each run's trainer_state.json; a "
-                    "pipeline's output_root draws its stages end to end.",
-    )  # fmt: skip
+        "pipeline's output_root draws its stages end to end.",
+    )
     parser.add_argument(
         "run_dirs",
         nargs="+",
@@ -204,8 +202,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="Trainer output directories, or a pipeline's output_root (its stages end to end)",
     )
     parser.add_argument("--out", default="diversity_curves.png", help="output PNG path")
-    parser.add_argument("--metrics", nargs="+", default=None,
-                        help="keys or patterns to plot (e.g. loss sbert 'distinct_*'); default: all")  # fmt: skip
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        help="keys or patterns to plot (e.g. loss sbert 'distinct_*'); default: all",
+    )
     parser.set_defaults(func=run)
     return parser
 

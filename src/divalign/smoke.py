@@ -9,7 +9,9 @@ import argparse
 import json
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -25,34 +27,51 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {token: index for index, token in enumerate(SPECIALS + WORDS)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+# The tiny Llama of the smoke assets; the toy world's base model overrides its sizes (divalign.toyworld.pretrain)
+TINY_LLAMA = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+    "tie_word_embeddings": False,
+}
+
+
+def word_level_tokenizer(vocabulary: Sequence[str], chat_template: str, **options: Any) -> PreTrainedTokenizerFast:
+    """One token per whitespace-separated word of ``vocabulary`` (ids in its order; ``options["unk_token"]`` stands
+    for any other word), with ``chat_template``; ``options`` (the special tokens, padding side, ...) go to
+    ``PreTrainedTokenizerFast``. Built locally: no Hub."""
+    vocab = {token: index for index, token in enumerate(vocabulary)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=options["unk_token"]))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **options)
+    tokenizer.chat_template = chat_template
     return tokenizer
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, **config_overrides) -> LlamaForCausalLM:
-    """A 2-layer, hidden-32 Llama sized to ``tokenizer``; ``config_overrides`` go to its ``LlamaConfig``."""
-    torch.manual_seed(seed)
-    config = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 64,
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    return word_level_tokenizer(
+        SPECIALS + WORDS, CHAT_TEMPLATE, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def llama_config(tokenizer: PreTrainedTokenizerFast, **overrides: Any) -> LlamaConfig:
+    """:data:`TINY_LLAMA` sized to ``tokenizer`` (its vocabulary and pad/BOS/EOS ids), with ``overrides``."""
+    special_ids = {
         "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
-        "tie_word_embeddings": False,
     }
-    return LlamaForCausalLM(LlamaConfig(**{**config, **config_overrides}))
+    return LlamaConfig(**{**TINY_LLAMA, "vocab_size": len(tokenizer), **special_ids, **overrides})
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, **config_overrides) -> LlamaForCausalLM:
+    """A 2-layer, hidden-32 Llama sized to ``tokenizer``, initialised from ``seed``; ``config_overrides`` go to its
+    ``LlamaConfig``."""
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(llama_config(tokenizer, **config_overrides))
 
 
 def save_tiny_model(directory: Path, seed: int = 0) -> Path:

@@ -1,4 +1,5 @@
-"""DeepSpeed ZeRO-3 helpers for models that live outside the trained engine (embedders, reward models)."""
+"""DeepSpeed ZeRO-3 helpers for models that live outside the trained engine (embedders, reward models); why they
+load whole: docs/distributed.md, "ZeRO-3 partitions at load"."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ def whole_model_loading() -> Iterator[None]:
     every rank must enter, leaving empty parameters only a DeepSpeed engine can use. A helper model used outside the
     engine (by one rank, or by each rank on its own) must load unpartitioned, so the run's DeepSpeed config is
     unset for the duration (:func:`divalign.compat.active_hf_deepspeed_config` finds it).
+
+    transformers' public ``is_deepspeed_zero3_enabled`` / ``deepspeed_config`` give the flag and the config dict, not
+    the ``HfDeepSpeedConfig`` object to set back: transformers holds it by a weak reference, so one rebuilt from the
+    dict would be collected at once and ZeRO-3 partitioning silently off for every later ``from_pretrained``
+    (``tests/test_compat.py::test_a_rebuilt_deepspeed_config_does_not_stay_active``).
     """
     from transformers.integrations import deepspeed as hf_deepspeed
 

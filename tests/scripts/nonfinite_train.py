@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from divalign import train
+from divalign.launch import train
 
 
 def _in_step(trainer: Any, step: int, rank: str) -> bool:

@@ -12,9 +12,10 @@ import sys
 
 import torch
 
-from divalign.chunked_head import LogitTransform, chunked_head_loss
-from divalign.fused_head_triton import triton_head_loss
-from divalign.losses import IGNORE_INDEX, LossSpec
+from divalign.heads.chunked import chunked_head_loss
+from divalign.heads.losses import IGNORE_INDEX, LossSpec
+from divalign.heads.projection import LogitTransform
+from divalign.heads.triton_tiles import triton_head_loss
 
 
 def _problem(dtype: torch.dtype, n=29, hidden=16, vocab=203, scale=4.0, seed=0):

@@ -407,7 +407,7 @@ class DiversityCallback(TrainerCallback):
 def _generation_model(trainer: Any, gather: bool) -> Iterator[Any]:
     """The policy ready to generate, in eval mode: TRL's `unwrap_model_for_generation` (under ZeRO-3 with `gather`,
     the weights gathered once for the whole evaluation and DeepSpeed's module hooks removed; gradient checkpointing
-    off meanwhile), back in its training mode afterwards."""
+    off meanwhile), back in its training mode afterwards (docs/distributed.md, "Generation under ZeRO-3")."""
     from trl.models import unwrap_model_for_generation
 
     args = trainer.args
@@ -439,8 +439,9 @@ def _topology(accelerator: Any) -> tuple[int, int, bool]:
 
 def _needs_lockstep(trainer: Any, ds3_gather: bool) -> bool:
     """Whether ranks must generate in lock-step: parameters sharded across ranks at generation time (FSDP, or ZeRO-3
-    without gathering)."""
+    without gathering; ZeRO-3 as transformers sees it, the config the Trainer set up from accelerate's plugin)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
     if getattr(trainer, "is_fsdp_enabled", False):
         return True
-    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-    return plugin is not None and getattr(plugin, "zero_stage", 0) == 3 and not ds3_gather
+    return is_deepspeed_zero3_enabled() and not ds3_gather

@@ -17,9 +17,12 @@ DEFAULT_NLI_MODEL = "FacebookAI/roberta-large-mnli"  # the model used in the Olm
 
 
 class NLIScorer:
-    """Lazily loaded NLI cross-encoder returning P(entailment), P(neutral), P(contradiction) per pair.
+    """Lazily loaded NLI cross-encoder (sentence-transformers' ``CrossEncoder``) returning P(entailment),
+    P(neutral), P(contradiction) per pair.
 
     The model is loaded on first use, so building a scorer costs nothing when the `nli` metric is never computed.
+    Checkpoints order their three labels differently (roberta-large-mnli: contradiction, neutral, entailment); the
+    columns are picked by the label names of the model's config.
     """
 
     def __init__(self, model_name_or_path: str = DEFAULT_NLI_MODEL, device: str | None = None, batch_size: int = 32):
@@ -27,43 +30,36 @@ class NLIScorer:
         self.device = device
         self.batch_size = batch_size
         self._model: Any = None
-        self._tokenizer: Any = None
         self._label_index: tuple[int, int, int] | None = None
 
     def load(self) -> None:
         """Load the model now (e.g. to fail fast before a long sampling run); otherwise done on first use."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from sentence_transformers import CrossEncoder
 
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
-            model = AutoModelForSequenceClassification.from_pretrained(self.model_name_or_path)
+            model = CrossEncoder(self.model_name_or_path, device=self.device or "cpu")
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"Could not load NLI model {self.model_name_or_path!r}: expected a local directory or cached Hub id "
                 f"of a sequence-classification model with entailment/neutral/contradiction labels. Cause: {err}"
             ) from err
         self._label_index = _label_indices(model.config.id2label, self.model_name_or_path)
-        self._model = model.to(self.device or "cpu").eval()
+        self._model = model
 
     def probabilities(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         """(n, 3) array of [P(entailment), P(neutral), P(contradiction)] for each (premise, hypothesis) pair."""
-        import torch
-
         if self._model is None:
             self.load()
-        rows = []
-        for start in range(0, len(premises), self.batch_size):
-            batch = self._tokenizer(
-                list(premises[start : start + self.batch_size]),
-                list(hypotheses[start : start + self.batch_size]),
-                padding=True,
-                truncation=True,
-                return_tensors="pt",
-            ).to(self._model.device)
-            with torch.no_grad():
-                probs = self._model(**batch).logits.float().softmax(-1)
-            rows.append(probs[:, list(self._label_index)].cpu().numpy())
-        return np.concatenate(rows) if rows else np.zeros((0, 3))
+        if not premises:
+            return np.zeros((0, 3))
+        probs = self._model.predict(
+            list(zip(premises, hypotheses, strict=True)),
+            batch_size=self.batch_size,
+            apply_softmax=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return probs[:, list(self._label_index)]
 
 
 def _label_indices(id2label: dict[int, str], name: str) -> tuple[int, int, int]:

@@ -130,9 +130,17 @@ def _build_registry() -> dict[str, Metric]:
 REGISTRY: dict[str, Metric] = _build_registry()
 METRIC_NAMES: tuple[str, ...] = tuple(REGISTRY)
 DEFAULT_TRAINING_METRICS: tuple[str, ...] = (
-    "distinct_1", "distinct_2", "distinct_3", "distinct_4", "ead", "exact_dup_rate", "compression_ratio",
-    "length_mean", "sbert", "vendi_1",
-)  # fmt: skip
+    "distinct_1",
+    "distinct_2",
+    "distinct_3",
+    "distinct_4",
+    "ead",
+    "exact_dup_rate",
+    "compression_ratio",
+    "length_mean",
+    "sbert",
+    "vendi_1",
+)
 # Everything that needs no NLI model and no verifier; `divalign eval` adds the answer metrics when given a verifier.
 DEFAULT_EVAL_METRICS: tuple[str, ...] = tuple(
     name for name, m in REGISTRY.items() if not m.needs & {"nli_scorer", "verifier"} and name != "unique_answers"
@@ -260,8 +268,13 @@ def score_groups(
     """Score every prompt's samples with each metric; see `compute_diversity` for the arguments."""
     names = validate_metrics(metrics)
     conventions = get_profile(profile)
-    given = {"token_ids": token_ids, "vocab_size": vocab_size, "embedder": embedder, "verifier": verifier,
-             "nli_scorer": nli_scorer}  # fmt: skip
+    given = {
+        "token_ids": token_ids,
+        "vocab_size": vocab_size,
+        "embedder": embedder,
+        "verifier": verifier,
+        "nli_scorer": nli_scorer,
+    }
     check_requirements(names, {k for k, v in given.items() if v is not None}, conventions)
     _check_shapes(groups, token_ids)
     needs_embeddings = any("embedder" in REGISTRY[n].needs for n in names)
@@ -311,6 +324,13 @@ def compute_diversity(
         (e.g. a pairwise metric with K = 1) are NaN and skipped by the aggregation.
     """
     return score_groups(
-        groups, token_ids, metrics=metrics, vocab_size=vocab_size, embedder=embedder, verifier=verifier,
-        nli_scorer=nli_scorer, profile=profile, cluster_threshold=cluster_threshold,
-    ).summary()  # fmt: skip
+        groups,
+        token_ids,
+        metrics=metrics,
+        vocab_size=vocab_size,
+        embedder=embedder,
+        verifier=verifier,
+        nli_scorer=nli_scorer,
+        profile=profile,
+        cluster_threshold=cluster_threshold,
+    ).summary()

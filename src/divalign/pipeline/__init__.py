@@ -34,8 +34,14 @@ __all__ = [
 ]
 
 
-def run_pipeline(path: str, *, force_rerun: list[str] | tuple[str, ...] = (), only: str | None = None,
-                 dry_run: bool = False, **runner_kwargs: Any) -> list[StageResult]:  # fmt: skip
+def run_pipeline(
+    path: str,
+    *,
+    force_rerun: list[str] | tuple[str, ...] = (),
+    only: str | None = None,
+    dry_run: bool = False,
+    **runner_kwargs: Any,
+) -> list[StageResult]:
     """Validate the pipeline at ``path`` (every stage, before anything trains), then run it."""
     spec = load_pipeline(path)
     runner = PipelineRunner(spec, force_rerun=force_rerun, only=only, dry_run=dry_run, **runner_kwargs)
@@ -45,15 +51,21 @@ def run_pipeline(path: str, *, force_rerun: list[str] | tuple[str, ...] = (), on
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `divalign pipeline`."""
     parser = subparsers.add_parser(
-        "pipeline", help="run a multi-stage training lineage (SFT → DPO → GRPO ...) from one file",
+        "pipeline",
+        help="run a multi-stage training lineage (SFT → DPO → GRPO ...) from one file",
         description="Run the stages of a pipeline file in order, each with `accelerate launch -m divalign.train`, "
-                    "skipping finished stages and resuming interrupted ones (format: recipes/pipelines/README.md).",
-    )  # fmt: skip
+        "skipping finished stages and resuming interrupted ones (format: recipes/pipelines/README.md).",
+    )
     parser.add_argument("file", help="pipeline YAML file")
     parser.add_argument("--dry-run", action="store_true", help="validate and print each stage's plan and command")
-    parser.add_argument("--force-rerun", action="append", default=[], metavar="STAGE",
-                        help="move STAGE's finished output aside (<dir>.old-<timestamp>) and rerun it and every later "
-                             "stage; repeatable; 'eval' reruns the lineage eval only")  # fmt: skip
+    parser.add_argument(
+        "--force-rerun",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="move STAGE's finished output aside (<dir>.old-<timestamp>) and rerun it and every later "
+        "stage; repeatable; 'eval' reruns the lineage eval only",
+    )
     parser.add_argument(
         "--only",
         default=None,

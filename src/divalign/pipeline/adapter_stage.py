@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import train
-from ..stages.common import model_init_kwargs
+from ..launch import train
+from ..launch.stages.common import model_init_kwargs
 
 
 def load_trainable_adapter(base: str, adapter_dir: str, init_kwargs: dict[str, Any]) -> Any:
@@ -39,8 +39,10 @@ def continuing(build: Callable[[Any], Any], adapter_dir: str) -> Callable[[Any],
         from trl import get_quantization_config
 
         if get_quantization_config(run.model_args) is not None:
-            raise train.RecipeError("`adapters: continue` on a 4/8-bit base is not supported: TRL refuses a "
-                                    "quantization config next to a loaded model; use `adapters: merge`")  # fmt: skip
+            raise train.RecipeError(
+                "`adapters: continue` on a 4/8-bit base is not supported: TRL refuses a "
+                "quantization config next to a loaded model; use `adapters: merge`"
+            )
         path = run.model_args.model_name_or_path
         init_kwargs = {k: v for k, v in model_init_kwargs(run.training_args, run.model_args).items() if v is not None}
         if run.training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
@@ -63,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     adapter_dir, rest = argv[0], argv[1:]
-    for name, stage in list(train.STAGES.items()):
+    for name, stage in list(train.STAGES.items()):  # the table run_stage reads (a caller may have swapped it)
         train.STAGES[name] = dataclasses.replace(stage, build=continuing(stage.build, adapter_dir))
     return train.main(rest)
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import newest_complete
 from ..dashboards import PIPELINE_OFFSET_ENV
-from ..launch import launch_request, run_command
-from ..launch_checks import check_launch
-from ..output_dir import finished_run
-from ..recipe import RecipeError
-from ..run_lock import LOCK_FILE, RunLock, describe, is_stale
+from ..launch.checkpoints import newest_complete
+from ..launch.checks import check_launch
+from ..launch.output_dir import finished_run
+from ..launch.recipe import RecipeError
+from ..launch.relaunch import launch_request, run_command
+from ..launch.run_lock import LOCK_FILE, RunLock, describe, is_stale
 from . import stage_values
 from .flags import override_flags
 from .spec import EVAL_STAGE, PipelineError, PipelineSpec, StageSpec
@@ -88,7 +88,7 @@ class StageInput:
 
 def launch_command(stage: StageSpec, model: StageInput, resume: bool, run_name: str | None) -> list[str]:
     """``accelerate launch [--config_file C] [launch_args] -m divalign.train RECIPE --output_dir D ...``, built by
-    ``divalign train``'s own launch code (:mod:`divalign.launch`): the recipe's launcher keys, then the stage's
+    ``divalign train``'s own launch code (:mod:`divalign.launch.relaunch`): the recipe's launcher keys, then the stage's
     ``accelerate_config``/``launch_args``, then launcher keys in its overrides; checked like the launch itself."""
     flags = ["--output_dir", str(stage.output_dir), "--model_name_or_path", model.model, *model.flags]
     flags += override_flags(stage.overrides, stage.list_flags)
@@ -237,8 +237,10 @@ class PipelineRunner:
     def _adapter_input(self, stage: StageSpec, adapter_dir: Path, identity: dict, source: str) -> StageInput:
         identity = {**identity, "adapters": stage.adapters}
         if stage.adapters is None:
-            raise PipelineError(f"{self.spec.path}: stage {stage.name!r} loads {source}, a LoRA adapter "
-                                f"({adapter_dir / ADAPTER_CONFIG}); set `adapters: merge` or `adapters: continue`")  # fmt: skip
+            raise PipelineError(
+                f"{self.spec.path}: stage {stage.name!r} loads {source}, a LoRA adapter "
+                f"({adapter_dir / ADAPTER_CONFIG}); set `adapters: merge` or `adapters: continue`"
+            )
         if stage.adapters == "merge":
             merged = adapter_dir / MERGED_DIR
             if not self.dry_run:
@@ -309,8 +311,10 @@ class PipelineRunner:
             self._say(f"stage {stage.name!r}: trained with the same inputs before the pipeline stopped; recording it")
             return self._record_finished(stage, model, digest, inputs)
         if self.only is not None and stage.name != self.only:
-            raise PipelineError(f"{self.spec.path}: --only {self.only} needs stage {stage.name!r} finished with its "
-                                f"current inputs first (its directory {stage.output_dir} is {inspection.status.value})")  # fmt: skip
+            raise PipelineError(
+                f"{self.spec.path}: --only {self.only} needs stage {stage.name!r} finished with its "
+                f"current inputs first (its directory {stage.output_dir} is {inspection.status.value})"
+            )
         resume = self._prepare_dir(stage.name, stage.output_dir, inspection)
         run_name = None if "run_name" in stage.overrides else f"{self.spec.name}-{stage.name}"
         command = launch_command(stage, model, resume, run_name)
@@ -357,14 +361,18 @@ class PipelineRunner:
         drift = template_drift(before, after)
         for name in drift:
             index = list(TEMPLATE_KEYS).index(name)
-            message = (f"stage {stage.name!r} changed the tokenizer's {name}: {input_model} has "
-                       f"{_short(before[index])}, {stage.output_dir} has {_short(after[index])}")  # fmt: skip
+            message = (
+                f"stage {stage.name!r} changed the tokenizer's {name}: {input_model} has "
+                f"{_short(before[index])}, {stage.output_dir} has {_short(after[index])}"
+            )
             if stage.sets(TEMPLATE_KEYS[name]):
                 self._say(f"warning: {message} (set on purpose by `{TEMPLATE_KEYS[name]}` in its recipe)")
                 continue
-            raise PipelineError(f"{self.spec.path}: {message}. Later stages would train and sample with another turn "
-                                f"format or stop token than this one; if the change is meant, set "
-                                f"`{TEMPLATE_KEYS[name]}` in the stage's recipe (SFT-type trainers)")  # fmt: skip
+            raise PipelineError(
+                f"{self.spec.path}: {message}. Later stages would train and sample with another turn "
+                f"format or stop token than this one; if the change is meant, set "
+                f"`{TEMPLATE_KEYS[name]}` in the stage's recipe (SFT-type trainers)"
+            )
 
     # Eval
 

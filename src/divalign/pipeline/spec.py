@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..model_path import check_model_reference, looks_local
-from ..recipe import (
+from ..launch.model_path import check_model_reference, looks_local
+from ..launch.recipe import (
     DIVALIGN_KEYS,
     LAUNCH_KEYS,
     RUN_OPTIONS,
@@ -58,7 +58,7 @@ class StageSpec:
     @property
     def accelerate_config_file(self) -> Path | None:
         """The stage's own accelerate config file (a preset's file for a preset name)."""
-        from ..launch import resolve_accelerate_config
+        from ..launch.relaunch import resolve_accelerate_config
 
         return None if self.accelerate_config is None else resolve_accelerate_config(self.accelerate_config)[0]
 
@@ -126,7 +126,7 @@ def _existing_file(value: Any, where: str, what: str) -> Path:
 
 def _accelerate_config(value: Any, where: str) -> str | None:
     """A stage's `accelerate_config`: a preset name or an existing file."""
-    from ..launch import resolve_accelerate_config
+    from ..launch.relaunch import resolve_accelerate_config
 
     if value is None:
         return None
@@ -143,7 +143,7 @@ def _recipe_keys(recipe: Path, overrides: dict[str, Any], where: str) -> tuple[s
     """Parse the recipe's divalign keys and check every key (recipe and overrides) against the trainer's fields."""
     from trl import ModelConfig, ScriptArguments
 
-    from ..train import STAGES
+    from ..launch.stages import STAGES
 
     try:
         trainer, _, _ = split_recipe(recipe, list(STAGES))
@@ -168,7 +168,7 @@ def _list_flags(trainer: str) -> frozenset[str]:
     from trl import ModelConfig, ScriptArguments, TrlParser
 
     from ..compat import multi_value_flags
-    from ..train import STAGES
+    from ..launch.stages import STAGES
 
     return multi_value_flags(TrlParser([ScriptArguments, STAGES[trainer].config_class, ModelConfig]))
 
@@ -180,8 +180,10 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
         raise PipelineError(f"{where}: `overrides` must be a mapping of divalign.train flags, got {value!r}")
     for key in RESERVED_OVERRIDES:
         if key in value:
-            raise PipelineError(f"{where}: `overrides` cannot set {key!r}; the pipeline sets it (use the stage's "
-                                "`output_dir` key to choose where it writes)")  # fmt: skip
+            raise PipelineError(
+                f"{where}: `overrides` cannot set {key!r}; the pipeline sets it (use the stage's "
+                "`output_dir` key to choose where it writes)"
+            )
     return {str(k): v for k, v in value.items()}
 
 
@@ -290,27 +292,35 @@ def _check_outputs(spec: PipelineSpec) -> None:
     for i, (owner, directory) in enumerate(owners):
         for other, other_dir in owners[:i]:
             if _inside(directory, other_dir) or _inside(other_dir, directory):
-                raise PipelineError(f"{spec.path}: {owner} and {other} write the same output directory "
-                                    f"({directory} and {other_dir}); give each stage its own `output_dir`")  # fmt: skip
+                raise PipelineError(
+                    f"{spec.path}: {owner} and {other} write the same output directory "
+                    f"({directory} and {other_dir}); give each stage its own `output_dir`"
+                )
     base = Path(spec.base_model).expanduser()
     if base.exists() or looks_local(spec.base_model):
         for owner, directory in owners:
             if _inside(base.resolve(), directory) or _inside(directory, base.resolve()):
-                raise PipelineError(f"{spec.path}: {owner} writes into {directory}, which holds the pipeline's input "
-                                    f"base_model {spec.base_model}; the output would overwrite its own input")  # fmt: skip
+                raise PipelineError(
+                    f"{spec.path}: {owner} writes into {directory}, which holds the pipeline's input "
+                    f"base_model {spec.base_model}; the output would overwrite its own input"
+                )
 
 
 def _check_adapters(spec: PipelineSpec) -> None:
     for previous, stage in zip(spec.stages, spec.stages[1:], strict=False):
         where = f"{spec.path}: stage {stage.name!r}"
         if previous.uses_peft and stage.adapters is None:
-            raise PipelineError(f"{where} follows the LoRA stage {previous.name!r} (use_peft); set `adapters: merge` "
-                                "to train a full model on the merged weights or `adapters: continue` to keep training "
-                                "the same adapter")  # fmt: skip
+            raise PipelineError(
+                f"{where} follows the LoRA stage {previous.name!r} (use_peft); set `adapters: merge` "
+                "to train a full model on the merged weights or `adapters: continue` to keep training "
+                "the same adapter"
+            )
         if stage.adapters == "continue" and stage.uses_peft:
-            raise PipelineError(f"{where}: `adapters: continue` keeps training {previous.name!r}'s adapter, so the "
-                                "stage must not add a new one: remove `use_peft` from its recipe/overrides, or use "
-                                "`adapters: merge` to put a fresh adapter on the merged model")  # fmt: skip
+            raise PipelineError(
+                f"{where}: `adapters: continue` keeps training {previous.name!r}'s adapter, so the "
+                "stage must not add a new one: remove `use_peft` from its recipe/overrides, or use "
+                "`adapters: merge` to put a fresh adapter on the merged model"
+            )
 
 
 def load_pipeline(path: str | Path) -> PipelineSpec:

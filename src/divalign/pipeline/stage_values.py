@@ -1,17 +1,17 @@
 """Every stage's values, with its overrides applied, checked as ``divalign.train`` will check them — before stage 1
 trains, so a bad value in stage 3 fails in seconds instead of after two stages have trained.
 
-Each stage goes through :func:`divalign.launch_checks.check_launch` with the flags the pipeline will launch it with
+Each stage goes through :func:`divalign.launch.checks.check_launch` with the flags the pipeline will launch it with
 and its launch (the recipe's launcher keys, the stage's ``accelerate_config``/``launch_args``, its overrides'
 launcher keys). The pipeline process is not the stage's process: it sets up no devices or process group (see
-:mod:`divalign.launch_checks`). On a machine without a GPU the values are validated as CPU runs and
+:mod:`divalign.launch.checks`). On a machine without a GPU the values are validated as CPU runs and
 :func:`validate_stages` says so in its notes.
 """
 
 from __future__ import annotations
 
-from ..launch_checks import has_gpu, num_processes, parsed_as_launched, validate_launch
-from ..recipe import RecipeError
+from ..launch.checks import has_gpu, num_processes, parsed_as_launched, validate_launch
+from ..launch.recipe import RecipeError
 from .flags import override_flags
 from .spec import PipelineError, PipelineSpec, StageSpec
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import newest_complete
-from ..output_dir import finished_run
+from ..launch.checkpoints import newest_complete
+from ..launch.output_dir import finished_run
 
 DONE_MARKER = ".divalign_stage_done.json"
 STATE_DIR = ".divalign_state"

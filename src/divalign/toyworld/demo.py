@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from divalign.launch.checkpoints import checkpoint_step, checkpoints
 from divalign.toyworld import frontier as toy_frontier
 from divalign.toyworld.evaluate import evaluate_model, load_model, mean_metrics, score_split
 from divalign.toyworld.lineage import evaluate_sft_lineage
@@ -56,7 +56,6 @@ OFFLINE_ENV: dict[str, str] = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 PLAIN_SUFFIX = ", plain format"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -144,15 +143,11 @@ def run_sft(name: str, recipe: Path, out: Path, plan: DemoPlan, threads: int = 1
 
 
 # ----- stage 3: evaluation -----
-def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _CHECKPOINT.match(p.name))]
-    return sorted(found)
-
-
 def trajectory(run_dir: Path, base_dir: Path, world: ToyWorld, num_samples: int) -> dict[int, dict]:
     """Exact truth metrics at step 0 (the base model in the chat format) and at every saved checkpoint."""
     points = {0: _exact_only(base_dir, base_dir, world, num_samples)}
-    for step, path in _checkpoints(run_dir):
+    for path in checkpoints(run_dir):
+        step = checkpoint_step(path)
         points[step] = _exact_only(path, base_dir, world, num_samples)
     return points
 

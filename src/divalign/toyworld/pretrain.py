@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from divalign.smoke import llama_config
 from divalign.toyworld.tokenizer import build_tokenizer
 from divalign.toyworld.world import ToyWorld
 
@@ -42,18 +43,14 @@ class PretrainConfig:
 
 def model_config(tokenizer: PreTrainedTokenizerFast, cfg: PretrainConfig) -> LlamaConfig:
     """A Llama small enough to pretrain in a few CPU minutes; tied embeddings halve its embedding parameters."""
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
+    return llama_config(
+        tokenizer,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=64,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -72,7 +69,11 @@ def encode_corpus(texts: list[str], tokenizer: PreTrainedTokenizerFast) -> tuple
 
 
 def _lr_factor(step: int, cfg: PretrainConfig) -> float:
-    # Linear warm-up then cosine decay to 10 %: the usual pretraining schedule, short enough for a CPU
+    # Linear warm-up then cosine decay to 10 %: the usual pretraining schedule, short enough for a CPU. After the
+    # warm-up it is transformers' get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=0.1) to the bit, but that
+    # warms up from 0 (step / warmup) where this one starts at 1 / warmup: swapping would change the base model and
+    # every number of the demo (tests/test_toyworld.py::test_the_pretraining_schedule_against_transformers_cosine).
+    # For the same reason the loop is not transformers' Trainer (another batch order and RNG use).
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)

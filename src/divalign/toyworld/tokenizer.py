@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from divalign.smoke import word_level_tokenizer
 from divalign.toyworld.world import PLAIN_FORMATS, ToyWorld
 
 BOS, EOS, PAD, UNK = "<bos>", "<eos>", "<pad>", "<unk>"
@@ -51,11 +51,9 @@ def build_tokenizer(world: ToyWorld, extra_words: Iterable[str] = ()) -> PreTrai
     so a text tokenised twice never gets a second BOS.
     """
     words = sorted(set(world_vocabulary(world)) | set(extra_words))
-    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *words])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
+    return word_level_tokenizer(
+        [*SPECIAL_TOKENS, *words],
+        CHAT_TEMPLATE,
         bos_token=BOS,
         eos_token=EOS,
         pad_token=PAD,
@@ -64,5 +62,3 @@ def build_tokenizer(world: ToyWorld, extra_words: Iterable[str] = ()) -> PreTrai
         padding_side="right",
         clean_up_tokenization_spaces=False,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer

@@ -113,8 +113,3 @@ def exact_metrics(
         kl=kl_divergence(truth, model),
         tail_mass=sum(conditional[a] for a in tail),
     )
-
-
-def truth_as_model(truth: Mapping[str, float], k: int, tail: Sequence[str] = ()) -> ExactMetrics:
-    """The reference row: the truth scored as if it were a model."""
-    return exact_metrics(truth, truth, k, tail)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..heads.losses import LossSpec
 from .gem_config import GEMConfig
-from .loss_head_sft_trainer import LossHeadSFTTrainer
-from .losses import LossSpec
+from .loss_head_trainer import LossHeadSFTTrainer
 
 
 class GEMTrainer(LossHeadSFTTrainer):

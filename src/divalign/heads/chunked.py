@@ -3,18 +3,17 @@
 The hidden states of the trainable tokens are projected through the LM head a chunk of rows at a time. The forward
 keeps only per-token results; the backward recomputes each chunk's logits and takes that chunk's gradient, so peak
 memory holds one ``(chunk, vocab)`` block, never the whole ``(tokens, vocab)`` tensor. This is the plain PyTorch path
-(the reference for the fused kernels in :mod:`divalign.fused_head`, and the CPU path).
+(the reference for the tiled heads in :mod:`divalign.heads.tiled`, and the CPU path).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from typing import NamedTuple
 
 import torch
 
-from .losses import IGNORE_INDEX, loss_dtype, upcast
+from .losses import IGNORE_INDEX, loss_dtype
+from .projection import PLAIN_LOGITS, HeadOutput, LogitTransform, compute_dtype, gather_lm_head, project
 
 PerTokenLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -23,52 +22,9 @@ DEFAULT_CHUNK_ELEMENTS = 2**25
 MIN_CHUNK_ROWS = 16
 
 
-class HeadOutput(NamedTuple):
-    """Per-token results of the head, one entry per row of the hidden states given to it.
-
-    Only ``loss`` carries a gradient. ``nll`` is ``−log p_y``, ``entropy`` is the entropy of ``p = softmax(z)``
-    and ``is_top1`` tells whether the label is the model's most likely token; all are zero where the label is ignored.
-    """
-
-    loss: torch.Tensor
-    nll: torch.Tensor
-    entropy: torch.Tensor
-    is_top1: torch.Tensor
-
-
-class LogitTransform(NamedTuple):
-    """How a model turns its head output into logits: ``softcap · tanh(scale · z / softcap)`` (Gemma-style)."""
-
-    scale: float = 1.0
-    softcap: float | None = None
-
-
-PLAIN_LOGITS = LogitTransform()
-
-
 def default_chunk_rows(vocab_size: int) -> int:
     """Rows per chunk so that one fp32 ``(rows, vocab)`` block stays near :data:`DEFAULT_CHUNK_ELEMENTS`."""
     return max(MIN_CHUNK_ROWS, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1))
-
-
-def project(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    compute_dtype: torch.dtype,
-    transform: LogitTransform = PLAIN_LOGITS,
-) -> torch.Tensor:
-    """Logits of ``hidden @ weight.T + bias``, the matmul in ``compute_dtype`` as the model's own head runs it, then
-    transformed in fp32 (float64 for a float64 ``compute_dtype``: see :func:`divalign.losses.loss_dtype`)."""
-    logits = hidden.to(compute_dtype) @ weight.to(compute_dtype).t()
-    if bias is not None:
-        logits = logits + bias.to(compute_dtype)
-    logits = upcast(logits)
-    if transform.scale != 1.0:
-        logits = logits * transform.scale
-    if transform.softcap is not None:
-        logits = transform.softcap * torch.tanh(logits / transform.softcap)
-    return logits
 
 
 def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,40 +39,22 @@ def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     return torch.where(mask, nll, zero), torch.where(mask, entropy, zero), is_top1 & mask
 
 
-def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
-    device_type = hidden.device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return hidden.dtype
-
-
-def gather_lm_head(*params: torch.Tensor | None) -> AbstractContextManager:
-    """Gathers the ZeRO-3 shards of the head tensors read directly (weight, bias, LoRA up-projections); a null context
-    when none is a ZeRO-3 parameter."""
-    sharded = [p for p in params if p is not None and hasattr(p, "ds_id")]
-    if not sharded:
-        return nullcontext()
-    from .compat import gather_zero3_params
-
-    return gather_zero3_params(*sharded)
-
-
 class _ChunkedHeadFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, loss_fn, chunk_rows, transform):
-        compute_dtype = _compute_dtype(hidden)
+        dtype = compute_dtype(hidden)
         pieces = []
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, hidden.shape[0], chunk_rows):
                 rows = slice(start, start + chunk_rows)
-                logits = project(hidden[rows], weight, bias, compute_dtype, transform)
+                logits = project(hidden[rows], weight, bias, dtype, transform)
                 pieces.append((loss_fn(logits, labels[rows]), *token_statistics(logits, labels[rows])))
         if not pieces:  # no trainable row: empty results that still take part in the graph
-            empty = hidden.new_zeros(0, dtype=loss_dtype(compute_dtype))
+            empty = hidden.new_zeros(0, dtype=loss_dtype(dtype))
             pieces.append((empty, empty, empty, empty.bool()))
         loss, nll, entropy, is_top1 = (torch.cat(column) for column in zip(*pieces, strict=True))
         ctx.save_for_backward(hidden, weight, bias, labels)
-        ctx.loss_fn, ctx.chunk_rows, ctx.transform, ctx.compute_dtype = loss_fn, chunk_rows, transform, compute_dtype
+        ctx.loss_fn, ctx.chunk_rows, ctx.transform, ctx.compute_dtype = loss_fn, chunk_rows, transform, dtype
         ctx.mark_non_differentiable(nll, entropy, is_top1)
         return loss, nll, entropy, is_top1
 
@@ -175,7 +113,7 @@ def chunked_head_loss(
         bias: ``(V,)`` head bias or ``None``.
         labels: ``(N,)`` target ids; rows labelled ``-100`` are skipped (zero loss, zero gradient).
         loss_fn: per-token loss on a ``(n, V)`` fp32 logits block and its ``(n,)`` labels, e.g.
-            :func:`divalign.losses.tofu_per_token`.
+            :func:`divalign.heads.losses.tofu_per_token`.
         chunk_rows: rows per chunk; by default :func:`default_chunk_rows` of the vocabulary size.
         transform: logit scale and soft-capping the model applies after its head.
     """

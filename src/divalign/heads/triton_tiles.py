@@ -1,9 +1,9 @@
-"""Triton kernels for the fused CE/TOFU/GEM head (opt-in: ``select_head("fused-triton", ...)``).
+"""The Triton tile backend of the tiled head (opt-in: ``select_head("fused-triton", ...)``).
 
-Same algorithm and contract as :func:`divalign.fused_head.fused_head_loss` (see that module for the formulas): the
-projection of each vocabulary tile is one cuBLAS matmul into a reused ``(rows, tile)`` buffer in the compute dtype;
-what the plain path does with several fp32 ``(rows, tile)`` temporaries happens here in registers, one program per
-token row:
+Same algorithm and contract as :func:`divalign.heads.torch_tiles.fused_head_loss` (the formulas:
+:mod:`divalign.heads.tiled`): the projection of each vocabulary tile is one cuBLAS matmul into a reused ``(rows,
+tile)`` buffer in the compute dtype; what the PyTorch backend does with several fp32 ``(rows, tile)`` temporaries
+happens here in registers, one program per token row:
 
 - forward: ``_fold_kernel`` reads the tile once and updates the row's online accumulators (running max and its first
   index, ``Σ e^(z−m)``, ``Σ e^(z−m)(z−m)``, the tempered sums, the GEM-logsigmoid weighted sums, ``z_y``);
@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import torch
 
-from .chunked_head import PLAIN_LOGITS, HeadOutput, LogitTransform
-from .fused_head import (
+from .losses import LossSpec
+from .projection import PLAIN_LOGITS, HeadOutput, LogitTransform
+from .tiled import (
     RowResult,
     RowStats,
     TileBackend,
-    _accumulate_mm,
-    _beta,
-    _is_logsigmoid,
-    _tiles,
+    accumulate_mm,
     finish_rows,
+    is_logsigmoid,
+    loss_beta,
     target_logits,
     tiled_head_loss,
+    tiles,
 )
-from .losses import LossSpec
 
 try:
     import triton
@@ -182,10 +182,6 @@ def _grad_kernel(
         tl.store(row_ptr + offsets, grad.to(raw.dtype), mask=valid)
 
 
-def triton_available() -> bool:
-    return triton is not None
-
-
 def _project_into(out: torch.Tensor, h: torch.Tensor, w_tile: torch.Tensor, b_tile: torch.Tensor | None) -> None:
     torch.mm(h, w_tile.t(), out=out)
     if b_tile is not None:
@@ -203,14 +199,14 @@ def _transform_args(transform: LogitTransform) -> tuple[float, float, bool]:
 
 
 def _fold_rows(h, weight, bias, labels, spec, tile_cols, dtype, transform) -> tuple[RowResult, torch.Tensor | None]:
-    n, beta = h.shape[0], _beta(spec)
-    z_y_w = target_logits(h, weight, bias, labels, dtype, transform) if _is_logsigmoid(spec) else None
+    n, beta = h.shape[0], loss_beta(spec)
+    z_y_w = target_logits(h, weight, bias, labels, dtype, transform) if is_logsigmoid(spec) else None
     stats = torch.zeros(N_STATS, n, dtype=torch.float32, device=h.device)
     stats[0] = float("-inf")
     argmax = torch.zeros(n, dtype=torch.int64, device=h.device)
     buffer = torch.empty(n, min(tile_cols, weight.shape[0]), dtype=dtype, device=h.device)  # reused by every tile
     scale, softcap, has_softcap = _transform_args(transform)
-    for start, cols in _tiles(weight.shape[0], tile_cols):
+    for start, cols in tiles(weight.shape[0], tile_cols):
         tile = _leading_view(buffer, cols.stop - start)
         _project_into(tile, h, weight[cols].to(dtype), None if bias is None else bias[cols].to(dtype))
         _fold_kernel[(n,)](
@@ -232,7 +228,7 @@ def _addmm_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     if acc.is_cuda and a.dtype != acc.dtype:
         torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
     else:
-        _accumulate_mm(acc, a, b)
+        accumulate_mm(acc, a, b)
 
 
 def _grad_tiles(h, weight, bias, labels, spec, tile_cols, dtype, transform, q_shift, scaled_coef, mass, z_y_w):
@@ -241,13 +237,13 @@ def _grad_tiles(h, weight, bias, labels, spec, tile_cols, dtype, transform, q_sh
     buffer = torch.empty(n, min(tile_cols, vocab), dtype=dtype, device=h.device)
     scale, softcap, has_softcap = _transform_args(transform)
     logsigmoid = z_y_w is not None
-    for start, cols in _tiles(vocab, tile_cols):
+    for start, cols in tiles(vocab, tile_cols):
         tile = _leading_view(buffer, cols.stop - start)
         w_tile = weight[cols].to(dtype)
         _project_into(tile, h, w_tile, None if bias is None else bias[cols].to(dtype))
         _grad_kernel[(n,)](
             tile, tile.stride(0), labels, z_y_w if logsigmoid else q_shift, q_shift,
-            scaled_coef, mass, start, tile.shape[1], 1.0 / _beta(spec), scale, softcap,
+            scaled_coef, mass, start, tile.shape[1], 1.0 / loss_beta(spec), scale, softcap,
             LOGSIGMOID=logsigmoid, HAS_SOFTCAP=has_softcap, BLOCK=BLOCK_COLS,
         )  # fmt: skip
         yield cols, w_tile, tile
@@ -267,7 +263,7 @@ def triton_head_loss(
     transform: LogitTransform = PLAIN_LOGITS,
     tile_cols: int | None = None,
 ) -> HeadOutput:
-    """:func:`divalign.fused_head.fused_head_loss` with the tile folds in Triton kernels (same arguments and results).
+    """:func:`divalign.heads.torch_tiles.fused_head_loss` with the tile folds in Triton kernels (same arguments and results).
 
     Runs on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1`` (how it is tested).
     """

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .loss_head_sft_trainer import LossHeadSFTTrainer
-from .losses import LossSpec
+from ..heads.losses import LossSpec
+from .loss_head_trainer import LossHeadSFTTrainer
 from .tofu_config import TOFUConfig
 
 

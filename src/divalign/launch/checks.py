@@ -27,8 +27,8 @@ import yaml
 
 from . import precision
 from .datasets_io import FILE_BUILDERS
-from .launch import TRAIN_ENTRY, LaunchPlan, LaunchRequest, launch_request, plan_launch
 from .recipe import RecipeError, parse_recipe, read_run_options, split_recipe
+from .relaunch import TRAIN_ENTRY, LaunchPlan, LaunchRequest, launch_request, plan_launch
 
 
 def has_gpu() -> bool:
@@ -38,7 +38,7 @@ def has_gpu() -> bool:
 def _check_diversity(block: dict | None) -> None:
     if block is None:
         return
-    from .diversity.callback import DiversityConfig, load_probe_prompts
+    from ..diversity.callback import DiversityConfig, load_probe_prompts
 
     try:
         config = DiversityConfig.from_dict(block)
@@ -104,11 +104,11 @@ def check_launch(
     entry: Sequence[str] = TRAIN_ENTRY,
 ) -> LaunchPlan:
     """Raise a :class:`RecipeError` when the launch of ``recipe`` with ``flags`` as ``request`` says would refuse its
-    values (checked here without loading anything); returns its :class:`~divalign.launch.LaunchPlan`."""
+    values (checked here without loading anything); returns its :class:`~divalign.launch.relaunch.LaunchPlan`."""
     from trl import ModelConfig, ScriptArguments
 
-    from .quiet import show_held_4bit_warnings
-    from .train import STAGES
+    from ..quiet import show_held_4bit_warnings
+    from .stages import STAGES
 
     trainer, diversity, _ = split_recipe(recipe, list(STAGES))
     checked = [*flags, *([] if on_gpu else ["--use_cpu", "true"])]

@@ -16,9 +16,10 @@ import torch
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .chunked_head import HeadOutput, LogitTransform, chunked_head_loss, gather_lm_head
-from .head_operands import resolve_head
+from .chunked import chunked_head_loss
 from .losses import IGNORE_INDEX
+from .operands import resolve_head
+from .projection import HeadOutput, LogitTransform, gather_lm_head
 
 HeadFunction = Callable[..., HeadOutput]
 
@@ -53,7 +54,8 @@ def _logit_scale(config) -> float:
 
 def logit_transform(model: PreTrainedModel) -> LogitTransform:
     """The scale and soft-cap a model applies to its head output (Cohere's logit scale, Granite's logit divisor,
-    Gemma-2/3 final soft-capping), read from the same config keys as TRL's fused LM head."""
+    Gemma-2/3 final soft-capping), read from the same config keys as TRL's fused LM head (docs/losses.md, "Logit
+    transforms")."""
     config = model.config.get_text_config()
     return LogitTransform(scale=_logit_scale(config), softcap=getattr(config, "final_logit_softcapping", None))
 
@@ -79,7 +81,7 @@ def add_loss_head(
     Without ``loss_head=True`` the previous forward (possibly TRL's fused-head forward) runs unchanged, so generation
     and TRL's own code paths are untouched. Apply to the base model before PEFT wraps it, or to
     ``peft_model.get_base_model()``; PEFT adapters on the LM head are resolved on every call
-    (:func:`divalign.head_operands.resolve_head`).
+    (:func:`divalign.heads.operands.resolve_head`).
     """
     previous_forward = model.forward
     transform = logit_transform(model)

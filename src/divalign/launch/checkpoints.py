@@ -6,6 +6,11 @@ when its ``trainer_state.json`` exists and parses; one without it was interrupte
 directory fails ("Can't find a valid checkpoint"), and training on past it would save the next checkpoint over its
 leftovers, so an incomplete checkpoint is moved aside under a name transformers never matches (nor rotates away):
 ``incomplete-checkpoint-<step>-<UTC timestamp>``. Nothing is deleted.
+
+Every checkpoint lookup in divalign (resume, ``divalign plot``, the toy demo's trajectories, a pipeline's stage
+state) goes through this module rather than transformers' ``get_last_checkpoint``, which returns the newest
+``checkpoint-*`` directory whether or not its save finished
+(``tests/test_run_lifecycle.py::test_get_last_checkpoint_takes_a_half_written_checkpoint``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class RunOptions:
         default=True,
         metadata={
             "help": "Stop the run at the first optimizer step whose loss or gradient norm is NaN/inf, before that "
-            "step is saved (divalign.nonfinite_guard). false: train on (the final model is still never saved with "
+            "step is saved (divalign.launch.nonfinite_guard). false: train on (the final model is still never saved with "
             "non-finite weights)."
         },
     )
@@ -56,7 +56,7 @@ class LaunchSettings:
     """How `divalign train` launches a recipe: top-level recipe keys, also accepted as `--key value` flags (which win).
 
     With any of them set, `divalign train` relaunches itself through `accelerate launch ... -m divalign.train`
-    (:mod:`divalign.launch`); without them the run is in-process. Inside a distributed launch they are not read again.
+    (:mod:`divalign.launch.relaunch`); without them the run is in-process. Inside a distributed launch they are not read again.
     """
 
     accelerate_config: str | None = field(

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .hyperparameters import require_temperature
+from ..heads.hyperparameters import require_temperature
+from ..heads.losses import GEM_WEIGHTINGS
 from .loss_head_config import LossHeadSFTConfig
-from .losses import GEM_WEIGHTINGS
 
 
 @dataclass
 class GEMConfig(LossHeadSFTConfig):
-    """[`~trl.SFTConfig`] for [`GEMTrainer`]: entropy-regularised distribution matching.
+    r"""
+    Configuration class for [`~divalign.trainers.gem_trainer.GEMTrainer`]: entropy-regularised distribution matching.
 
     Li et al., "Preserving Diversity in Supervised Fine-Tuning of Large Language Models", ICLR 2025,
-    arXiv:2408.16673.
+    arXiv:2408.16673. Every other parameter is [`~divalign.trainers.loss_head_config.LossHeadSFTConfig`]'s (the loss
+    head) and [`~trl.SFTConfig`]'s.
+
+    Parameters:
+        > Parameters that control the loss (docs/losses.md)
+
+        gem_beta (`float`, *optional*, defaults to `0.7`):
+            Temperature β > 0 of the target distribution softmax(z / β); 1 gives the CE gradient.
+        gem_h (`str`, *optional*, defaults to `"linear"`):
+            Weighting h: `"linear"` (the paper's default) or `"logsigmoid"` (the authors' training scripts).
     """
 
     gem_beta: float = field(

@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 def decide_on_main(decide: Callable[[], T]) -> T:
     """Run ``decide`` on the main process only; return its result on every rank. When it raises, the main process
-    raises that error and every other rank a :class:`~divalign.recipe.RecipeError` with its message."""
+    raises that error and every other rank a :class:`~divalign.launch.recipe.RecipeError` with its message."""
     state = PartialState()
     if state.num_processes == 1:
         return decide()

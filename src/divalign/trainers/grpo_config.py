@@ -7,18 +7,44 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .diversity import DEFAULT_PROFILE, METRIC_NAMES, REGISTRY, get_profile
-from .rewards import parse_rewards
+from ..diversity import DEFAULT_PROFILE, METRIC_NAMES, REGISTRY, get_profile
+from ..rewards import parse_rewards
 
 ROLLOUT_DIVERSITY_METRICS = ["distinct_1", "distinct_2", "distinct_3", "distinct_4", "ead", "exact_dup_rate"]
 
 
 @dataclass
 class DivGRPOConfig(GRPOConfig):
-    """[`~trl.GRPOConfig`] for [`DivGRPOTrainer`]: rewards named in the recipe, `diversity/rollout/*` logging.
+    r"""
+    Configuration class for [`~divalign.trainers.grpo_trainer.DivGRPOTrainer`]: rewards named in the recipe,
+    `diversity/rollout/*` logging.
 
     GRPO: Shao et al., "DeepSeekMath", arXiv 2402.03300. TRL's defaults are kept: `beta=0.0` (no KL term, so no
-    reference model is loaded), `num_generations=8`, `loss_type="dapo"` (Yu et al., arXiv 2503.14476).
+    reference model is loaded), `num_generations=8`, `loss_type="dapo"` (Yu et al., arXiv 2503.14476). Every other
+    parameter is [`~trl.GRPOConfig`]'s.
+
+    Parameters:
+        > Parameters that control the rewards
+
+        rewards (`list`, `str` or `dict`):
+            Reward functions from `divalign.rewards.REWARDS`, in order: a list of names or one-key mappings
+            `{name: {settings}}` (math_answer, format, length_penalty, reward_model, darling, toy_validity). Required.
+            Weights go in `reward_weights`. On the command line: a JSON string or comma-separated names.
+
+        > Parameters that control the rollout diversity
+
+        log_rollout_diversity (`bool`, *optional*, defaults to `True`):
+            Log `diversity/rollout/*`: diversity of each prompt's `num_generations` rollouts, computed from
+            completions GRPO samples anyway (no extra generation).
+        rollout_diversity_metrics (`list[str]`, *optional*, defaults to the token-level metrics
+        `["distinct_1", "distinct_2", "distinct_3", "distinct_4", "ead", "exact_dup_rate"]`):
+            Metrics of `divalign.diversity` for the rollout groups. Metrics that need a verifier or an NLI model are
+            refused.
+        rollout_diversity_embedding_model (`str` or `None`, *optional*, defaults to `None`):
+            Sentence-embedding model for semantic rollout metrics (`sbert`, `vendi_1`); required by them.
+        rollout_diversity_profile (`str`, *optional*, defaults to `"divalign"`):
+            Metric conventions of the rollout metrics (`divalign`, `karouzos2026`, `tofu2026`; see
+            `divalign.diversity.profile`); a training argument, so the run's W&B config names it.
     """
 
     rewards: list | str | dict | None = field(  # str second: HfArgumentParser types the flag by it

@@ -1,6 +1,6 @@
 """How a recipe is launched: in this process, or relaunched through accelerate's own launch command.
 
-A recipe's launcher keys (:class:`~divalign.recipe.LaunchSettings`: ``accelerate_config``, ``num_processes`` and the
+A recipe's launcher keys (:class:`~divalign.launch.recipe.LaunchSettings`: ``accelerate_config``, ``num_processes`` and the
 multi-node ``num_machines``, ``machine_rank``, ``main_process_ip``, ``main_process_port``), each overridden by its
 command-line flag, turn ``divalign train RECIPE`` into
 
@@ -13,12 +13,11 @@ stage's command here too, with the stage's ``accelerate_config``/``launch_args``
 
 Presets ship inside the package (``divalign/accelerate_configs/*.yaml``; the repository's ``accelerate_configs/``
 links there): a preset's ``mixed_precision`` follows the recipe's ``bf16``/``fp16``, a config file of your own is used
-as written (and :mod:`divalign.precision` refuses one that disagrees with the recipe before the model loads).
+as written (and :mod:`divalign.launch.precision` refuses one that disagrees with the recipe before the model loads).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import subprocess
@@ -27,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from .recipe import LAUNCH_KEYS, LaunchSettings, RecipeError, read_launch_settings, split_launch_flags
 
@@ -136,7 +134,7 @@ def launch_request(
     always: bool = False,
 ) -> LaunchRequest:
     """Merge the launcher settings of ``recipe``, of a pipeline stage (``accelerate_config``, ``launch_args``) and of
-    the command-line ``flags``, later ones winning; a :class:`~divalign.recipe.RecipeError` names a bad value."""
+    the command-line ``flags``, later ones winning; a :class:`~divalign.launch.recipe.RecipeError` names a bad value."""
     from_args, extra = split_launch_args(launch_args)
     if accelerate_config is not None:
         from_args.setdefault("accelerate_config", str(accelerate_config))
@@ -207,33 +205,3 @@ def run_command(command: Sequence[str], env: Mapping[str, str] | None = None) ->
             return process.wait()
         except KeyboardInterrupt:
             continue
-
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `divalign train`."""
-    keys = ", ".join(f"--{key}" for key in LAUNCH_KEYS)
-    parser = subparsers.add_parser(
-        "train",
-        help="train from a recipe: in this process, or through accelerate launch when the recipe says how",
-        description="Train from a recipe (TRL/transformers keys plus `trainer:`; recipes/README.md). Flags override "
-        f"the recipe's keys, launcher keys included ({keys}; presets: {', '.join(preset_names())}). With launcher "
-        "keys the recipe is relaunched as `accelerate launch ... -m divalign.train RECIPE [flags]`; without them it "
-        "runs in this process, like `python -m divalign.train RECIPE`.",
-    )
-    parser.add_argument("recipe", help="recipe YAML file")
-    parser.add_argument("--dry-run", action="store_true", help="check the recipe and print the launch command")
-    parser.add_argument("flags", nargs=argparse.REMAINDER, help="--key value pairs overriding the recipe")
-    parser.set_defaults(func=run, print_help=parser.print_help)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run `divalign train` from parsed arguments."""
-    from .train import main
-
-    if {"-h", "--help"} & set(args.flags):
-        args.print_help()
-        return 0
-    dry_run = ["--dry-run"] if args.dry_run or "--dry-run" in args.flags else []
-    return main([args.recipe, *[flag for flag in args.flags if flag != "--dry-run"], *dry_run])

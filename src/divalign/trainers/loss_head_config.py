@@ -6,15 +6,29 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from .fused_head import HEAD_MODES as LOSS_HEADS
-from .hyperparameters import require_number
+from ..heads.hyperparameters import require_number
+from ..heads.registry import HEAD_MODES as LOSS_HEADS
 
 
 @dataclass
 class LossHeadSFTConfig(SFTConfig):
-    """[`~trl.SFTConfig`] plus the knobs of divalign's chunked loss head.
+    r"""
+    Configuration class for [`~divalign.trainers.loss_head_trainer.LossHeadSFTTrainer`]: [`~trl.SFTConfig`] plus the
+    knobs of divalign's loss head (:mod:`divalign.heads`).
 
     The SFT loss itself is replaced, so `loss_type` must stay `"nll"` (its default) and label smoothing is refused.
+
+    Parameters:
+        > Parameters that control the loss head
+
+        loss_head (`str`, *optional*, defaults to `"auto"`):
+            Loss head implementation (:func:`divalign.heads.registry.select_head`): `"auto"` (the fused
+            vocabulary-tiled head on CUDA, the reference elsewhere), `"reference"` (row chunks, autograd backward),
+            `"fused"` (vocabulary tiles, plain PyTorch) or `"fused-triton"` (Triton tile kernels; opt-in, not yet run
+            on a GPU).
+        loss_chunk_rows (`int` or `None`, *optional*, defaults to `None`):
+            Token rows projected through the LM head at once. `None`: as many as keep one fp32 `(rows, vocab)` block
+            near 128 MiB.
     """
 
     loss_head: str = field(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..grpo_trainer import DivGRPOTrainer
-from ..rewards import build_all, required_columns
+from ...rewards import build_all, required_columns
+from ...trainers.grpo_trainer import DivGRPOTrainer
 from .common import build_trainer
 
 

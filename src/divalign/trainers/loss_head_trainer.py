@@ -6,12 +6,12 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
-from .compat import add_train_tokens, total_train_tokens, trainer_metrics, trl_lm_head_adapter_check_lifted
-from .fused_head import select_head
-from .head_operands import UnsupportedHeadError, resolve_head
+from ..compat import add_train_tokens, total_train_tokens, trainer_metrics, trl_lm_head_adapter_check_lifted
+from ..heads.forward_patch import LossHeadOutput, add_loss_head
+from ..heads.losses import LossSpec
+from ..heads.operands import UnsupportedHeadError, resolve_head
+from ..heads.registry import select_head
 from .loss_head_config import LossHeadSFTConfig
-from .loss_head_forward import LossHeadOutput, add_loss_head
-from .losses import LossSpec
 
 
 class LossHeadSFTTrainer(SFTTrainer):
@@ -19,11 +19,12 @@ class LossHeadSFTTrainer(SFTTrainer):
 
     `compute_loss` sums the per-token losses over trainable tokens and divides by `num_items_in_batch` (by their count
     when it is `None`), times the number of processes under `average_tokens_across_devices` — the reduction of TRL's
-    `nll` loss, so gradient accumulation and data parallelism behave the same. It logs `nll`, `entropy`,
-    `mean_token_accuracy` and `num_tokens` like TRL, from the same forward.
+    `nll` loss (docs/losses.md, "The reduction, as TRL's SFT loss"), so gradient accumulation and data parallelism
+    behave the same. It logs `nll`, `entropy`, `mean_token_accuracy` and `num_tokens` like TRL, from the same
+    forward.
 
     PEFT on the LM head: LoRA (`lm_head` in `target_modules`), `modules_to_save: [lm_head]` and tied
-    `trainable_token_indices` train exactly (:mod:`divalign.head_operands`); other adapters on the head (DoRA, IA³, ...)
+    `trainable_token_indices` train exactly (:mod:`divalign.heads.operands`); other adapters on the head (DoRA, IA³, ...)
     are refused when the trainer is built.
     """
 

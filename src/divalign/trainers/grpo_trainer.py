@@ -18,11 +18,11 @@ from typing import Any
 from accelerate.utils import broadcast_object_list
 from trl import GRPOTrainer
 
-from .compat import check_grpo_reward_hook, trainer_metrics
-from .diversity import REGISTRY, compute_diversity, load_embedder
-from .generation import cut_at_stop, decode_group, stop_token_ids
-from .rewards.base import prompt_text
-from .rewards.groups import check_group_prompts, gather_rows, split_groups
+from ..compat import check_grpo_reward_hook, trainer_metrics
+from ..diversity import REGISTRY, compute_diversity, load_embedder
+from ..generation import cut_at_stop, decode_group, stop_token_ids
+from ..rewards.base import prompt_text
+from ..rewards.groups import check_group_prompts, gather_rows, split_groups
 
 ROLLOUT_PREFIX = "diversity/rollout/"
 
@@ -38,7 +38,7 @@ class DivGRPOTrainer(GRPOTrainer):
     order (the order in which TRL itself groups the gathered rewards), cut into groups of ``num_generations``, and
     scored on the main process; every process then logs the same values, so ``log_history`` agrees across ranks and
     a group split across processes is scored whole. Settings come from
-    [`~divalign.grpo_config.DivGRPOConfig`] (`log_rollout_diversity`, `rollout_diversity_metrics`,
+    [`~divalign.trainers.grpo_config.DivGRPOConfig`] (`log_rollout_diversity`, `rollout_diversity_metrics`,
     `rollout_diversity_embedding_model`).
     """
 

@@ -6,7 +6,7 @@ What a directory can hold, and what ``divalign.train`` does with it:
 - nothing, or only what a run writes before its first checkpoint (:data:`START_ENTRIES`): a run that never got going;
   it starts (again) from scratch, so a failure before the first checkpoint never blocks the directory;
 - ``checkpoint-*`` but no final model: an interrupted run; resumed with ``--resume_from_checkpoint true`` from its
-  newest *complete* checkpoint (incomplete ones are moved aside, :mod:`divalign.checkpoints`), and only with the
+  newest *complete* checkpoint (incomplete ones are moved aside, :mod:`divalign.launch.checkpoints`), and only with the
   hyper-parameters it started with (or ``resume_with_changes: true``, recorded under ``resumes:``);
 - a finished run (:data:`FINISHED_MARKER`): refused, resume included — there is nothing left to train;
 - anything else: refused, nothing is overwritten.
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
+from ..dashboards import SAMPLES_FILE, SAMPLES_REPLACED_PREFIX
 from .checkpoints import (
     INCOMPLETE_PREFIX,
     TRAINER_STATE,
@@ -33,7 +34,6 @@ from .checkpoints import (
     newest_resumable,
     read_trainer_state,
 )
-from .dashboards import SAMPLES_FILE, SAMPLES_REPLACED_PREFIX
 from .recipe import RUN_OPTIONS, RecipeError, RunOptions
 from .run_lock import LOCK_FILE
 

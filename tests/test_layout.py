@@ -1,0 +1,174 @@
+"""The package's layout: its import graph has no cycle, no module imports another module's private names, the configs
+read the loss-head modes without loading a kernel, the trainer configs list their parameters, and the module paths the
+docs promise still import (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+PACKAGE = SRC / "divalign"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def imports(module: str) -> list[tuple[str, list[str]]]:
+    """``(imported divalign module, names)`` for every import statement of ``module``, those inside functions too; a
+    name that is itself a module (``from . import precision``) is an import of that module."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "divalign":
+                continue
+            for alias in node.names:
+                submodule = f"{target}.{alias.name}"
+                found.append((submodule, []) if submodule in MODULES else (target, [alias.name]))
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names if alias.name.split(".")[0] == "divalign"]
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {module: {target for target, _ in imports(module)} - {module} for module in MODULES}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a path ``[a, b, ..., a]``, or ``None``."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return [*stack[stack.index(target) :], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_import_graph_has_no_cycle():
+    """Every explicit import counts, the lazy ones inside functions too (they would close a cycle at call time).
+    Not counted: a submodule's implicit import of its package's ``__init__``, which Python always runs first."""
+    graph = import_graph()
+    assert graph["divalign.launch.train"] >= {"divalign.launch.recipe", "divalign.launch.stages"}  # edges are seen
+    assert "divalign.launch.train" in graph["divalign.launch"]  # a lazy one too
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_module_imports_another_modules_private_names():
+    offenders = [
+        f"{module} imports {name} from {target}"
+        for module in MODULES
+        for target, names in imports(module)
+        for name in names
+        if name.startswith("_") and not name.startswith("__")
+    ]
+    assert not offenders, offenders
+
+
+def test_the_configs_read_the_head_modes_without_loading_a_kernel():
+    code = (
+        "import sys\n"
+        "from divalign.trainers.gem_config import GEMConfig\n"
+        "from divalign.trainers.tofu_config import TOFUConfig\n"
+        "from divalign.heads.registry import HEAD_MODES\n"
+        "kernels = ('divalign.heads.chunked', 'divalign.heads.tiled', 'divalign.heads.torch_tiles', "
+        "'divalign.heads.triton_tiles')\n"
+        "print(sorted(name for name in kernels if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _trainer_configs() -> list[type]:
+    from divalign.trainers.gem_config import GEMConfig
+    from divalign.trainers.grpo_config import DivGRPOConfig
+    from divalign.trainers.loss_head_config import LossHeadSFTConfig
+    from divalign.trainers.tofu_config import TOFUConfig
+
+    return [LossHeadSFTConfig, TOFUConfig, GEMConfig, DivGRPOConfig]
+
+
+@pytest.mark.parametrize("config", _trainer_configs(), ids=lambda config: config.__name__)
+def test_trainer_configs_document_their_own_parameters(config):
+    inherited = {field.name for base in config.__bases__ for field in dataclasses.fields(base)}
+    own = [field for field in dataclasses.fields(config) if field.name not in inherited]
+    assert own
+    for field in own:
+        assert field.metadata.get("help"), f"{config.__name__}.{field.name} has no help"
+        assert f"\n        {field.name} (`" in config.__doc__, (
+            f"{config.__name__}'s docstring does not list {field.name}"
+        )
+
+
+def test_the_documented_module_paths_still_import():
+    import divalign
+    import divalign.heads.losses
+    import divalign.launch.train
+    import divalign.losses
+    import divalign.train
+
+    for name in ("tofu_per_token", "gem_per_token", "LossSpec"):  # README: divalign.losses.tofu_per_token(...)
+        assert getattr(divalign.losses, name) is getattr(divalign.heads.losses, name) is getattr(divalign, name)
+    assert divalign.train.main is divalign.launch.train.main  # python -m divalign.train (tests/test_doc_commands.py)
+
+
+def test_the_architecture_page_names_every_module():
+    table = re.findall(r"^\| `([\w/]+\.py)` \|", (REPO / "docs" / "architecture.md").read_text(), re.MULTILINE)
+    tree = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py"))
+    assert sorted(table) == tree
+
+
+@pytest.mark.parametrize("doc", ["architecture.md", "losses.md", "distributed.md"])
+def test_the_files_the_docs_name_exist(doc):
+    """Files named in backticks: under src/divalign/ (as the docs say), else from the repository's root."""
+    named = re.findall(r"`([\w./-]+\.(?:py|json|sh))`", (REPO / "docs" / doc).read_text())
+    assert named
+    missing = [name for name in named if not (PACKAGE / name).is_file() and not (REPO / name).is_file()]
+    assert not missing, missing
+
+
+def test_the_readme_layout_matches_the_tree():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Layout") :]
+    block = section[section.index("```") : section.index("```", section.index("```") + 3)]
+    files = {path.name for path in PACKAGE.rglob("*") if path.is_file()}
+    assert not [name for name in re.findall(r"\b[\w]+\.(?:py|json)\b", block) if name not in files]
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert not [package for package in packages if f"  {package}/" not in block]
