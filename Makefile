@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 test: lint
-	$(PYTHON) -m pytest -q -ra tests
+	$(PYTHON) -m pytest -q -ra --durations=30 tests
 
 # `make test` under coverage, subprocesses included (pyproject: [tool.coverage.*]); fails below 90 % of lines
 # (an absolute data file: launched stages and ranks run in other working directories)
