@@ -7,11 +7,18 @@ Every subprocess also sees the same PATH, the test interpreter's bin first (its 
 one DeepSpeed op cache per virtualenv: the JIT-built CPU communication op is rebuilt (half a minute on 2 cores)
 whenever the `ninja` or the include paths differ from the last build, so runs alternating between two PATHs, or two
 virtualenvs sharing `~/.cache/torch_extensions`, rebuilt it again and again.
+
+`accelerate launch` without a port takes 29500, or, when that port is busy, lets torchrun pick a free one. `make test`
+runs two pytest workers, so two launches could both find 29500 free and collide: the session keeps 29500 busy, and
+every launch without a port of its own gets a free one from the OS.
 """
 
 import os
+import socket
 import sys
 from pathlib import Path
+
+import pytest
 
 TEST_ENVIRONMENT = {
     "HF_HUB_OFFLINE": "1",
@@ -27,3 +34,26 @@ _interpreter_bin = str(Path(sys.executable).parent)
 if os.environ.get("PATH", "").split(os.pathsep)[0] != _interpreter_bin:
     os.environ["PATH"] = os.pathsep.join(filter(None, [_interpreter_bin, os.environ.get("PATH")]))
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+
+
+ACCELERATE_DEFAULT_PORT = 29500
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_launch_port_busy():
+    """Hold accelerate's default port for the session (another worker may already hold it: busy either way)."""
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", ACCELERATE_DEFAULT_PORT))
+        held.listen()
+    except OSError:
+        held.close()
+    yield
+    held.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with a slow test first (each keeps its own order): with several workers the long files start early and
+    the short ones fill in at the end, instead of one worker finishing a long file alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
