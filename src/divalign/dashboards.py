@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from transformers.integrations import WandbCallback
 from transformers.integrations.integration_utils import rewrite_logs
 
 from .compat import wandb_callback_set_up
+from .set_aside import aside_path
 
 SECTION = "diversity/"
 STEP_AXIS = "train/global_step"
@@ -172,10 +172,7 @@ class SamplesLog:
             (kept if row_step is not None and row_step < step else replaced).append(line)
         if not replaced:
             return
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        aside = self.path.with_name(f"{SAMPLES_REPLACED_PREFIX}{stamp}.jsonl")
-        while aside.exists():  # never write over an earlier one
-            aside = aside.with_name(f"{aside.stem}-1.jsonl")
+        aside = aside_path(self.path, SAMPLES_REPLACED_PREFIX + "{stamp}.jsonl")
         aside.write_text("".join(replaced), encoding="utf-8")
         temporary = self.path.with_name(f"{self.path.name}.tmp")
         temporary.write_text("".join(kept), encoding="utf-8")

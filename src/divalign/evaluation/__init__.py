@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import set_aside
 from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, REGISTRY, NLIScorer, validate_metrics
 from ..diversity.aggregate import bootstrap_ci, summarize
 from ..diversity.clusters import DEFAULT_CLUSTER_THRESHOLD
@@ -209,12 +209,7 @@ def _check_out_dir(out_dir: Path, move_aside: bool) -> None:
             f"--out {out_dir} already holds files (an earlier evaluation?); choose another --out, or pass "
             "--move-aside to keep the old one as <out>.old-<time> and write a new one"
         )
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    target, suffix = out_dir.with_name(f"{out_dir.name}.old-{stamp}"), 1
-    while target.exists():
-        target, suffix = out_dir.with_name(f"{out_dir.name}.old-{stamp}-{suffix}"), suffix + 1
-    out_dir.rename(target)
-    print(f"divalign eval: moved the earlier {out_dir} aside to {target}")
+    print(f"divalign eval: moved the earlier {out_dir} aside to {set_aside.move_aside(out_dir)}")
 
 
 def _temperature_sweep(temperature: float, temperatures: Sequence[float] | None) -> list[float]:

@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..set_aside import move_aside
 
 TRAINER_STATE = "trainer_state.json"
 INCOMPLETE_PREFIX = "incomplete-"
@@ -74,13 +75,7 @@ def incomplete_after(output_dir: Path, checkpoint: Path | None) -> list[Path]:
 
 def move_incomplete_aside(checkpoint: Path) -> Path:
     """Rename an incomplete checkpoint out of transformers' sight; returns its new path."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = checkpoint.with_name(f"{INCOMPLETE_PREFIX}{checkpoint.name}-{stamp}")
-    suffix = 1
-    while target.exists():
-        target = checkpoint.with_name(f"{INCOMPLETE_PREFIX}{checkpoint.name}-{stamp}-{suffix}")
-        suffix += 1
-    checkpoint.rename(target)
+    target = move_aside(checkpoint, INCOMPLETE_PREFIX + "{name}-{stamp}")
     warnings.warn(
         f"{checkpoint} is incomplete (no {TRAINER_STATE}: the run was killed while saving it); moved aside to "
         f"{target.name}, resuming from the newest complete checkpoint instead",

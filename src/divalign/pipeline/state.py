@@ -20,6 +20,7 @@ from typing import Any
 
 from ..launch.checkpoints import newest_complete
 from ..launch.output_dir import finished_run
+from ..set_aside import move_aside  # noqa: F401  (the pipeline's API names it here)
 
 DONE_MARKER = ".divalign_stage_done.json"
 STATE_DIR = ".divalign_state"
@@ -138,13 +139,3 @@ def inspect_dir(directory: Path, digest: str, started: dict[str, Any] | None) ->
     return Inspection(Status.FOREIGN)
 
 
-def move_aside(directory: Path) -> Path:
-    """Rename ``directory`` to ``<directory>.old-<UTC timestamp>`` (never delete a result); returns the new path."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    target = directory.with_name(f"{directory.name}.old-{stamp}")
-    suffix = 1
-    while target.exists():
-        target = directory.with_name(f"{directory.name}.old-{stamp}-{suffix}")
-        suffix += 1
-    directory.rename(target)
-    return target
