@@ -1,10 +1,14 @@
-"""Pipeline files for the tests: the tiny smoke stages on the fixture's model and data."""
+"""Pipeline files for the tests (the tiny smoke stages on the fixture's model and data), and a launcher that stands in
+for `accelerate launch`."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import yaml
+
+from divalign.pipeline import PipelineRunner, load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_RECIPES = REPO / "recipes" / "smoke"
@@ -43,3 +47,39 @@ def write_pipeline(directory: Path, assets: Path, stages: list[dict] | None = No
     path = directory / "pipeline.yaml"
     path.write_text(yaml.safe_dump(content, sort_keys=False))
     return path
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+class CopyLauncher:
+    """Stands in for `accelerate launch`: copies the input checkpoint's files into the output dir, then applies
+    ``alter(output_dir, command)``, and exits with ``exit_status``."""
+
+    def __init__(self, alter=None, exit_status: int = 0):
+        self.alter = alter
+        self.exit_status = exit_status
+        self.calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def __call__(self, command: list[str], env: dict[str, str]) -> int:
+        self.calls.append((command, env))
+        source, output = Path(flag(command, "--model_name_or_path")), Path(flag(command, "--output_dir"))
+        output.mkdir(parents=True, exist_ok=True)
+        for item in source.iterdir():
+            if item.is_file():
+                shutil.copy(item, output / item.name)
+        if self.alter is not None:
+            self.alter(output, command)
+        return self.exit_status
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages launched, in order (each launch's W&B job type)."""
+        return [env["WANDB_JOB_TYPE"] for _, env in self.calls]
+
+
+def run(path: Path, launcher, logs: list[str] | None = None, **kwargs):
+    """Run the pipeline at ``path`` with ``launcher``; its log lines go to ``logs`` when given."""
+    log = (logs if logs is not None else []).append
+    return PipelineRunner(load_pipeline(path), launcher=launcher, log=log, **kwargs).run()

@@ -11,18 +11,14 @@ from collections import Counter
 import datasets
 import numpy as np
 import pytest
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     GenerationConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
     TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
 from transformers.generation.utils import GenerationMixin
 
+from chat_checkpoints import save_chat_checkpoint
 from divalign.cli import main
 from divalign.diversity import DEFAULT_EVAL_METRICS
 from divalign.diversity.answers import final_answer_matches
@@ -32,36 +28,10 @@ from divalign.generation import SeededSampler, encode_prompt, prompt_seed
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WORDS = ["<pad>", "<s>", "</s>", "<unk>", "user", "assistant", ":", "say", "a", "word"] + [f"w{i}" for i in range(30)]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} </s> {% endfor %}"
-    "{% if add_generation_prompt %}assistant : {% endif %}"
-)
 
 
 def save_tiny_checkpoint(directory, seed):
-    """A word-level tokenizer with a chat template and a ~20k-parameter Llama, saved like a real checkpoint."""
-    backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(WORDS),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return save_chat_checkpoint(directory, WORDS, seed)
 
 
 @pytest.fixture(scope="module")

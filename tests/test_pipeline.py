@@ -16,9 +16,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from divalign.cli import main as cli_main
 from divalign.launch.run_lock import RunLockError, owner_record
-from divalign.pipeline import DONE_MARKER, PipelineError, PipelineRunner, load_pipeline, run_pipeline
+from divalign.pipeline import DONE_MARKER, PipelineError, load_pipeline, run_pipeline
 from divalign.smoke import build_smoke_assets, messages_rows, write_jsonl
-from pipelines import SFT_RECIPE, TOFU_RECIPE, write_pipeline
+from pipelines import SFT_RECIPE, TOFU_RECIPE, CopyLauncher, flag, run, write_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,34 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     return build_smoke_assets(tmp_path_factory.mktemp("assets"))
-
-
-def flag(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
-
-
-class FakeLauncher:
-    """Stands in for `accelerate launch`: copies the input checkpoint to the output dir, then applies `alter`."""
-
-    def __init__(self, alter=None, exit_status: int = 0):
-        self.alter = alter
-        self.exit_status = exit_status
-        self.calls: list[tuple[list[str], dict]] = []
-
-    def __call__(self, command: list[str], env: dict[str, str]) -> int:
-        self.calls.append((command, env))
-        source, output = Path(flag(command, "--model_name_or_path")), Path(flag(command, "--output_dir"))
-        output.mkdir(parents=True, exist_ok=True)
-        for item in source.iterdir():
-            if item.is_file():
-                shutil.copy(item, output / item.name)
-        if self.alter is not None:
-            self.alter(output, command)
-        return self.exit_status
-
-    @property
-    def stages(self) -> list[str]:
-        return [env["WANDB_JOB_TYPE"] for _, env in self.calls]
 
 
 def smoke_data(assets: Path) -> dict[str, str]:
@@ -67,9 +39,6 @@ def rewrite(path: Path, edit) -> None:
     path.write_text(yaml.safe_dump(content, sort_keys=False))
 
 
-def run(path: Path, launcher: FakeLauncher, logs: list[str] | None = None, **kwargs):
-    return PipelineRunner(load_pipeline(path), launcher=launcher, log=(logs if logs is not None else []).append,
-                          **kwargs).run()  # fmt: skip
 
 
 # Validation: every message names the file/stage at fault, and nothing is launched
@@ -201,7 +170,7 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
 
 
 def test_stages_chain_and_carry_wandb_grouping(tmp_path, assets):
-    launcher = FakeLauncher()
+    launcher = CopyLauncher()
     results = run(write_pipeline(tmp_path, assets), launcher)
     (sft_cmd, sft_env), (tofu_cmd, tofu_env) = launcher.calls
     runs = tmp_path / "runs"
@@ -220,8 +189,8 @@ def test_stages_chain_and_carry_wandb_grouping(tmp_path, assets):
 
 def test_rerun_with_same_inputs_skips_everything(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
-    run(path, FakeLauncher())
-    again, logs = FakeLauncher(), []
+    run(path, CopyLauncher())
+    again, logs = CopyLauncher(), []
     run(path, again, logs)
     assert again.calls == []
     assert sum("skipped, finished with the same inputs" in line for line in logs) == 2
@@ -229,9 +198,9 @@ def test_rerun_with_same_inputs_skips_everything(tmp_path, assets):
 
 def test_changed_override_refuses_to_overwrite(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
-    run(path, FakeLauncher())
+    run(path, CopyLauncher())
     rewrite(path, lambda c: c["stages"][1]["overrides"].update(max_steps=8))
-    launcher = FakeLauncher()
+    launcher = CopyLauncher()
     with pytest.raises(PipelineError, match=r"stage 'tofu': .*runs/tofu already holds a result, but it finished with "
                                             r"other inputs.*remove .*runs/tofu, or pass --force-rerun tofu"):  # fmt: skip
         run(path, launcher)
@@ -242,18 +211,18 @@ def test_changed_accelerate_config_refuses_too(tmp_path, assets):
     config = tmp_path / "acc.yaml"
     config.write_text("distributed_type: 'NO'\n")
     path = write_pipeline(tmp_path, assets, accelerate_config=str(config))
-    run(path, FakeLauncher())
+    run(path, CopyLauncher())
     config.write_text("distributed_type: MULTI_GPU\n")
     with pytest.raises(PipelineError, match=r"stage 'sft': .*--force-rerun sft"):
-        run(path, FakeLauncher())
+        run(path, CopyLauncher())
 
 
 def test_force_rerun_moves_the_old_result_aside(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
-    run(path, FakeLauncher())
+    run(path, CopyLauncher())
     old_marker = json.loads((tmp_path / "runs" / "tofu" / DONE_MARKER).read_text())
     rewrite(path, lambda c: c["stages"][1]["overrides"].update(max_steps=8))
-    launcher, logs = FakeLauncher(), []
+    launcher, logs = CopyLauncher(), []
     run(path, launcher, logs, force_rerun=["tofu"])
     assert launcher.stages == ["tofu"]
     aside = list((tmp_path / "runs").glob("tofu.old-*"))
@@ -264,8 +233,8 @@ def test_force_rerun_moves_the_old_result_aside(tmp_path, assets):
 
 def test_force_rerun_cascades_downstream(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
-    run(path, FakeLauncher())
-    launcher = FakeLauncher()
+    run(path, CopyLauncher())
+    launcher = CopyLauncher()
     run(path, launcher, force_rerun=["sft"])
     assert launcher.stages == ["sft", "tofu"]
     assert len(list((tmp_path / "runs").glob("*.old-*"))) == 2
@@ -274,9 +243,9 @@ def test_force_rerun_cascades_downstream(tmp_path, assets):
 def test_new_upstream_result_invalidates_downstream(tmp_path, assets):
     """Same files, but sft was retrained (its old dir removed by hand): tofu was built on a result that is gone."""
     path = write_pipeline(tmp_path, assets)
-    run(path, FakeLauncher())
+    run(path, CopyLauncher())
     shutil.rmtree(tmp_path / "runs" / "sft")
-    launcher = FakeLauncher()
+    launcher = CopyLauncher()
     with pytest.raises(PipelineError, match=r"stage 'tofu': .*--force-rerun tofu"):
         run(path, launcher)
     assert launcher.stages == ["sft"]
@@ -298,11 +267,11 @@ def save_checkpoint(step: int, complete: bool = True):
 def test_interrupted_stage_resumes_from_its_checkpoint(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
     sft = tmp_path / "runs" / "sft"
-    killed = FakeLauncher(save_checkpoint(2), exit_status=137)
+    killed = CopyLauncher(save_checkpoint(2), exit_status=137)
     advice = f"once that is fixed, rerun the same command to resume it from {sft / 'checkpoint-2'}"
     with pytest.raises(PipelineError, match=rf"stage 'sft' failed \(exit status 137; its error is above\); {advice}"):
         run(path, killed)
-    launcher, logs = FakeLauncher(), []
+    launcher, logs = CopyLauncher(), []
     run(path, launcher, logs)
     assert launcher.stages == ["sft", "tofu"]
     assert flag(launcher.calls[0][0], "--resume_from_checkpoint") == "true"
@@ -313,8 +282,8 @@ def test_interrupted_stage_resumes_from_its_checkpoint(tmp_path, assets):
 def test_stage_killed_while_saving_its_only_checkpoint_starts_over(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
     with pytest.raises(PipelineError, match=r"rerun the same command to start it over \(it saved no checkpoint\)"):
-        run(path, FakeLauncher(save_checkpoint(2, complete=False), exit_status=137))
-    launcher, logs = FakeLauncher(), []
+        run(path, CopyLauncher(save_checkpoint(2, complete=False), exit_status=137))
+    launcher, logs = CopyLauncher(), []
     run(path, launcher, logs)
     assert "--resume_from_checkpoint" not in launcher.calls[0][0]  # nothing complete to resume from
     (aside,) = (tmp_path / "runs").glob("sft.old-*")
@@ -329,8 +298,8 @@ def test_stage_trained_but_not_recorded_is_recorded_without_training_again(tmp_p
         (output / "divalign_finished.json").write_text(json.dumps({"global_step": 4}))
 
     with pytest.raises(PipelineError):
-        run(path, FakeLauncher(finish_then_die, exit_status=1))
-    launcher, logs = FakeLauncher(), []
+        run(path, CopyLauncher(finish_then_die, exit_status=1))
+    launcher, logs = CopyLauncher(), []
     run(path, launcher, logs)
     assert launcher.stages == ["tofu"] and (tmp_path / "runs" / "sft" / DONE_MARKER).is_file()
     assert any("stage 'sft': trained with the same inputs before the pipeline stopped" in line for line in logs)
@@ -339,17 +308,17 @@ def test_stage_trained_but_not_recorded_is_recorded_without_training_again(tmp_p
 def test_interrupted_stage_with_changed_inputs_is_not_resumed(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
     with pytest.raises(PipelineError):
-        run(path, FakeLauncher(save_checkpoint(2), exit_status=1))
+        run(path, CopyLauncher(save_checkpoint(2), exit_status=1))
     rewrite(path, lambda c: c["stages"][0]["overrides"].update(learning_rate=1.0e-4))
     with pytest.raises(PipelineError, match=r"stage 'sft': .*interrupted while running with other inputs"):
-        run(path, FakeLauncher())
+        run(path, CopyLauncher())
 
 
 def test_stage_killed_before_its_first_checkpoint_starts_over(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
     with pytest.raises(PipelineError, match="exit status 137"):
-        run(path, FakeLauncher(exit_status=137))  # left the copied files, no checkpoint
-    launcher, logs = FakeLauncher(), []
+        run(path, CopyLauncher(exit_status=137))  # left the copied files, no checkpoint
+    launcher, logs = CopyLauncher(), []
     run(path, launcher, logs)
     assert launcher.stages == ["sft", "tofu"] and "--resume_from_checkpoint" not in launcher.calls[0][0]
     assert len(list((tmp_path / "runs").glob("sft.old-*"))) == 1
@@ -360,7 +329,7 @@ def test_dir_with_files_but_no_marker_or_checkpoint(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
     (tmp_path / "runs" / "sft").mkdir(parents=True)
     (tmp_path / "runs" / "sft" / "notes.txt").write_text("mine")
-    launcher = FakeLauncher()
+    launcher = CopyLauncher()
     with pytest.raises(PipelineError, match=r"stage 'sft': .*runs/sft is not empty but holds neither a finished stage"):
         run(path, launcher)
     assert launcher.calls == []
@@ -375,7 +344,7 @@ def test_a_bad_value_in_a_later_stage_fails_before_anything_runs(tmp_path, asset
     assert cli_main(["pipeline", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "divalign pipeline: error: stage 'tofu' (" in err and "`tofu_beta` must be > 0" in err
-    launcher = FakeLauncher()
+    launcher = CopyLauncher()
     with pytest.raises(PipelineError, match=r"stage 'tofu' \(.*tofu_smoke\.yaml with its overrides\): .*tofu_beta"):
         run(path, launcher)
     assert launcher.calls == [] and not (tmp_path / "runs").exists()
@@ -396,10 +365,10 @@ def test_stage_values_are_validated_with_their_overrides(tmp_path, assets, edit,
     path = write_pipeline(tmp_path, assets)
     rewrite(path, lambda c: [edit(c), c["stages"][0]["overrides"].update(smoke_data(assets))])
     if message is None:
-        assert run(path, FakeLauncher(), dry_run=True)[0].name == "sft"
+        assert run(path, CopyLauncher(), dry_run=True)[0].name == "sft"
         return
     with pytest.raises(PipelineError, match=message):
-        run(path, FakeLauncher(), dry_run=True)
+        run(path, CopyLauncher(), dry_run=True)
 
 
 def test_diversity_prompts_of_a_later_stage_are_read_before_anything_runs(tmp_path, assets):
@@ -409,7 +378,7 @@ def test_diversity_prompts_of_a_later_stage_are_read_before_anything_runs(tmp_pa
     tofu.write_text(yaml.safe_dump(recipe))
     stages = [{"name": "sft", "recipe": str(SFT_RECIPE)}, {"name": "tofu", "recipe": str(tofu)}]
     with pytest.raises(PipelineError, match=r"stage 'tofu' .*diversity: Prompts file not found: .*probe\.jsonl"):
-        run(write_pipeline(tmp_path, assets, stages=stages), FakeLauncher(), dry_run=True)
+        run(write_pipeline(tmp_path, assets, stages=stages), CopyLauncher(), dry_run=True)
 
 
 def test_accelerate_precision_against_the_recipe(tmp_path, assets):
@@ -418,9 +387,9 @@ def test_accelerate_precision_against_the_recipe(tmp_path, assets):
     path = write_pipeline(tmp_path, assets, stages=stages)
     message = r"the recipe trains in full precision .* but accelerate config .*zero2\.yaml asks for mixed_precision 'bf16'"
     with pytest.raises(PipelineError, match=rf"stage 'sft' .*{message}"):
-        run(path, FakeLauncher(), dry_run=True)
+        run(path, CopyLauncher(), dry_run=True)
     rewrite(path, lambda c: c["stages"][0].update(launch_args=["--mixed_precision", "no"]))
-    run(path, FakeLauncher(), dry_run=True)  # the documented fix: override it at launch
+    run(path, CopyLauncher(), dry_run=True)  # the documented fix: override it at launch
 
 
 def test_gpu_recipes_dry_run_on_a_machine_without_gpu(capsys, monkeypatch):
@@ -439,10 +408,10 @@ def test_stage_values_see_the_launch_world_size(tmp_path, assets):
     _, grpo = preference_and_prompt_recipes(tmp_path)
     stages = [{"name": "grpo", "recipe": str(grpo), "overrides": {"per_device_train_batch_size": 2}}]
     path = write_pipeline(tmp_path, assets, stages=stages, launch_args=["--num_processes", "2", "--cpu"])
-    run(path, FakeLauncher(), dry_run=True)  # 2 x 2 = 4 completions: one group of 4
+    run(path, CopyLauncher(), dry_run=True)  # 2 x 2 = 4 completions: one group of 4
     rewrite(path, lambda c: c.update(launch_args=["--num_processes", "1", "--cpu"]))
     with pytest.raises(PipelineError, match=r"stage 'grpo' .*generation_batch_size \(2\) must be divisible by num_gen"):
-        run(path, FakeLauncher(), dry_run=True)
+        run(path, CopyLauncher(), dry_run=True)
 
 
 def test_stage_writing_into_the_output_root(tmp_path, assets):
@@ -462,7 +431,7 @@ def test_a_second_pipeline_on_the_same_output_root_is_refused(tmp_path, assets):
     state = tmp_path / "runs" / ".divalign_state"
     state.mkdir(parents=True)
     (state / ".divalign_lock").write_text(json.dumps({**owner_record(), "command": "divalign pipeline other.yaml"}))
-    launcher = FakeLauncher()
+    launcher = CopyLauncher()
     with pytest.raises(RunLockError, match=r"pipeline state directory .*\.divalign_state is in use by another run: pid"):
         run(path, launcher)
     assert launcher.calls == []
@@ -475,7 +444,7 @@ def test_a_stage_dir_held_by_another_run_is_not_launched(tmp_path, assets):
     (sft / "checkpoint-2").mkdir()
     (sft / "checkpoint-2" / "trainer_state.json").write_text("{}")
     (sft / ".divalign_lock").write_text(json.dumps(owner_record()))
-    launcher = FakeLauncher()
+    launcher = CopyLauncher()
     with pytest.raises(PipelineError, match=r"stage 'sft': .*runs/sft is in use by another run: pid \d+ on host"):
         run(path, launcher)
     assert launcher.calls == []
@@ -493,12 +462,12 @@ def test_dry_run_launches_nothing(tmp_path, assets, capsys):
 def test_only_runs_one_stage_after_its_inputs(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
     with pytest.raises(PipelineError, match="--only tofu needs stage 'sft' finished"):
-        run(path, FakeLauncher(), only="tofu")
-    launcher = FakeLauncher()
+        run(path, CopyLauncher(), only="tofu")
+    launcher = CopyLauncher()
     run(path, launcher, only="sft")
     assert launcher.stages == ["sft"]
     with pytest.raises(PipelineError, match="no stage named 'dpo'"):
-        run(path, FakeLauncher(), only="dpo")
+        run(path, CopyLauncher(), only="dpo")
 
 
 # Chat template and EOS between stages
@@ -520,18 +489,18 @@ def test_chat_template_drift_fails_naming_both(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
     with pytest.raises(PipelineError, match=rf"stage 'sft' changed the tokenizer's chat_template: {assets / 'model'} "
                                             rf"has .*role.*, {tmp_path / 'runs' / 'sft'} has .*content"):  # fmt: skip
-        run(path, FakeLauncher(change_template))
+        run(path, CopyLauncher(change_template))
     assert not (tmp_path / "runs" / "sft" / DONE_MARKER).exists()
 
 
 def test_eos_drift_fails_unless_the_recipe_sets_it(tmp_path, assets):
     path = write_pipeline(tmp_path, assets)
     with pytest.raises(PipelineError, match=r"changed the tokenizer's eos_token: .* has '</s>', .* has '<pad>'"):
-        run(path, FakeLauncher(change_eos))
+        run(path, CopyLauncher(change_eos))
     shutil.rmtree(tmp_path / "runs")
     rewrite(path, lambda c: c["stages"][0]["overrides"].update(eos_token="<pad>"))
     logs = []
-    run(path, FakeLauncher(change_eos), logs)  # tofu keeps sft's '<pad>': no drift there
+    run(path, CopyLauncher(change_eos), logs)  # tofu keeps sft's '<pad>': no drift there
     assert any("warning: stage 'sft' changed the tokenizer's eos_token" in line for line in logs)
 
 
@@ -563,7 +532,7 @@ def test_adapters_merge_feeds_a_full_merged_model(tmp_path, assets):
 
     def launcher(command, env):
         calls.append(command)
-        return FakeLauncher(save_adapter if len(calls) == 1 else None)(command, env)
+        return CopyLauncher(save_adapter if len(calls) == 1 else None)(command, env)
 
     run(path, launcher)
     merged = tmp_path / "runs" / "sft" / "merged"
@@ -585,7 +554,7 @@ def test_adapters_continue_loads_the_adapter_trainable(tmp_path, assets):
 
     def launcher(command, env):
         calls.append(command)
-        return FakeLauncher(save_adapter if len(calls) == 1 else None)(command, env)
+        return CopyLauncher(save_adapter if len(calls) == 1 else None)(command, env)
 
     run(path, launcher)
     assert flag(calls[1], "--model_name_or_path") == str(assets / "model")  # the adapter's base ...

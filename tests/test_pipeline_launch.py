@@ -9,7 +9,6 @@ Stages are "trained" by a launcher that copies the input checkpoint into the out
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import datasets
@@ -20,6 +19,7 @@ from divalign.dashboards import PIPELINE_OFFSET_ENV
 from divalign.launch.relaunch import preset_directory
 from divalign.pipeline import PipelineError, PipelineRunner, load_pipeline
 from divalign.smoke import build_smoke_assets, write_jsonl
+from pipelines import CopyLauncher, flag
 
 REPO = Path(__file__).resolve().parents[1]
 TOFU_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
@@ -30,27 +30,18 @@ def assets(tmp_path_factory) -> Path:
     return build_smoke_assets(tmp_path_factory.mktemp("assets"))
 
 
-def flag(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
-
-
-class StepsLauncher:
-    """Copies the input checkpoint into the output dir and records `steps` trained, as divalign.train would."""
+class StepsLauncher(CopyLauncher):
+    """A copying launcher that also records `steps` trained per stage, as divalign.train would."""
 
     def __init__(self, steps: dict[str, int] | None = None):
+        super().__init__()
         self.steps = steps or {}
-        self.calls: list[tuple[list[str], dict[str, str]]] = []
 
     def __call__(self, command: list[str], env: dict[str, str]) -> int:
-        self.calls.append((command, env))
-        source, output = Path(flag(command, "--model_name_or_path")), Path(flag(command, "--output_dir"))
-        output.mkdir(parents=True, exist_ok=True)
-        for item in source.iterdir():
-            if item.is_file():
-                shutil.copy(item, output / item.name)
+        status = super().__call__(command, env)
         steps = self.steps.get(env["WANDB_JOB_TYPE"], 0)
-        (output / "divalign_finished.json").write_text(json.dumps({"global_step": steps}))
-        return 0
+        (Path(flag(command, "--output_dir")) / "divalign_finished.json").write_text(json.dumps({"global_step": steps}))
+        return status
 
 
 def recipe(directory: Path, assets: Path, name: str = "tofu", **keys) -> Path:

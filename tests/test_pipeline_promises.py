@@ -10,7 +10,6 @@ tests/test_pipeline.py; the QLoRA stage trains for real (bitsandbytes 4-bit runs
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import divalign.launch.train as train
 from divalign.cli import main as cli_main
 from divalign.pipeline import DONE_MARKER, PipelineError, PipelineRunner, adapter_stage, load_pipeline, merge_adapter
 from divalign.smoke import build_smoke_assets, write_jsonl
-from pipelines import SFT_RECIPE, TOFU_RECIPE, write_pipeline
+from pipelines import SFT_RECIPE, TOFU_RECIPE, CopyLauncher, flag, run, write_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
@@ -33,32 +32,6 @@ def assets(tmp_path_factory) -> Path:
     return build_smoke_assets(tmp_path_factory.mktemp("assets"))
 
 
-def flag(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
-
-
-class CopyLauncher:
-    """Stands in for `accelerate launch`: copies the input checkpoint into the output dir, then applies `alter`."""
-
-    def __init__(self, alter=None):
-        self.alter = alter
-        self.stages: list[str] = []
-
-    def __call__(self, command: list[str], env: dict[str, str]) -> int:
-        self.stages.append(env["WANDB_JOB_TYPE"])
-        source, output = Path(flag(command, "--model_name_or_path")), Path(flag(command, "--output_dir"))
-        output.mkdir(parents=True, exist_ok=True)
-        for item in source.iterdir():
-            if item.is_file():
-                shutil.copy(item, output / item.name)
-        if self.alter is not None:
-            self.alter(output, command)
-        return 0
-
-
-def run(path: Path, launcher, logs: list[str] | None = None, **kwargs):
-    log = (logs if logs is not None else []).append
-    return PipelineRunner(load_pipeline(path), launcher=launcher, log=log, **kwargs).run()
 
 
 # Stage names
