@@ -3,7 +3,8 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.divalign-installed
 TORCH_VERSION ?= 2.13.0
-# pytest workers: each takes whole test files (module fixtures are built once); `make test TEST_WORKERS=0` runs serially
+# pytest workers: each takes whole test files (module fixtures are built once), in collection order (tests/conftest.py
+# puts the files with slow tests first); `make test TEST_WORKERS=0` runs serially
 TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -27,14 +28,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 test: lint
-	$(PYTHON) -m pytest -q -ra --durations=30 -n $(TEST_WORKERS) --dist loadfile tests
+	$(PYTHON) -m pytest -q -ra --durations=30 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # `make test` under coverage, subprocesses included (pyproject: [tool.coverage.*]); fails below 90 % of lines
 # (an absolute data file: launched stages and ranks run in other working directories)
 coverage: export COVERAGE_FILE := $(CURDIR)/.coverage
 coverage: lint
 	rm -f .coverage .coverage.*
-	$(PYTHON) -m coverage run -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile tests
+	$(PYTHON) -m coverage run -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 	$(PYTHON) -m coverage combine -q
 	$(PYTHON) -m coverage report --fail-under=90
 

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,49 +224,44 @@ def _option_value(key: str, value: Any, where: str) -> bool:
     raise RecipeError(f"{key!r} in {where} must be true or false, got {value!r}")
 
 
-def split_run_options(overrides: Sequence[str]) -> tuple[dict[str, bool], list[str]]:
-    """The :class:`RunOptions` flags in ``overrides`` (``--key value``, ``--key=value`` or a bare ``--key`` for
-    true), and the other flags, for TRL's parser."""
-    options: dict[str, bool] = {}
+def _take_flags(
+    overrides: Sequence[str], keys: Collection[str], bare: str | None
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """``(key, value)`` of each ``--key value`` or ``--key=value`` in ``overrides`` whose key is in ``keys``, in order,
+    and the other flags. A key with no value after it takes ``bare``, or is an error when ``bare`` is ``None``."""
+    taken: list[tuple[str, str]] = []
     rest: list[str] = []
     args = list(overrides)
     i = 0
     while i < len(args):
         key, inline, value = args[i][2:].partition("=") if args[i].startswith("--") else ("", "", "")
-        if key not in RUN_OPTIONS:
-            rest.append(args[i])
-            i += 1
+        i += 1
+        if key not in keys:
+            rest.append(args[i - 1])
             continue
         if not inline:
-            has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
-            value = args[i + 1] if has_value else "true"
-            i += 1 + has_value
-        else:
-            i += 1
-        options[key] = _option_value(key, value, "the command line")
-    return options, rest
+            if i < len(args) and not args[i].startswith("--"):
+                value, i = args[i], i + 1
+            elif bare is None:
+                raise RecipeError(f"flag --{key} needs a value")
+            else:
+                value = bare
+        taken.append((key, value))
+    return taken, rest
+
+
+def split_run_options(overrides: Sequence[str]) -> tuple[dict[str, bool], list[str]]:
+    """The :class:`RunOptions` flags in ``overrides`` (``--key value``, ``--key=value`` or a bare ``--key`` for
+    true), and the other flags, for TRL's parser."""
+    taken, rest = _take_flags(overrides, RUN_OPTIONS, bare="true")
+    return {key: _option_value(key, value, "the command line") for key, value in taken}, rest
 
 
 def split_launch_flags(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     """The :class:`LaunchSettings` flags in ``overrides`` (``--key value`` or ``--key=value``, the last one wins), and
     the other flags, for TRL's parser."""
-    settings: dict[str, str] = {}
-    rest: list[str] = []
-    args = list(overrides)
-    i = 0
-    while i < len(args):
-        key, inline, value = args[i][2:].partition("=") if args[i].startswith("--") else ("", "", "")
-        if key not in LAUNCH_KEYS:
-            rest.append(args[i])
-            i += 1
-            continue
-        if not inline:
-            if i + 1 >= len(args) or args[i + 1].startswith("--"):
-                raise RecipeError(f"flag --{key} needs a value")
-            value = args[i + 1]
-        settings[key] = value
-        i += 1 if inline else 2
-    return settings, rest
+    taken, rest = _take_flags(overrides, LAUNCH_KEYS, bare=None)
+    return dict(taken), rest
 
 
 def _launch_value(key: str, value: Any, where: str) -> Any:
