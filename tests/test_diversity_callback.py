@@ -23,7 +23,7 @@ from divalign.generation import render_prompt
 
 SCRIPTS = Path(__file__).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
-from diversity_tiny import PROMPTS, build_tokenizer, save_tiny_policy, train_records  # noqa: E402
+from diversity_tiny import PROMPTS, build_tokenizer, save_tiny_policy, train_records, write_probe_prompts  # noqa: E402
 
 from launching import accelerate_launch, cpu_accelerate_config, cpu_environment  # noqa: E402
 
@@ -41,10 +41,7 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def probe_file(tmp_path: Path) -> Path:
-    path = tmp_path / "probe.jsonl"
-    rows = [{"prompt": p} for p in PROMPTS[:3]]
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
+    return write_probe_prompts(tmp_path / "probe.jsonl")
 
 
 def diversity_config(probe: Path | str, **overrides) -> DiversityConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from divalign.diversity.callback import DiversityCallback, DiversityConfig
 from divalign.diversity.profile import embedding_model_for
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from diversity_tiny import PROMPTS, save_tiny_policy, train_records
+from diversity_tiny import save_tiny_policy, train_records, write_probe_prompts
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +26,7 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def probe_file(tmp_path: Path) -> Path:
-    path = tmp_path / "probe.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:3]))
-    return path
+    return write_probe_prompts(tmp_path / "probe.jsonl")
 
 
 def train(policy: Path, out: Path, config: DiversityConfig, **args) -> tuple[SFTTrainer, DiversityCallback]:

@@ -4,6 +4,7 @@ Llama, saved to a local folder so that test processes (and `accelerate launch` c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -74,3 +75,9 @@ def train_records(n: int = 32) -> list[dict]:
         }
         for i in range(n)
     ]
+
+
+def write_probe_prompts(path: Path, count: int = 3) -> Path:
+    """The first ``count`` of :data:`PROMPTS` as a probe file (one ``{"prompt": ...}`` JSON line each)."""
+    path.write_text("".join(json.dumps({"prompt": prompt}) + "\n" for prompt in PROMPTS[:count]))
+    return path
