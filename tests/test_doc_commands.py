@@ -17,7 +17,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,7 +91,7 @@ def workdir(tmp_path: Path, smoke_assets: Path) -> Path:
 
 
 def run_shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # PATH: the interpreter's bin (divalign, accelerate) first (conftest)
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
 
 

@@ -5,7 +5,6 @@ and its rank does not relaunch although the recipe names 2 processes. Slow: each
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -44,9 +43,8 @@ def divalign_train(recipe: Path, flags: list[str]) -> subprocess.CompletedProces
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
-        env = cpu_environment({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
         command = [DIVALIGN, "train", str(recipe), *flags, "--main_process_port", str(held.getsockname()[1])]
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+        result = subprocess.run(command, env=cpu_environment(), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return result
 

@@ -9,7 +9,6 @@ the check-then-use race tests/launching.py avoids for one machine cannot be avoi
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -62,8 +61,7 @@ def machine_environment(rank: int, port: int) -> dict[str, str]:
     if rank == 1:
         machine = {"SLURM_NNODES": "2", "SLURM_NODEID": "1", "GPUS_PER_NODE": "1"}
     rendezvous = {"MAIN_PROCESS_IP": "127.0.0.1", "MAIN_PROCESS_PORT": str(port), "ACCELERATE_CONFIG": "ddp"}
-    path = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return cpu_environment({**path, **machine, **rendezvous})
+    return cpu_environment({**machine, **rendezvous})  # PATH: the interpreter's bin first (conftest)
 
 
 def test_two_machines_of_one_process_train_like_one_process(assets, tmp_path):
