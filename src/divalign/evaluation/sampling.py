@@ -7,7 +7,7 @@ import gc
 import importlib.util
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,6 @@ class EvalSampling:
     settings: SamplingSettings
     backend: str = "auto"  # "auto" (vLLM when importable and a GPU is present), "hf" or "vllm"
     device: str | None = None
-
-    def at_temperature(self, temperature: float) -> EvalSampling:
-        return replace(self, settings=replace(self.settings, temperature=temperature))
 
 
 @dataclass
