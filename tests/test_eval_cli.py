@@ -336,7 +336,7 @@ def test_quality_control_and_narrowing_against_hand_computed_values(lineage, tmp
     The split averages over prompts 0 and 1 only (prompt 2 has no correct sft sample):
     drop_all = (7/8 + 4/8)/2 − (4/8 + 1/8)/2 = 0.375, narrowing = (3/4 + 3/6)/2 − (3/6 + 1/8)/2 = 0.3125,
     quality_control = 0.0625."""
-    import divalign.evaluation as evaluation
+    import divalign.evaluation.lineage as lineage_module
 
     samples = {"base": fixed_samples(BASE_SAMPLES), "sft": fixed_samples(SFT_SAMPLES)}
 
@@ -350,7 +350,7 @@ def test_quality_control_and_narrowing_against_hand_computed_values(lineage, tmp
         def close(self):
             pass
 
-    monkeypatch.setattr(evaluation, "open_sampler", FixedSampler)
+    monkeypatch.setattr(lineage_module, "open_sampler", FixedSampler)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"say {a}", "answer": a}) + "\n" for a in "abq"))
     results = evaluate_lineage(
