@@ -18,8 +18,6 @@ This is a top-level module, not part of the ``divalign`` package, so that answer
 torch or (for a file that does not mention ``trainer``) yaml.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -34,7 +32,7 @@ MAIN_SOURCE = "import sys\nfrom divalign.launch.train import main\nsys.exit(main
 def script_argument() -> str | None:
     """The script Python was asked to run, when it is a YAML file (``None`` for ``-c``, ``-m``, ``.py``, ...)."""
     argv = getattr(sys, "argv", None) or [""]
-    return argv[0] if argv[0].lower().endswith(SUFFIXES) else None
+    return argv[0] if argv[0].endswith(SUFFIXES) else None
 
 
 def _top_level_trainer_line(text: str) -> str | None:

@@ -106,7 +106,15 @@ def test_an_unreadable_file_is_no_recipe(tmp_path):
 
 @pytest.mark.parametrize(
     ("argv", "hooked"),
-    [(["-c"], False), (["-m"], False), (["train.py"], False), ([""], False), ([], False), (["r.YML", "-x"], True)],
+    [
+        (["-c"], False),
+        (["-m"], False),
+        (["train.py"], False),
+        ([""], False),
+        ([], False),
+        (["r.yml", "-x"], True),
+        (["r.YAML"], False),
+    ],
 )
 def test_the_hook_is_installed_for_a_yaml_script_only(monkeypatch, argv, hooked):
     monkeypatch.setattr(sys, "path_hooks", list(sys.path_hooks))
