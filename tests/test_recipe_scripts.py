@@ -274,6 +274,7 @@ def test_this_environment_has_the_hook_installed():
     """`make test` installs divalign with `pip install -e .`: the .pth sits at the top of site-packages, listed in
     divalign's RECORD (what `pip uninstall` removes)."""
     installed = Path(sysconfig.get_paths()["purelib"]) / HOOK_FILES[0]
+    assert installed.is_file(), f"{installed} is missing: reinstall divalign (`make install`, or `pip install -e .`)"
     assert installed.read_text() == (REPO / "src" / HOOK_FILES[0]).read_text()
     assert HOOK_FILES[0] in {str(path) for path in importlib.metadata.distribution("divalign").files}
 
