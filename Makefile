@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install test coverage lint demo demo-quick clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	# torch first, from the pinned CPU wheel: anything that pulls torch in later would fetch a multi-GB CUDA build

@@ -108,13 +108,20 @@ def check_dry_run(command: str, cwd: Path) -> None:
 
 
 def _launch_parts(command: str) -> tuple[Path | None, list[str], Path, list[str]]:
-    """(accelerate config, other launch args, recipe, flags) of an `accelerate launch ... -m divalign.train` line."""
+    """(accelerate config, other launch args, recipe, flags) of an `accelerate launch ... -m divalign.train RECIPE`,
+    `accelerate launch ... RECIPE.yaml` or `torchrun --nproc_per_node N RECIPE.yaml` line (torchrun's process count
+    as accelerate's `--num_processes`)."""
     words = shlex.split(command)
-    entry = words.index("divalign.train")
-    launch = words[words.index("launch") + 1 : entry - 1]
+    if "divalign.train" in words:
+        at = words.index("divalign.train") + 1
+        launch = words[2 : at - 2]
+    else:
+        at = next(i for i, w in enumerate(words) if w.endswith((".yaml", ".yml")) and words[i - 1] != "--config_file")
+        launch = words[1 if words[0] == "torchrun" else 2 : at]
+    launch = ["--num_processes" if w == "--nproc_per_node" else w for w in launch]
     config = Path(launch[launch.index("--config_file") + 1]) if "--config_file" in launch else None
     rest = [w for i, w in enumerate(launch) if w != "--config_file" and (i == 0 or launch[i - 1] != "--config_file")]
-    return config, rest, Path(words[entry + 1]), words[entry + 2 :]
+    return config, rest, Path(words[at]), words[at + 1 :]
 
 
 def check_validates(command: str, cwd: Path) -> None:
@@ -124,12 +131,12 @@ def check_validates(command: str, cwd: Path) -> None:
 
 
 def check_train_dry_run(command: str, cwd: Path) -> None:
-    """A GPU run: `divalign train ... --dry-run` checks the recipe with its flags as the launch would see it (on a
-    machine without GPU as a CPU run) and prints the launch."""
+    """A GPU run: `divalign train ... --dry-run` (or `python RECIPE ... --dry-run`, the same main) checks the recipe
+    with its flags as the launch would see it (on a machine without GPU as a CPU run) and prints the launch."""
     words = shlex.split(command)
     output = io.StringIO()
     with contextlib.chdir(cwd), contextlib.redirect_stdout(output):
-        assert train_main([*words[2:], "--dry-run"]) == 0, command
+        assert train_main([*words[1 if words[0] == "python" else 2 :], "--dry-run"]) == 0, command
     assert "divalign train: " in output.getvalue()
 
 
@@ -173,8 +180,10 @@ CHECKS: list[tuple[str, Callable[[str, Path], None], bool]] = [
     (r"^divalign pipeline recipes/pipelines/smoke\.yaml --dry-run", check_runs, False),
     (r"^divalign pipeline recipes/pipelines/smoke\.yaml", check_runs, True),
     (r"^divalign pipeline recipes/pipelines/tofu_dpo_grpo\.yaml", check_dry_run, False),
-    (r"^accelerate launch ", check_validates, False),
+    (r"^(accelerate launch|torchrun) ", check_validates, False),
     (r"^python -m divalign\.(smoke|train recipes/smoke/)", check_runs, False),
+    (r"^python recipes/smoke/", check_runs, False),
+    (r"^python recipes/\S+\.yaml", check_train_dry_run, False),
     (r"^divalign train recipes/smoke/\S+ .*--num_processes 2", check_runs, True),  # a real 2-process launch
     (r"^divalign train recipes/smoke/", check_runs, False),
     (r"^divalign train ", check_train_dry_run, False),

@@ -150,9 +150,13 @@ def test_the_documented_module_paths_still_import():
 
 
 def test_the_architecture_page_names_every_module():
-    table = re.findall(r"^\| `([\w/]+\.py)` \|", (REPO / "docs" / "architecture.md").read_text(), re.MULTILINE)
+    """The package's modules in its table, the top-level modules beside the package (the start-up hook) by path."""
+    page = (REPO / "docs" / "architecture.md").read_text()
+    table = re.findall(r"^\| `([\w/]+\.py)` \|", page, re.MULTILINE)
     tree = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py"))
     assert sorted(table) == tree
+    beside = [path.name for path in SRC.glob("*.py")]
+    assert beside and [name for name in beside if f"`src/{name}`" not in page] == []
 
 
 @pytest.mark.parametrize("doc", ["architecture.md", "losses.md", "distributed.md"])
@@ -168,7 +172,7 @@ def test_the_readme_layout_matches_the_tree():
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Layout") :]
     block = section[section.index("```") : section.index("```", section.index("```") + 3)]
-    files = {path.name for path in PACKAGE.rglob("*") if path.is_file()}
+    files = {path.name for path in [*PACKAGE.rglob("*"), *SRC.glob("*.py"), *REPO.glob("*.py")] if path.is_file()}
     assert not [name for name in re.findall(r"\b[\w]+\.(?:py|json)\b", block) if name not in files]
     packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
     assert not [package for package in packages if f"  {package}/" not in block]
