@@ -108,10 +108,11 @@ def homogeneity_section(results: dict[str, Any]) -> list[str]:
     lines = [
         "## Cross-model homogeneity (`homogeneity.png`)",
         "",
-        "Row A, column B: mean over prompts of the mean cosine similarity between A's and B's samples for the same "
-        "prompt; diagonal: a model's own samples (pairs i ≠ j). B sampling A's distribution: the cell equals both "
-        "diagonal cells; B spread wider around A's answers: between them; B saying things A does not: below both. "
-        "[bootstrap 95 % CI over prompts]",
+        "Row A, column B: mean over prompts of the mean cosine similarity between A's sample i and B's sample j of "
+        "the same prompt, over i ≠ j (sample i of every model draws the same noise, so the pairs (a_i, b_i) are left "
+        "out); diagonal: a model's own pairs i ≠ j. One model under two names: the cell equals the diagonal; B "
+        "sampling A's distribution: it equals both diagonal cells in expectation; B spread wider around A's answers: "
+        "between them; B saying things A does not: below both. [bootstrap 95 % CI over prompts]",
         "",
     ]
     rows = [
