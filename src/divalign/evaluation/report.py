@@ -11,7 +11,7 @@ from .frontier import MatchedDifference, difference_table, plot_frontiers
 from .semantic_views import plot_homogeneity
 
 _SPLIT_NOTE = (
-    "drop_all = diversity lost vs the first model over all samples (sign-adjusted: positive = less diverse); "
+    "drop_all = diversity lost vs the reference model over all samples (sign-adjusted: positive = less diverse); "
     "narrowing = the drop over correct samples only; quality_control = drop_all − narrowing. Both are averaged over "
     "the num_prompts prompts where the correct-only value is defined for both models."
 )
@@ -72,15 +72,14 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         lines += _table(rows, ["accuracy", *correct_cols])
         lines += [
             "",
-            f"## Quality control vs narrowing (Karouzos et al., arXiv 2604.16027), relative to {models[0]['name']}",
+            "## Quality control vs narrowing (Karouzos et al., arXiv 2604.16027), relative to "
+            f"{results['config'].get('reference', models[0]['name'])}",
             "",
             _SPLIT_NOTE,
             "",
         ]
         split_rows = [
-            (f"{m['name']} / {k}", {c: _fmt(v[c]) for c in v})
-            for m in models[1:]
-            for k, v in m.get("split", {}).items()
+            (f"{m['name']} / {k}", {c: _fmt(v[c]) for c in v}) for m in models for k, v in m.get("split", {}).items()
         ]
         lines += _table(split_rows, ["drop_all", "narrowing", "quality_control", "narrowing_share", "num_prompts"])
     if "frontier" in results:
