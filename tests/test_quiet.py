@@ -89,6 +89,7 @@ def test_a_4_bit_run_shows_it_once(assets, tmp_path):
     result = python(f"import sys; from divalign.cli import main; sys.exit(main({argv!r}))")
     assert result.stderr.count(MESSAGE) == 1
     assert (tmp_path / "out" / "adapter_config.json").is_file()
+    assert "Loading weights" not in result.stderr  # `divalign train` loads the model without a bar (a quick load)
 
 
 # ---------------------------------------------------------------------------------------------------------------
