@@ -8,6 +8,7 @@ import pytest
 from divalign.diversity import (
     DEFAULT_TRAINING_METRICS,
     METRIC_NAMES,
+    REGISTRY,
     compute_diversity,
     distinct_n,
     score_groups,
@@ -129,3 +130,36 @@ def test_single_sample_prompts_give_nan_not_errors():
     assert math.isnan(summary["sbert"])
     assert summary["sbert_across"] == pytest.approx(1.0)
     assert summary["distinct_1"] == 1.0
+
+
+class SameOrNot:
+    """NLI stand-in: entailment for identical texts, contradiction otherwise (label order of NLIScorer)."""
+
+    def probabilities(self, premises, hypotheses):
+        return np.array(
+            [[0.9, 0.05, 0.05] if p == h else [0.05, 0.05, 0.9] for p, h in zip(premises, hypotheses, strict=True)]
+        )
+
+
+def test_across_metrics_read_each_prompts_first_sample():
+    """Every prompt's first sample is "a b c d e"; all its other samples differ from everything. Each `<name>_across`
+    equals the metric of the group made of the first samples (fully repetitive: distinct-1 5/15, duplicates 1,
+    SBERT 0, Vendi 1), and taking any other sample per prompt would give a different value (all distinct)."""
+    first = "a b c d e"
+    groups = [[first, f"x{p} y{p} z{p} u{p} q{p}", f"v{p} s{p} t{p} r{p} o{p}"] for p in range(3)]
+    vocabulary: dict[str, int] = {}
+    ids = [[[vocabulary.setdefault(w, len(vocabulary)) for w in t.split()] for t in g] for g in groups]
+    names = [n for n in METRIC_NAMES if REGISTRY[n].across and not REGISTRY[n].needs & {"verifier"}]
+    resources = dict(vocab_size=len(vocabulary), embedder=CountingEmbedder(), nli_scorer=SameOrNot())
+    out = compute_diversity(groups, ids, metrics=names, **resources)
+    assert {f"{n}_across" for n in names} <= out.keys()
+    assert out["distinct_1_across"] == pytest.approx(5 / 15) and out["exact_dup_rate_across"] == 1.0
+    assert out["sbert_across"] == pytest.approx(0.0) and out["vendi_1_across"] == pytest.approx(1.0)
+    for position in range(3):
+        picked = compute_diversity(
+            [[g[position] for g in groups]], [[i[position] for i in ids]], metrics=names, **resources
+        )
+        for name in names:
+            assert not math.isnan(picked[name]), name
+            same = out[f"{name}_across"] == pytest.approx(picked[name])
+            assert same == (position == 0), (name, position)

@@ -3,9 +3,11 @@ validation, and (slow) DeepSpeed ZeRO-3 over 2 CPU processes with an uneven prom
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -15,9 +17,11 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
+from divalign import generation
 from divalign.diversity.callback import DiversityCallback, DiversityConfig, load_probe_prompts, preserve_rng_state
 from divalign.generation import render_prompt
 
@@ -28,6 +32,8 @@ from diversity_tiny import PROMPTS, build_tokenizer, save_tiny_policy, train_rec
 from launching import accelerate_launch, cpu_accelerate_config, cpu_environment  # noqa: E402
 
 FAST_METRICS = ["distinct_1", "distinct_2", "ead", "exact_dup_rate", "length_mean"]
+# the callback's sampling bar as tqdm draws it: "diversity eval, step 2:  50%|███  | 3/6 [00:01<00:01, ...]"
+PROGRESS_BAR = re.compile(r"diversity eval, step (?P<step>\d+): +\d+%\|[^|]*\| (?P<done>\d+)/(?P<total>\d+) \[")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -117,6 +123,22 @@ def test_logs_at_step_zero_every_steps_and_last_step(policy_dir: Path, probe_fil
     assert all(len(group) == 3 for group in callback.last_samples["samples"])
     assert callback.last_samples["prompts"][0] == "<|user|> tell me about the cat <eos> <|assistant|>"
     assert trainer.model.training  # handed back in train mode
+
+
+def test_main_process_shows_a_bar_per_evaluation_unless_tqdm_is_off(
+    policy_dir: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    """Steps 0 and 2 each draw one sampling bar over the 3 prompts × 3 samples; `disable_tqdm` (the trainer's own
+    switch for its bars) turns it off."""
+    # draw every update, however fast the tiny model is (tqdm reads its TQDM_* variables once, at import)
+    monkeypatch.setattr(generation, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))
+    make_trainer(policy_dir, tmp_path / "on", DiversityCallback(diversity_config(probe_file)), max_steps=2,
+                 disable_tqdm=False).train()  # fmt: skip
+    bars = list(PROGRESS_BAR.finditer(capsys.readouterr().err))
+    assert {(m["step"], m["total"]) for m in bars} == {("0", "9"), ("2", "9")}
+    assert {m["done"] for m in bars} == {"0", "6", "9"}  # batches of 2 prompts: 6 samples, then the last 3
+    make_trainer(policy_dir, tmp_path / "off", DiversityCallback(diversity_config(probe_file)), max_steps=2).train()
+    assert "diversity eval" not in capsys.readouterr().err
 
 
 def test_training_trajectory_unchanged(policy_dir: Path, probe_file: Path, tmp_path: Path):
@@ -482,11 +504,15 @@ def test_ddp_two_processes_match_one_process(policy_dir: Path, one_process: tupl
     samples and metrics equal the single-process run's; no lock-step."""
     reference, probe = one_process
     config = cpu_accelerate_config("ddp", tmp_path)
-    report = _run_script(config, ["--use-cpu"], policy_dir, probe, tmp_path / "out")
+    report = _run_script(config, ["--use-cpu", "--progress"], policy_dir, probe, tmp_path / "out")
     assert report["num_processes"] == 2 and report["zero_stage"] is None
     _assert_same_step0(report, reference)
     evaluations = len(diversity_steps(report["log_history"]))
     assert _generate_calls(tmp_path / "out") == [[False] * 2 * evaluations, [False] * evaluations]
+    # one progress bar per evaluation, rank 0's: its share is prompts 0 and 2 (6 samples), rank 1's would be 3
+    bars = [m for m in PROGRESS_BAR.finditer(report["stderr"])]
+    assert {int(m["step"]) for m in bars} == {0, 2, 4}
+    assert {m["total"] for m in bars} == {"6"}
 
 
 def _curves(report: dict) -> list[dict]:
@@ -510,9 +536,10 @@ def _run_script(config: Path | None, extra: list[str], policy: Path, probe: Path
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     else:
-        accelerate_launch(script, config, env=env)
+        done = accelerate_launch(script, config, env=env)
 
     report = json.loads((out / "diversity_report.json").read_text())
+    report["stderr"] = done.stderr
     assert diversity_steps(report["log_history"]) == [0, 2, 4]
     assert [e["step"] for e in report["log_history"] if "loss" in e] == [1, 2, 3, 4]
     assert all(np.isfinite(e["diversity/sbert"]) for e in report["log_history"] if "diversity/sbert" in e)

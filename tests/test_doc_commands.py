@@ -176,6 +176,7 @@ CHECKS: list[tuple[str, Callable[[str, Path], None], bool]] = [
     (r"^make [\w-]+$", check_make_target, False),
     (r"^sbatch ", check_slurm, False),
     (r"^divalign (plot|eval) .*runs/demo/", check_cli_parses, False),
+    (r"^divalign eval .*--quality reward_model:path/to/", check_cli_parses, False),  # a Hub model and your own RM
     (r"^divalign pipeline recipes/toy/", check_cli_parses, False),  # after `make demo`
     (r"^divalign pipeline recipes/pipelines/smoke\.yaml --dry-run", check_runs, False),
     (r"^divalign pipeline recipes/pipelines/smoke\.yaml", check_runs, True),

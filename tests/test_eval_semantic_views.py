@@ -15,7 +15,9 @@ from divalign.diversity import load_embedder
 from divalign.evaluation import evaluate_lineage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-WORDS = ["<pad>", "<s>", "</s>", "<unk>", "user", "assistant", ":", "say", "a", "word", "."] + [f"w{i}" for i in range(12)]
+WORDS = ["<pad>", "<s>", "</s>", "<unk>", "user", "assistant", ":", "say", "a", "word", "."] + [
+    f"w{i}" for i in range(12)
+]
 
 
 def save_checkpoint(directory, seed):
@@ -72,14 +74,15 @@ def test_views_recomputed_from_the_written_samples(lineage, prompts, tmp_path, m
             expected.append(len(firsts))
         assert model["per_prompt"]["all"]["semantic_clusters"] == expected, model["name"]
 
-    # homogeneity: every pair (a_i, b_j) for the same prompt; the diagonal over pairs i != j
+    # homogeneity: the pairs (a_i, b_j) for the same prompt with i != j (sample i of every model shares its noise),
+    # within a model (the diagonal) and across models alike
     view = results["homogeneity"]
     assert view["models"] == names
     for a, first in enumerate(names):
         for b, second in enumerate(names):
             per_prompt = []
             for x, y in zip(emb[first], emb[second], strict=True):
-                pairs = [(i, j) for i in range(len(x)) for j in range(len(y)) if a != b or i != j]
+                pairs = [(i, j) for i in range(len(x)) for j in range(len(y)) if i != j]
                 per_prompt.append(np.mean([cosine(x[i], y[j]) for i, j in pairs]))
             assert view["mean"][a][b] == pytest.approx(np.mean(per_prompt), abs=1e-5), (first, second)
             assert view["ci_low"][a][b] <= view["mean"][a][b] + 1e-9 <= view["ci_high"][a][b] + 2e-9
@@ -109,6 +112,21 @@ def test_views_recomputed_from_the_written_samples(lineage, prompts, tmp_path, m
     assert saved["homogeneity"]["models"] == names and len(saved["homogeneity"]["per_prompt"][0][1]) == 4
 
 
+def test_one_model_under_two_names_is_as_similar_to_itself_as_within(lineage, prompts, tmp_path):
+    """The same checkpoint twice samples the same texts (paired noise): each off-diagonal cell equals the diagonal,
+    per prompt and in the matrix, as the README's reading of the matrix says "B sampling A's distribution" does."""
+    path = lineage[1][1]
+    results = run_eval([("a", path), ("b", path)], prompts, tmp_path / "out", metrics=["sbert"])
+    view = results["homogeneity"]
+    assert samples_of(tmp_path / "out", "a") == samples_of(tmp_path / "out", "b")
+    per_prompt = np.array(view["per_prompt"], dtype=np.float64)
+    assert np.isfinite(per_prompt).all()
+    assert per_prompt[0, 1] == pytest.approx(per_prompt[0, 0], abs=1e-9)
+    assert per_prompt[1, 0] == pytest.approx(per_prompt[1, 1], abs=1e-9)
+    assert view["mean"][0][1] == pytest.approx(view["mean"][0][0], abs=1e-9)
+    assert view["mean"][0][0] < 1.0  # the samples differ: the equality is not 1 = 1
+
+
 def karouzos_ead(texts, vocab):
     """The paper's EAD, written from its description (whitespace words after deleting '.' and newlines)."""
     values = []
@@ -129,7 +147,7 @@ def test_profile_is_applied_and_named(lineage, prompts, tmp_path):
         assert model["per_prompt"]["all"]["ead"] == pytest.approx(expected), model["name"]
     assert "homogeneity" not in results and not (out / "homogeneity.png").exists()  # no embedder was asked for
     report = (out / "results.md").read_text()
-    assert "Metric profile: `karouzos2026` — \"Where does output diversity collapse in post-training?\"" in report
+    assert 'Metric profile: `karouzos2026` — "Where does output diversity collapse in post-training?"' in report
     assert "- EAD mean over n = 1..5: an order with no n-grams counts as 0, each order clamped to [0, 1]" in report
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["profile"] == "karouzos2026"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -80,3 +81,56 @@ def test_disjoint_frontiers_are_reported_not_extrapolated():
     assert result.levels == [] and math.isnan(result.mean)
     lines = difference_table("ce", {"tofu": result}, "ead", "accuracy")
     assert "| tofu | no diversity range shared with ce | n/a |" in lines
+
+
+def by_hand_at(diversity: list[float], quality: list[float], level: float) -> float:
+    """Quality of a frontier at `level`: linear between the points no other point beats on both axes."""
+    points = list(zip(diversity, quality, strict=True))
+    kept = sorted(p for p in points if not any(o[0] >= p[0] and o[1] >= p[1] and o != p for o in points))
+    for (x0, y0), (x1, y1) in itertools.pairwise(kept):
+        if x0 <= level <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (level - x0) / (x1 - x0)
+    return kept[0][1] if len(kept) == 1 and kept[0][0] == level else math.nan
+
+
+def test_paired_bootstrap_with_a_reference_whose_quality_varies_across_prompts():
+    """Five prompts of different difficulty: the reference's quality at every temperature is its base value minus the
+    prompt's difficulty, the model's the same plus 0.05 plus a small prompt-level wobble, so most of the spread over
+    prompts is shared. The CIs equal a computation by hand that redraws the same prompts for both models (the seed's
+    stream of `integers(0, 5, 5)`), means them per temperature, and reads both frontiers at the fixed levels;
+    resampling the reference's prompts independently instead (an unpaired bootstrap) gives CIs several times wider."""
+    difficulty = np.array([0.0, 0.3, 0.1, 0.45, 0.2])
+    wobble = np.array([0.01, -0.02, 0.0, 0.02, -0.01])
+    base_quality, base_diversity = np.array([0.9, 0.75, 0.5]), np.array([0.2, 0.45, 0.7])
+    spread = np.array([0.0, 0.05, -0.03, 0.02, -0.04])  # each prompt's own diversity offset
+    ref_q = base_quality[:, None] - difficulty[None, :]
+    mod_q = ref_q + 0.05 + wobble[None, :]
+    ref_d = base_diversity[:, None] + spread[None, :]
+    mod_d = base_diversity[:, None] + 0.04 + spread[None, :]
+    reference = FrontierCurve([0.7, 1.0, 1.3], ref_q, ref_d)
+    model = FrontierCurve([0.7, 1.0, 1.3], mod_q, mod_d)
+    n, seed = 400, 5
+    result = matched_difference(reference, model, count=4, n_bootstrap=n, seed=seed)
+
+    low, high = max(ref_d.mean(1).min(), mod_d.mean(1).min()), min(ref_d.mean(1).max(), mod_d.mean(1).max())
+    levels = np.linspace(low, high, 4)
+    assert result.levels == pytest.approx(levels)
+
+    def difference(ref_prompts, mod_prompts):
+        rd, rq = ref_d[:, ref_prompts].mean(1), ref_q[:, ref_prompts].mean(1)
+        md, mq = mod_d[:, mod_prompts].mean(1), mod_q[:, mod_prompts].mean(1)
+        return [by_hand_at(list(md), list(mq), v) - by_hand_at(list(rd), list(rq), v) for v in levels]
+
+    rng = np.random.default_rng(seed)
+    paired = np.array([difference(p, p) for p in (rng.integers(0, 5, size=5) for _ in range(n))])
+    assert result.difference == pytest.approx(difference(np.arange(5), np.arange(5)))
+    assert result.ci_low == pytest.approx([np.percentile(c[~np.isnan(c)], 2.5) for c in paired.T])
+    assert result.ci_high == pytest.approx([np.percentile(c[~np.isnan(c)], 97.5) for c in paired.T])
+    means = np.nanmean(paired, axis=1)
+    assert result.mean_ci == pytest.approx(tuple(np.percentile(means[~np.isnan(means)], [2.5, 97.5])))
+
+    rng = np.random.default_rng(seed)
+    unpaired = np.array([difference(rng.integers(0, 5, size=5), rng.integers(0, 5, size=5)) for _ in range(n)])
+    paired_width = np.array(result.ci_high) - np.array(result.ci_low)
+    unpaired_width = np.nanpercentile(unpaired, 97.5, axis=0) - np.nanpercentile(unpaired, 2.5, axis=0)
+    assert (unpaired_width > 3 * paired_width).all(), unpaired_width / paired_width

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
+from tqdm.auto import tqdm
 from transformers import GenerationConfig, TemperatureLogitsWarper, TopPLogitsWarper
 
-from divalign import smoke
+from divalign import generation, smoke
 from divalign.generation import (
+    SamplingProgress,
     SamplingSettings,
     SeededSampler,
     cut_at_stop,
@@ -189,3 +193,50 @@ def test_rendering_stop_ids_padding_and_cutting(tiny):
 def test_settings_check_names_the_setting(change, message):
     with pytest.raises(ValueError, match=message):
         SamplingSettings(**{"num_samples": 2, "max_new_tokens": 4, **change}).check()
+
+
+BAR = re.compile(
+    r"(?P<label>[^\r\n]*?): +(?P<percent>\d+)%\|[^|]*\| (?P<done>\d+)/(?P<total>\d+) "
+    r"\[(?P<elapsed>\d\d:\d\d)<(?P<left>\d\d:\d\d|\?), +(?P<rate>[\d.]+|\?)sample/s"
+    r"(?:, (?P<tokens>\d+) tokens, (?P<token_rate>[\d.]+|\?) tokens/s)?\]"
+)
+
+
+def bar_states(stderr: str, label: str) -> list[dict[str, str]]:
+    """Every display of the tqdm bar `label` in captured stderr (tqdm redraws with carriage returns), a count drawn
+    twice in a row (the final redraw on closing) once."""
+    states = [m.groupdict() for m in BAR.finditer(stderr) if m["label"].endswith(label)]
+    return [s for i, s in enumerate(states) if i == 0 or s["done"] != states[i - 1]["done"]]
+
+
+def test_progress_bar_counts_samples_and_generated_tokens(tiny, capsys, monkeypatch):
+    """Rank 0 of 2, batches of 1 prompt: its share is prompts 0, 2 and 4 (3 × 4 samples). The bar shows each batch as
+    it finishes (samples done, their rate, time left) and the generated tokens: per raw completion, up to and
+    including its first stop or pad token, counted here from the raw rows by hand."""
+    # draw every update, however fast the tiny model is (tqdm reads its TQDM_* variables once, at import)
+    monkeypatch.setattr(generation, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))
+    model, tokenizer, stop, pad = tiny
+    ids = [encode_prompt(p, tokenizer) for p in PROMPTS]
+    settings = SamplingSettings(num_samples=4, max_new_tokens=6, seed=3, batch_size=1)
+    raw = sample_completions(model, ids, settings, stop, pad, rank=0, world=2, cut=False)
+    capsys.readouterr()
+    sample_completions(model, ids, settings, stop, pad, rank=0, world=2, progress=SamplingProgress("probe"))
+    states = bar_states(capsys.readouterr().err, "probe")
+    assert [(s["done"], s["total"]) for s in states] == [("0", "12"), ("4", "12"), ("8", "12"), ("12", "12")]
+
+    def produced(row):  # tokens generate() produced for one completion
+        ends = [position for position, token in enumerate(row) if token in (*stop, pad)]
+        return ends[0] + 1 if ends else len(row)
+
+    tokens, expected = [], 0
+    for index in (0, 2, 4):
+        expected += sum(produced(row) for row in raw[index])
+        tokens.append(expected)
+    assert [int(s["tokens"]) for s in states[1:]] == tokens
+    assert 0 < tokens[-1] < 3 * 4 * 6  # some completions stopped early: their padding is not counted
+    for state in states[1:]:
+        assert float(state["rate"]) > 0 and state["left"] != "?" and float(state["token_rate"]) > 0
+    assert states[-1]["left"] == "00:00" and states[-1]["percent"] == "100"
+    # no bar unless asked
+    sample_completions(model, ids, settings, stop, pad)
+    assert capsys.readouterr().err == ""

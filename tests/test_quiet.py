@@ -89,3 +89,39 @@ def test_a_4_bit_run_shows_it_once(assets, tmp_path):
     result = python(f"import sys; from divalign.cli import main; sys.exit(main({argv!r}))")
     assert result.stderr.count(MESSAGE) == 1
     assert (tmp_path / "out" / "adapter_config.json").is_file()
+    assert "Loading weights" not in result.stderr  # `divalign train` loads the model without a bar (a quick load)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# transformers' loading bars
+
+LOAD = """
+import sys, time
+from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
+{setup}
+AutoModelForCausalLM.from_pretrained(sys.argv[1])
+for _ in hf_logging.tqdm(range(3), desc="a slow load"):  # how transformers draws a long load's bar
+    time.sleep(0.3)
+"""
+
+
+def load_stderr(model: Path, setup: str) -> str:
+    code = textwrap.dedent(LOAD).format(setup=setup)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stderr
+
+
+def test_quick_loads_draw_no_bar_and_long_ones_still_do(assets):
+    """Without divalign's hook a tiny model's `from_pretrained` draws a "Loading weights" bar; with it
+    (`quiet_loading_bars`, here with a 0.5 s delay, set twice) that bar is gone and a load lasting 0.9 s still shows."""
+    loud = load_stderr(assets / "model", "")
+    assert "Loading weights" in loud and "a slow load" in loud
+    quiet = load_stderr(
+        assets / "model", "from divalign.quiet import quiet_loading_bars\nquiet_loading_bars(0.5); quiet_loading_bars()"
+    )
+    assert "Loading weights" not in quiet
+    assert "a slow load: 100%" in quiet

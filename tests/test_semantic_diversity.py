@@ -124,6 +124,50 @@ def test_cross_similarity_equals_the_explicit_double_loop():
     assert cross_similarity(a, b) == pytest.approx(loop)
 
 
+def test_paired_cross_similarity_leaves_out_the_same_index_pairs():
+    """A at angles 0°, 90°, 0°; B at 0°, 90°, 90° (cosine = cos of the angle between). Pairs i ≠ j:
+    (0,1) 0, (0,2) 0, (1,0) 0, (1,2) 1, (2,0) 1, (2,1) 0 → 2/6. All nine pairs add (0,0) 1, (1,1) 1, (2,2) 0 → 4/9."""
+    a, b = np.stack([unit(0), unit(90), unit(0)]), np.stack([unit(0), unit(90), unit(90)])
+    assert cross_similarity(a, b, paired=True) == pytest.approx(1 / 3)
+    assert cross_similarity(a, b) == pytest.approx(4 / 9)
+    assert homogeneity_per_prompt([[a], [b]])[0, 1, 0] == pytest.approx(1 / 3)  # eval's samples are paired
+    assert homogeneity_per_prompt([[a], [b]], paired=False)[0, 1, 0] == pytest.approx(4 / 9)
+    # sets of different sizes: the pairs (i, i) that exist are left out; one sample each leaves no pair
+    # (0,1) 0, (1,0) 0, (2,0) 1, (2,1) 0
+    assert cross_similarity(a, b[:2], paired=True) == pytest.approx(1 / 4)
+    assert math.isnan(cross_similarity(a[:1], b[:1], paired=True))
+
+
+def test_identical_paired_models_give_the_within_similarity_exactly():
+    """Two identical models drawing the same noise sample the same texts: the cross cell over i ≠ j is the within
+    similarity; over all pairs it was within + (1 − within)/K (the bias the paired cell removes)."""
+    samples = [np.random.default_rng(seed).normal(size=(6, 5)) for seed in range(3)]
+    matrix = homogeneity_per_prompt([samples, samples])
+    assert matrix[0, 1] == pytest.approx(matrix[0, 0], abs=1e-12) and matrix[1, 0] == pytest.approx(
+        matrix[1, 1], abs=1e-12
+    )
+    within = matrix[0, 0]
+    assert homogeneity_per_prompt([samples, samples], paired=False)[0, 1] == pytest.approx(within + (1 - within) / 6)
+
+
+def test_shared_noise_biases_every_pair_but_not_the_cells_without_same_index_pairs():
+    """3000 prompts × K = 4 samples of unit vectors around one center. A's sample i is center + noise_i; B's is the
+    mirror image center + flip(noise_i) (every axis but the center's flipped): B samples A's distribution, yet its
+    sample i is tied to A's. Leaving out the pairs (a_i, b_i), the mean cross cell equals the mean within cell (the
+    README's claim, in expectation); over all pairs it does not. B drawn with fresh noise agrees either way."""
+    rng = np.random.default_rng(0)
+    center, flip = 2.0 * np.eye(6)[0], np.array([1.0, -1, -1, -1, -1, -1])
+    noise = rng.normal(size=(3000, 4, 6))
+    a, mirrored, fresh = center + 0.7 * noise, center + 0.7 * noise * flip, center + 0.7 * rng.normal(size=noise.shape)
+    matrix = homogeneity_per_prompt([list(a), list(mirrored), list(fresh)]).mean(axis=2)
+    unpaired = homogeneity_per_prompt([list(a), list(mirrored), list(fresh)], paired=False).mean(axis=2)
+    within = matrix[0, 0]
+    assert matrix[1, 1] == pytest.approx(within) and matrix[2, 2] == pytest.approx(within, abs=0.005)
+    assert matrix[0, 1] == pytest.approx(within, abs=0.005) and matrix[0, 2] == pytest.approx(within, abs=0.005)
+    assert unpaired[0, 1] < within - 0.05  # a_i and b_i point away from each other more than two independent draws
+    assert unpaired[0, 2] == pytest.approx(within, abs=0.005)
+
+
 def test_homogeneity_reads_same_wider_and_elsewhere():
     """The module's reading, on large samples of known distributions (unit vectors around a center): the same
     distribution gives cross = both withins; a wider one around the same center lies between; another center lies

@@ -84,6 +84,11 @@ def test_quick_demo_end_to_end(tmp_path):
         env={**os.environ, "WANDB_MODE": "offline"},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # signs of life where work takes time (the SFT runs' diversity evaluations, the lineage eval's sampling, the
+    # frontier stage), no bar for each of the dozens of tiny models loaded
+    for bar in ("diversity eval, step 0:", "sampling CE (T=1): 100%", "exact frontiers: 100%"):
+        assert bar in proc.stderr, bar
+    assert "Loading weights" not in proc.stderr
     report = (out / "results.md").read_text()
     for heading in ("## Exact, SFT prompts (seen)", "## Exact, held-out prompts (categories never in SFT)"):
         rows = _table_rows(report, heading)

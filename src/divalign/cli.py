@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .quiet import quiet_loading_bars
+
 # Adding a subcommand = adding its module here.
 _COMMAND_MODULES = (
     "divalign.launch",
@@ -28,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `divalign` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_loading_bars()  # a bar per model loaded says nothing; the sampling and training bars say how far it is
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as err:

@@ -19,7 +19,9 @@ way, so every caller renders, pads, stops, cuts and samples identically:
   draw of token t of sample k of prompt i is inverse-CDF sampling of the warped next-token distribution at the
   uniform number `u[i, k, t]` from a NumPy generator keyed by `(seed, i)`; `generate` then decodes greedily over
   scores that keep only the drawn token (`SeededSampler`). The same noise is reused at every evaluation, so a change
-  in a curve is a change of the model, not of the dice.
+  in a curve is a change of the model, not of the dice;
+- **progress**: with a `SamplingProgress`, a tqdm bar counts the samples done (rate and time left) and the tokens
+  generated (tokens/s), one `generate` batch at a time.
 
 vLLM (in `divalign.evaluation.sampling`) pins the same settings and seeds each prompt's request with `prompt_seed`.
 """
@@ -28,12 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     GenerationConfig,
     LogitsProcessor,
@@ -94,6 +97,23 @@ class SamplingSettings:
             raise ValueError(f"{prefix}seed must be >= 0, got {self.seed}")
 
 
+@dataclass(frozen=True)
+class SamplingProgress:
+    """A tqdm bar over one `sample_completions` call: samples done of this rank's share, samples/s and time left,
+    and in its postfix the tokens generated and tokens/s (stop tokens included, padding after them not).
+
+    Args:
+        description: the bar's label (which model, which temperature, which step).
+        leave: keep the finished bar on screen (a line per stage); False inside a training loop's own bar.
+    """
+
+    description: str
+    leave: bool = True
+
+    def bar(self, total: int) -> Any:
+        return tqdm(total=total, desc=self.description, unit="sample", leave=self.leave, dynamic_ncols=True)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Prompts and stop tokens
 
@@ -136,6 +156,13 @@ def stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
 def pad_token_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
     """The tokenizer's pad token, else the first stop token (it ends a completion anyway)."""
     return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else int(stop_ids[0])
+
+
+def generated_tokens(ids: Sequence[int], stop_ids: Sequence[int] | set[int]) -> int:
+    """Tokens `generate` produced for one raw completion: up to and including its first stop or pad token (the pads
+    after it only fill the batch), all of them when it ran to `max_new_tokens`."""
+    kept = len(cut_at_stop(ids, stop_ids))
+    return kept + (kept < len(ids))
 
 
 def cut_at_stop(ids: Sequence[int], stop_ids: Sequence[int] | set[int]) -> list[int]:
@@ -321,25 +348,59 @@ def sample_completions(
     world: int = 1,
     lockstep: bool = False,
     cut: bool = True,
+    progress: SamplingProgress | None = None,
 ) -> dict[int, list[list[int]]]:
     """K completions of this rank's share of the prompts, cut before their first stop or pad token (raw, up to
     `max_new_tokens`, with `cut=False`): `{prompt index: ids}`.
 
     With `world > 1` the batches are dealt round-robin over ranks (`rank_batches`); `lockstep` generates with
-    `synced_gpus` and dummy batches, for sharded parameters (ZeRO-3 without gathering, FSDP).
+    `synced_gpus` and dummy batches, for sharded parameters (ZeRO-3 without gathering, FSDP). With `progress`, a
+    tqdm bar follows this rank's share (`SamplingProgress`).
     """
+    batches = rank_batches(len(prompt_ids), settings.batch_size, rank, world, lockstep)
+    ends = {*stop_ids, pad_id}
     out: dict[int, list[list[int]]] = {}
-    for batch in rank_batches(len(prompt_ids), settings.batch_size, rank, world, lockstep):
-        indices = batch if batch is not None else [0]
-        completions = generate_batch(
-            model, [prompt_ids[i] for i in indices], indices, settings, stop_ids, pad_id, synced_gpus=lockstep
-        )
-        if batch is not None:
-            ends = {*stop_ids, pad_id} if cut else set()
-            out.update(
-                {i: [cut_at_stop(row, ends) for row in rows] for i, rows in zip(batch, completions, strict=True)}
+    total = sum(len(batch) for batch in batches if batch) * settings.num_samples
+    with _progress(progress, total, ends) as done:
+        for batch in batches:
+            indices = batch if batch is not None else [0]
+            completions = generate_batch(
+                model, [prompt_ids[i] for i in indices], indices, settings, stop_ids, pad_id, synced_gpus=lockstep
             )
+            if batch is not None:
+                out.update(
+                    {
+                        i: [cut_at_stop(row, ends if cut else ()) for row in rows]
+                        for i, rows in zip(batch, completions, strict=True)
+                    }
+                )
+                done(completions)
     return out
+
+
+@contextlib.contextmanager
+def _progress(
+    progress: SamplingProgress | None, total: int, ends: set[int]
+) -> Iterator[Callable[[list[list[list[int]]]], None]]:
+    """A function to call with each batch's raw completions: it advances the bar of `progress` (a no-op without)."""
+    if progress is None:
+        yield lambda completions: None
+        return
+    bar = progress.bar(total)
+    tokens = 0
+
+    def done(completions: list[list[list[int]]]) -> None:
+        nonlocal tokens
+        tokens += sum(generated_tokens(row, ends) for rows in completions for row in rows)
+        elapsed = bar.format_dict["elapsed"]
+        rate = f"{tokens / elapsed:.1f}" if elapsed > 0 else "?"
+        bar.set_postfix_str(f"{tokens} tokens, {rate} tokens/s", refresh=False)
+        bar.update(sum(len(rows) for rows in completions))
+
+    try:
+        yield done
+    finally:
+        bar.close()
 
 
 def decode_group(tokenizer: Any, group: Sequence[Sequence[int]]) -> list[str]:

@@ -4,7 +4,7 @@ world size, ZeRO stage, the samples of every evaluation) and, per rank, OUTPUT_D
 `synced_gpus` flag of each `generate` call that rank made).
 
 Usage: python diversity_train.py MODEL_DIR PROBE_FILE OUTPUT_DIR [--max-steps N] [--every-steps N] [--use-cpu]
-       [--lockstep] [--batch-size N]
+       [--lockstep] [--batch-size N] [--progress]
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--use-cpu", action="store_true", help="DDP on CPU under torchrun (not with DeepSpeed)")
     parser.add_argument("--lockstep", action="store_true", help="ZeRO-3: ds3_gather_for_generation false")
     parser.add_argument("--batch-size", type=int, default=1, help="prompts per generate call")
+    parser.add_argument("--progress", action="store_true", help="tqdm bars on (disable_tqdm false)")
     cli = parser.parse_args()
 
     # The SFTConfig comes first: under ZeRO-3 it sets up the process group and the DeepSpeed config that
@@ -81,7 +82,7 @@ def main() -> None:
         use_cpu=cli.use_cpu,
         ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None,  # CPU processes: NCCL is unavailable
         seed=0,
-        disable_tqdm=True,
+        disable_tqdm=not cli.progress,
     )
     config = DiversityConfig(
         prompts=cli.probe_file,

@@ -36,6 +36,7 @@ from divalign.diversity import DEFAULT_TRAINING_METRICS, METRIC_NAMES, REGISTRY,
 from divalign.diversity.profile import DEFAULT_PROFILE, get_profile, load_profile_embedder, record_profile
 from divalign.generation import (
     Prompt,
+    SamplingProgress,
     SamplingSettings,
     decode_group,
     encode_prompt,
@@ -272,6 +273,8 @@ class DiversityCallback(TrainerCallback):
     (`gather_object`: variable-length shares, nothing dropped), which alone computes the metrics; every rank then logs
     them so their `log_history` agree. The evaluation runs inside a saved/restored RNG state, so the training
     trajectory is the same with or without the callback. On resume, the checkpoint's step is not evaluated again.
+    While it samples, the main process shows one tqdm bar (its share of the samples, tokens/s, time left), unless the
+    run sets `disable_tqdm`.
 
     Args:
         config: evaluation settings.
@@ -340,7 +343,11 @@ class DiversityCallback(TrainerCallback):
     def _evaluate(self, args: TrainingArguments, state: TrainerState) -> None:
         """Sample, gather, score on the main process, and log through the trainer."""
         self._last_step = state.global_step
-        groups, token_ids = self._sample()
+        # one bar, on the main process, unless the run turned tqdm off (`disable_tqdm`)
+        show = _topology(self.trainer.accelerator)[2] and not args.disable_tqdm
+        groups, token_ids = self._sample(
+            SamplingProgress(f"diversity eval, step {state.global_step}", leave=False) if show else None
+        )
         metrics: dict[str, float] | None = None
         if _topology(self.trainer.accelerator)[2]:
             self.last_samples = {
@@ -362,8 +369,9 @@ class DiversityCallback(TrainerCallback):
         with trainer_metrics_hidden(self.trainer), _keep_log_request(self.trainer):
             self.trainer.log({f"diversity/{key}": float(value) for key, value in metrics.items()})
 
-    def _sample(self) -> tuple[list[list[str]], list[list[list[int]]]]:
-        """K completions of every probe prompt, gathered to all ranks in prompt order: texts and token ids."""
+    def _sample(self, progress: SamplingProgress | None) -> tuple[list[list[str]], list[list[list[int]]]]:
+        """K completions of every probe prompt, gathered to all ranks in prompt order: texts and token ids; with
+        `progress`, a bar over this rank's share."""
         trainer = self.trainer
         accelerator = trainer.accelerator
         rank, world, _ = _topology(accelerator)
@@ -379,7 +387,15 @@ class DiversityCallback(TrainerCallback):
             pad_id = pad_token_id(tokenizer, stop_ids)
             settings = self.config.sampling
             local = sample_completions(
-                model, self._prompt_ids, settings, stop_ids, pad_id, rank=rank, world=world, lockstep=lockstep
+                model,
+                self._prompt_ids,
+                settings,
+                stop_ids,
+                pad_id,
+                rank=rank,
+                world=world,
+                lockstep=lockstep,
+                progress=progress,
             )
         rows = [(i, decode_group(tokenizer, group), group) for i, group in local.items()]
         # gather_object concatenates each rank's list whatever its length (no short-last-batch truncation)

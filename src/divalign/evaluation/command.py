@@ -58,7 +58,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         metavar="T",
         help="also sample at each T and draw every model's quality-diversity frontier (frontier.png, "
-        "and the quality difference vs the first model at matched diversity)",
+        "and the quality difference vs --reference at matched diversity); needs --verifier or --quality",
     )
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument(
@@ -108,18 +108,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--verifier",
         default=None,
         metavar="MODULE:FUNCTION",
-        help="fn(completion, answer) -> bool, e.g. divalign.diversity.answers:final_answer_matches",
+        help="fn(completion, answer) -> bool, e.g. divalign.diversity.answers:final_answer_matches; MODULE is "
+        "installed or a .py file in the current directory",
     )
     parser.add_argument(
         "--quality",
         default=None,
-        metavar="MODULE:FUNCTION",
-        help="the frontier's quality: fn(completion, answer) -> float per sample (default: the verifier's accuracy)",
+        metavar="SPEC",
+        help="the frontier's per-sample quality (default: the verifier's accuracy): a GRPO reward by name "
+        "(format, length_penalty, math_answer, ...; it reads the prompt file's other fields as dataset columns), "
+        "reward_model:PATH (a sequence-classification checkpoint, its first logit), a JSON "
+        "'{\"NAME\": {settings}}', or MODULE:FUNCTION, fn(completion, answer) -> float, MODULE installed or a .py "
+        "file in the current directory",
     )
     parser.add_argument(
         "--frontier-metric",
         default=None,
         help="the frontier's diversity metric (default: the first diversity metric of --metrics)",
+    )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        metavar="NAME",
+        help="the model the others are compared with: the frontier's matched-diversity quality differences and "
+        "the quality-control/narrowing split (default: the first --model)",
     )
     parser.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (speed, not samples)")
@@ -160,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         verifier=args.verifier,
         quality=args.quality,
         frontier_metric=args.frontier_metric,
+        reference=args.reference,
         backend=args.backend,
         batch_size=args.batch_size,
         device=args.device,

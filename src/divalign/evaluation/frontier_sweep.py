@@ -1,25 +1,38 @@
 """`divalign eval --temperatures`: the sweep's settings checked before sampling, each model's points, the comparison.
 
-The frontier's mathematics (efficient points, matched-diversity differences, bootstrap) lives in `frontier.py`.
+The frontier's mathematics (efficient points, matched-diversity differences, bootstrap) lives in `frontier.py`, its
+quality in `quality.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..diversity import REGISTRY
 from ..diversity.aggregate import bootstrap_ci, summarize
 from ..diversity.registry import score_groups
 from .frontier import FrontierCurve, matched_difference
-from .prompts import PromptRecord, load_callable
+from .prompts import PromptRecord
+from .quality import Quality, accuracy, load_quality
 from .sampling import Samples
 
 AnswerVerifier = Callable[[str, "str | None"], bool]
 QualityScorer = Callable[[str, "str | None"], float]
+
+
+@dataclass(frozen=True)
+class FrontierSetup:
+    """What a frontier sets against what: the diversity metric and the per-sample quality."""
+
+    diversity: str
+    quality: Quality
 
 
 def temperature_sweep(temperature: float, temperatures: Sequence[float] | None) -> list[float]:
@@ -33,8 +46,9 @@ def frontier_setup(
     frontier_metric: str | None,
     verifier: AnswerVerifier | None,
     quality: str | QualityScorer | None,
-) -> tuple[str, str, Callable[[str, str | None], float]] | None:
-    """(diversity metric, quality name, per-sample quality) of the frontier, checked before any sampling."""
+    records: Sequence[PromptRecord],
+) -> FrontierSetup | None:
+    """The frontier's diversity metric and quality (`quality.load_quality`), checked before any sampling."""
     if not temperatures:
         if frontier_metric or quality:
             raise ValueError("--frontier-metric and --quality belong to a frontier: pass --temperatures T1 T2 ...")
@@ -49,36 +63,39 @@ def frontier_setup(
     if REGISTRY[diversity].direction == 0:
         raise ValueError(f"--frontier-metric {diversity!r} is not a diversity metric")
     if quality is not None:
-        scorer = load_callable(quality, "Quality scorer") if isinstance(quality, str) else quality
-        name = quality if isinstance(quality, str) else getattr(quality, "__name__", "quality")
-        return diversity, name, lambda text, answer: float(scorer(text, answer))
+        return FrontierSetup(diversity, load_quality(quality, records))
     if verifier is None:
         raise ValueError(
-            "a frontier needs a quality: --verifier MODULE:FUNCTION (accuracy) or --quality MODULE:FUNCTION"
+            "a frontier needs a quality: --verifier MODULE:FUNCTION (accuracy), or --quality: a reward name, "
+            "reward_model:PATH or MODULE:FUNCTION"
         )
-    return diversity, "accuracy", lambda text, answer: float(bool(verifier(text, answer)))
+    return FrontierSetup(diversity, accuracy(verifier))
 
 
 def frontier_point(
-    samples: Samples,
-    records: list[PromptRecord],
-    diversity: str,
-    quality_fn: Callable[[str, str | None], float],
-    resources: dict[str, Any],
+    samples: Samples, records: list[PromptRecord], setup: FrontierSetup, resources: dict[str, Any], label: str
 ) -> dict[str, list[float]]:
-    """Per-prompt quality (mean over the K samples) and diversity of one model at one temperature."""
+    """Per-prompt quality (mean over the K samples' defined scores) and diversity of one model at one temperature;
+    a bar (`label`) follows the scoring when it takes more than a few seconds (a reward model on a CPU)."""
     scores = score_groups(
-        samples.texts, samples.token_ids, metrics=[diversity], vocab_size=samples.vocab_size, **resources
+        samples.texts, samples.token_ids, metrics=[setup.diversity], vocab_size=samples.vocab_size, **resources
     )
-    quality = [float(np.mean([quality_fn(t, records[i].answer) for t in g])) for i, g in enumerate(samples.texts)]
-    return {"quality": quality, "diversity": scores.per_prompt[diversity].tolist()}
+    rows = zip(records, samples.texts, samples.token_ids, strict=True)
+    bar = tqdm(rows, total=len(records), desc=f"{setup.quality.name} of {label}", unit="prompt", delay=2.0)
+    quality = [_mean(setup.quality.score(record, texts, ids)) for record, texts, ids in bar]
+    return {"quality": quality, "diversity": scores.per_prompt[setup.diversity].tolist()}
+
+
+def _mean(values: list[float]) -> float:
+    defined = [v for v in values if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else math.nan
 
 
 def frontier_results(
-    results: dict[str, Any], setup: tuple[str, str, Any], n_bootstrap: int, seed: int
+    results: dict[str, Any], setup: FrontierSetup, reference: str, n_bootstrap: int, seed: int
 ) -> dict[str, Any]:
-    """Each model's frontier points (mean [CI] per temperature) and the matched-diversity differences vs the first."""
-    diversity, quality_name, _ = setup
+    """Each model's frontier points (mean [CI] per temperature) and the matched-diversity differences vs
+    `reference`."""
     curves = {}
     for model in results["models"]:
         by_t = model["per_prompt"]["frontier"]
@@ -96,12 +113,17 @@ def frontier_results(
             }
             for t in temperatures
         ]
-    names = list(curves)
     comparisons = {
-        name: dataclasses.asdict(matched_difference(curves[names[0]], curves[name], n_bootstrap=n_bootstrap, seed=seed))
-        for name in names[1:]
+        name: dataclasses.asdict(matched_difference(curves[reference], curve, n_bootstrap=n_bootstrap, seed=seed))
+        for name, curve in curves.items()
+        if name != reference
     }
-    return {"diversity_metric": diversity, "quality": quality_name, "reference": names[0], "comparisons": comparisons}
+    return {
+        "diversity_metric": setup.diversity,
+        "quality": setup.quality.name,
+        "reference": reference,
+        "comparisons": comparisons,
+    }
 
 
 def _ci(values: list[float], n_bootstrap: int, seed: int) -> dict[str, float]:

@@ -180,6 +180,7 @@ def evaluate_lineage(
     verifier: str | AnswerVerifier | None = None,
     quality: str | QualityScorer | None = None,
     frontier_metric: str | None = None,
+    reference: str | None = None,
     backend: str = "auto",
     batch_size: int = 8,
     device: str | None = None,
@@ -192,8 +193,11 @@ def evaluate_lineage(
     `prompts_path` is anything `divalign.evaluation.prompts.load_prompts` reads (file, saved dataset, Hub id with
     `prompts_split` / `prompts_column`). `verifier` is `module:function` or a callable
     `fn(completion, reference_answer) -> bool`; the reference is the prompt's answer column. With `temperatures`
-    every model is also sampled at each of them, and its quality (verifier accuracy, or the mean of `quality`'s
-    per-sample score `fn(completion, answer) -> float`) is set against the diversity metric `frontier_metric`.
+    every model is also sampled at each of them, and its quality (verifier accuracy, or the mean per-sample score of
+    `quality`: a reward name of `divalign.rewards`, `reward_model:PATH`, a JSON `{name: settings}`, `module:function`
+    or a callable `fn(completion, answer) -> float`; `divalign.evaluation.quality`) is set against the diversity
+    metric `frontier_metric`. `reference` names the model the others are compared with (the matched-diversity
+    differences and the quality-control/narrowing split); default: the first.
     `profile` names the metric conventions (`divalign.diversity.profile.PROFILES`); `embedding_model` defaults to
     the profile's embedder; `cluster_threshold` is the cosine at which samples share a semantic cluster.
     `out_dir` must be empty or absent, unless `move_aside` moves the earlier one aside. Returns the dict written
@@ -204,6 +208,9 @@ def evaluate_lineage(
     names = [n for n, _ in models]
     if len(set(names)) != len(names):
         raise ValueError(f"Model names must be unique, got {names}")
+    reference = names[0] if reference is None else reference
+    if reference not in names:
+        raise ValueError(f"--reference {reference!r} is none of the models: {names}")
     settings = SamplingSettings(
         num_samples=num_samples,
         max_new_tokens=max_new_tokens,
@@ -225,7 +232,7 @@ def evaluate_lineage(
         raise ValueError(f"--cluster-threshold must be a cosine similarity in [-1, 1], got {cluster_threshold}")
     answer_verifier = load_verifier(verifier) if isinstance(verifier, str) else verifier
     metric_names = _resolve_metrics(metrics, answer_verifier is not None, num_samples, conventions)
-    frontier = frontier_setup(temperatures, metric_names, frontier_metric, answer_verifier, quality)
+    frontier = frontier_setup(temperatures, metric_names, frontier_metric, answer_verifier, quality, records)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, move_aside)
     resources = _load_resources(metric_names, conventions, embedding_model, nli_model, device)
@@ -250,6 +257,8 @@ def evaluate_lineage(
             "embedding_model": embedding_model_for(conventions, embedding_model) if "embedder" in resources else None,
             "cluster_threshold": cluster_threshold,
             "verifier": None if verifier is None else str(verifier),
+            "quality": None if quality is None else str(quality),
+            "reference": reference,
         },
         "models": [],
     }
@@ -269,17 +278,20 @@ def evaluate_lineage(
                     )
                     texts_by_model[name] = samples.texts
                 if frontier:
-                    by_temperature[f"{t:g}"] = frontier_point(samples, records, frontier[0], frontier[2], scoring)
+                    label = f"{name} (T={t:g})"
+                    by_temperature[f"{t:g}"] = frontier_point(samples, records, frontier, scoring, label)
         finally:
             sampler.close()
         if frontier:
             entry["per_prompt"]["frontier"] = by_temperature
         results["models"].append(entry)
     if answer_verifier is not None:
-        for model in results["models"][1:]:
-            model["split"] = quality_split(results["models"][0], model)
+        base = results["models"][names.index(reference)]
+        for model in results["models"]:
+            if model is not base:
+                model["split"] = quality_split(base, model)
     if frontier:
-        results["frontier"] = frontier_results(results, frontier, n_bootstrap, seed)
+        results["frontier"] = frontier_results(results, frontier, reference, n_bootstrap, seed)
     if "embedder" in resources:
         results.update(semantic_views(texts_by_model, resources["embedder"], conventions, n_bootstrap, seed))
     results["files"] = {k: str(v) for k, v in write_results(results, out_dir).items()}

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ FILE_SUFFIXES = (".jsonl", ".json", ".txt", *FILE_BUILDERS)
 
 @dataclass
 class PromptRecord:
-    """One prompt: a plain string or a chat `messages` list, and an optional reference answer (for a verifier)."""
+    """One prompt: a plain string or a chat `messages` list, an optional reference answer (for a verifier), and the
+    row's other fields (`columns`: what a GRPO reward function receives as dataset columns)."""
 
     prompt: str | Messages
     answer: str | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 def load_prompts(
@@ -130,7 +133,11 @@ def _record(row: Any, column: str | None, answer_column: str | None, where: str)
     if answer_column and answer_column not in row:
         raise ValueError(f"{where}: has no answer field {answer_column!r} (fields: {sorted(row)})")
     answer = row.get(answer_name) if answer_name else None
-    return PromptRecord(prompt=_prompt(row[name], name, where), answer=None if answer is None else str(answer))
+    return PromptRecord(
+        prompt=_prompt(row[name], name, where),
+        answer=None if answer is None else str(answer),
+        columns={key: value for key, value in row.items() if key != name},
+    )
 
 
 def _prompt(value: Any, name: str, where: str) -> str | Messages:
@@ -153,20 +160,36 @@ def _prompt(value: Any, name: str, where: str) -> str | Messages:
     )
 
 
+def _current_directory_importable(module_name: str) -> None:
+    """Put the current directory first on the import path when `module_name`'s top-level module is a file or package
+    there, as `python -m` does for every run."""
+    top, here = module_name.split(".")[0], Path.cwd()
+    if "" in sys.path or str(here) in sys.path:  # `python -m` or `python -c`: already on it
+        return
+    if (here / f"{top}.py").is_file() or (here / top / "__init__.py").is_file():
+        sys.path.insert(0, str(here))
+        importlib.invalidate_caches()
+
+
 def load_verifier(spec: str) -> Callable[[str, str | None], bool]:
     """Import `module:function`; the function is called as `fn(completion_text, reference_answer) -> bool`."""
     return load_callable(spec, "Verifier")
 
 
 def load_callable(spec: str, what: str) -> Callable[..., Any]:
-    """Import `module:function` (a verifier, a quality scorer), naming `what` in errors."""
+    """Import `module:function` (a verifier, a quality scorer), naming `what` in errors. A module in the current
+    directory is found as `python -m` finds it (the `divalign` script alone would not look there)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"{what} {spec!r}: expected 'module:function'")
+    _current_directory_importable(module_name)
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"{what} {spec!r}: cannot import module {module_name!r} ({err})") from err
+        raise ValueError(
+            f"{what} {spec!r}: cannot import module {module_name!r} ({err}); it must be installed or a .py file "
+            f"(or package) in the current directory, {Path.cwd()}"
+        ) from err
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"{what} {spec!r}: module {module_name!r} has no callable {attr!r}")

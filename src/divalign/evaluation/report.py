@@ -11,7 +11,7 @@ from .frontier import MatchedDifference, difference_table, plot_frontiers
 from .semantic_views import plot_homogeneity
 
 _SPLIT_NOTE = (
-    "drop_all = diversity lost vs the first model over all samples (sign-adjusted: positive = less diverse); "
+    "drop_all = diversity lost vs the reference model over all samples (sign-adjusted: positive = less diverse); "
     "narrowing = the drop over correct samples only; quality_control = drop_all − narrowing. Both are averaged over "
     "the num_prompts prompts where the correct-only value is defined for both models."
 )
@@ -72,15 +72,14 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         lines += _table(rows, ["accuracy", *correct_cols])
         lines += [
             "",
-            f"## Quality control vs narrowing (Karouzos et al., arXiv 2604.16027), relative to {models[0]['name']}",
+            "## Quality control vs narrowing (Karouzos et al., arXiv 2604.16027), relative to "
+            f"{results['config'].get('reference', models[0]['name'])}",
             "",
             _SPLIT_NOTE,
             "",
         ]
         split_rows = [
-            (f"{m['name']} / {k}", {c: _fmt(v[c]) for c in v})
-            for m in models[1:]
-            for k, v in m.get("split", {}).items()
+            (f"{m['name']} / {k}", {c: _fmt(v[c]) for c in v}) for m in models for k, v in m.get("split", {}).items()
         ]
         lines += _table(split_rows, ["drop_all", "narrowing", "quality_control", "narrowing_share", "num_prompts"])
     if "frontier" in results:
@@ -108,10 +107,11 @@ def homogeneity_section(results: dict[str, Any]) -> list[str]:
     lines = [
         "## Cross-model homogeneity (`homogeneity.png`)",
         "",
-        "Row A, column B: mean over prompts of the mean cosine similarity between A's and B's samples for the same "
-        "prompt; diagonal: a model's own samples (pairs i ≠ j). B sampling A's distribution: the cell equals both "
-        "diagonal cells; B spread wider around A's answers: between them; B saying things A does not: below both. "
-        "[bootstrap 95 % CI over prompts]",
+        "Row A, column B: mean over prompts of the mean cosine similarity between A's sample i and B's sample j of "
+        "the same prompt, over i ≠ j (sample i of every model draws the same noise, so the pairs (a_i, b_i) are left "
+        "out); diagonal: a model's own pairs i ≠ j. One model under two names: the cell equals the diagonal; B "
+        "sampling A's distribution: it equals both diagonal cells in expectation; B spread wider around A's answers: "
+        "between them; B saying things A does not: below both. [bootstrap 95 % CI over prompts]",
         "",
     ]
     rows = [

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..generation import (
+    SamplingProgress,
     SamplingSettings,
     cut_at_stop,
     decode_group,
@@ -112,7 +113,8 @@ class HFSampler:
 
     def sample(self, records: list[PromptRecord], settings: SamplingSettings) -> Samples:
         prompt_ids = [_encode(record.prompt, self.tokenizer, self.name) for record in records]
-        groups = sample_completions(self.model, prompt_ids, settings, self.stop_ids, self.pad_id)
+        progress = SamplingProgress(f"sampling {self.name} (T={settings.temperature:g})")
+        groups = sample_completions(self.model, prompt_ids, settings, self.stop_ids, self.pad_id, progress=progress)
         token_ids = [groups[i] for i in range(len(records))]
         texts = [decode_group(self.tokenizer, group) for group in token_ids]
         return Samples(texts=texts, token_ids=token_ids, vocab_size=len(self.tokenizer))

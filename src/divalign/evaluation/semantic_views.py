@@ -4,8 +4,8 @@ Both read the sentence embeddings of every model's samples (the texts as the met
 computed by `divalign eval` whenever an embedder is loaded (any embedding metric among `--metrics`):
 
 - `homogeneity`: for every pair of models, the mean over prompts of the mean cosine between A's and B's samples of
-  the same prompt, each model's within-model similarity on the diagonal (`divalign.diversity.homogeneity`), with
-  bootstrap CIs over prompts;
+  the same prompt — the pairs (a_i, b_j) with i ≠ j, since sample i of every model draws the same noise — each
+  model's within-model similarity on the diagonal (`divalign.diversity.homogeneity`), with bootstrap CIs over prompts;
 - `spread`: per model, the share of its embedding variance that lies within prompts
   (`divalign.diversity.spread`), with a bootstrap CI over prompts.
 """

@@ -25,7 +25,7 @@ from typing import Any
 from trl import ModelConfig, ScriptArguments
 
 from ..dashboards import install_dashboards
-from ..quiet import show_held_4bit_warnings
+from ..quiet import quiet_loading_bars, show_held_4bit_warnings
 from . import precision
 from .checkpoints import export_model, read_trainer_state
 from .datasets_io import check_columns, eval_split, load_recipe_dataset
@@ -202,6 +202,7 @@ def launch_or_run(recipe_path: str, flags: Sequence[str], dry_run: bool = False)
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_loading_bars()
     if argv[:1] == ["--config"]:
         argv = argv[1:]
     dry_run = "--dry-run" in argv

@@ -44,6 +44,11 @@ class RewardModelReward:
         self._model: Any = None
         self._tokenizer: Any = None
 
+    def load(self) -> None:
+        """Load the model and its tokenizer now (otherwise the first call loads them); a bad path fails here."""
+        if self._model is None:
+            self._load()
+
     def _load(self) -> None:
         from accelerate import PartialState
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -35,6 +35,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from divalign.launch.checkpoints import checkpoint_step, checkpoints
+from divalign.quiet import quiet_loading_bars
 from divalign.toyworld import frontier as toy_frontier
 from divalign.toyworld.evaluate import evaluate_model, load_model, mean_metrics, score_split
 from divalign.toyworld.lineage import evaluate_sft_lineage
@@ -233,6 +234,7 @@ def run_demo(
 ) -> Path:
     """Build, pretrain, fine-tune three ways, evaluate, report; returns the path of ``results.md``."""
     began = time.time()
+    quiet_loading_bars()  # dozens of tiny models load here: a line per stage, not a bar per model
     out = Path(out).resolve()
     if fresh and out.exists():
         shutil.rmtree(out)
@@ -275,6 +277,7 @@ def run_demo(
     frontier = frontier_of(out, runs, seed_runs if plan.extra_seeds else {}, world, plan)
     timings["frontier"] = time.time() - tick
     tick = time.time()
+    print(f"[demo] divalign eval of the SFT lineage into {out / 'lineage_eval'}", flush=True)
     lineage = evaluate_sft_lineage(out, runs, plan.lineage_samples)
     timings["lineage eval"] = time.time() - tick
     timings["total"] = time.time() - began

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from divalign.evaluation.frontier import FrontierCurve, matched_difference, plot_frontiers
 from divalign.toyworld.evaluate import PromptFormat, exact_per_prompt, load_model
@@ -65,7 +66,10 @@ def toy_frontier(
 ) -> dict[str, Any]:
     """The frontier of every model and the comparisons vs `reference`; with `seed_models` (per loss, per SFT seed),
     also each seed's mean validity difference vs the reference loss at the same seed."""
-    curves = {name: model_curve(path, base_dir, world, fmt, num_samples) for name, (path, fmt) in models.items()}
+    curves = {
+        name: model_curve(path, base_dir, world, fmt, num_samples)
+        for name, (path, fmt) in tqdm(models.items(), desc="exact frontiers", unit="model")
+    }
     result: dict[str, Any] = {
         "temperatures": list(TEMPERATURES),
         "quality": QUALITY_LABEL,
@@ -88,10 +92,10 @@ def _seed_spread(
     seed_models: Mapping[str, Mapping[int, Path]], base_dir: Path, world: ToyWorld, num_samples: int, reference: str
 ) -> dict[str, dict[str, float]]:
     """Per loss: the mean (over the shared coverage range) validity difference vs the reference loss, per seed."""
-    curves = {
-        name: {seed: model_curve(path, base_dir, world, "chat", num_samples) for seed, path in by_seed.items()}
-        for name, by_seed in seed_models.items()
-    }
+    runs = [(name, seed, path) for name, by_seed in seed_models.items() for seed, path in by_seed.items()]
+    curves: dict[str, dict[int, FrontierCurve]] = {name: {} for name in seed_models}
+    for name, seed, path in tqdm(runs, desc="exact frontiers of the SFT seeds", unit="model"):
+        curves[name][seed] = model_curve(path, base_dir, world, "chat", num_samples)
     spread: dict[str, dict[str, float]] = {}
     for name, by_seed in curves.items():
         if name == reference:

@@ -155,8 +155,8 @@ def lineage_lines(lineage: Mapping[str, Any]) -> list[str]:
     names = lineage["homogeneity"]["models"]
     lines += [
         "",
-        "Same-prompt similarity of the models' samples (row A, column B: mean cosine between A's and B's samples; "
-        "diagonal: within a model):",
+        "Same-prompt similarity of the models' samples (row A, column B: mean cosine between A's sample i and B's "
+        "sample j, i ≠ j; diagonal: within a model):",
         "",
         "| model | " + " | ".join(names) + " |",
         "|---" * (len(names) + 1) + "|",
