@@ -195,3 +195,22 @@ def test_a_tokenizer_without_a_chat_template_is_refused(tmp_path, smol_model, da
         (bare / name).write_bytes((smol_model / name).read_bytes())
     with pytest.raises(RecipeError, match=rf"^assistant_only_loss is true, but model_name_or_path {bare} has no chat "):
         train.run_stage(str(recipe(tmp_path, bare, data["messages"])))
+
+
+def test_the_dry_run_never_downloads_a_tokenizer(tmp_path, data, monkeypatch, capsys):
+    """A Hub model the machine does not have (a login node's dry run): its tokenizer is looked up in the local cache
+    only, and not checked when it is not there; the run itself checks it before its model loads."""
+    from transformers import AutoTokenizer as Loader
+
+    asked = []
+    original = Loader.from_pretrained.__func__
+
+    def recording(cls, source, *args, **kwargs):
+        asked.append((source, kwargs.get("local_files_only")))
+        return original(cls, source, *args, **kwargs)
+
+    monkeypatch.setattr(Loader, "from_pretrained", classmethod(recording))
+    path = recipe(tmp_path, "divalign-tests/not-downloaded", data["messages"])
+    assert train.main([str(path), "--dry-run"]) == 0
+    assert asked == [("divalign-tests/not-downloaded", True)]
+    assert "divalign train: in this process: python -m divalign.train" in capsys.readouterr().out
