@@ -243,7 +243,8 @@ def test_dpo_missing_chosen_column_fails_before_loading(tmp_path, model_dir, cap
 def test_dpo_text_prompt_with_chat_answers_is_refused(tmp_path, model_dir, captured):
     rows = [{**r, "prompt": r["prompt"][0]["content"]} for r in preference_rows()]
     message = _error(dpo_recipe(tmp_path, model_dir, rows))
-    assert "`prompt` is text" in message and captured["loads"] == []
+    assert ", line 1, field 'chosen': chat messages, but its 'prompt' holds text;" in message
+    assert "drop the `prompt` column when the conversations already contain it" in message and captured["loads"] == []
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,17 @@ def test_flags_beat_the_recipe_launcher_keys_included(tmp_path, assets):
     assert launch.train_flags == ("--max_steps", "2")
 
 
+def test_flags_spelled_with_dashes_as_trls_parser_takes_them(tmp_path, assets, capsys):
+    recipe = recipe_with(tmp_path, assets)
+    flags = ["--accelerate-config", "zero2", "--num-processes=2", "--max-steps", "2", "--stop-on-nonfinite", "false"]
+    launch = plan(recipe, flags)
+    assert option(launch.launch_args, "--config_file") == str(preset_directory() / "zero2.yaml")
+    assert option(launch.launch_args, "--num_processes") == "2"
+    assert launch.train_flags == ("--max_steps", "2", "--stop_on_nonfinite", "false")
+    assert cli_main(["train", str(recipe), "--dry_run", "--num-processes", "2", "--max-steps", "0"]) == 1
+    assert "`max_steps` must be -1 (train for num_train_epochs) or a step count >= 1, got 0" in capsys.readouterr().err
+
+
 def test_a_preset_trains_in_the_recipes_precision_a_file_as_written(tmp_path, assets):
     recipe = recipe_with(tmp_path, assets, accelerate_config="zero2")
     assert option(plan(recipe, []).launch_args, "--mixed_precision") == "no"  # the smoke recipe is fp32

@@ -130,6 +130,16 @@ def test_override_of_a_key_the_pipeline_owns(tmp_path, assets):
         load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
 
 
+def test_override_keys_spelled_with_dashes_are_the_flags_they_name(tmp_path, assets):
+    """`max-steps: 4` in `overrides` is `--max-steps 4`, which divalign.train takes as `--max_steps 4`."""
+    stages = [{"name": "sft", "recipe": str(SFT_RECIPE), "overrides": {"max-steps": 4, "stop-on-nonfinite": False}}]
+    (stage,) = load_pipeline(write_pipeline(tmp_path, assets, stages=stages)).stages
+    assert stage.overrides == {"max_steps": 4, "stop_on_nonfinite": False, "dataset_name": str(assets / "train.jsonl")}
+    stages = [{"name": "sft", "recipe": str(SFT_RECIPE), "overrides": {"output-dir": "elsewhere"}}]
+    with pytest.raises(PipelineError, match="stage 'sft': `overrides` cannot set 'output_dir'"):
+        load_pipeline(write_pipeline(tmp_path, assets, stages=stages))
+
+
 def test_stage_after_lora_must_say_merge_or_continue(tmp_path, assets):
     stages = [
         {"name": "sft", "recipe": str(SFT_RECIPE), "overrides": {"use_peft": True}},

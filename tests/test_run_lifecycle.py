@@ -17,7 +17,9 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from divalign.launch import train
+from divalign.launch.checkpoints import is_complete, newest_complete
 from divalign.launch.recipe import RecipeError
+from divalign.launch.resume_changes import FIXED_BY_CHECKPOINT
 from divalign.launch.run_lock import LOCK_FILE, RunLock, RunLockError, owner_record, process_start_ticks
 from divalign.smoke import build_smoke_assets
 
@@ -30,10 +32,11 @@ class Killed(Exception):
 
 
 class KillAt(TrainerCallback):
-    """Raise :class:`Killed` after step ``step`` (``while_saving``: during its checkpoint, before trainer_state.json)."""
+    """Raise :class:`Killed` after step ``step`` (``while_saving``: during its checkpoint, before trainer_state.json
+    was written; ``mid_write``: while trainer_state.json was being written, leaving its first half)."""
 
-    def __init__(self, step: int, while_saving: bool = False):
-        self.step, self.while_saving = step, while_saving
+    def __init__(self, step: int, while_saving: bool = False, mid_write: bool = False):
+        self.step, self.while_saving, self.mid_write = step, while_saving or mid_write, mid_write
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step and not self.while_saving:
@@ -41,7 +44,11 @@ class KillAt(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.global_step == self.step and self.while_saving:
-            (Path(args.output_dir) / f"checkpoint-{self.step}" / "trainer_state.json").unlink()
+            written = Path(args.output_dir) / f"checkpoint-{self.step}" / "trainer_state.json"
+            if self.mid_write:
+                written.write_text(written.read_text()[: len(written.read_text()) // 2])
+            else:
+                written.unlink()
             raise Killed(f"killed while saving checkpoint-{self.step}")
 
 
@@ -55,7 +62,24 @@ def flags(assets: Path, output_dir: Path, *extra: str) -> list[str]:
     return [*base, "--output_dir", str(output_dir), "--save_steps", "3", *extra]
 
 
-def run_killed(monkeypatch, assets: Path, output_dir: Path, kill: KillAt, *extra: str) -> None:
+def write_recipe(path: Path, **blocks) -> Path:
+    """The smoke recipe with top-level ``blocks`` (``env``, ``diversity``) set, or removed where ``None``."""
+    content = {**yaml.safe_load(SMOKE_RECIPE.read_text()), **blocks}
+    path.write_text(yaml.safe_dump({key: value for key, value in content.items() if value is not None}))
+    return path
+
+
+def run_killed(
+    monkeypatch,
+    assets: Path,
+    output_dir: Path,
+    kill: TrainerCallback,
+    *extra: str,
+    recipe_path: Path = SMOKE_RECIPE,
+    expected: type[Exception] = Killed,
+) -> Exception:
+    """Run the smoke recipe with ``kill`` added to its trainer; returns the ``expected`` error that stopped it."""
+
     def with_kill(build):
         def build_and_arm(run):
             trainer = build(run)
@@ -67,8 +91,9 @@ def run_killed(monkeypatch, assets: Path, output_dir: Path, kill: KillAt, *extra
     with monkeypatch.context() as patch:
         for name, stage in list(train.STAGES.items()):
             patch.setitem(train.STAGES, name, dataclasses.replace(stage, build=with_kill(stage.build)))
-        with pytest.raises(Killed):
-            train.run_stage(str(SMOKE_RECIPE), flags(assets, output_dir, *extra))
+        with pytest.raises(expected) as caught:
+            train.run_stage(str(recipe_path), flags(assets, output_dir, *extra))
+    return caught.value
 
 
 def weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -120,6 +145,22 @@ def test_killed_while_saving_resumes_from_the_newest_complete_checkpoint(monkeyp
     assert (resume["step"], resume["checkpoint"], "changes" in resume) == (3, str(out / "checkpoint-3"), False)
 
 
+def test_a_trainer_state_cut_off_mid_write_makes_the_checkpoint_incomplete(
+    monkeypatch, assets, tmp_path, uninterrupted
+):
+    out = tmp_path / "run"
+    run_killed(monkeypatch, assets, out, KillAt(6, mid_write=True))
+    cut = out / "checkpoint-6" / "trainer_state.json"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(cut.read_text())  # there, but only its first half
+    assert not is_complete(out / "checkpoint-6") and newest_complete(out) == out / "checkpoint-3"
+    with pytest.warns(UserWarning, match=rf"{out / 'checkpoint-6'} is incomplete"):
+        train.run_stage(str(SMOKE_RECIPE), flags(assets, out, "--resume_from_checkpoint", "true"))
+    assert same_weights(weights(out), weights(uninterrupted)) and global_step(out) == 10
+    (resume,) = recipe(out)["resumes"]
+    assert resume["step"] == 3
+
+
 def test_get_last_checkpoint_takes_a_half_written_checkpoint(tmp_path):
     """Why divalign keeps its own lookup: transformers' get_last_checkpoint would resume (or plot) the checkpoint a
     kill cut short."""
@@ -167,6 +208,112 @@ def test_changed_hyperparameters_refuse_to_resume_unless_allowed_and_recorded(mo
     assert resume["step"] == 3  # ... and the ones before
     assert resume["changes"] == {"learning_rate": {"before": 0.003, "after": 0.001}, "seed": {"before": 0, "after": 1}}
     assert global_step(out) == 10
+
+
+def logged_rates(directory: Path) -> dict[int, float]:
+    history = json.loads((directory / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["learning_rate"] for entry in history if "learning_rate" in entry}
+
+
+def test_a_changed_learning_rate_is_applied_to_the_restored_optimizer(monkeypatch, assets, tmp_path, uninterrupted):
+    """transformers restores the optimizer and scheduler over the new values; the resume applies the new rate to them
+    (here a linear decay over 10 steps: step s trains, and logs, at lr × (10 − (s − 1)) / 10)."""
+    out = tmp_path / "run"
+    linear = ("--lr_scheduler_type", "linear", "--logging_steps", "1")
+    run_killed(monkeypatch, assets, out, KillAt(4), *linear)
+    changed = ("--resume_from_checkpoint", "true", "--learning_rate", "1e-3", "--resume_with_changes", "true")
+    train.run_stage(str(SMOKE_RECIPE), flags(assets, out, *linear, *changed))
+    rates = logged_rates(out)
+    assert sorted(rates) == list(range(1, 11))
+    for step, rate in rates.items():
+        started_with = 3e-3 if step <= 3 else 1e-3  # steps 1-3 come from checkpoint-3, trained at the old rate
+        assert rate == pytest.approx(started_with * (11 - step) / 10, rel=1e-6), (step, rate)
+    unchanged = tmp_path / "unchanged"
+    run_killed(monkeypatch, assets, unchanged, KillAt(4), *linear)
+    train.run_stage(str(SMOKE_RECIPE), flags(assets, unchanged, *linear, "--resume_from_checkpoint", "true"))
+    assert not same_weights(weights(out), weights(unchanged))  # the new rate trained steps 4-10
+    assert recipe(out)["resumes"][0]["changes"] == {"learning_rate": {"before": 0.003, "after": 0.001}}
+
+
+def test_a_constant_rate_changed_on_resume_is_the_rate_logged(monkeypatch, assets, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    run_killed(monkeypatch, assets, out, KillAt(4), "--logging_steps", "1")
+    changed = ("--resume_from_checkpoint", "true", "--learning_rate", "1e-3", "--resume_with_changes", "true")
+    train.run_stage(str(SMOKE_RECIPE), flags(assets, out, "--logging_steps", "1", *changed))
+    assert logged_rates(out) == {step: 3e-3 if step <= 3 else 1e-3 for step in range(1, 11)}
+    assert not same_weights(weights(out), weights(uninterrupted))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("--weight_decay", "0.1"), r"weight_decay: 0.0 -> 0.1 \(stored in the checkpoint's optimizer state, which "
+         r"the resume restores over it\)"),
+        (("--optim", "sgd"), r"optim: 'adamw_torch(_fused)?' -> 'sgd' \(the checkpoint's optimizer state belongs to"),
+    ],
+)  # fmt: skip
+def test_changes_that_cannot_take_effect_on_resume_are_refused(monkeypatch, assets, tmp_path, change, message):
+    out = tmp_path / "run"
+    run_killed(monkeypatch, assets, out, KillAt(4))
+    started = recipe(out)
+    allowed = ("--resume_from_checkpoint", "true", "--resume_with_changes", "true", "--learning_rate", "1e-3")
+    with pytest.raises(RecipeError, match=rf"^resuming {out / 'checkpoint-3'}: these changes cannot take effect on a "
+                       rf"resume \({message}"):  # fmt: skip
+        train.run_stage(str(SMOKE_RECIPE), flags(assets, out, *allowed, *change))
+    assert recipe(out) == started and sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
+
+
+@pytest.mark.parametrize("key", sorted(FIXED_BY_CHECKPOINT))
+def test_every_value_the_checkpoint_restores_over_is_refused_on_resume(key):
+    from divalign.launch.resume_changes import refuse_ineffective
+
+    changes = {key: {"before": 1, "after": 2}, "learning_rate": {"before": 0.1, "after": 0.2}}
+    with pytest.raises(RecipeError, match=rf"cannot take effect on a resume \({key}: 1 -> 2 \(") as caught:
+        refuse_ineffective(changes, "checkpoint-3")
+    assert "learning_rate" not in str(caught.value)  # applied, not refused
+
+
+def test_a_scheduler_change_is_refused_only_to_or_from_a_stateful_scheduler():
+    """LambdaLR schedules keep only the step in their state (the new one takes effect); ReduceLROnPlateau's and
+    GreedyLR's state fits only themselves."""
+    from divalign.launch.resume_changes import refuse_ineffective
+
+    refuse_ineffective({"lr_scheduler_type": {"before": "constant", "after": "cosine"}}, "checkpoint-3")
+    for before, after in (("cosine", "reduce_lr_on_plateau"), ("greedy", "linear")):
+        with pytest.raises(RecipeError, match=rf"lr_scheduler_type: '{before}' -> '{after}' \(the checkpoint's sched"):
+            refuse_ineffective({"lr_scheduler_type": {"before": before, "after": after}}, "checkpoint-3")
+
+
+def test_a_resume_that_adds_or_removes_a_key_is_a_change(monkeypatch, assets, tmp_path):
+    """An `env:` entry or a `diversity:` block added, removed or changed on resume is refused like any changed value."""
+    probe = tmp_path / "probe.txt"
+    probe.write_text("say a word w1\nsay a word w2\n")
+    diversity = {"prompts": str(probe), "samples_per_prompt": 2, "max_new_tokens": 3, "every_steps": 5,
+                 "embedding_model": None, "metrics": ["distinct_1"]}  # fmt: skip
+    started_with = write_recipe(tmp_path / "started.yaml", env={"DIVALIGN_TEST_A": "1"}, diversity=diversity)
+    out = tmp_path / "run"
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # the env: block changes the process environment
+    run_killed(monkeypatch, assets, out, KillAt(4), recipe_path=started_with)
+    resume = ("--resume_from_checkpoint", "true")
+    variants = {
+        "env": ({"env": None, "diversity": diversity}, {"DIVALIGN_TEST_A": "1"}, None),
+        "env ": ({"env": {"DIVALIGN_TEST_A": "1", "DIVALIGN_TEST_B": "2"}, "diversity": diversity}, None, None),
+        "diversity": ({"env": {"DIVALIGN_TEST_A": "1"}, "diversity": None}, None, None),
+        "diversity ": ({"env": {"DIVALIGN_TEST_A": "1"}, "diversity": {**diversity, "every_steps": 2}}, None, None),
+    }
+    for key, (blocks, before, after) in variants.items():
+        changed = write_recipe(tmp_path / "changed.yaml", **blocks)
+        with pytest.raises(RecipeError) as caught:
+            train.run_stage(str(changed), flags(assets, out, *resume))
+        message = str(caught.value)
+        assert (
+            f"resuming {out / 'checkpoint-3'} with other hyper-parameters than the run started with ({key.strip()}: "
+            in message
+        )
+        if before is not None:
+            assert f"{key.strip()}: {before!r} -> {after!r})" in message
+    train.run_stage(str(started_with), flags(assets, out, *resume))  # the same blocks: resumed
+    assert global_step(out) == 10 and recipe(out)["env"] == {"DIVALIGN_TEST_A": "1"}
 
 
 def test_a_resume_that_saves_nothing_records_nothing(monkeypatch, assets, tmp_path):
@@ -242,6 +389,42 @@ def test_lock_owner_checks(tmp_path):
     (tmp_path / "junk" / LOCK_FILE).write_text("not json")
     with pytest.raises(RunLockError, match="is not a divalign lock record"):
         RunLock(tmp_path / "junk").acquire()
+
+
+class LoseLock(TrainerCallback):
+    """After step ``step``, delete the run's lock file (``owner=None``) or write another run's record into it."""
+
+    def __init__(self, step: int, owner: dict | None = None):
+        self.step, self.owner = step, owner
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            lock = Path(args.output_dir) / LOCK_FILE
+            lock.unlink() if self.owner is None else lock.write_text(json.dumps(self.owner))
+
+
+@pytest.mark.parametrize("taken", [False, True], ids=["deleted", "taken by another run"])
+def test_a_run_that_lost_its_lock_stops_before_its_next_save(monkeypatch, assets, tmp_path, uninterrupted, taken):
+    out = tmp_path / "run"
+    other = {**owner_record(), "pid": 4242, "command": "divalign.train other.yaml"} if taken else None
+    message = str(run_killed(monkeypatch, assets, out, LoseLock(4, other), expected=RunLockError))
+    assert message.startswith(f"output_dir {out}: the lock {out / LOCK_FILE} no longer names this run (")
+    assert ("(now held by pid 4242 on host" if taken else "(deleted)") in message
+    assert "stopped before saving checkpoint-6" in message and "--resume_from_checkpoint true" in message
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]  # nothing written after the loss
+    assert same_weights(weights(out / "checkpoint-3"), weights(uninterrupted / "checkpoint-3"))  # intact
+    assert not (out / "model.safetensors").exists() and not (out / "divalign_finished.json").exists()
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == 4242 if taken else not (out / LOCK_FILE).exists()
+
+
+def test_the_final_model_is_not_saved_without_the_lock(tmp_path):
+    from divalign.launch.lock_guard import require_lock
+
+    lock = RunLock(tmp_path / "run").acquire()
+    require_lock(lock, "before saving the final model")  # held: nothing happens
+    (tmp_path / "run" / LOCK_FILE).unlink()
+    with pytest.raises(RunLockError, match=r"no longer names this run \(deleted\), .*stopped before saving the final"):
+        require_lock(lock, "before saving the final model")
 
 
 @pytest.mark.slow

@@ -103,8 +103,27 @@ def test_smoke_recipe_trains_saves_and_reloads(assets, tmp_path):
         ({}, ["--lr_scheduler_type", "wavy"], r"argument --lr_scheduler_type.*invalid choice: 'wavy'"),
         ({"stop_on_nonfinite": "sometimes"}, [], r"'stop_on_nonfinite' in .*recipe.yaml must be true or false"),
         ({"diversity": [1, 2]}, [], "`diversity:` must be a mapping"),
+        # numbers TRL and transformers take without a word
+        ({"max_steps": 0}, [], r"^`max_steps` must be -1 \(train for num_train_epochs\) or a step count >= 1, got 0 "
+         r"\(recipe key in .*recipe.yaml\)$"),
+        ({}, ["--max_steps", "-5"], r"^`max_steps` must be -1 .* got -5 \(flag --max_steps\)$"),
+        ({"max_length": -3}, [], r"^`max_length` must be a token count >= 1 \(or null: no limit\), got -3"),
+        ({}, ["--max_length=0"], r"^`max_length` must be a token count >= 1 .*got 0 \(flag --max_length\)$"),
+        ({"max_steps": -1, "num_train_epochs": 0}, [], r"^`num_train_epochs` must be > 0 when max_steps is -1"),
+        ({"num_train_epochs": -2.0}, ["--max_steps", "-1"], r"^`num_train_epochs` must be > 0 when max_steps is -1"),
+        ({"per_device_train_batch_size": 0}, [], r"^`per_device_train_batch_size` must be a whole number >= 1, got 0"),
+        ({"gradient_accumulation_steps": -1}, [], r"^`gradient_accumulation_steps` must be a whole number >= 1"),
+        ({"save_steps": 0}, [], r"^`save_steps` must be > 0, got 0"),
+        ({"learning_rate": -1.0e-3}, [], r"^`learning_rate` must be >= 0, got -0.001"),
+        ({"seed": -1}, [], r"^`seed` must be a whole number in 0 .. 2\*\*32 - 1"),
+        # env: values that have no one spelling as an environment variable
+        ({"env": {"WANDB_MODE": None}}, [], r"recipe.yaml: `env: WANDB_MODE` must be a string or a number, got None \(null\)$"),
+        ({"env": {"IDS": [1, 2]}}, [], r"`env: IDS` must be a string or a number, got \[1, 2\] \(a list\)$"),
+        ({"env": {"OPTS": {"a": 1}}}, [], r"`env: OPTS` must be a string or a number, got \{'a': 1\} \(a mapping\)$"),
+        ({"env": {"WANDB_SILENT": True}}, [], r"`env: WANDB_SILENT` must be a string or a number, got True \(a boolean\) "
+         r"\(quote it: WANDB_SILENT: 'true'\)$"),
     ],
-)
+)  # fmt: skip
 def test_bad_recipes_fail_before_loading(tmp_path, changes, flags, message):
     with pytest.raises(RecipeError, match=message):
         run_stage(str(write_recipe(tmp_path, **changes)), flags)
@@ -124,8 +143,28 @@ def test_missing_dataset_file(assets, tmp_path):
 
 def test_dataset_without_trainable_tokens(assets, tmp_path):
     # The prompt alone is longer than max_length, so truncation leaves no completion token
-    message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--max_length", "4"))
+    message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "runs" / "out", "--max_length", "4"))
     assert "no trainable tokens" in message and "max_length=4" in message
+    assert not (tmp_path / "runs").exists()  # the trainer was built (and the lock taken) in folders it created: gone
+    flags = smoke_flags(assets, tmp_path / "runs" / "out", "--max_length", "4", "--max_steps", "2")
+    # the cause fixed, the same command otherwise, nothing removed by hand
+    flags[flags.index("--max_length") + 1] = "64"
+    assert main([str(SMOKE_RECIPE), *flags]) == 0
+
+
+def test_a_failure_while_building_the_trainer_leaves_no_empty_output_dir(assets, tmp_path, monkeypatch):
+    def build(run):
+        raise RuntimeError("the trainer could not be built")
+
+    monkeypatch.setitem(STAGES, "tofu", dataclasses.replace(STAGES["tofu"], build=build))
+    with pytest.raises(RuntimeError, match="could not be built"):
+        run_stage(str(SMOKE_RECIPE), smoke_flags(assets, tmp_path / "runs" / "a" / "out"))
+    assert list(tmp_path.iterdir()) == []  # `runs/a/out`, all three created by the run, are gone
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(RuntimeError, match="could not be built"):
+        run_stage(str(SMOKE_RECIPE), smoke_flags(assets, mine))
+    assert mine.is_dir() and list(mine.iterdir()) == []  # a folder the user made is left as it was
 
 
 def test_output_dir_checks(assets, tmp_path):
@@ -136,9 +175,11 @@ def test_output_dir_checks(assets, tmp_path):
     assert (full / "model.safetensors").read_text() == "precious"
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert "is not writable" in run_error(SMOKE_RECIPE, smoke_flags(assets, blocker / "out"))
+    message = run_error(SMOKE_RECIPE, smoke_flags(assets, blocker / "out"))
+    assert message == f"output_dir {blocker / 'out'} lies under {blocker}, which is a file, not a directory"
     flags = smoke_flags(assets, tmp_path / "fresh", "--resume_from_checkpoint", "true")
     assert "holds no complete checkpoint" in run_error(SMOKE_RECIPE, flags)
+    assert not (tmp_path / "fresh").exists()  # created for the lock, removed again: nothing to remove by hand
     flags = smoke_flags(assets, full, "--resume_from_checkpoint", "false")  # not a path named "false"
     assert "is not empty (model.safetensors)" in run_error(SMOKE_RECIPE, flags)
 
@@ -288,3 +329,92 @@ def test_datasets_with_an_empty_split(assets, tmp_path, no_model_load):
     message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--dataset_name", str(folder)))
     assert message.startswith(f"could not read the dataset folder {folder} (dataset_name): ")
     assert '"test" corresponds to no data' in message and not (tmp_path / "out").exists()
+
+
+def test_output_dir_naming_a_file_is_refused_in_the_run_and_the_dry_run(assets, tmp_path, no_model_load, capsys):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("the user's file")
+    expected = f"output_dir {existing} is a file, not a directory; give output_dir a directory path"
+    assert run_error(SMOKE_RECIPE, smoke_flags(assets, existing)) == expected
+    assert main([str(SMOKE_RECIPE), *smoke_flags(assets, existing), "--dry-run"]) == 1
+    assert capsys.readouterr().err.strip() == f"divalign.train: error: {expected}"
+    assert existing.read_text() == "the user's file"
+
+
+# Dataset rows of mixed kinds: named by file, line (or row) and field before the model loads
+
+ROW = {"prompt": [{"role": "user", "content": "say a word"}], "completion": [{"role": "assistant", "content": "w1"}]}
+TEXT_ROW = {"prompt": "user : say a word </s> assistant :", "completion": " w1 </s>"}
+
+
+@pytest.mark.parametrize(
+    ("rows", "where", "problem"),
+    [
+        ([{"prompt": 3, "completion": ["x"]}], "line 1", "field 'prompt': a number (3); expected chat messages or text"),
+        ([TEXT_ROW, TEXT_ROW, {"prompt": 3, "completion": ["x"]}], "line 3", "field 'prompt': a number (3)"),
+        ([TEXT_ROW, {"prompt": "q", "completion": ["x"]}], "line 2", "field 'completion': a list of str (['x'])"),
+        ([ROW, ROW, TEXT_ROW], "line 3", "field 'prompt': text, but the first row's holds chat messages; every row "
+         "must hold the same kind"),
+        ([TEXT_ROW, {**TEXT_ROW, "completion": ROW["completion"]}], "line 2", "field 'completion': chat messages, but "
+         "its 'prompt' holds text; a row's fields are all text or all chat"),
+        ([TEXT_ROW, {**TEXT_ROW, "prompt": None}], "line 2", "field 'prompt': null; expected"),
+        ([{"messages": ROW["prompt"] + ROW["completion"]}, {"messages": "user : hi"}], "line 2", "field 'messages': "
+         "text, but the first row's holds chat messages"),
+        ([{"messages": []}], "line 1", "field 'messages': an empty list; expected"),
+    ],
+)  # fmt: skip
+def test_rows_of_mixed_kinds_name_file_line_and_field(assets, tmp_path, no_model_load, rows, where, problem):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--dataset_name", str(data)))
+    assert message.startswith(f"dataset file {data}, {where}, {problem}"), message
+    assert "\n" not in message and not (tmp_path / "out").exists()
+
+
+def test_mixed_rows_in_other_formats_are_named_by_row(assets, tmp_path, no_model_load):
+    from datasets import Dataset, DatasetDict
+
+    blank_lines = tmp_path / "blank.jsonl"
+    blank_lines.write_text(f"{json.dumps(TEXT_ROW)}\n\n\n{json.dumps({**TEXT_ROW, 'prompt': None})}\n")
+    message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--dataset_name", str(blank_lines)))
+    assert message.startswith(f"dataset file {blank_lines}, line 4, field 'prompt': null")  # the line, not the row
+    parquet = tmp_path / "data.parquet"
+    Dataset.from_list([TEXT_ROW, {**TEXT_ROW, "completion": None}]).to_parquet(parquet)
+    message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--dataset_name", str(parquet)))
+    assert message.startswith(f"dataset file {parquet}, row 2, field 'completion': null")
+    saved = tmp_path / "saved"
+    DatasetDict(train=Dataset.from_list([{"prompt": 1, "completion": 2}])).save_to_disk(saved)
+    message = run_error(SMOKE_RECIPE, smoke_flags(assets, tmp_path / "out", "--dataset_name", str(saved)))
+    assert message.startswith(f"dataset '{saved}', split 'train', row 1, field 'prompt': a number (1)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_text_prompt_beside_chat_answers_says_what_to_do():
+    """HuggingFaceH4/ultrafeedback_binarized's shape: a text `prompt` beside `chosen`/`rejected` conversations."""
+    from datasets import Dataset
+
+    from divalign.launch.datasets_io import check_text_fields
+
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    rows = Dataset.from_list([{"prompt": "q", "chosen": chat, "rejected": chat}])
+    message = r"^dataset 'prefs', split 'train', row 1, field 'chosen': chat messages, but its 'prompt' holds text; "
+    with pytest.raises(RecipeError, match=message + r".*\(preference data: drop the `prompt` column when the conv"):
+        check_text_fields(rows, ("prompt", "chosen", "rejected"), None, "prefs", "train")
+    check_text_fields(rows.remove_columns("prompt"), ("chosen", "rejected"), None, "prefs", "train")
+
+
+# Flags spelled with dashes, as TRL's parser takes them
+
+
+def test_dashed_flags_are_the_underscored_keys(assets, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--model-name-or-path", str(assets / "model"), "--dataset-name", str(assets / "train.jsonl"),
+             "--output-dir", str(out), "--max-steps", "2", "--learning-rate=1e-3", "--stop-on-nonfinite", "false"]  # fmt: skip
+    assert main([str(SMOKE_RECIPE), *flags]) == 0
+    resolved = yaml.safe_load((out / "divalign_recipe.yaml").read_text())
+    assert (resolved["max_steps"], resolved["learning_rate"], resolved["stop_on_nonfinite"]) == (2, 1e-3, False)
+    assert json.loads((out / "divalign_finished.json").read_text())["global_step"] == 2
+    with pytest.raises(RecipeError, match=r"^`max_steps` must be -1 .*got 0 \(flag --max_steps\)$"):
+        run_stage(str(SMOKE_RECIPE), ["--max-steps", "0"])
+    with pytest.raises(RecipeError, match="unknown flag key 'max_stepz'"):
+        run_stage(str(SMOKE_RECIPE), ["--max-stepz", "2"])

@@ -255,3 +255,30 @@ def test_eval_with_compute_metrics_gets_trls_logits_and_labels(tmp_path):
     assert (prediction.label_ids == trl_prediction.label_ids).all()
     assert ours["eval_acc"] == trl["eval_acc"] == pytest.approx(ours["eval_mean_token_accuracy"], abs=0.1)
     assert ours["eval_loss"] == pytest.approx(trl["eval_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("head", ["reference", "fused"])
+@pytest.mark.parametrize(("trainer_class", "config_class"), [(TOFUTrainer, TOFUConfig), (GEMTrainer, GEMConfig)])
+def test_a_batch_without_trainable_tokens_gives_zero_loss_and_zero_gradients(
+    tmp_path, trainer_class, config_class, head
+):
+    """Every label −100 (a batch of prompts cut before their completions): the loss is exactly 0 and every gradient
+    exactly 0, whether `num_items_in_batch` is None (the batch's own count, 0) or 0 — never 0/0."""
+    tokenizer = build_tokenizer()
+    trainer = trainer_class(
+        model=build_model(tokenizer),
+        args=config_class(output_dir=str(tmp_path), loss_head=head, **COMMON),
+        train_dataset=Dataset.from_list(prompt_completion_rows(4)),
+        processing_class=tokenizer,
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    batch["labels"] = torch.full_like(batch["labels"], -100)
+    trainer.model.train()
+    for num_items_in_batch in (None, 0, torch.tensor(0)):
+        trainer.model.zero_grad(set_to_none=True)
+        loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=num_items_in_batch)
+        loss.backward()
+        assert loss.item() == 0.0 and torch.isfinite(loss)
+        grads = [p.grad for p in trainer.model.parameters() if p.requires_grad]
+        assert all(g is None or torch.count_nonzero(g) == 0 for g in grads), num_items_in_batch
+        assert any(g is not None for g in grads)  # the backward reached the weights: zeros, not skipped

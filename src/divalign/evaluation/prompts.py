@@ -73,12 +73,15 @@ def _read_file(path: Path) -> tuple[list[Any], Callable[[int], str]]:
     if path.suffix in FILE_BUILDERS:
         import datasets
 
+        if path.suffix == ".csv":
+            _utf8_text(path)  # datasets' error would name neither the line nor the byte
+
         try:
             table = datasets.load_dataset(FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
         except Exception as err:
             raise ValueError(f"Prompts file {path}: cannot read it as {path.suffix[1:]} ({err})") from err
         return list(table), lambda i: f"Prompts file {path} row {i}"
-    text = path.read_text(encoding="utf-8")
+    text = _utf8_text(path)
     if path.suffix == ".txt":
         numbered = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
         return [line for _, line in numbered], lambda i: f"Prompts file {path}:{numbered[i][0]}"
@@ -100,6 +103,20 @@ def _read_file(path: Path) -> tuple[list[Any], Callable[[int], str]]:
             raise ValueError(f"Prompts file {path}:{line_no}: invalid JSON ({err})") from err
         lines.append(line_no)
     return rows, lambda i: f"Prompts file {path}:{lines[i]}"
+
+
+def _utf8_text(path: Path) -> str:
+    """The file's text; a :class:`ValueError` names the line and column of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        line, column = data.count(b"\n", 0, err.start) + 1, err.start - line_start + 1
+        raise ValueError(
+            f"Prompts file {path}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at column {column}); save it "
+            "as UTF-8"
+        ) from None
 
 
 def _read_dataset(source: str, path: Path, split: str) -> list[dict[str, Any]]:

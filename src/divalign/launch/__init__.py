@@ -2,6 +2,7 @@
 
 - :mod:`~divalign.launch.recipe`: the recipe file, parsed by TRL's parser into the stage's dataclasses, with
   divalign's own keys (``trainer``, ``diversity``, ``env``, run options, launcher keys);
+  :mod:`~divalign.launch.value_ranges`: numbers no run can mean (``max_steps: 0``, ``max_length: -3``);
 - :mod:`~divalign.launch.relaunch`: in this process, or relaunched through ``accelerate launch`` (presets in
   ``divalign/accelerate_configs/``); :mod:`~divalign.launch.checks`: a launch's values checked before it starts;
 - :mod:`~divalign.launch.train`: one training stage from a recipe (``run_stage``), the code behind
@@ -9,11 +10,13 @@
   ``gem``, ``dpo``, ``grpo``);
 - the run's lifecycle: :mod:`~divalign.launch.output_dir` (fresh, resumed or finished; the resolved recipe),
   :mod:`~divalign.launch.checkpoints` (complete or cut short by a kill), :mod:`~divalign.launch.run_lock` (one run
-  per directory), :mod:`~divalign.launch.main_process` (file decisions made once for every rank),
-  :mod:`~divalign.launch.nonfinite_guard` (stop at the first NaN/inf step);
+  per directory) and :mod:`~divalign.launch.lock_guard` (stop before saving without it),
+  :mod:`~divalign.launch.resume_changes` (values changed on resume), :mod:`~divalign.launch.main_process` (file
+  decisions made once for every rank), :mod:`~divalign.launch.nonfinite_guard` (stop at the first NaN/inf step);
 - the checks before the model loads: :mod:`~divalign.launch.precision` (the launcher's mixed precision against the
   recipe's), :mod:`~divalign.launch.model_path` (a local path that is not there), :mod:`~divalign.launch.datasets_io`
-  (the dataset's file, splits and columns).
+  (the dataset's file, splits, columns and the kind of its text fields), :mod:`~divalign.launch.tokenizer_checks`
+  (``assistant_only_loss`` against the chat template, ``eos_token``).
 
 This module registers the `divalign train` subcommand and imports only the light launcher code; the training code is
 loaded when a recipe runs.
@@ -35,12 +38,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "train",
         help="train from a recipe: in this process, or through accelerate launch when the recipe says how",
         description="Train from a recipe (TRL/transformers keys plus `trainer:`; recipes/README.md). Flags override "
-        f"the recipe's keys, launcher keys included ({keys}; presets: {', '.join(preset_names())}). With launcher "
+        f"the recipe's keys, launcher keys included ({keys}; presets: {', '.join(preset_names())}), spelled with "
+        "underscores or dashes (--max_steps or --max-steps), as TRL's parser takes them. With launcher "
         "keys the recipe is relaunched as `accelerate launch ... -m divalign.train RECIPE [flags]`; without them it "
         "runs in this process, like `python -m divalign.train RECIPE`.",
     )
     parser.add_argument("recipe", help="recipe YAML file")
-    parser.add_argument("--dry-run", action="store_true", help="check the recipe and print the launch command")
+    parser.add_argument(
+        "--dry-run", "--dry_run", action="store_true", help="check the recipe and print the launch command"
+    )
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="--key value pairs overriding the recipe")
     parser.set_defaults(func=run, print_help=parser.print_help)
     return parser
@@ -53,5 +59,6 @@ def run(args: argparse.Namespace) -> int:
     if {"-h", "--help"} & set(args.flags):
         args.print_help()
         return 0
-    dry_run = ["--dry-run"] if args.dry_run or "--dry-run" in args.flags else []
-    return main([args.recipe, *[flag for flag in args.flags if flag != "--dry-run"], *dry_run])
+    spellings = {"--dry-run", "--dry_run"}
+    dry_run = ["--dry-run"] if args.dry_run or spellings & set(args.flags) else []
+    return main([args.recipe, *[flag for flag in args.flags if flag not in spellings], *dry_run])

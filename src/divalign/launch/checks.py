@@ -1,9 +1,11 @@
 """A launch checked before it starts: the recipe's values as ``divalign.train`` will parse them, in the launch's world.
 
 The recipe and its flags go through ``divalign.train``'s own parsing (TRL's parser into the stage's config, whose
-checks include ranges such as ``tofu_beta > 0``), its run options, its ``diversity:`` block (and a local probe-prompt
-file), its local dataset file, a test split when it evaluates, and the mixed precision of the launch against the
-recipe's ``bf16``/``fp16``. No model or dataset is loaded, and this process sets up no devices: while the values are
+checks include ranges such as ``tofu_beta > 0``, and :mod:`divalign.launch.value_ranges`), its run options, its
+``output_dir`` (not a file), the tokenizer it will train with when it is on this machine (``assistant_only_loss``
+against its chat template, ``eos_token``: :mod:`divalign.launch.tokenizer_checks`; never downloaded here), its
+``diversity:`` block (and a local probe-prompt file), its local dataset file, a test split when it evaluates, and the
+mixed precision of the launch against the recipe's ``bf16``/``fp16``. No model or dataset is loaded, and this process sets up no devices: while the values are
 parsed, ``TrainingArguments.device`` is the CPU and ``world_size`` the launch's process count (its launcher settings,
 else its accelerate config's, else 1), so the configs' batch checks (e.g. GRPO's generation batch) see the launch's
 world size. On a machine without a GPU (a login node, a CI box), TrainingArguments' device checks (``bf16`` needs a GPU
@@ -27,8 +29,10 @@ import yaml
 
 from . import precision
 from .datasets_io import FILE_BUILDERS
+from .output_dir import check_output_path
 from .recipe import RecipeError, parse_recipe, read_run_options, split_recipe
 from .relaunch import TRAIN_ENTRY, LaunchPlan, LaunchRequest, launch_request, plan_launch
+from .tokenizer_checks import check_tokenizer
 
 
 def has_gpu() -> bool:
@@ -118,6 +122,8 @@ def check_launch(
         script_args, training_args, model_args = parse_recipe(recipe, checked, classes, trainer)
     if model_args.load_in_4bit:
         show_held_4bit_warnings()
+    check_output_path(training_args.output_dir)
+    check_tokenizer(training_args, model_args, local_only=True)
     _check_diversity(diversity)
     _check_dataset(script_args, training_args)
     plan = plan_launch(request, recipe, flags, precision.recipe_precision(training_args), entry)

@@ -1,20 +1,35 @@
 """Load a recipe's dataset (Hub id, local file or saved dataset) and check the splits and columns a stage reads.
 
 Every failure names the file (and, for JSON Lines, the line) or the split at fault, instead of surfacing as the
-``datasets`` builder's ``StopIteration`` (an empty file) or ``DatasetGenerationError`` (a malformed line).
+``datasets`` builder's ``StopIteration`` (an empty file) or ``DatasetGenerationError`` (a malformed line). The text
+fields a stage reads (``messages``, ``prompt``, ``completion``, ``chosen``, ``rejected``, SFT's text field) must hold
+text or chat messages, one kind in every row and field of a row (:func:`check_text_fields`): ``datasets`` loads a
+file that mixes them (typing the column ``Json``), and TRL then stops inside tokenization after the model has loaded,
+or trains on the mix silently.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
 from .recipe import RecipeError
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+TEXT, CHAT = "text", "chat messages"
+# The fields TRL reads as text or as a conversation (SFT, DPO, GRPO); other columns (answers, rewards' inputs) are free
+CONVERSATION_FIELDS = ("messages", "prompt", "completion", "chosen", "rejected")
+# HuggingFaceH4/ultrafeedback_binarized has a text `prompt` beside `chosen`/`rejected` conversations that repeat it;
+# its trl-lib/ultrafeedback_binarized copy keeps only the conversations
+DPO_PROMPT_HINT = (
+    " (preference data: drop the `prompt` column when the conversations already contain it, and DPO takes their shared"
+    " start as the prompt; or make `prompt` a list of messages)"
+)
 
 
 def _is_blank(path: Path) -> bool:
@@ -112,10 +127,111 @@ def eval_split(dataset: DatasetDict, script_args, training_args) -> Dataset | No
     return dataset[split]
 
 
-def check_columns(dataset, alternatives: Sequence[tuple[str, ...]], dataset_name: str) -> None:
-    """Raise unless ``dataset`` has every column of at least one of ``alternatives``."""
+def check_columns(dataset, alternatives: Sequence[tuple[str, ...]], dataset_name: str) -> tuple[str, ...]:
+    """The first of ``alternatives`` whose every column ``dataset`` has; raise when there is none."""
     columns = set(dataset.column_names or [])
-    if any(set(option) <= columns for option in alternatives):
-        return
+    for option in alternatives:
+        if set(option) <= columns:
+            return option
     wanted = " or ".join("+".join(option) for option in alternatives)
     raise RecipeError(f"dataset {dataset_name!r} is missing columns: it needs {wanted}, but has {sorted(columns)}")
+
+
+def _is_chat(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def value_kind(value: Any) -> str:
+    """What a text field holds: :data:`TEXT`, :data:`CHAT` (a non-empty list of ``{role, content}`` messages), or a
+    description of anything else (``a number (3)``, ``null``, ``a list of str (['x'])``)."""
+    if isinstance(value, str):
+        return TEXT
+    if _is_chat(value):
+        return CHAT
+    if value is None:
+        return "null"
+    if isinstance(value, bool | int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, list) and value:
+        return f"a list of {'/'.join(sorted({type(item).__name__ for item in value}))} ({str(value)[:60]})"
+    return "an empty list" if isinstance(value, list) else f"a {type(value).__name__} ({str(value)[:60]})"
+
+
+def _typed_kind(dataset: Dataset, column: str) -> str | None:
+    """The kind every row of ``column`` holds, read from its Arrow type; ``None`` when the rows must be read (mixed
+    values, nulls, empty conversations, or another type)."""
+    import pyarrow.compute as pc
+    from datasets import List, Value
+
+    feature, data = dataset.features[column], dataset.data.column(column)
+    if data.null_count:
+        return None
+    if isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
+        return TEXT
+    inner = feature.feature if isinstance(feature, List) else None
+    if isinstance(inner, dict) and "role" in inner and (pc.min(pc.list_value_length(data)).as_py() or 0) > 0:
+        return CHAT
+    return None
+
+
+def _row_problem(kinds: dict[str, str], allowed: dict[str, set[str]], first: dict[str, str]) -> tuple[str, str] | None:
+    """``(field, what is wrong)`` with one row's field kinds, or ``None``."""
+    for field, kind in kinds.items():
+        if kind not in allowed[field]:
+            return field, f"{kind}; expected {' or '.join(sorted(allowed[field]))}"
+    lead, *others = kinds
+    for field in others:
+        if kinds[field] != kinds[lead]:
+            problem = f"{kinds[field]}, but its {lead!r} holds {kinds[lead]}; a row's fields are all text or all chat"
+            preference = (lead, kinds[lead]) == ("prompt", TEXT) and field in ("chosen", "rejected")
+            return field, problem + (DPO_PROMPT_HINT if preference else "")
+    for field, kind in kinds.items():
+        if first.setdefault(field, kind) != kind:
+            return field, f"{kind}, but the first row's holds {first[field]}; every row must hold the same kind"
+    return None
+
+
+def check_row_types(dataset: Dataset, allowed: dict[str, set[str]], where: Callable[[int], str]) -> None:
+    """Raise a :class:`RecipeError` at the first row (``where(index)`` names it) whose text field holds another kind
+    than ``allowed[field]``, than the row's other text fields, or than the first row (TRL would stop on it
+    mid-tokenization, after the model has loaded, or train on it silently).
+
+    Typed columns (all text, all conversations) are checked from their Arrow type; the rows are read only when a
+    column mixes values (``datasets`` then types it ``Json``) or holds nulls or empty conversations."""
+    typed = {field: _typed_kind(dataset, field) for field in allowed}
+    if len(set(typed.values())) == 1 and all(kind in allowed[field] for field, kind in typed.items()):
+        return
+    first: dict[str, str] = {}
+    for index, row in enumerate(dataset.select_columns(list(allowed))):
+        problem = _row_problem({field: value_kind(row[field]) for field in allowed}, allowed, first)
+        if problem is not None:
+            raise RecipeError(f"{where(index)}, field {problem[0]!r}: {problem[1]}")
+
+
+def _jsonl_line(path: Path, row: int) -> int:
+    """The line of a JSON Lines file holding its ``row``-th record (blank lines hold none)."""
+    with path.open("rb") as handle:
+        records = (number for number, line in enumerate(handle, start=1) if line.strip())
+        return next(itertools.islice(records, row, None))
+
+
+def row_locator(dataset_name: str, split: str) -> Callable[[int], str]:
+    """How an error names row ``index`` of a recipe's dataset: file and line for a JSON Lines file, else row number."""
+    path = Path(dataset_name)
+    if path.suffix == ".jsonl" and path.is_file():
+        return lambda index: f"dataset file {path}, line {_jsonl_line(path, index)}"
+    if path.suffix in FILE_BUILDERS and path.is_file():
+        return lambda index: f"dataset file {path}, row {index + 1}"
+    return lambda index: f"dataset {dataset_name!r}, split {split!r}, row {index + 1}"
+
+
+def check_text_fields(
+    dataset: Dataset, columns: Sequence[str], text_field: str | None, dataset_name: str, split: str
+) -> None:
+    """:func:`check_row_types` on the text fields among the stage's ``columns``: the conversation fields (text or chat
+    messages) and ``text_field`` (SFT's ``dataset_text_field``: text only)."""
+    allowed = {column: {TEXT, CHAT} for column in columns if column in CONVERSATION_FIELDS}
+    if text_field in columns and text_field not in allowed:
+        allowed[text_field] = {TEXT}
+    if allowed and isinstance(dataset, Dataset) and len(dataset):
+        check_row_types(dataset, allowed, row_locator(dataset_name, split))

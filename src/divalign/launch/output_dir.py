@@ -7,7 +7,8 @@ What a directory can hold, and what ``divalign.train`` does with it:
   it starts (again) from scratch, so a failure before the first checkpoint never blocks the directory;
 - ``checkpoint-*`` but no final model: an interrupted run; resumed with ``--resume_from_checkpoint true`` from its
   newest *complete* checkpoint (incomplete ones are moved aside, :mod:`divalign.launch.checkpoints`), and only with the
-  hyper-parameters it started with (or ``resume_with_changes: true``, recorded under ``resumes:``);
+  hyper-parameters it started with (or ``resume_with_changes: true``, recorded under ``resumes:``; what a changed
+  value does to the restored optimizer and scheduler: :mod:`divalign.launch.resume_changes`);
 - a finished run (:data:`FINISHED_MARKER`): refused, resume included — there is nothing left to train;
 - anything else: refused, nothing is overwritten.
 """
@@ -35,6 +36,7 @@ from .checkpoints import (
     read_trainer_state,
 )
 from .recipe import RUN_OPTIONS, RecipeError, RunOptions
+from .resume_changes import refuse_ineffective
 from .run_lock import LOCK_FILE
 
 RESOLVED_RECIPE = "divalign_recipe.yaml"
@@ -65,6 +67,7 @@ class OutputPlan:
     resume_from: str | None = None  # checkpoint to hand to Trainer.train
     export_from: str | None = None  # a checkpoint that already reached max_steps: its model becomes the output
     resumes: list[dict[str, Any]] = field(default_factory=list)  # every resume so far, for divalign_recipe.yaml
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)  # this resume's changed values (before/after)
 
 
 def _plain(value: Any) -> Any:
@@ -143,6 +146,39 @@ def _refuse_finished(directory: Path, record: dict[str, Any]) -> None:
     )
 
 
+def check_output_path(output_dir: str | Path) -> None:
+    """Refuse an ``output_dir`` that is a file, or lies under one, before anything is created (dry runs too)."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise RecipeError(f"output_dir {path} is a file, not a directory; give output_dir a directory path")
+    existing = next((parent for parent in path.parents if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise RecipeError(f"output_dir {path} lies under {existing}, which is a file, not a directory")
+
+
+def outermost_missing(directory: str | Path) -> Path | None:
+    """The outermost folder of ``directory``'s path that does not exist yet (what creating it creates), or ``None``."""
+    missing = None
+    for path in (Path(directory), *Path(directory).parents):
+        if path.exists():
+            break
+        missing = path
+    return missing
+
+
+def remove_if_unused(created: Path | None) -> None:
+    """Remove ``created`` (a folder this run created) and the folders under it, unless a file was written in them:
+    a run that stops before writing anything leaves no empty ``output_dir`` behind."""
+    if created is None or not created.is_dir() or any(p.is_file() or p.is_symlink() for p in created.rglob("*")):
+        return
+    try:
+        for folder in sorted(created.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            folder.rmdir()
+        created.rmdir()
+    except OSError:  # something was written meanwhile: keep it
+        pass
+
+
 def _foreign_entries(directory: Path) -> list[str]:
     """Entries other than a never-started run's files and moved-aside incomplete checkpoints."""
     if not directory.is_dir():
@@ -218,6 +254,7 @@ def _resume_record(
             "the same values, or pass --resume_with_changes true to continue anyway (the changes are recorded in "
             f"{RESOLVED_RECIPE} under `{RESUMES_KEY}`)"
         )
+    refuse_ineffective(changes, str(checkpoint))
     entry = {
         "step": checkpoint_step(checkpoint) if checkpoint_step(checkpoint) is not None else str(checkpoint),
         "checkpoint": str(checkpoint),
@@ -259,4 +296,4 @@ def prepare_output_dir(training_args: Any, resolved: dict[str, Any], options: Ru
     resumes, changes = _resume_record(checkpoint, directory, resolved, options)
     if _already_done(checkpoint, training_args, changes):
         return OutputPlan(export_from=str(checkpoint), resumes=resumes)
-    return OutputPlan(resume_from=str(checkpoint), resumes=resumes)
+    return OutputPlan(resume_from=str(checkpoint), resumes=resumes, changes=changes)

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from .value_ranges import RANGE_KEYS, out_of_range
+
 
 class RecipeError(ValueError):
     """A recipe that cannot be run, with the file and key at fault in the message."""
@@ -101,6 +103,19 @@ DIVALIGN_KEYS = ("trainer", "diversity", "env", *RUN_OPTIONS, *LAUNCH_KEYS)
 _TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
 # A number as YAML 1.2 and Python write it; PyYAML (YAML 1.1) reads `1e-5` (no dot) as a string
 _NUMBER = re.compile(r"[-+]?((\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
+
+
+def canonical_flag(arg: str) -> str:
+    """``--max-steps`` → ``--max_steps`` (``--key-name=value`` too): the spelling TRL's parser also accepts, as the
+    field name. Values and single-dash arguments are left alone."""
+    if not arg.startswith("--") or len(arg) == 2:
+        return arg
+    key, inline, value = arg[2:].partition("=")
+    return f"--{key.replace('-', '_')}{inline}{value}"
+
+
+def canonical_flags(argv: Sequence[str]) -> list[str]:
+    return [canonical_flag(arg) for arg in argv]
 
 
 def load_yaml_mapping(path: str | os.PathLike, kind: str = "recipe") -> dict[str, Any]:
@@ -231,7 +246,7 @@ def _take_flags(
     and the other flags. A key with no value after it takes ``bare``, or is an error when ``bare`` is ``None``."""
     taken: list[tuple[str, str]] = []
     rest: list[str] = []
-    args = list(overrides)
+    args = canonical_flags(overrides)
     i = 0
     while i < len(args):
         key, inline, value = args[i][2:].partition("=") if args[i].startswith("--") else ("", "", "")
@@ -294,6 +309,22 @@ def read_run_options(path: str | os.PathLike, overrides: Sequence[str]) -> RunOp
     return RunOptions(**values)
 
 
+def _check_ranges(
+    content: dict[str, Any], flags: Sequence[str], dataclass_types: Sequence[type], path: str | os.PathLike
+) -> None:
+    """Refuse a number outside its range (:mod:`divalign.launch.value_ranges`), from the recipe or a flag (which wins),
+    before the configs are built."""
+    values = {key: (value, f"recipe key in {path}") for key, value in content.items() if key in RANGE_KEYS}
+    for key, value in _take_flags(flags, RANGE_KEYS, bare="")[0]:
+        expected = _scalar_type(_field_hints(dataclass_types).get(key))
+        if expected is not None and value:
+            values[key] = (_as_scalar(value, expected), f"flag --{key}")
+    defaults = {f.name: f.default for cls in dataclass_types for f in dataclasses.fields(cls)}
+    message = out_of_range(values, defaults)
+    if message:
+        raise RecipeError(message)
+
+
 def _raise_recipe_error(message: str) -> typing.NoReturn:
     raise RecipeError(message)
 
@@ -308,12 +339,13 @@ def parse_recipe(
     from trl import TrlParser
 
     content = {k: v for k, v in load_yaml_mapping(path).items() if k not in DIVALIGN_KEYS}
-    overrides = split_launch_flags(split_run_options(overrides)[1])[1]
+    overrides = split_launch_flags(split_run_options(canonical_flags(overrides))[1])[1]
     known = field_names(dataclass_types)
     check_known_keys(list(content), known, f"{path} (trainer: {trainer})", "recipe")
     check_known_keys(_cli_keys(overrides), known, "the command line", "flag")
     content = coerce_value_types(content, dataclass_types, str(path))
     overrides = _coerce_flags(overrides, dataclass_types)
+    _check_ranges(content, overrides, dataclass_types, path)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(content, handle)
     try:
@@ -340,4 +372,16 @@ def split_recipe(path: str | os.PathLike, known_trainers: Sequence[str]) -> tupl
     env = content.get("env") or {}
     if not isinstance(env, dict):
         raise RecipeError(f"{path}: `env:` must be a mapping of environment variables, got {env!r}")
-    return trainer, diversity, {str(k): str(v) for k, v in env.items()}
+    return trainer, diversity, {str(k): _env_value(k, v, path) for k, v in env.items()}
+
+
+def _env_value(key: Any, value: Any, path: str | os.PathLike) -> str:
+    """An ``env:`` value as the variable's text: a string or a number. YAML's null, true/false, lists and mappings have
+    no one spelling as an environment variable (Python would set 'None', 'True', '[1, 2]')."""
+    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return str(value)
+    kind = "null" if value is None else {bool: "a boolean", list: "a list", dict: "a mapping"}.get(type(value), "")
+    hint = f" (quote it: {key}: '{str(value).lower()}')" if isinstance(value, bool) else ""
+    raise RecipeError(
+        f"{path}: `env: {key}` must be a string or a number, got {value!r}{f' ({kind})' if kind else ''}{hint}"
+    )

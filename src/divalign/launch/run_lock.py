@@ -1,6 +1,7 @@
 """One run per output directory: a lock file naming its owner (host, pid, start time), taken atomically.
 
-A second run started into the same directory is refused with the owner's name. A lock whose owner is gone — the
+A second run started into the same directory is refused with the owner's name. A run whose lock file is deleted or
+taken over while it trains stops at its next save, before writing it (:mod:`divalign.launch.lock_guard`). A lock whose owner is gone — the
 pid is dead on this host, or the pid now belongs to another process (a different start time) — is stale: it is taken
 over with a warning, so a killed run never blocks the directory. A lock from another host cannot be checked from here
 and is refused; the message says which file to remove once that run is known to be gone.
@@ -143,6 +144,20 @@ class RunLock:
             message = f"{self.what} {self.directory}: took over the stale lock of {describe(owner)}, no longer running"
             warnings.warn(message, stacklevel=3)
             self.owner = record
+
+    def still_held(self) -> bool:
+        """Whether the lock file still holds this run's record (not deleted, not taken over by another run)."""
+        return self.owner is not None and _read_owner(self.path) == self.owner
+
+    def lost_message(self, what_stops: str) -> str:
+        """The error of a run whose lock was deleted or taken while it ran."""
+        owner = _read_owner(self.path)
+        now = f"now held by {describe(owner)}" if owner else "deleted"
+        return (
+            f"{self.what} {self.directory}: the lock {self.path} no longer names this run ({now}), so another run may "
+            f"be writing here; stopped {what_stops}. Make sure no other run uses {self.directory}, then continue "
+            "with --resume_from_checkpoint true"
+        )
 
     def release(self) -> None:
         if self.owner is not None and _read_owner(self.path) == self.owner:

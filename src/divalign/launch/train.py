@@ -4,14 +4,17 @@
     accelerate launch --config_file accelerate_configs/zero3.yaml -m divalign.train recipes/tofu_sft.yaml [--key value]
 
 The recipe's ``trainer:`` picks the stage (:data:`divalign.launch.stages.STAGES`); the other keys are
-TRL/transformers keys, overridden by flags. Its launcher keys (``accelerate_config``, ``num_processes``, the
-multi-node ones) relaunch it through ``accelerate launch`` first, unless this process already is a rank of a
-distributed launch (:mod:`divalign.launch.relaunch`). Before the model loads, every key, the model path, the
-launcher's mixed precision, the dataset (file, rows, splits, columns) and the diversity prompts are checked, then the
-output directory under its lock (resume, finished run, changed hyper-parameters: :mod:`divalign.launch.output_dir`).
-While training, :class:`~divalign.launch.nonfinite_guard.NonFiniteGuard` stops at the first NaN/inf step. After the
-run the model, its tokenizer, ``trainer_state.json``, the resolved recipe (``divalign_recipe.yaml``) and, last,
-``divalign_finished.json`` sit in ``output_dir``.
+TRL/transformers keys, overridden by flags (``--max_steps`` or ``--max-steps``). Its launcher keys
+(``accelerate_config``, ``num_processes``, the multi-node ones) relaunch it through ``accelerate launch`` first, unless
+this process already is a rank of a distributed launch (:mod:`divalign.launch.relaunch`). Before the model loads,
+every key and its range, the model path, the output path, the launcher's mixed precision, the tokenizer
+(``assistant_only_loss`` against its chat template, ``eos_token``), the dataset (file, rows, splits, columns, the kind
+of every text field) and the diversity prompts are checked, then the output directory under its lock (resume, finished
+run, changed hyper-parameters: :mod:`divalign.launch.output_dir`); a run that stops before writing anything removes
+the folders it created. While training, :class:`~divalign.launch.nonfinite_guard.NonFiniteGuard` stops at the first
+NaN/inf step and :class:`~divalign.launch.lock_guard.LockGuard` before a save once the lock is no longer the run's.
+After the run the model, its tokenizer, ``trainer_state.json``, the resolved recipe (``divalign_recipe.yaml``) and,
+last, ``divalign_finished.json`` sit in ``output_dir``.
 """
 
 from __future__ import annotations
@@ -22,20 +25,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
 from trl import ModelConfig, ScriptArguments
 
 from ..dashboards import install_dashboards
 from ..quiet import quiet_loading_bars, show_held_4bit_warnings
 from . import precision
 from .checkpoints import export_model, read_trainer_state
-from .datasets_io import check_columns, eval_split, load_recipe_dataset
+from .datasets_io import check_columns, check_text_fields, eval_split, load_recipe_dataset
+from .lock_guard import LockGuard, require_lock
 from .main_process import decide_on_main
 from .model_path import check_model_available
 from .nonfinite_guard import NonFiniteError, NonFiniteGuard, check_finite_weights
 from .output_dir import (
     OutputPlan,
     RecordRecipeOnSave,
+    check_output_path,
+    outermost_missing,
     prepare_output_dir,
+    remove_if_unused,
     resolve_recipe,
     write_finished,
     write_resolved_recipe,
@@ -50,9 +58,13 @@ from .recipe import (
     split_recipe,
 )
 from .relaunch import LaunchRequest, inside_distributed_launch, launch_request, run_command
+from .resume_changes import ApplyLearningRate
 from .run_lock import RunLock
 from .stages import STAGES, Stage, StageRun
 from .stages.common import model_init_kwargs
+from .tokenizer_checks import check_conversational, check_tokenizer
+
+DRY_RUN_FLAGS = {"--dry-run", "--dry_run"}
 
 
 def _diversity_config(block: dict | None, recipe_path: str) -> Any:
@@ -117,13 +129,20 @@ def _save_outputs(trainer: Any, output_dir: str, resolved: dict[str, Any], plan:
     trainer.accelerator.wait_for_everyone()
 
 
-def _train(stage: Stage, run: StageRun, plan: OutputPlan, resolved: dict[str, Any], recipe_path: str) -> None:
+def _train(
+    stage: Stage, run: StageRun, plan: OutputPlan, resolved: dict[str, Any], recipe_path: str, lock: RunLock
+) -> None:
     """Build the trainer, train (or resume), save; on the main process the recipe is written before the first step
     of a new run, and only with the first checkpoint a resumed run saves (so it never records an attempt that
-    trained nothing)."""
+    trained nothing). A changed learning rate is applied to the restored optimizer; every save first checks that the
+    run still holds its lock."""
     output_dir = run.training_args.output_dir
+    run.callbacks.append(LockGuard(lock))
     if plan.resume_from is not None:
         run.callbacks.append(RecordRecipeOnSave(output_dir, resolved, plan.resumes))
+    if plan.resume_from is not None and "learning_rate" in plan.changes:
+        change = plan.changes["learning_rate"]
+        run.callbacks.append(ApplyLearningRate(change["before"], change["after"]))
     trainer = stage.build(run)
     install_dashboards(trainer)
     for callback in run.callbacks:
@@ -133,6 +152,7 @@ def _train(stage: Stage, run: StageRun, plan: OutputPlan, resolved: dict[str, An
     if plan.resume_from is None and trainer.accelerator.is_main_process:
         write_resolved_recipe(output_dir, resolved)
     trainer.train(resume_from_checkpoint=plan.resume_from)
+    require_lock(lock, "before saving the final model")
     _save_outputs(trainer, output_dir, resolved, plan)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers and the process group
         trainer.end()
@@ -150,15 +170,15 @@ def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
     if model_args.load_in_4bit:
         show_held_4bit_warnings()
     check_model_available(model_args.model_name_or_path)
+    check_output_path(training_args.output_dir)
     precision.check_precision(training_args, precision.from_environment())
-    dataset = load_recipe_dataset(script_args)
-    train_dataset = dataset[script_args.dataset_train_split]
-    check_columns(train_dataset, stage.required_columns(training_args), script_args.dataset_name)
-    eval_dataset = eval_split(dataset, script_args, training_args)
+    check_tokenizer(training_args, model_args, local_only=False)
+    train_dataset, eval_dataset = _checked_datasets(stage, script_args, training_args)
     diversity = _diversity_config(diversity_block, recipe_path)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     resolved = resolve_recipe(trainer_name, diversity, env, options, script_args, training_args, model_args)
     output_dir = training_args.output_dir
+    created = outermost_missing(output_dir)  # removed again if the run stops before writing anything into it
     lock = RunLock(output_dir)
     decide_on_main(lambda: lock.acquire() is not None)  # the main process holds the lock for every rank
     try:
@@ -168,10 +188,28 @@ def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
             return output_dir
         callbacks = _callbacks(diversity, options)
         run = StageRun(trainer_name, script_args, training_args, model_args, train_dataset, eval_dataset, callbacks)
-        _train(stage, run, plan, resolved, recipe_path)
+        _train(stage, run, plan, resolved, recipe_path, lock)
     finally:
         lock.release()
+        if PartialState().is_main_process:
+            remove_if_unused(created)
     return output_dir
+
+
+def _checked_datasets(stage: Stage, script_args: Any, training_args: Any) -> tuple[Any, Any]:
+    """The train and eval splits, with the columns the stage reads and the kind of every text field checked."""
+    dataset = load_recipe_dataset(script_args)
+    name = script_args.dataset_name
+    train_dataset = dataset[script_args.dataset_train_split]
+    columns = check_columns(train_dataset, stage.required_columns(training_args), name)
+    text_field = getattr(training_args, "dataset_text_field", None)
+    check_text_fields(train_dataset, columns, text_field, name, script_args.dataset_train_split)
+    check_conversational(train_dataset, columns, training_args, name)
+    eval_dataset = eval_split(dataset, script_args, training_args)
+    if eval_dataset is not None:
+        present = tuple(column for column in columns if column in eval_dataset.column_names)
+        check_text_fields(eval_dataset, present, text_field, name, script_args.dataset_test_split)
+    return train_dataset, eval_dataset
 
 
 def launch_or_run(recipe_path: str, flags: Sequence[str], dry_run: bool = False) -> int:
@@ -205,8 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_loading_bars()
     if argv[:1] == ["--config"]:
         argv = argv[1:]
-    dry_run = "--dry-run" in argv
-    argv = [arg for arg in argv if arg != "--dry-run"]
+    dry_run = bool(DRY_RUN_FLAGS & set(argv))
+    argv = [arg for arg in argv if arg not in DRY_RUN_FLAGS]
     if not argv or argv[0].startswith("-"):
         print("usage: divalign train RECIPE.yaml [--dry-run] [--key value ...]", file=sys.stderr)
         return 2

@@ -178,13 +178,14 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise PipelineError(f"{where}: `overrides` must be a mapping of divalign.train flags, got {value!r}")
+    overrides = {str(k).replace("-", "_"): v for k, v in value.items()}  # `max-steps` as the flag --max-steps
     for key in RESERVED_OVERRIDES:
-        if key in value:
+        if key in overrides:
             raise PipelineError(
                 f"{where}: `overrides` cannot set {key!r}; the pipeline sets it (use the stage's "
                 "`output_dir` key to choose where it writes)"
             )
-    return {str(k): v for k, v in value.items()}
+    return overrides
 
 
 def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], output_root: Path, path: Path) -> StageSpec:

@@ -1,0 +1,125 @@
+"""What a stage's trainer will ask of the tokenizer, checked from the tokenizer alone before the model loads.
+
+TRL's ``SFTTrainer`` masks the loss to the assistant turns (``assistant_only_loss: true``) with the
+``{% generation %}`` markers of the chat template. A template without them is replaced by TRL's training version of
+it, which TRL 1.16 has for a fixed list of templates (``trl.chat_template_utils.get_training_chat_template``: Qwen,
+Llama 3, Gemma, Phi-3, ...); any other template (SmolLM2's, for one) fails in the trainer's constructor, after the
+model has loaded. The same holds for an ``eos_token``/``pad_token`` the vocabulary does not have. Here the tokenizer
+the trainer will use (that of ``model_name_or_path``, with ``chat_template_path`` applied as TRL applies it) is loaded
+on its own and put through TRL's own decision, so the run — and ``divalign train --dry-run`` — refuses with what to do
+instead.
+
+A tokenizer that cannot be loaded here (a Hub model not in the local cache during a dry run, a later pipeline stage's
+model that does not exist yet, an adapter directory without tokenizer files) is not checked: the trainer reports it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .datasets_io import CHAT, value_kind
+from .recipe import RecipeError
+
+TEMPLATE_SUFFIXES = (".jinja", ".j2")  # a chat_template_path TRL reads as a template file (else: a tokenizer to clone)
+FIX = (
+    "Either give a template whose assistant turns are wrapped in {% generation %} ... {% endgeneration %} as "
+    "`chat_template_path: FILE.jinja` (TRL's SFTConfig key), or train on prompt/completion data with "
+    '`assistant_only_loss: false` and `completion_only_loss: true` (recipes/README.md, "Chat templates")'
+)
+
+
+def load_tokenizer(source: str, local_only: bool, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of ``source`` as TRL's trainers load it, or ``None`` when it cannot be loaded here."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(
+            source, revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only
+        )
+    except Exception:  # anything that stops loading it here is the trainer's to report
+        return None
+
+
+def _training_template(tokenizer: Any, training_args: Any, local_only: bool) -> tuple[Any, str]:
+    """The chat template the trainer will use and where it comes from: ``chat_template_path`` (a template file, or a
+    tokenizer whose template TRL clones), else the tokenizer's own."""
+    path = getattr(training_args, "chat_template_path", None)
+    if path is None:
+        return tokenizer.chat_template, "the chat template of model_name_or_path"
+    if str(path).endswith(TEMPLATE_SUFFIXES):
+        return Path(path).read_text(encoding="utf-8"), f"chat_template_path {path}"
+    source = load_tokenizer(path, local_only, trust_remote_code=getattr(training_args, "trust_remote_code", False))
+    return (None if source is None else source.chat_template), f"the chat template of chat_template_path {path}"
+
+
+def check_assistant_only_loss(tokenizer: Any, training_args: Any, model: str, local_only: bool) -> None:
+    """Refuse ``assistant_only_loss`` when the template the trainer will use has no ``{% generation %}`` markers and
+    TRL cannot patch it (``get_training_chat_template`` raises), naming what to do instead."""
+    from trl import __version__ as trl_version
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if not getattr(training_args, "assistant_only_loss", False):
+        return
+    template, where = _training_template(tokenizer, training_args, local_only)
+    if template is None:
+        if getattr(training_args, "chat_template_path", None) is None:
+            raise RecipeError(
+                f"assistant_only_loss is true, but model_name_or_path {model} has no chat template. {FIX}"
+            )
+        return  # a chat_template_path tokenizer that cannot be loaded here: the trainer reports it
+    if has_generation_markers(template):
+        return
+    tokenizer.chat_template = template
+    try:
+        get_training_chat_template(tokenizer)
+    except ValueError:
+        raise RecipeError(
+            f"assistant_only_loss is true, but {where} ({model}) has no {{% generation %}} markers and is not one "
+            f"TRL {trl_version} knows how to add them to, so the assistant turns cannot be masked. {FIX}"
+        ) from None
+
+
+def check_special_tokens(tokenizer: Any, training_args: Any, model: str) -> None:
+    """Refuse an ``eos_token``/``pad_token`` that the tokenizer's vocabulary lacks (TRL refuses it after loading)."""
+    vocabulary = tokenizer.get_vocab()
+    for key in ("eos_token", "pad_token"):
+        token = getattr(training_args, key, None)
+        if token is not None and token not in vocabulary:
+            raise RecipeError(
+                f"{key} {token!r} is not in the vocabulary of the tokenizer of model_name_or_path {model}; set {key} "
+                "to one of its tokens (e.g. the end-of-turn token of its chat template), or leave it unset"
+            )
+
+
+def check_tokenizer(training_args: Any, model_args: Any, local_only: bool) -> None:
+    """A ``chat_template_path`` template file that is not there; :func:`check_special_tokens` and
+    :func:`check_assistant_only_loss` on the tokenizer the trainer will load (``local_only``: never download it, as in
+    a dry run), nothing when it cannot be loaded here."""
+    template_file = getattr(training_args, "chat_template_path", None)
+    if str(template_file).endswith(TEMPLATE_SUFFIXES) and not Path(template_file).is_file():
+        raise RecipeError(
+            f"chat_template_path {template_file} does not exist (a {'/'.join(TEMPLATE_SUFFIXES)} template file)"
+        )
+    wanted = ("assistant_only_loss", "eos_token", "pad_token")
+    if not any(getattr(training_args, key, None) for key in wanted):
+        return
+    model = model_args.model_name_or_path
+    remote_code = getattr(training_args, "trust_remote_code", False)
+    tokenizer = load_tokenizer(model, local_only, model_args.model_revision, remote_code)
+    if tokenizer is None:
+        return
+    check_special_tokens(tokenizer, training_args, model)
+    check_assistant_only_loss(tokenizer, training_args, model, local_only)
+
+
+def check_conversational(dataset: Any, columns: tuple[str, ...], training_args: Any, dataset_name: str) -> None:
+    """Refuse ``assistant_only_loss`` on data that is not conversational (TRL refuses it after the model loads)."""
+    if not getattr(training_args, "assistant_only_loss", False) or not hasattr(dataset, "__len__") or not len(dataset):
+        return  # a streamed dataset is left to the trainer
+    if value_kind(dataset[0][columns[0]]) != CHAT:
+        raise RecipeError(
+            f"assistant_only_loss is true, but dataset {dataset_name!r} is not conversational (field "
+            f"{columns[0]!r} holds text); give chat messages (a `messages` column, or `prompt`/`completion` message "
+            "lists), or set `assistant_only_loss: false`"
+        )
