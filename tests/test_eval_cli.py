@@ -513,6 +513,7 @@ def test_prompt_sources_share_one_loader(tmp_path):
     jsonl.write_text(json.dumps({"prompt": "q", "answer": 3}) + "\n\n" + json.dumps({"messages": convo}) + "\n")
     records = load_prompts(jsonl)
     assert [(r.prompt, r.answer) for r in records] == [("q", "3"), (convo[:1], None)]  # the reference turn dropped
+    assert [r.columns for r in records] == [{"answer": 3}, {}]  # the other fields, as a reward reads them
     # a prompt-only conversation ending in an assistant turn is kept: TRL continues it
     (tmp_path / "c.json").write_text(json.dumps([{"prompt": convo}, "plain"]))
     assert [r.prompt for r in load_prompts(tmp_path / "c.json")] == [convo, "plain"]

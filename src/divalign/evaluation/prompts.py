@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,12 @@ FILE_SUFFIXES = (".jsonl", ".json", ".txt", *FILE_BUILDERS)
 
 @dataclass
 class PromptRecord:
-    """One prompt: a plain string or a chat `messages` list, and an optional reference answer (for a verifier)."""
+    """One prompt: a plain string or a chat `messages` list, an optional reference answer (for a verifier), and the
+    record's other fields (what a reward reads as dataset columns, e.g. `valid_answers`)."""
 
     prompt: str | Messages
     answer: str | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 def load_prompts(
@@ -130,7 +132,8 @@ def _record(row: Any, column: str | None, answer_column: str | None, where: str)
     if answer_column and answer_column not in row:
         raise ValueError(f"{where}: has no answer field {answer_column!r} (fields: {sorted(row)})")
     answer = row.get(answer_name) if answer_name else None
-    return PromptRecord(prompt=_prompt(row[name], name, where), answer=None if answer is None else str(answer))
+    columns = {key: value for key, value in row.items() if key != name}
+    return PromptRecord(_prompt(row[name], name, where), None if answer is None else str(answer), columns)
 
 
 def _prompt(value: Any, name: str, where: str) -> str | Messages:
