@@ -468,3 +468,40 @@ def test_a_toy_run_logs_quality_to_wandb_and_trainer_state(toy_run, tmp_path):
 
     assert main(["plot", str(output_dir), "--trajectory", "ead", "--out", str(tmp_path / "toy_trajectory")]) == 0
     assert (tmp_path / "toy_trajectory.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_reward_model_directory_as_the_quality(policy_dir, tmp_path):
+    """`quality: <directory>` scores each prompt + sample with the sequence-classification model there (its chat
+    template, its first logit): the logged mean is the mean of those logits computed here directly."""
+    import torch
+    from diversity_tiny import build_tokenizer
+    from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, num_labels=1,
+                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    judge = tmp_path / "judge"
+    LlamaForSequenceClassification(config).save_pretrained(judge)
+    tokenizer.save_pretrained(judge)
+    probe = write_probe_prompts(tmp_path / "probe.jsonl")
+    config = quality_config(probe, quality=str(judge), correct_threshold=0.0, every_steps=100)
+    callback = DiversityCallback(config)
+    trainer = make_trainer(policy_dir, tmp_path / "out", callback, max_steps=1)
+    recorder = RecordSamples(callback)
+    trainer.add_callback(recorder)
+    trainer.train()
+    logged = evaluations(trainer.state.log_history)[0]
+    model = AutoModelForSequenceClassification.from_pretrained(judge).eval()
+    samples = recorder.samples[0]["samples"]
+    prompts = [json.loads(line)["prompt"] for line in probe.read_text().splitlines()]
+    scores = []
+    for prompt, group in zip(prompts, samples, strict=True):
+        with torch.no_grad():
+            scores.append(
+                [model(**tokenizer(prompt + text, return_tensors="pt")).logits[0, 0].item() for text in group]
+            )
+    assert logged["diversity/quality/mean"] == pytest.approx(np.mean([np.mean(s) for s in scores]), abs=1e-5)
+    correct = [[s >= 0.0 for s in group] for group in scores]
+    assert logged["diversity/quality/pass_at_1"] == pytest.approx(np.mean([np.mean(c) for c in correct]))
