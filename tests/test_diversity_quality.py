@@ -71,6 +71,25 @@ def test_quality_scores_every_sample_as_trl_calls_a_reward():
         quality.check_columns([{"valid_answers": []}, {"answer": "x"}], "probe.jsonl")
 
 
+def test_math_answer_reads_the_answer_column_of_the_probe_records(tmp_path):
+    from divalign.diversity.callback import load_probe_records
+
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text(
+        json.dumps({"prompt": "2 + 2?", "answer": "4"}) + "\n" + json.dumps({"prompt": "3 * 3?", "answer": 9})
+    )
+    records = load_probe_records(DiversityConfig(prompts=str(probe), quality="math_answer", metrics=["ead"]))
+    groups = [[r"so \boxed{4}", "5"], ["The final answer is 9.", r"\boxed{6}"]]
+    scores = Quality("math_answer").score(
+        [r.prompt for r in records], groups, [[[1], [2]]] * 2, [r.columns for r in records]
+    )
+    assert scores == [[1.0, 0.0], [1.0, 0.0]]
+    with pytest.raises(ValueError, match=rf"reads the column 'solution' of each probe prompt, but record 0 of {probe}"):
+        load_probe_records(
+            DiversityConfig(prompts=str(probe), quality={"math_answer": {"answer_column": "solution"}}, metrics=["ead"])
+        )
+
+
 def test_correctness_of_a_graded_reward_needs_a_threshold():
     graded = {"format": {"boxed": True, "pattern": "cat"}}  # two checks: 0, 0.5 or 1
     scores = Quality(graded).score(["p"], [[r"\boxed{1} cat", "cat", "dog"]], [[[1], [2], [3]]], [{}])

@@ -23,8 +23,8 @@ __all__ = [
     "image_path",
     "load_curves",
     "load_run",
+    "plot_quality_diversity",
     "plot_runs",
-    "plot_trajectories",
     "select_keys",
 ]
 
@@ -161,7 +161,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, metrics: list[str] | 
     return save_figure(draw_curves(runs, labels, keys), out)
 
 
-def plot_trajectories(run_dirs: list[str | Path], out: str | Path, metric: str) -> Path:
+def plot_quality_diversity(run_dirs: list[str | Path], out: str | Path, metric: str) -> Path:
     """Draw the quality–diversity trajectories of ``run_dirs`` (runs or pipelines, stages joined) against the
     diversity ``metric`` into ``out`` (:mod:`divalign.trajectory_plot`); returns the image's path."""
     from .trajectory_plot import draw_trajectories
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trajectory is not None:
         if metrics is not None:
             raise ValueError("--metrics draws curves and --trajectory the quality–diversity plane: pass one of them")
-        print(plot_trajectories(args.run_dirs, args.out or DEFAULT_TRAJECTORY_OUT, args.trajectory))
+        print(plot_quality_diversity(args.run_dirs, args.out or DEFAULT_TRAJECTORY_OUT, args.trajectory))
         return 0
     print(plot_runs(args.run_dirs, args.out or DEFAULT_OUT, metrics))
     return 0

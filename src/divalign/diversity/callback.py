@@ -163,8 +163,9 @@ class DiversityConfig:
         default_factory=dict,
         metadata={
             "help": "Per metric, a retained ratio in (0, 1]: at the first evaluation below it training stops, every "
-            "process at the same step, saves a checkpoint and the final model, and says why (printed, in "
-            "trainer_state.json and divalign_finished.json, and as a W&B alert)."
+            "process at the same step, with a checkpoint of that step, and says why (printed, in trainer_state.json, "
+            "as a W&B alert and, under `divalign train`, which then saves the final model, in "
+            "divalign_finished.json)."
         },
     )
 

@@ -1,7 +1,7 @@
 """The step-0 reference of the training-time diversity evaluations, and what is measured against it.
 
 Every later evaluation is compared with the starting model's: each diversity metric as a ratio to its step-0 value
-(``diversity/retained/<metric>``, the number a user watches: "TOFU kept 84 % of the base model's EAD"), the split of
+(``diversity/retained/<metric>``, the number a user watches: the share of the base model's EAD a run kept), the split of
 the change into quality control and narrowing (:func:`divalign.evaluation.quality_split.split_drop`, the code
 `divalign eval` uses), and the ``alert_below`` / ``stop_below`` thresholds on the retained ratios.
 
