@@ -229,4 +229,3 @@ def growing_table(wandb: Any) -> Any:
         except (TypeError, AssertionError, ValueError):
             continue
     return None
-

@@ -497,7 +497,9 @@ class DiversityCallback(TrainerCallback):
         if step == record.reference.step:
             return []
         retained = {key.split("/", 1)[1]: value for key, value in logs.items() if key.startswith("retained/")}
-        alerts = [c for c in crossings("alert", self.config.alert_below, retained, step) if c.metric not in record.alerted]
+        alerts = [
+            c for c in crossings("alert", self.config.alert_below, retained, step) if c.metric not in record.alerted
+        ]
         record.alerted += [c.metric for c in alerts]
         stops = crossings("stop", self.config.stop_below, retained, step)[:1]
         for crossing in stops:

@@ -92,4 +92,3 @@ def against_reference(probe: ProbeScores, reference: Reference) -> dict[str, flo
         logs[f"quality_control/{name}"] = split["quality_control"]
         logs[f"narrowing/{name}"] = split["narrowing"]
     return logs
-

@@ -100,7 +100,8 @@ class TrackingRecord:
                 "step": self.reference.step,
                 "means": {k: _plain([v])[0] for k, v in self.reference.means.items()},
                 "per_prompt": {
-                    view: {k: _plain(v) for k, v in values.items()} for view, values in self.reference.per_prompt.items()
+                    view: {k: _plain(v) for k, v in values.items()}
+                    for view, values in self.reference.per_prompt.items()
                 },
             }
         return {"reference": reference, "alerted": list(self.alerted), "stopped": self.stopped}
@@ -115,7 +116,9 @@ class TrackingRecord:
             reference = Reference(
                 step=int(raw["step"]),
                 means={k: _floats([v])[0] for k, v in raw["means"].items()},
-                per_prompt={view: {k: _floats(v) for k, v in values.items()} for view, values in raw["per_prompt"].items()},
+                per_prompt={
+                    view: {k: _floats(v) for k, v in values.items()} for view, values in raw["per_prompt"].items()
+                },
             )
         return cls(reference, list(record.get("alerted") or []), record.get("stopped"))
 
