@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import random
 import re
@@ -451,8 +452,9 @@ def one_process(policy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 
 
 def _assert_same_step0(report: dict, reference: dict) -> None:
-    """The step-0 evaluation has the reference's samples and token ids, bit for bit, and its metrics: the token
-    metrics exactly, the embedding ones up to float rounding (the embedder's matmuls run with another thread count)."""
+    """The step-0 evaluation has the reference's samples and token ids, bit for bit, and its metrics (the quality,
+    pass@k and correct-only keys among them): the token metrics exactly, the embedding ones up to float rounding
+    (the embedder's matmuls run with another thread count)."""
     assert report["evaluations"]["0"] == reference["evaluations"]["0"]
 
     def metrics(history: list[dict]) -> dict:
@@ -461,9 +463,20 @@ def _assert_same_step0(report: dict, reference: dict) -> None:
 
     got, expected = metrics(report["log_history"]), metrics(reference["log_history"])
     assert got.keys() == expected.keys()
+    assert {"diversity/quality/mean", "diversity/correct_only/sbert", "diversity/retained/ead"} <= got.keys()
     for key, value in expected.items():
-        semantic = key.startswith(("diversity/sbert", "diversity/vendi"))
-        assert got[key] == (pytest.approx(value, rel=1e-6) if semantic else value), key
+        semantic = "sbert" in key or "vendi" in key
+        assert got[key] == (pytest.approx(value, rel=1e-6, nan_ok=True) if semantic else value) or (
+            math.isnan(got[key]) and math.isnan(value)
+        ), key
+
+
+def _assert_ranks_agree(out: Path) -> None:
+    """Every rank logged the same diversity entries (values broadcast from the main process), holds the same
+    trainer-state record (the step-0 reference, alerts, stop) and ended at the same step."""
+    ranks = [json.loads((out / f"state_rank{rank}.json").read_text()) for rank in range(2)]
+    assert json.dumps(ranks[0], sort_keys=True) == json.dumps(ranks[1], sort_keys=True)
+    assert ranks[0]["record"]["reference"]["step"] == 0
 
 
 def _generate_calls(out: Path) -> list[list[bool]]:
@@ -487,6 +500,7 @@ def test_zero3_two_processes_gathered_and_lockstep_match_one_process(
         reports[mode] = _run_script(_zero3_config(tmp_path), extra, policy_dir, probe, out)
         assert reports[mode]["num_processes"] == 2 and reports[mode]["zero_stage"] == 3
         _assert_same_step0(reports[mode], reference)
+        _assert_ranks_agree(out)
         calls = _generate_calls(out)
         evaluations = len(diversity_steps(reports[mode]["log_history"]))
         if mode == "gathered":
@@ -507,12 +521,32 @@ def test_ddp_two_processes_match_one_process(policy_dir: Path, one_process: tupl
     report = _run_script(config, ["--use-cpu", "--progress"], policy_dir, probe, tmp_path / "out")
     assert report["num_processes"] == 2 and report["zero_stage"] is None
     _assert_same_step0(report, reference)
+    _assert_ranks_agree(tmp_path / "out")
     evaluations = len(diversity_steps(report["log_history"]))
     assert _generate_calls(tmp_path / "out") == [[False] * 2 * evaluations, [False] * evaluations]
     # one progress bar per evaluation, rank 0's: its share is prompts 0 and 2 (6 samples), rank 1's would be 3
     bars = [m for m in PROGRESS_BAR.finditer(report["stderr"])]
     assert {int(m["step"]) for m in bars} == {0, 2, 4}
     assert {m["total"] for m in bars} == {"6"}
+
+
+@pytest.mark.slow
+def test_zero3_two_processes_stop_together_at_a_diversity_threshold(policy_dir: Path, tmp_path: Path):
+    """`stop_below` under ZeRO-3 on 2 processes: the main process decides from the gathered samples, every rank
+    takes the broadcast decision, so both stop after the same step, save its checkpoint together (a ZeRO-3 save is
+    collective: a rank that went on would hang the other) and hold the same record of why."""
+    probe = write_probe_prompts(tmp_path / "probe.jsonl")
+    stop = ["--stop-below", json.dumps({"distinct_1": 1.0, "ead": 1.0, "sbert": 1.0}), "--max-steps", "6"]
+    out = tmp_path / "out"
+    _run_script(_zero3_config(tmp_path), ["--batch-size", "3", *stop], policy_dir, probe, out, max_steps=None)
+    _assert_ranks_agree(out)
+    state = json.loads((out / "state_rank0.json").read_text())
+    stopped = state["record"]["stopped"]
+    assert stopped is not None and state["global_step"] == stopped["step"] < 6
+    assert stopped["retained"] < 1.0 and stopped["metric"] in ("distinct_1", "ead", "sbert")
+    saved = json.loads((out / f"checkpoint-{stopped['step']}" / "trainer_state.json").read_text())
+    assert saved["stateful_callbacks"]["divalign_diversity"]["stopped"] == stopped
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{stopped['step']}"]
 
 
 def _curves(report: dict) -> list[dict]:
@@ -523,13 +557,15 @@ def _curves(report: dict) -> list[dict]:
     ]
 
 
-def _run_script(config: Path | None, extra: list[str], policy: Path, probe: Path, out: Path) -> dict:
+def _run_script(
+    config: Path | None, extra: list[str], policy: Path, probe: Path, out: Path, max_steps: int | None = 4
+) -> dict:
     """Run tests/scripts/diversity_train.py on 2 CPU ranks under the accelerate `config` (one plain process when
-    None), check the shared expectations, return its report."""
+    None), check the shared expectations (of a 4-step run when `max_steps` is 4), return its report."""
     python_path = os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))
     env = {"WANDB_MODE": "disabled", "PYTHONPATH": python_path}
-    script = [str(SCRIPTS / "diversity_train.py"), str(policy), str(probe), str(out), "--max-steps", "4"]
-    script += ["--every-steps", "2", *extra]
+    script = [str(SCRIPTS / "diversity_train.py"), str(policy), str(probe), str(out)]
+    script += ["--every-steps", "2", *(["--max-steps", str(max_steps)] if max_steps else []), *extra]
     if config is None:
         done = subprocess.run(
             [sys.executable, *script], env=cpu_environment(env), capture_output=True, text=True, timeout=900
@@ -540,6 +576,8 @@ def _run_script(config: Path | None, extra: list[str], policy: Path, probe: Path
 
     report = json.loads((out / "diversity_report.json").read_text())
     report["stderr"] = done.stderr
+    if max_steps != 4:
+        return report
     assert diversity_steps(report["log_history"]) == [0, 2, 4]
     assert [e["step"] for e in report["log_history"] if "loss" in e] == [1, 2, 3, 4]
     assert all(np.isfinite(e["diversity/sbert"]) for e in report["log_history"] if "diversity/sbert" in e)

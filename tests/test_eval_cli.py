@@ -198,7 +198,11 @@ def test_evaluate_lineage_with_verifier_reports_quality_and_split(lineage, promp
             [ids for ids, good in zip(row["token_ids"], c, strict=True) if good]
             for row, c in zip(rows, correct, strict=True)
         ]
-        by_hand[model["name"]] = ([distinct_1(r["token_ids"]) for r in rows], [distinct_1(ids) for ids in ok_ids])
+        # a prompt counts in the correct-only metrics only with at least two correct samples
+        by_hand[model["name"]] = (
+            [distinct_1(r["token_ids"]) for r in rows],
+            [distinct_1(ids) if len(ids) >= 2 else math.nan for ids in ok_ids],
+        )
         assert model["per_prompt"]["correct_only"]["distinct_1"] == pytest.approx(
             by_hand[model["name"]][1], nan_ok=True
         )
@@ -329,13 +333,33 @@ BASE_SAMPLES = [["a b", "a c", "d e", "f g"], ["b x", "y z", "b y", "b x"], ["q 
 SFT_SAMPLES = [["a b", "a b", "a c", "h h"], ["b b", "b b", "b b", "b b"], ["s s", "s s", "t t", "s t"]]
 
 
+class OneHotEmbedder:
+    """Each distinct text its own axis: two samples are identical (cosine 1) or orthogonal (cosine 0)."""
+
+    def __init__(self) -> None:
+        self.axes: dict[str, int] = {}
+
+    def encode(self, texts):
+        rows = np.zeros((len(texts), 32), dtype=np.float32)
+        for row, text in enumerate(texts):
+            rows[row, self.axes.setdefault(text, len(self.axes))] = 1.0
+        return rows
+
+
+VENDI_2_1 = math.exp(-(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)))  # samples x, y, x: eigenvalues 2/3, 1/3
+
+
 def test_quality_control_and_narrowing_against_hand_computed_values(lineage, tmp_path, monkeypatch):
-    """distinct-1 by hand (unique words / words, per prompt):
-    base all: 7/8, 4/8, 8/8    correct only: 3/4 (a b, a c), 3/6 (b x, b y, b x), 2/2 (q r)
+    """distinct-1 by hand (unique words / words, per prompt); a prompt counts in the correct-only metrics with at
+    least two correct samples:
+    base all: 7/8, 4/8, 8/8    correct only: 3/4 (a b, a c), 3/6 (b x, b y, b x), undefined (q r alone)
     sft  all: 4/8, 1/8, 2/8    correct only: 3/6 (a b, a b, a c), 1/8 (b b x4), undefined (none correct)
-    The split averages over prompts 0 and 1 only (prompt 2 has no correct sft sample):
+    The split averages over prompts 0 and 1 only:
     drop_all = (7/8 + 4/8)/2 − (4/8 + 1/8)/2 = 0.375, narrowing = (3/4 + 3/6)/2 − (3/6 + 1/8)/2 = 0.3125,
-    quality_control = 0.0625."""
+    quality_control = 0.0625.
+    SBERT and Vendi with one axis per distinct text: two different samples give SBERT 1, Vendi 2; x, y, x gives
+    SBERT 1 − 2/6 and Vendi exp(H(2/3, 1/3)); four equal samples SBERT 0, Vendi 1. The lone correct sample of base
+    prompt 2 makes Vendi 1.0 and SBERT undefined: both are left out there, like every correct-only metric."""
     import divalign.evaluation.lineage as lineage_module
 
     samples = {"base": fixed_samples(BASE_SAMPLES), "sft": fixed_samples(SFT_SAMPLES)}
@@ -351,13 +375,14 @@ def test_quality_control_and_narrowing_against_hand_computed_values(lineage, tmp
             pass
 
     monkeypatch.setattr(lineage_module, "open_sampler", FixedSampler)
+    monkeypatch.setattr(lineage_module, "load_profile_embedder", lambda *args, **kwargs: OneHotEmbedder())
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"say {a}", "answer": a}) + "\n" for a in "abq"))
     results = evaluate_lineage(
         lineage,
         prompts,
         num_samples=4,
-        metrics=["distinct_1", "exact_dup_rate", "pass_at_1"],
+        metrics=["distinct_1", "exact_dup_rate", "pass_at_1", "sbert", "vendi_1"],
         verifier=lambda text, answer: text.split()[0] == answer,
         n_bootstrap=10,
         out_dir=tmp_path / "out",
@@ -366,6 +391,22 @@ def test_quality_control_and_narrowing_against_hand_computed_values(lineage, tmp
     assert base["per_prompt"]["all"]["distinct_1"] == pytest.approx([7 / 8, 4 / 8, 8 / 8])
     assert sft["per_prompt"]["correct_only"]["distinct_1"][:2] == pytest.approx([3 / 6, 1 / 8])
     assert math.isnan(sft["per_prompt"]["correct_only"]["distinct_1"][2])
+    base_ok, sft_ok = base["per_prompt"]["correct_only"], sft["per_prompt"]["correct_only"]
+    assert base_ok["distinct_1"] == pytest.approx([3 / 4, 3 / 6, math.nan], nan_ok=True)
+    assert base_ok["sbert"] == pytest.approx([1.0, 1 - 2 / 6, math.nan], nan_ok=True)
+    assert base_ok["vendi_1"] == pytest.approx([2.0, VENDI_2_1, math.nan], nan_ok=True)  # not 1.0 on prompt 2
+    assert sft_ok["sbert"] == pytest.approx([1 - 2 / 6, 0.0, math.nan], nan_ok=True)
+    assert sft_ok["vendi_1"] == pytest.approx([VENDI_2_1, 1.0, math.nan], nan_ok=True)
+    assert base["correct_only"]["vendi_1"]["mean"] == pytest.approx((2.0 + VENDI_2_1) / 2)
+    assert base["correct_only"]["sbert"]["mean"] == pytest.approx((1.0 + 1 - 2 / 6) / 2)
+    assert base["per_prompt"]["all"]["vendi_1"][2] == pytest.approx(4.0)  # all samples still count everywhere
+    assert {name: split["num_prompts"] for name, split in sft["split"].items()} == {
+        "distinct_1": 2, "exact_dup_rate": 2, "sbert": 2, "vendi_1": 2,
+    }  # fmt: skip
+    # all samples, prompts 0 and 1: base 4 distinct (Vendi 4) and x, x, y, z (eigenvalues 1/2, 1/4, 1/4: 2^1.5);
+    # sft x, x, y, z and four equal samples (Vendi 1)
+    assert sft["split"]["vendi_1"]["drop_all"] == pytest.approx((4.0 + 2**1.5) / 2 - (2**1.5 + 1.0) / 2)
+    assert sft["split"]["vendi_1"]["narrowing"] == pytest.approx((2.0 + VENDI_2_1) / 2 - (VENDI_2_1 + 1.0) / 2)
     assert base["quality"]["mean"] == pytest.approx((2 / 4 + 3 / 4 + 1 / 4) / 3)
     assert sft["quality"]["mean"] == pytest.approx((3 / 4 + 4 / 4 + 0) / 3)
     assert sft["metrics"]["pass_at_1"]["mean"] == pytest.approx(sft["quality"]["mean"])
@@ -472,6 +513,7 @@ def test_prompt_sources_share_one_loader(tmp_path):
     jsonl.write_text(json.dumps({"prompt": "q", "answer": 3}) + "\n\n" + json.dumps({"messages": convo}) + "\n")
     records = load_prompts(jsonl)
     assert [(r.prompt, r.answer) for r in records] == [("q", "3"), (convo[:1], None)]  # the reference turn dropped
+    assert [r.columns for r in records] == [{"answer": 3}, {}]  # the other fields, as a reward reads them
     # a prompt-only conversation ending in an assistant turn is kept: TRL continues it
     (tmp_path / "c.json").write_text(json.dumps([{"prompt": convo}, "plain"]))
     assert [r.prompt for r in load_prompts(tmp_path / "c.json")] == [convo, "plain"]

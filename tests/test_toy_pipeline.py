@@ -198,6 +198,16 @@ def test_toy_pipeline_end_to_end(tmp_path, monkeypatch):
     assert state["global_step"] == 2
     logged = {key for entry in state["log_history"] for key in entry}
     assert {"diversity/rollout/distinct_1", "diversity/rollout/exact_dup_rate"} <= logged
+    # every stage logs validity (the toy recipes' quality); the pipeline's trajectory joins the stages end to end
+    from divalign.run_history import load_run
+    from divalign.trajectory_plot import trajectory
+
+    points = trajectory(load_run(root), "ead")
+    assert [(p.step, p.stage) for p in points] == [
+        (0, "sft"), (2, None), (2, "dpo"), (4, None), (4, "grpo"), (6, None)]  # fmt: skip
+    assert all(0 <= p.quality <= 1 for p in points)
+    assert cli_main(["plot", str(root), "--trajectory", "ead", "--out", str(tmp_path / "pipeline_qd")]) == 0
+    assert (tmp_path / "pipeline_qd.png").stat().st_size > 0
     steps = [e for e in state["log_history"] if "rewards/toy_validity/mean" in e]
     assert len(steps) == 2
     for entry in steps:  # the only reward, weight 1: the step's reward is the share of its 8 rollouts that are valid

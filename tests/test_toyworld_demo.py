@@ -133,6 +133,11 @@ def test_quick_demo_end_to_end(tmp_path):
     assert ce["entropy"] == pytest.approx(answer_entropy, rel=1e-4)
     for figure in results["figures"]:
         assert Path(figure).stat().st_size > 0
+    # the recipes' diversity quality (toy_validity) over training, and its figure against EAD
+    assert str(out / "quality_diversity.png") in results["figures"]
+    for run in ("ce_sft", "tofu_sft", "gem_sft"):
+        history = json.loads((out / run / "trainer_state.json").read_text())["log_history"]
+        assert [e["step"] for e in history if "diversity/quality/mean" in e] == [0, 20, 40]
     # the lineage evaluation (divalign eval over CE, TOFU, GEM): answers are single items, so every prompt's semantic
     # cluster count is its number of distinct answers, read back from the written samples
     lineage = json.loads((out / "lineage_eval" / "results.json").read_text())

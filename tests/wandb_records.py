@@ -64,7 +64,8 @@ def _nested(items: Any) -> dict[str, Any]:
 
 @dataclass
 class OfflineRun:
-    """What a test checks of an offline W&B run: its history rows, config, metric definitions, group and job type."""
+    """What a test checks of an offline W&B run: its history rows, config, metric definitions, group, job type and
+    alerts (``wandb.alert``: title, text, level)."""
 
     directory: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -72,6 +73,7 @@ class OfflineRun:
     metrics: dict[str, str] = field(default_factory=dict)  # glob or name -> step metric
     group: str = ""
     job_type: str = ""
+    alerts: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
     def read(cls, run_dir: Path) -> OfflineRun:
@@ -85,6 +87,9 @@ class OfflineRun:
                 run.config.update({item.key: _value(item) for item in record.config.update})
             elif kind == "metric":
                 run.metrics[record.metric.glob_name or record.metric.name] = record.metric.step_metric
+            elif kind == "alert":
+                alert = record.alert
+                run.alerts.append({"title": alert.title, "text": alert.text, "level": alert.level})
             elif kind == "run":
                 run.group, run.job_type = record.run.run_group, record.run.job_type
                 run.config.update({item.key: _value(item) for item in record.run.config.update})

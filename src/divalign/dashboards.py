@@ -14,6 +14,7 @@ samples.
 - The sampled completions of the diversity evaluations (:class:`SamplesLog`): one ``wandb.Table`` that grows across
   evaluations (logged incrementally where the installed wandb supports it), and ``diversity_samples.jsonl`` in the
   output directory for runs without W&B.
+- The diversity thresholds' alerts (:func:`send_alert`): ``wandb.alert`` on the run.
 """
 
 from __future__ import annotations
@@ -126,6 +127,19 @@ def reports_to_wandb(args: Any) -> bool:
     return "wandb" in report_to or "all" in report_to
 
 
+def send_alert(args: Any, title: str, text: str, error: bool = False) -> bool:
+    """A W&B alert on the run (``wandb.alert``: an e-mail or Slack message, as the user's W&B settings say), when the
+    run reports to W&B and its run is open; returns whether one was sent. Call on the main process."""
+    if not reports_to_wandb(args):
+        return False
+    import wandb
+
+    if wandb.run is None:
+        return False
+    wandb.alert(title=title, text=text, level=wandb.AlertLevel.ERROR if error else wandb.AlertLevel.WARN)
+    return True
+
+
 class SamplesLog:
     """The sampled completions of the diversity evaluations: rows ``{step, prompt_index, prompt, sample_index,
     sample}`` of every evaluation appended to ``diversity_samples.jsonl`` in ``output_dir``, and, for the evaluations
@@ -215,4 +229,3 @@ def growing_table(wandb: Any) -> Any:
         except (TypeError, AssertionError, ValueError):
             continue
     return None
-

@@ -1,10 +1,14 @@
 """Train the tiny policy with SFTTrainer + DiversityCallback; launched by tests/test_diversity_callback.py, alone or
 under `accelerate launch` (DDP or DeepSpeed ZeRO-3 on CPU/gloo). Writes OUTPUT_DIR/diversity_report.json (log_history,
 world size, ZeRO stage, the samples of every evaluation) and, per rank, OUTPUT_DIR/generate_calls_rank<R>.json (the
-`synced_gpus` flag of each `generate` call that rank made).
+`synced_gpus` flag of each `generate` call that rank made) and OUTPUT_DIR/state_rank<R>.json (that rank's diversity
+log entries, its step and the callback's trainer-state record).
+
+The diversity block has a quality (a verifier: a one-check `format` reward, "the sample names one of these words"),
+so every evaluation also logs quality, correct-only diversity, retained ratios and the split against step 0.
 
 Usage: python diversity_train.py MODEL_DIR PROBE_FILE OUTPUT_DIR [--max-steps N] [--every-steps N] [--use-cpu]
-       [--lockstep] [--batch-size N] [--progress]
+       [--lockstep] [--batch-size N] [--progress] [--stop-below JSON]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from diversity_tiny import train_records
 
 from divalign.diversity.callback import DiversityCallback, DiversityConfig
 
+QUALITY_WORDS = r"\b(the|a|cat|dog|sat|ran|on|mat|tree|bird)\b"
 GENERATE_CALLS: list[bool] = []
 _generate = LlamaForCausalLM.generate
 
@@ -66,6 +71,7 @@ def main() -> None:
     parser.add_argument("--lockstep", action="store_true", help="ZeRO-3: ds3_gather_for_generation false")
     parser.add_argument("--batch-size", type=int, default=1, help="prompts per generate call")
     parser.add_argument("--progress", action="store_true", help="tqdm bars on (disable_tqdm false)")
+    parser.add_argument("--stop-below", type=json.loads, default={}, help="diversity.stop_below, as JSON")
     cli = parser.parse_args()
 
     # The SFTConfig comes first: under ZeRO-3 it sets up the process group and the DeepSpeed config that
@@ -94,6 +100,8 @@ def main() -> None:
         metrics=["distinct_1", "distinct_2", "ead", "exact_dup_rate", "sbert"],
         embedding_model="all-MiniLM-L6-v2",
         ds3_gather_for_generation=not cli.lockstep,
+        quality={"format": {"boxed": False, "pattern": QUALITY_WORDS}},
+        stop_below=cli.stop_below,
     )
     callback = DiversityCallback(config)
     recorder = RecordEvaluations(callback)
@@ -107,6 +115,12 @@ def main() -> None:
     trainer.train()
     rank = trainer.accelerator.process_index
     (Path(cli.output_dir) / f"generate_calls_rank{rank}.json").write_text(json.dumps(GENERATE_CALLS))
+    own = {
+        "global_step": trainer.state.global_step,
+        "diversity": [e for e in trainer.state.log_history if any(k.startswith("diversity/") for k in e)],
+        "record": trainer.state.stateful_callbacks.get("divalign_diversity"),
+    }
+    (Path(cli.output_dir) / f"state_rank{rank}.json").write_text(json.dumps(own))
     if trainer.accelerator.is_main_process:
         plugin = trainer.accelerator.state.deepspeed_plugin
         report = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import random
 import types
@@ -31,9 +32,20 @@ from accelerate.utils import DistributedType, broadcast_object_list, gather_obje
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from divalign.compat import trainer_metrics_hidden, zero3_generation_state
-from divalign.dashboards import SamplesLog, install_dashboards
-from divalign.diversity import DEFAULT_TRAINING_METRICS, METRIC_NAMES, REGISTRY, compute_diversity
+from divalign.dashboards import SamplesLog, install_dashboards, send_alert
+from divalign.diversity import DEFAULT_TRAINING_METRICS, METRIC_NAMES, REGISTRY
+from divalign.diversity.embedding import CachedEmbedder
+from divalign.diversity.probe_scores import against_reference, score_probe
 from divalign.diversity.profile import DEFAULT_PROFILE, get_profile, load_profile_embedder, record_profile
+from divalign.diversity.reference import (
+    Crossing,
+    Reference,
+    TrackingRecord,
+    crossings,
+    read_record,
+    retained_metrics,
+    write_record,
+)
 from divalign.generation import (
     Prompt,
     SamplingProgress,
@@ -121,6 +133,42 @@ class DiversityConfig:
             "gathered at every decoded token), for models too big to gather. Same samples either way."
         },
     )
+    quality: str | dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "The samples' quality, logged next to their diversity: a reward of the rewards registry by name "
+            "(what GRPO recipes' `rewards:` name, e.g. `math_answer` with the probe prompts' `answer` column, "
+            "`toy_validity` with their `valid_answers`), a one-key mapping `{name: settings}`, or a local reward-model "
+            "directory. Logs `diversity/quality/mean`; with a verifier (0/1 scores, or a `correct_threshold`) also "
+            "`diversity/quality/pass_at_1`, `pass_at_k`, `diversity/correct_only/<metric>` (prompts with at least two "
+            "correct samples) and, against step 0, `diversity/quality_control/<metric>` and "
+            "`diversity/narrowing/<metric>` (Karouzos et al., arXiv 2604.16027; the code of `divalign eval`)."
+        },
+    )
+    correct_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "A sample whose quality is at least this counts as correct (for a reward model's scores); "
+            "default: a verifier's verdict (score 1), and no correctness for other rewards."
+        },
+    )
+    alert_below: dict[str, float] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Per metric, a retained ratio (`diversity/retained/<metric>`, the value over its step-0 value) "
+            "in (0, 1]: the first evaluation below it sends a W&B alert (`wandb.alert`, when the run reports to W&B) "
+            "and prints a line, e.g. `{ead: 0.7}`. Metrics where higher means more diverse only."
+        },
+    )
+    stop_below: dict[str, float] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Per metric, a retained ratio in (0, 1]: at the first evaluation below it training stops, every "
+            "process at the same step, with a checkpoint of that step, and says why (printed, in trainer_state.json, "
+            "as a W&B alert and, under `divalign train`, which then saves the final model, in "
+            "divalign_finished.json)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.metrics, str):
@@ -133,6 +181,9 @@ class DiversityConfig:
         self._check_ranges()
         get_profile(self.profile)  # an unknown name raises, listing the valid ones
         self._check_metrics()
+        self._check_quality()
+        for name in ("alert_below", "stop_below"):
+            self._check_thresholds(name)
 
     def _check_ranges(self) -> None:
         """Value checks that a type check cannot express."""
@@ -176,6 +227,34 @@ class DiversityConfig:
         if semantic and not self.embedding_model:
             raise ValueError(f"Diversity metric(s) {semantic} need diversity.embedding_model, which is not set")
 
+    def _check_quality(self) -> None:
+        """A quality the rewards registry knows (its settings checked, nothing loaded); a threshold needs one."""
+        if self.quality is not None:
+            from divalign.rewards.quality import parse_quality
+
+            parse_quality(self.quality)
+        if self.correct_threshold is not None:
+            if self.quality is None:
+                raise ValueError("diversity.correct_threshold needs diversity.quality (whose scores it thresholds)")
+            if not math.isfinite(self.correct_threshold):
+                raise ValueError(f"diversity.correct_threshold must be a finite number, got {self.correct_threshold}")
+
+    def _check_thresholds(self, name: str) -> None:
+        """Retained-ratio thresholds: metrics computed here where higher means more diverse, ratios in (0, 1]."""
+        thresholds = getattr(self, name)
+        eligible = retained_metrics(self.metrics)
+        for metric, value in thresholds.items():
+            if metric not in eligible:
+                raise ValueError(
+                    f"diversity.{name}: {metric!r} has no retained ratio; name one of the metrics computed here where "
+                    f"higher means more diverse: {eligible}"
+                )
+            if not 0 < value <= 1:
+                raise ValueError(
+                    f"diversity.{name}.{metric} must be a retained ratio in (0, 1] (the share of the step-0 value), "
+                    f"got {value}"
+                )
+
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> DiversityConfig:
         """Build from a recipe's `diversity:` mapping; unknown keys and bad values raise `ValueError`."""
@@ -205,6 +284,11 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin is list:
         (item,) = typing.get_args(hint)
         return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key, item = typing.get_args(hint)
+        return isinstance(value, dict) and all(_matches(k, key) and _matches(v, item) for k, v in value.items())
+    if hint is Any:
+        return True
     if hint is type(None):
         return value is None
     if hint is bool:
@@ -220,15 +304,25 @@ def _matches(value: Any, hint: Any) -> bool:
 # Probe prompts and RNG
 
 
-def load_probe_prompts(config: DiversityConfig) -> list[Prompt]:
-    """The first `config.num_prompts` probe prompts (strings or chat-message lists), read by the loader
-    `divalign eval` uses (`divalign.evaluation.prompts.load_prompts`)."""
+def load_probe_records(config: DiversityConfig) -> list[Any]:
+    """The first `config.num_prompts` probe records (`divalign.evaluation.prompts.PromptRecord`: the prompt and the
+    record's other fields), read by the loader `divalign eval` uses; with a `quality`, every record must hold the
+    columns its reward reads (a `ValueError` names the file, the record and the column)."""
     from divalign.evaluation.prompts import load_prompts
 
     records = load_prompts(
         config.prompts, split=config.prompts_split, column=config.prompts_column, limit=config.num_prompts
     )
-    return [record.prompt for record in records]
+    if config.quality is not None:
+        from divalign.rewards.quality import Quality
+
+        Quality(config.quality).check_columns([r.columns for r in records], config.prompts)
+    return records
+
+
+def load_probe_prompts(config: DiversityConfig) -> list[Prompt]:
+    """The first `config.num_prompts` probe prompts (strings or chat-message lists), see :func:`load_probe_records`."""
+    return [record.prompt for record in load_probe_records(config)]
 
 
 @contextlib.contextmanager
@@ -270,9 +364,12 @@ class DiversityCallback(TrainerCallback):
     weights are gathered once per evaluation (`ds3_gather_for_generation`, TRL's `unwrap_model_for_generation`);
     without gathering, ranks generate in lock-step (`synced_gpus`) and a rank short of batches runs dummy ones, since
     an uneven number of `generate` calls would hang. Texts and token ids are gathered to the main process
-    (`gather_object`: variable-length shares, nothing dropped), which alone computes the metrics; every rank then logs
-    them so their `log_history` agree. The evaluation runs inside a saved/restored RNG state, so the training
-    trajectory is the same with or without the callback. On resume, the checkpoint's step is not evaluated again.
+    (`gather_object`: variable-length shares, nothing dropped), which alone scores them (the metrics, and the
+    `quality` with its correct-only diversity: `divalign.diversity.probe_scores`) and decides on the alert and stop
+    thresholds; every rank then logs the same keys and takes the same decision, so their `log_history` agree and they
+    stop at the same step. The evaluation runs inside a saved/restored RNG state, so the training trajectory is the
+    same with or without the callback. On resume, the checkpoint's step is not evaluated again, and the step-0
+    reference (`divalign.diversity.reference`, kept in the trainer state) comes back from the checkpoint.
     While it samples, the main process shows one tqdm bar (its share of the samples, tokens/s, time left), unless the
     run sets `disable_tqdm`.
 
@@ -285,11 +382,15 @@ class DiversityCallback(TrainerCallback):
         self.config = config
         self.trainer = trainer
         self._prompts: list[Prompt] = []
+        self._columns: list[dict[str, Any]] = []
         self._prompt_ids: list[list[int]] = []
         self._prompt_texts: list[str] = []
         self._embedder: Any = None
+        self._quality: Any = None
         self._last_step = -1
         self._samples_log: SamplesLog | None = None
+        # The step-0 reference, the alerts sent and the stop; kept in the trainer state (checkpoints, resume).
+        self.record = TrackingRecord()
         # The latest evaluation's rendered prompts, samples and token ids, on the main process (inspection, tests).
         self.last_samples: dict[str, Any] | None = None
         if trainer is not None:
@@ -307,28 +408,40 @@ class DiversityCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        """Load the probe prompts and the embedder (failing before step 1), then evaluate the starting model."""
+        """Load the probe prompts, the quality and the embedder (failing before step 1), then evaluate the starting
+        model; a resumed run takes its step-0 reference back from the checkpoint's trainer state."""
         if self.trainer is None:
             raise RuntimeError("DiversityCallback is not bound to a trainer: pass trainer=... or call bind(trainer)")
         tokenizer = self._tokenizer()
-        self._prompts = load_probe_prompts(self.config)
+        records = load_probe_records(self.config)
+        self._prompts, self._columns = [r.prompt for r in records], [r.columns for r in records]
         self._prompt_texts = [render_prompt(p, tokenizer) for p in self._prompts]
         self._prompt_ids = [encode_prompt(p, tokenizer) for p in self._prompts]
         needs_embedder = any("embedder" in REGISTRY[name].needs for name in self.config.metrics)
         if needs_embedder and _topology(self.trainer.accelerator)[2]:
             with whole_model_loading():
                 self._embedder = load_profile_embedder(self.config.profile, self.config.embedding_model, "diversity.")
+        if self.config.quality is not None:
+            from divalign.rewards.quality import Quality
+
+            self._quality = Quality(self.config.quality, self.config.correct_threshold)
         record_profile(args, self.config.profile)
         self._last_step = state.global_step  # on resume, the checkpoint's step was evaluated by the first run
+        self.record = read_record(state) if state.global_step > 0 else TrackingRecord()
         if state.global_step == 0:
-            self._evaluate(args, state)
+            self._evaluate(args, state, control)
+        elif self.record.reference is None and _topology(self.trainer.accelerator)[2]:
+            print(
+                f"divalign: the checkpoint of step {state.global_step} holds no step-0 diversity reference (a run of an "
+                "older divalign): diversity/retained/*, the quality split and the alert/stop thresholds are off"
+            )
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         """Evaluate on the cadence (and at the last step when `evaluate_last_step`)."""
         step = state.global_step
         last = self.config.evaluate_last_step and state.max_steps > 0 and step == state.max_steps
         if step != self._last_step and (step % self.config.every_steps == 0 or last):
-            self._evaluate(args, state)
+            self._evaluate(args, state, control)
 
     # -- evaluation -----------------------------------------------------------------------------------------------
 
@@ -340,15 +453,15 @@ class DiversityCallback(TrainerCallback):
             raise ValueError("DiversityCallback needs the trainer's processing_class (the policy tokenizer)")
         return tokenizer
 
-    def _evaluate(self, args: TrainingArguments, state: TrainerState) -> None:
-        """Sample, gather, score on the main process, and log through the trainer."""
+    def _evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> None:
+        """Sample, gather, score and decide on the main process, then log and act on every rank."""
         self._last_step = state.global_step
         # one bar, on the main process, unless the run turned tqdm off (`disable_tqdm`)
         show = _topology(self.trainer.accelerator)[2] and not args.disable_tqdm
         groups, token_ids = self._sample(
             SamplingProgress(f"diversity eval, step {state.global_step}", leave=False) if show else None
         )
-        metrics: dict[str, float] | None = None
+        outcome: dict[str, Any] | None = None
         if _topology(self.trainer.accelerator)[2]:
             self.last_samples = {
                 "step": state.global_step,
@@ -356,18 +469,63 @@ class DiversityCallback(TrainerCallback):
                 "samples": groups,
                 "token_ids": token_ids,
             }
-            metrics = compute_diversity(
-                groups,
-                token_ids,
-                metrics=self.config.metrics,
-                vocab_size=len(self._tokenizer()),
-                embedder=self._embedder,
-                profile=self.config.profile,
-            )
+            outcome = self._score(state.global_step, groups, token_ids)
             self._log_samples(args, state.global_step, self._prompt_texts, groups)
-        (metrics,) = broadcast_object_list([metrics])
+        (outcome,) = broadcast_object_list([outcome])
+        self.record = TrackingRecord.from_json(outcome["record"])
+        write_record(state, self.record)
         with trainer_metrics_hidden(self.trainer), _keep_log_request(self.trainer):
-            self.trainer.log({f"diversity/{key}": float(value) for key, value in metrics.items()})
+            self.trainer.log({f"diversity/{key}": float(value) for key, value in outcome["logs"].items()})
+        self._act(args, [Crossing(**c) for c in outcome["crossings"]], control)
+
+    def _score(self, step: int, groups: list[list[str]], token_ids: list[list[list[int]]]) -> dict[str, Any]:
+        """On the main process: the keys to log, the updated record and the thresholds crossed for the first time."""
+        quality = correct = None
+        if self._quality is not None:
+            quality = self._quality.score(self._prompts, groups, token_ids, self._columns)
+            correct = self._quality.verdicts(quality)
+        embedder = None if self._embedder is None else CachedEmbedder(self._embedder)  # correct-only: no re-encoding
+        probe = score_probe(
+            groups, token_ids, self.config.metrics, quality, correct,
+            vocab_size=len(self._tokenizer()), embedder=embedder, profile=self.config.profile,
+        )  # fmt: skip
+        record = TrackingRecord.from_json(self.record.to_json())
+        if record.reference is None and step == 0:
+            record.reference = Reference(step, probe.means, probe.per_prompt)
+        logs = dict(probe.logs)
+        crossed: list[Crossing] = []
+        if record.reference is not None:
+            logs.update(against_reference(probe, record.reference))
+            crossed = self._crossings(record, logs, step)
+        return {"logs": logs, "record": record.to_json(), "crossings": [dataclasses.asdict(c) for c in crossed]}
+
+    def _crossings(self, record: TrackingRecord, logs: dict[str, float], step: int) -> list[Crossing]:
+        """Alerts not sent before and the first stop threshold crossed, recorded in ``record``."""
+        if step == record.reference.step:
+            return []
+        retained = {key.split("/", 1)[1]: value for key, value in logs.items() if key.startswith("retained/")}
+        alerts = [
+            c for c in crossings("alert", self.config.alert_below, retained, step) if c.metric not in record.alerted
+        ]
+        record.alerted += [c.metric for c in alerts]
+        stops = crossings("stop", self.config.stop_below, retained, step)[:1]
+        for crossing in stops:
+            record.stop_with(crossing)
+        return alerts + stops
+
+    def _act(self, args: TrainingArguments, crossed: list[Crossing], control: TrainerControl) -> None:
+        """Say what was crossed (a printed line, a W&B alert) and, for a stop, end training at this step with a
+        checkpoint: every rank sets the same flags, from the same broadcast decision."""
+        main = _topology(self.trainer.accelerator)[2]
+        for crossing in crossed:
+            if crossing.kind == "stop":
+                control.should_training_stop = True
+                control.should_save = True
+            if main:
+                saved = " A checkpoint of this step is saved." if crossing.kind == "stop" else ""
+                print(f"divalign: diversity {crossing.kind}: {crossing.message()}.{saved}", flush=True)
+                title = "divalign: training stopped" if crossing.kind == "stop" else "divalign: diversity alert"
+                send_alert(args, title, crossing.message(), error=crossing.kind == "stop")
 
     def _sample(self, progress: SamplingProgress | None) -> tuple[list[list[str]], list[list[list[int]]]]:
         """K completions of every probe prompt, gathered to all ranks in prompt order: texts and token ids; with

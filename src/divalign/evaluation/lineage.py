@@ -9,17 +9,15 @@ views (`semantic_views.py`).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import set_aside
-from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, REGISTRY, NLIScorer, validate_metrics
+from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, NLIScorer, validate_metrics
 from ..diversity.aggregate import bootstrap_ci, summarize
 from ..diversity.clusters import DEFAULT_CLUSTER_THRESHOLD
+from ..diversity.embedding import CachedEmbedder
 from ..diversity.profile import (
     DEFAULT_PROFILE,
     MetricProfile,
@@ -38,28 +36,12 @@ from .frontier_sweep import (
     temperature_sweep,
 )
 from .prompts import PromptRecord, load_prompts, load_verifier
-from .quality_split import correct_subset, quality_split
+from .quality_split import quality_split, score_quality
 from .report import write_results, write_samples
 from .sampling import EvalSampling, Samples, check_model_path, check_sampling, open_sampler
 from .semantic_views import semantic_views
 
 _ANSWER_METRICS = ("unique_answers", "pass_at_1", "pass_at_k")
-
-
-class _CachedEmbedder:
-    """Memoises embeddings so re-scoring the correct-only subset does not re-encode texts already embedded."""
-
-    def __init__(self, embedder: Any):
-        self.embedder = embedder
-        self.cache: dict[str, np.ndarray] = {}
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
-        if missing:
-            self.cache.update(zip(missing, np.asarray(self.embedder.encode(missing)), strict=True))
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([self.cache[t] for t in texts])
 
 
 def _stats(scores: DiversityScores, n_bootstrap: int, seed: int) -> dict[str, dict[str, float]]:
@@ -102,14 +84,13 @@ def _score_model(
     result: dict[str, Any] = {"metrics": _stats(scores, n_bootstrap, seed), "per_prompt": {"all": _lists(scores)}}
     if verifier is None:
         return result
-    accuracy = [float(np.mean(c)) if c else math.nan for c in correct]
+    verdicts_as_quality = [[float(c) for c in group] for group in correct]
+    quality = score_quality(samples.texts, samples.token_ids, verdicts_as_quality, correct, metrics, **common)
+    accuracy = quality.quality.tolist()
     low, high = bootstrap_ci(accuracy, n_resamples=n_bootstrap, seed=seed)
     result["quality"] = {**summarize(accuracy), "ci_low": low, "ci_high": high}
-    diversity_metrics = [m for m in metrics if REGISTRY[m].direction != 0]
-    texts, ids = correct_subset(samples, correct)
-    correct_scores = score_groups(texts, ids, metrics=diversity_metrics, **common)
-    result["correct_only"] = _stats(correct_scores, n_bootstrap, seed)
-    result["per_prompt"]["correct_only"] = _lists(correct_scores)
+    result["correct_only"] = _stats(quality.correct_only, n_bootstrap, seed)
+    result["per_prompt"]["correct_only"] = _lists(quality.correct_only)
     result["per_prompt"]["accuracy"] = accuracy
     return result
 
@@ -135,7 +116,7 @@ def _load_resources(
     """Load the embedder / NLI model before sampling, so a bad name fails in seconds, not after hours of sampling."""
     resources: dict[str, Any] = {}
     if any("embedder" in metric_needs(m, profile) for m in metrics):
-        resources["embedder"] = _CachedEmbedder(load_profile_embedder(profile, embedding_model, device=device))
+        resources["embedder"] = CachedEmbedder(load_profile_embedder(profile, embedding_model, device=device))
     if any("nli_scorer" in metric_needs(m, profile) for m in metrics):
         scorer = NLIScorer(nli_model, device=device)
         scorer.load()

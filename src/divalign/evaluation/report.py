@@ -13,7 +13,8 @@ from .semantic_views import plot_homogeneity
 _SPLIT_NOTE = (
     "drop_all = diversity lost vs the reference model over all samples (sign-adjusted: positive = less diverse); "
     "narrowing = the drop over correct samples only; quality_control = drop_all − narrowing. Both are averaged over "
-    "the num_prompts prompts where the correct-only value is defined for both models."
+    "the num_prompts prompts with at least two correct samples under both models (a prompt with fewer counts in no "
+    "correct-only metric)."
 )
 
 

@@ -42,12 +42,12 @@ def has_gpu() -> bool:
 def _check_diversity(block: dict | None) -> None:
     if block is None:
         return
-    from ..diversity.callback import DiversityConfig, load_probe_prompts
+    from ..diversity.callback import DiversityConfig, load_probe_records
 
     try:
         config = DiversityConfig.from_dict(block)
         if Path(config.prompts).suffix in (".jsonl", ".json", ".txt"):  # a local file: cheap to read now
-            load_probe_prompts(config)
+            load_probe_records(config)
     except (ValueError, FileNotFoundError) as error:
         raise RecipeError(f"diversity: {error}") from error
 

@@ -111,10 +111,13 @@ class RecordRecipeOnSave(TrainerCallback):
             self.written = True
 
 
-def write_finished(output_dir: str, global_step: int) -> Path:
-    """Mark the run finished; written last, so its presence means the final model is whole."""
+def write_finished(output_dir: str, global_step: int, stopped_early: str | None = None) -> Path:
+    """Mark the run finished; written last, so its presence means the final model is whole. ``stopped_early`` says
+    why training ended before its last step (a diversity ``stop_below`` threshold)."""
     path = Path(output_dir) / FINISHED_MARKER
     record = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "global_step": global_step}
+    if stopped_early is not None:
+        record["stopped_early"] = stopped_early
     temporary = path.with_name(f"{FINISHED_MARKER}.tmp")
     temporary.write_text(json.dumps(record))
     temporary.replace(path)
@@ -139,6 +142,8 @@ def finished_run(directory: Path) -> dict[str, Any] | None:
 
 def _refuse_finished(directory: Path, record: dict[str, Any]) -> None:
     when = f", finished {record['finished_at']}" if record.get("finished_at") else ""
+    if record.get("stopped_early"):
+        when += f", stopped early: {record['stopped_early']}"
     raise RecipeError(
         f"output_dir {directory} holds a finished run (step {record.get('global_step')}{when}); there is nothing to "
         f"resume. To train it further, start a new run from it (--model_name_or_path {directory} --output_dir "

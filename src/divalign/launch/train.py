@@ -71,11 +71,11 @@ def _diversity_config(block: dict | None, recipe_path: str) -> Any:
     """The recipe's diversity settings, with its probe prompts loaded once now so a bad file fails before the model."""
     if block is None:
         return None
-    from ..diversity.callback import DiversityConfig, load_probe_prompts
+    from ..diversity.callback import DiversityConfig, load_probe_records
 
     try:
         config = DiversityConfig.from_dict(block)
-        load_probe_prompts(config)
+        load_probe_records(config)
     except (ValueError, FileNotFoundError) as error:
         raise RecipeError(f"{recipe_path}: diversity: {error}") from error
     return config
@@ -124,8 +124,10 @@ def _save_outputs(trainer: Any, output_dir: str, resolved: dict[str, Any], plan:
         trainer.processing_class.save_pretrained(output_dir)
     trainer.save_state()  # trainer_state.json beside the model: the curves `divalign plot` draws
     if trainer.accelerator.is_main_process:
+        from ..diversity.reference import stop_reason
+
         write_resolved_recipe(output_dir, resolved, plan.resumes)
-        write_finished(output_dir, trainer.state.global_step)
+        write_finished(output_dir, trainer.state.global_step, stop_reason(trainer.state))
     trainer.accelerator.wait_for_everyone()
 
 

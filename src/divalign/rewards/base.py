@@ -11,7 +11,9 @@ class RewardFunc(Protocol):
     Called once per generation batch on every process with ``prompts``, ``completions`` (strings, or lists of chat
     messages for conversational datasets), ``completion_ids``, ``trainer_state``, ``log_metric``, ``log_extra`` and the
     dataset's other columns (one value per completion) as keyword arguments; returns one float per completion, or None
-    where the reward does not apply. The `__name__` names the `rewards/<name>/mean` log keys.
+    where the reward does not apply. The `__name__` names the `rewards/<name>/mean` log keys. A reward whose scores
+    are 0/1 verdicts (a verifier) says so with ``binary = True``: as a quality it then defines which samples are
+    correct.
     """
 
     __name__: str

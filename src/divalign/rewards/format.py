@@ -39,6 +39,11 @@ class FormatReward:
         body = r".*?".join(rf"<{re.escape(t)}>.*?</{re.escape(t)}>" for t in self.tags)
         self._tags = re.compile(body, re.DOTALL) if self.tags else None
 
+    @property
+    def binary(self) -> bool:
+        """One check: the score is a 0/1 verdict; several: the fraction passed."""
+        return self.boxed + bool(self.tags) + (self.pattern is not None) == 1
+
     def score(self, text: str) -> float:
         checks = []
         if self.boxed:

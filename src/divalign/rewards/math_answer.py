@@ -122,6 +122,7 @@ class MathAnswerReward:
     """
 
     __name__ = "math_answer"
+    binary = True  # 0/1 verdicts: a sample is correct or not (pass@k, correct-only diversity)
     COLUMNS = ("answer", "solution")
 
     def __init__(self, answer_column: str | None = None) -> None:

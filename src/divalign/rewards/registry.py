@@ -37,7 +37,9 @@ REWARDS: dict[str, type] = {
 }
 
 
-def _spec(entry: Any) -> RewardSpec:
+def parse_reward(entry: Any, where: str = "rewards") -> RewardSpec:
+    """One reward entry: a registry name or a one-key mapping ``{name: settings}``, its settings checked against the
+    reward's constructor now, before any model loads; errors start with ``where`` (the recipe key)."""
     if isinstance(entry, str):
         name, kwargs = entry, {}
     elif isinstance(entry, dict) and len(entry) == 1:
@@ -45,26 +47,26 @@ def _spec(entry: Any) -> RewardSpec:
         kwargs = {} if kwargs is None else kwargs
     else:
         raise ValueError(
-            f"rewards: each entry must be a reward name or a one-key mapping {{name: settings}}, got {entry!r}"
+            f"{where}: each entry must be a reward name or a one-key mapping {{name: settings}}, got {entry!r}"
         )
     if name not in REWARDS:
-        raise ValueError(f"rewards: unknown reward {name!r}; known rewards: {', '.join(REWARDS)}")
+        raise ValueError(f"{where}: unknown reward {name!r}; known rewards: {', '.join(REWARDS)}")
     if not isinstance(kwargs, dict):
-        raise ValueError(f"rewards: the settings of {name!r} must be a mapping, got {kwargs!r}")
-    _check_kwargs(name, kwargs)
+        raise ValueError(f"{where}: the settings of {name!r} must be a mapping, got {kwargs!r}")
+    _check_kwargs(name, kwargs, where)
     return RewardSpec(name, dict(kwargs))
 
 
-def _check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+def _check_kwargs(name: str, kwargs: dict[str, Any], where: str) -> None:
     """Refuse unknown or missing settings now, before any model loads."""
     parameters = {key: p for key, p in inspect.signature(REWARDS[name].__init__).parameters.items() if key != "self"}
     known = [key for key in parameters if key not in _CONTEXT_ARGS]
     unknown = [key for key in kwargs if key not in known]
     if unknown:
-        raise ValueError(f"rewards: unknown setting(s) {unknown} for {name!r}; valid settings: {known}")
+        raise ValueError(f"{where}: unknown setting(s) {unknown} for {name!r}; valid settings: {known}")
     missing = [k for k in known if parameters[k].default is inspect.Parameter.empty and k not in kwargs]
     if missing:
-        raise ValueError(f"rewards: {name!r} needs the setting(s) {missing}")
+        raise ValueError(f"{where}: {name!r} needs the setting(s) {missing}")
 
 
 def parse_rewards(value: Any) -> list[RewardSpec]:
@@ -78,16 +80,16 @@ def parse_rewards(value: Any) -> list[RewardSpec]:
         value = [{name: kwargs} for name, kwargs in value.items()]
     if not isinstance(value, list) or not value:
         raise ValueError(f"rewards must be a non-empty list of reward names or {{name: settings}}, got {value!r}")
-    specs = [_spec(entry) for entry in value]
+    specs = [parse_reward(entry) for entry in value]
     for spec in specs:
         if spec.name == "darling":  # validate the nested quality reward too
-            _spec(spec.kwargs.get("quality", "math_answer"))
+            parse_reward(spec.kwargs.get("quality", "math_answer"))
     return specs
 
 
 def build(entry: Any, num_generations: int = 8) -> Any:
     """One reward function from a name, a ``{name: settings}`` mapping or a :class:`RewardSpec`."""
-    spec = entry if isinstance(entry, RewardSpec) else _spec(entry)
+    spec = entry if isinstance(entry, RewardSpec) else parse_reward(entry)
     kwargs = dict(spec.kwargs)
     if spec.name == "darling":
         kwargs.update(num_generations=num_generations, build_reward=lambda e: build(e, num_generations))

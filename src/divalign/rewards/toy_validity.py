@@ -56,6 +56,7 @@ class ToyValidityReward:
     """
 
     __name__ = "toy_validity"
+    binary = True  # 0/1 verdicts: a sample is correct or not (pass@k, correct-only diversity)
 
     def __init__(self, answers_column: str = "valid_answers", eos_token: str | None = TOY_EOS) -> None:
         self.answers_column = answers_column

@@ -12,7 +12,8 @@
    model and the three SFT models, and compares TOFU/GEM with CE at matched coverage (:mod:`divalign.toyworld.frontier`);
 5. evaluates the CE → TOFU → GEM lineage with ``divalign eval`` (``lineage_eval/``: lexical metrics, semantic clusters,
    cross-model homogeneity, within-prompt spread; :mod:`divalign.toyworld.lineage`);
-6. writes ``results.md``, ``results.json`` and figures to ``--out``.
+6. writes ``results.md``, ``results.json`` and figures to ``--out`` (among them ``quality_diversity.png``: each SFT
+   run's validity against its EAD at every diversity evaluation, the recipes' ``quality: toy_validity``).
 
 Finished stages are reused when the demo is run again with the same settings; ``--fresh`` redoes everything.
 """
@@ -307,7 +308,7 @@ def _truth_entropy(world: ToyWorld) -> float:
 
 
 def _figures(out: Path, runs: dict[str, Path], results: dict, trajectories: dict, world: ToyWorld) -> list[Path]:
-    from divalign.plotting import plot_runs
+    from divalign.plotting import plot_quality_diversity, plot_runs
 
     figures = [
         plot_trajectories(trajectories, _truth_entropy(world), out / "truth_metrics_vs_step.png"),
@@ -322,6 +323,8 @@ def _figures(out: Path, runs: dict[str, Path], results: dict, trajectories: dict
     ]
     try:
         figures.append(plot_runs(list(runs.values()), out / "training_curves.png"))
+        # validity (the recipes' diversity quality) against EAD at every callback evaluation
+        figures.append(plot_quality_diversity(list(runs.values()), out / "quality_diversity.png", "ead"))
     except (FileNotFoundError, ValueError) as error:  # no trainer_state.json (e.g. save_strategy: no)
         print(f"[demo] no training-curve figure: {error}")
     return figures

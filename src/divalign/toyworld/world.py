@@ -161,7 +161,8 @@ class ToyWorld:
         """Write the world to ``out_dir``: truth, SFT set, prompt lists and a pretraining corpus sample.
 
         Returns the written paths by name. The prompt files carry a ``prompt`` field in the chat (messages) format,
-        so a generation callback renders them exactly as SFT does.
+        so a generation callback renders them exactly as SFT does, and the prompt's ``valid_answers`` (the column the
+        ``toy_validity`` reward reads: the toy recipes' diversity ``quality``).
         """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +185,12 @@ class ToyWorld:
             ("probe_prompts", probe),
         ):
             rows = [
-                {"prompt": [{"role": "user", "content": p.text}], "category": p.category, "heldout": p.heldout}
+                {
+                    "prompt": [{"role": "user", "content": p.text}],
+                    "category": p.category,
+                    "heldout": p.heldout,
+                    "valid_answers": list(p.answers),
+                }
                 for p in prompts
             ]
             _write_jsonl(paths[key], rows)
