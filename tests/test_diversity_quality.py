@@ -47,8 +47,10 @@ def test_quality_takes_a_registry_name_a_mapping_or_a_reward_model_directory(tmp
         "math_answer", {"answer_column": "solution"}
     )
     assert parse_quality(str(tmp_path)) == RewardSpec("reward_model", {"model": str(tmp_path)})
+    assert parse_quality("reward_model:rm/path") == RewardSpec("reward_model", {"model": "rm/path"})
     with pytest.raises(
-        ValueError, match=r"diversity.quality: 'judge' is neither a reward of the registry \(math_answer"
+        ValueError,
+        match=r"diversity.quality: 'judge' is neither a reward of the registry \(math_answer.*\), reward_model:PATH nor a ",
     ):
         parse_quality("judge")
     with pytest.raises(ValueError, match=r"diversity.quality: unknown setting\(s\) \['column'\] for 'math_answer'"):
@@ -67,7 +69,7 @@ def test_quality_scores_every_sample_as_trl_calls_a_reward():
     scores = quality.score(prompts, groups, ids, columns)
     assert scores == [[1.0, 0.0, 1.0], [1.0, 0.0]]
     assert quality.binary and quality.verdicts(scores) == [[True, False, True], [True, False]]
-    with pytest.raises(ValueError, match=r"reads the column 'valid_answers' of each probe prompt, but record 1 of "):
+    with pytest.raises(ValueError, match=r"reads the column 'valid_answers' of each prompt, but record 1 of "):
         quality.check_columns([{"valid_answers": []}, {"answer": "x"}], "probe.jsonl")
 
 
@@ -84,7 +86,7 @@ def test_math_answer_reads_the_answer_column_of_the_probe_records(tmp_path):
         [r.prompt for r in records], groups, [[[1], [2]]] * 2, [r.columns for r in records]
     )
     assert scores == [[1.0, 0.0], [1.0, 0.0]]
-    with pytest.raises(ValueError, match=rf"reads the column 'solution' of each probe prompt, but record 0 of {probe}"):
+    with pytest.raises(ValueError, match=rf"reads the column 'solution' of each prompt, but record 0 of {probe}"):
         load_probe_records(
             DiversityConfig(prompts=str(probe), quality={"math_answer": {"answer_column": "solution"}}, metrics=["ead"])
         )
@@ -490,8 +492,10 @@ def test_a_toy_run_logs_quality_to_wandb_and_trainer_state(toy_run, tmp_path):
 
 
 def test_a_reward_model_directory_as_the_quality(policy_dir, tmp_path):
-    """`quality: <directory>` scores each prompt + sample with the sequence-classification model there (its chat
-    template, its first logit): the logged mean is the mean of those logits computed here directly."""
+    """`quality: <directory>` scores each prompt + sample with the sequence-classification model there: the policy
+    read its prompts through its chat template, so the reward model sees that conversation (the prompt a user turn,
+    the sample the assistant's) through its own chat template, and its first logit is the score. The logged mean is
+    the mean of those logits computed here directly."""
     import torch
     from diversity_tiny import build_tokenizer
     from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
@@ -518,9 +522,10 @@ def test_a_reward_model_directory_as_the_quality(policy_dir, tmp_path):
     scores = []
     for prompt, group in zip(prompts, samples, strict=True):
         with torch.no_grad():
-            scores.append(
-                [model(**tokenizer(prompt + text, return_tensors="pt")).logits[0, 0].item() for text in group]
-            )
+            chats = [[{"role": "user", "content": prompt}, {"role": "assistant", "content": t}] for t in group]
+            rendered = [tokenizer.apply_chat_template(chat, tokenize=False) for chat in chats]
+            encoded = [tokenizer(text, return_tensors="pt", add_special_tokens=False) for text in rendered]
+            scores.append([model(**e).logits[0, 0].item() for e in encoded])
     assert logged["diversity/quality/mean"] == pytest.approx(np.mean([np.mean(s) for s in scores]), abs=1e-5)
     correct = [[s >= 0.0 for s in group] for group in scores]
     assert logged["diversity/quality/pass_at_1"] == pytest.approx(np.mean([np.mean(c) for c in correct]))

@@ -244,13 +244,13 @@ def test_registry_rewards_by_name_read_the_prompt_fields(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("darling", r"darling multiplies quality by diversity"),
+        ("darling", r"'darling' scores a sample against its rollout group"),
         ("reward_model", r"needs the setting\(s\) \['model'\]"),
         ("format:abc", r"only reward_model takes an argument"),
-        ("nonsense", r"expected a reward name \(.*math_answer.*\), reward_model:PATH"),
+        ("nonsense", r"'nonsense' is neither a reward of the registry \(.*math_answer.*\), reward_model:PATH nor"),
         ('{"format": 3', r"invalid JSON"),
         ('{"format": {"size": 3}}', r"unknown setting\(s\) \['size'\] for 'format'"),
-        ("math_answer", r"reads the prompt field 'answer' or 'solution', which prompt 0 lacks"),
+        ("math_answer", r"'math_answer' reads the column 'answer' or 'solution' of each prompt, but record 0 of the"),
         ("reward_model:/nowhere/rm", r"cannot load a sequence-classification model"),
     ],
 )

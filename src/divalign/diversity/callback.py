@@ -482,7 +482,8 @@ class DiversityCallback(TrainerCallback):
         """On the main process: the keys to log, the updated record and the thresholds crossed for the first time."""
         quality = correct = None
         if self._quality is not None:
-            quality = self._quality.score(self._prompts, groups, token_ids, self._columns)
+            chat = bool(getattr(self._tokenizer(), "chat_template", None))  # how the policy read the prompts
+            quality = self._quality.score(self._prompts, groups, token_ids, self._columns, chat=chat)
             correct = self._quality.verdicts(quality)
         embedder = None if self._embedder is None else CachedEmbedder(self._embedder)  # correct-only: no re-encoding
         probe = score_probe(

@@ -82,7 +82,7 @@ def frontier_point(
     )
     rows = zip(records, samples.texts, samples.token_ids, strict=True)
     bar = tqdm(rows, total=len(records), desc=f"{setup.quality.name} of {label}", unit="prompt", delay=2.0)
-    quality = [_mean(setup.quality.score(record, texts, ids)) for record, texts, ids in bar]
+    quality = [_mean(setup.quality.score(record, texts, ids, samples.chat)) for record, texts, ids in bar]
     return {"quality": quality, "diversity": scores.per_prompt[setup.diversity].tolist()}
 
 

@@ -1,12 +1,12 @@
 """The frontier's quality (`divalign eval --temperatures ... --quality SPEC`): one score per sample.
 
-Open-ended prompts have no verifier, so the quality comes from what divalign already has for GRPO:
+Open-ended prompts have no verifier, so the quality comes from what divalign already has for GRPO and for the
+training callback's `quality:` (`divalign.rewards.quality`, the one scorer of both):
 
 - `NAME`: a reward of the registry (`divalign.rewards`: `format`, `length_penalty`, `math_answer`, ...) with its
-  default settings, called as GRPO calls it on conversational data — a prompt's K completions, each one assistant
-  turn after the prompt's messages (a plain prompt is one user turn, as `divalign eval` renders it for a chat
-  model), with `completion_ids` (the policy's tokens before the stop token) and the prompt row's other fields as
-  dataset columns;
+  default settings, called as GRPO calls it — when the policy has a chat template, on the conversation it took part
+  in (a plain prompt one user turn, each sample one assistant turn) — with `completion_ids` (the policy's tokens
+  before the stop token) and the prompt row's other fields as dataset columns;
 - `reward_model:PATH`: the registry's reward model, a sequence-classification checkpoint (its first logit) scoring
   the conversation rendered by its own chat template (the texts joined when it has none);
 - `{"NAME": {settings}}`: a registry reward with settings, as a recipe's `rewards:` entry (JSON);
@@ -28,13 +28,13 @@ from typing import Any
 
 from .prompts import PromptRecord, load_callable
 
-GroupScorer = Callable[[PromptRecord, Sequence[str], Sequence[Sequence[int]]], list[float]]
-_CALL_ARGS = ("prompts", "completions", "completion_ids")  # what the call passes itself, never a dataset column
+# One prompt's samples → one float (or NaN) each: (record, texts, token ids, whether the policy used a chat template)
+GroupScorer = Callable[[PromptRecord, Sequence[str], Sequence[Sequence[int]], bool], list[float]]
 
 
 @dataclass(frozen=True)
 class Quality:
-    """A named per-sample quality: `score(record, texts, token_ids)` gives one float (or NaN) per sample of a prompt."""
+    """A named per-sample quality: `score(record, texts, token_ids, chat)` gives one float (or NaN) per sample."""
 
     name: str
     score: GroupScorer
@@ -42,7 +42,9 @@ class Quality:
 
 def accuracy(verifier: Callable[[str, str | None], bool]) -> Quality:
     """The verifier's verdicts as 0/1 (the default quality of a frontier with `--verifier`)."""
-    return Quality("accuracy", lambda record, texts, ids: [float(bool(verifier(t, record.answer))) for t in texts])
+    return Quality(
+        "accuracy", lambda record, texts, ids, chat: [float(bool(verifier(t, record.answer))) for t in texts]
+    )
 
 
 def load_quality(spec: str | Callable[[str, str | None], float], records: Sequence[PromptRecord]) -> Quality:
@@ -53,92 +55,34 @@ def load_quality(spec: str | Callable[[str, str | None], float], records: Sequen
     if callable(spec):
         return _per_sample(getattr(spec, "__name__", "quality"), spec)
     name, sep, argument = spec.partition(":")
-    if spec.lstrip().startswith("{") or name in REWARDS:
-        return _registry_quality(spec, records)
-    if sep and name and argument:
+    if sep and name and argument and name not in REWARDS and not spec.lstrip().startswith("{"):
         return _per_sample(spec, load_callable(spec, "--quality"))
-    raise ValueError(
-        f"--quality {spec!r}: expected a reward name ({', '.join(n for n in REWARDS if n != 'darling')}), "
-        "reward_model:PATH, a JSON {name: settings} mapping, or MODULE:FUNCTION"
-    )
+    return _registry_quality(spec, records)
 
 
 def _per_sample(name: str, fn: Callable[[str, str | None], float]) -> Quality:
-    return Quality(name, lambda record, texts, ids: [_number(fn(t, record.answer)) for t in texts])
+    return Quality(name, lambda record, texts, ids, chat: [_number(fn(t, record.answer)) for t in texts])
 
 
 def _registry_quality(spec: str, records: Sequence[PromptRecord]) -> Quality:
-    from ..rewards import build, parse_rewards
+    from ..rewards.quality import Quality as RewardQuality
 
-    entry = _registry_entry(spec)
-    try:
-        (parsed,) = parse_rewards([entry])
-    except ValueError as err:
-        raise ValueError(f"--quality {spec!r}: {err}") from err
-    if parsed.name == "darling":
-        raise ValueError(
-            f"--quality {spec!r}: darling multiplies quality by diversity within the group; a frontier sets quality "
-            "against diversity, so give it the quality alone (e.g. darling's own `quality:` reward)"
-        )
-    reward = build(parsed)
-    _check_columns(spec, reward, records)
-    if hasattr(reward, "load"):  # a reward model: a bad path fails now, not after the sampling
-        try:
-            reward.load()
-        except (OSError, ValueError) as err:
-            raise ValueError(f"--quality {spec!r}: cannot load a sequence-classification model ({err})") from err
-    return Quality(parsed.name, lambda record, texts, ids: _call(reward, record, texts, ids))
-
-
-def _registry_entry(spec: str) -> Any:
-    """`NAME`, `reward_model:PATH` or JSON as the registry's `rewards:` entry."""
+    where = f"--quality {spec!r}"
+    value: Any = spec
     if spec.lstrip().startswith("{"):
         try:
-            entry = json.loads(spec)
+            value = json.loads(spec)
         except json.JSONDecodeError as err:
-            raise ValueError(f"--quality {spec!r}: invalid JSON ({err})") from err
-        if not isinstance(entry, dict) or len(entry) != 1:
-            raise ValueError(f"--quality {spec!r}: expected one reward, {{name: settings}}")
-        return entry
-    name, sep, argument = spec.partition(":")
-    if not sep:
-        return name
-    if name != "reward_model" or not argument:
-        raise ValueError(
-            f"--quality {spec!r}: only reward_model takes an argument after ':' (its checkpoint); settings of "
-            f"{name!r} go in JSON: --quality '{{\"{name}\": {{...}}}}'"
-        )
-    return {"reward_model": {"model": argument}}
+            raise ValueError(f"{where}: invalid JSON ({err})") from err
+    reward = RewardQuality(value, where=where)
+    reward.check_columns([record.columns for record in records], "the prompts")
+    reward.load()
 
+    def score(record: PromptRecord, texts: Sequence[str], ids: Sequence[Sequence[int]], chat: bool) -> list[float]:
+        (scores,) = reward.score([record.prompt], [texts], [ids], [record.columns], chat=chat)
+        return scores
 
-def _check_columns(spec: str, reward: Any, records: Sequence[PromptRecord]) -> None:
-    """Every prompt has one of the column sets the reward reads (e.g. math_answer: `answer` or `solution`)."""
-    from ..rewards import required_columns
-
-    options = required_columns([reward])
-    for index, record in enumerate(records):
-        if not any(set(option) <= record.columns.keys() for option in options):
-            wanted = " or ".join("+".join(map(repr, option)) for option in options)
-            raise ValueError(
-                f"--quality {spec!r} reads the prompt field {wanted}, which prompt {index} lacks "
-                f"(its fields: {sorted(record.columns)})"
-            )
-
-
-def _call(reward: Any, record: PromptRecord, texts: Sequence[str], ids: Sequence[Sequence[int]]) -> list[float]:
-    """One prompt's samples through a GRPO reward, as a conversation (TRL's conversational format): the prompt's
-    messages, a plain prompt as one user turn (how `divalign eval` renders it for a chat model), each completion one
-    assistant turn."""
-    prompt = [{"role": "user", "content": record.prompt}] if isinstance(record.prompt, str) else record.prompt
-    completions = [[{"role": "assistant", "content": t}] for t in texts]
-    columns = {key: [value] * len(texts) for key, value in record.columns.items() if key not in _CALL_ARGS}
-    scores = reward(
-        prompts=[prompt] * len(texts),
-        completions=completions,
-        completion_ids=[list(row) for row in ids],
-        **columns,
-    )
-    return [_number(value) for value in scores]
+    return Quality(reward.name, score)
 
 
 def _number(value: Any) -> float:

@@ -39,11 +39,13 @@ class EvalSampling:
 
 @dataclass
 class Samples:
-    """Completions of one model: per prompt, K texts and their token ids, plus the tokenizer's vocabulary size."""
+    """Completions of one model: per prompt, K texts and their token ids, the tokenizer's vocabulary size, and
+    whether the prompts went through the policy's chat template (how a quality reads them)."""
 
     texts: list[list[str]]
     token_ids: list[list[list[int]]]
     vocab_size: int
+    chat: bool = True
 
 
 def check_sampling(sampling: EvalSampling, temperatures: list[float] | None = None) -> None:
@@ -117,7 +119,7 @@ class HFSampler:
         groups = sample_completions(self.model, prompt_ids, settings, self.stop_ids, self.pad_id, progress=progress)
         token_ids = [groups[i] for i in range(len(records))]
         texts = [decode_group(self.tokenizer, group) for group in token_ids]
-        return Samples(texts=texts, token_ids=token_ids, vocab_size=len(self.tokenizer))
+        return Samples(texts, token_ids, len(self.tokenizer), chat=bool(getattr(self.tokenizer, "chat_template", None)))
 
     def close(self) -> None:
         del self.model
@@ -161,7 +163,7 @@ class VLLMSampler:
         outputs = self.llm.generate(inputs, params)
         token_ids = [[cut_at_stop(list(c.token_ids), self.stop_ids) for c in o.outputs] for o in outputs]
         texts = [decode_group(self.tokenizer, group) for group in token_ids]
-        return Samples(texts=texts, token_ids=token_ids, vocab_size=len(self.tokenizer))
+        return Samples(texts, token_ids, len(self.tokenizer), chat=bool(getattr(self.tokenizer, "chat_template", None)))
 
     def close(self) -> None:
         import torch
