@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from divalign.smoke import build_model, word_level_tokenizer
 
@@ -24,5 +25,17 @@ def save_chat_checkpoint(directory: Path, words: Sequence[str], seed: int) -> Pa
         words, CHAT_TEMPLATE, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
     build_model(tokenizer, seed, **ONE_LAYER).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)
+
+
+def save_reward_model(directory: Path, tokenizer: Any) -> Path:
+    """A sequence-classification checkpoint (one logit, 1 layer, weights from seed 0) with ``tokenizer``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), num_labels=1, pad_token_id=tokenizer.pad_token_id, **ONE_LAYER)
+    LlamaForSequenceClassification(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return Path(directory)

@@ -19,6 +19,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
+from chat_checkpoints import save_reward_model
 from divalign.diversity.callback import DiversityCallback, DiversityConfig
 from divalign.diversity.probe_scores import against_reference, score_probe
 from divalign.diversity.reference import STATE_KEY, Reference, TrackingRecord
@@ -498,16 +499,10 @@ def test_a_reward_model_directory_as_the_quality(policy_dir, tmp_path):
     the mean of those logits computed here directly."""
     import torch
     from diversity_tiny import build_tokenizer
-    from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=1,
-                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    judge = tmp_path / "judge"
-    LlamaForSequenceClassification(config).save_pretrained(judge)
-    tokenizer.save_pretrained(judge)
+    judge = save_reward_model(tmp_path / "judge", tokenizer)
     probe = write_probe_prompts(tmp_path / "probe.jsonl")
     config = quality_config(probe, quality=str(judge), correct_threshold=0.0, every_steps=100)
     callback = DiversityCallback(config)

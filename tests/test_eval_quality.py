@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import divalign.evaluation.lineage as lineage_module
+from chat_checkpoints import save_reward_model
 from divalign.evaluation import evaluate_lineage
 from divalign.evaluation.prompts import load_callable
 from divalign.evaluation.sampling import Samples
@@ -43,16 +44,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def reward_model(tmp_path_factory) -> Path:
     """A sequence-classification checkpoint (one logit) with the smoke tokenizer and its chat template."""
-    tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, num_labels=1, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    directory = tmp_path_factory.mktemp("reward_model")
-    LlamaForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return save_reward_model(tmp_path_factory.mktemp("reward_model"), build_tokenizer())
 
 
 def read_samples(out: Path, name: str) -> list[dict]:

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import divalign.rewards.darling as darling_module
+from chat_checkpoints import save_reward_model
 from divalign.rewards import REWARDS, build, parse_rewards, required_columns
 from divalign.rewards.darling import distinctness, ngram_similarity
 from divalign.rewards.groups import split_groups
@@ -137,16 +138,7 @@ def test_length_penalty_is_zero_up_to_target_then_monotone_and_capped():
 
 @pytest.fixture(scope="module")
 def reward_model_dir(tmp_path_factory):
-    tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, num_labels=1, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    directory = tmp_path_factory.mktemp("rm")
-    LlamaForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return save_reward_model(tmp_path_factory.mktemp("rm"), build_tokenizer())
 
 
 def test_reward_model_scores_prompt_plus_completion_with_its_own_tokenizer(reward_model_dir, monkeypatch):
