@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+SMOKE_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
 LAUNCH_TIMEOUT_S = 900  # a 2-process run on 2 shared cores, cold caches; the DeepSpeed op build is not counted
 OP_BUILD_TIMEOUT_S = 1200
 
@@ -96,3 +97,14 @@ def launch_train(recipe: Path, config: Path | None, flags: Sequence[str]) -> sub
         return accelerate_launch(script, launch_args=["--num_processes", "1", "--cpu"])
     use_cpu = "false" if _uses_deepspeed(config) else "true"
     return accelerate_launch([*script, "--ddp_backend", "gloo", "--use_cpu", use_cpu], config)
+
+
+def smoke_recipe_with(directory: Path, assets: Path, **keys) -> Path:
+    """The smoke recipe on `assets` (divalign.smoke's model and data), 4 steps logged each step, no checkpoints, with
+    `keys` on top, written to `directory`/recipe.yaml."""
+    content = yaml.safe_load(SMOKE_RECIPE.read_text())
+    content.update(model_name_or_path=str(assets / "model"), dataset_name=str(assets / "train.jsonl"))
+    content.update({"save_strategy": "no", "max_steps": 4, "logging_steps": 1, **keys})
+    path = directory / "recipe.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path

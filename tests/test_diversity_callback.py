@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from divalign import generation
@@ -28,7 +28,7 @@ from divalign.generation import render_prompt
 
 SCRIPTS = Path(__file__).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
-from diversity_tiny import PROMPTS, build_tokenizer, save_tiny_policy, train_records, write_probe_prompts  # noqa: E402
+from diversity_tiny import PROMPTS, InterruptAt, build_tokenizer, save_tiny_policy, train_records, write_probe_prompts  # noqa: E402
 
 from launching import accelerate_launch, cpu_accelerate_config, cpu_environment  # noqa: E402
 
@@ -244,17 +244,6 @@ def test_checkpoint_generation_config_does_not_change_the_samples(policy_dir: Pa
     assert AutoModelForCausalLM.from_pretrained(custom).generation_config.top_k == 1  # the checkpoint is untouched
 
 
-class _Interrupt(TrainerCallback):
-    """Stop a run the hard way after `step` (the checkpoint written before it is all that survives)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
-
-
 def test_resumed_run_continues_the_diversity_curves(policy_dir: Path, probe_file: Path, tmp_path: Path):
     """Killed after step 3 (last checkpoint: step 2) and resumed: every cadence step logged once, none missing, with
     the uninterrupted run's values (the trajectory after resume is the same, and so is the sampling noise)."""
@@ -265,7 +254,7 @@ def test_resumed_run_continues_the_diversity_curves(policy_dir: Path, probe_file
     killed = make_trainer(
         policy_dir, tmp_path / "killed", DiversityCallback(diversity_config(probe_file)), **checkpoints
     )
-    killed.add_callback(_Interrupt(3))
+    killed.add_callback(InterruptAt(3))
     with pytest.raises(KeyboardInterrupt):
         killed.train()
     resumed = make_trainer(

@@ -29,7 +29,7 @@ from wandb_records import offline_runs
 
 SCRIPTS = Path(__file__).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
-from diversity_tiny import save_tiny_policy, train_records, write_probe_prompts  # noqa: E402
+from diversity_tiny import InterruptAt, save_tiny_policy, train_records, write_probe_prompts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["distinct_1", "distinct_2", "ead", "exact_dup_rate", "length_mean"]
@@ -265,15 +265,6 @@ def test_quality_keys_at_every_evaluation_recomputed_from_the_samples(policy_dir
     assert record["reference"]["means"]["distinct_1"] == logged[0]["diversity/distinct_1"]
 
 
-class _Interrupt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
-
-
 def test_a_resumed_run_keeps_its_step0_reference(policy_dir, tmp_path, capsys):
     """Killed after step 3 (checkpoint 2) and resumed: the retained ratios and the split of steps 4 and 6 are the
     uninterrupted run's, measured against the first attempt's step 0 (kept in checkpoint-2's trainer_state.json).
@@ -283,7 +274,7 @@ def test_a_resumed_run_keeps_its_step0_reference(policy_dir, tmp_path, capsys):
     whole = make_trainer(policy_dir, tmp_path / "whole", DiversityCallback(quality_config(probe)), **checkpoints)
     whole.train()
     killed = make_trainer(policy_dir, tmp_path / "killed", DiversityCallback(quality_config(probe)), **checkpoints)
-    killed.add_callback(_Interrupt(3))
+    killed.add_callback(InterruptAt(3))
     with pytest.raises(KeyboardInterrupt):
         killed.train()
     checkpoint = tmp_path / "killed" / "checkpoint-2"

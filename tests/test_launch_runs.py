@@ -11,14 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from divalign.smoke import build_smoke_assets
-from launching import REPO, accelerate_launch, cpu_environment
+from launching import accelerate_launch, cpu_environment, smoke_recipe_with
 
 pytestmark = pytest.mark.slow
 
-SMOKE_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
 DIVALIGN = str(Path(sys.executable).parent / "divalign")  # the console script
 TIMEOUT_S = 1800  # 2 processes on 2 shared cores, cold caches
 
@@ -26,15 +24,6 @@ TIMEOUT_S = 1800  # 2 processes on 2 shared cores, cold caches
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     return build_smoke_assets(tmp_path_factory.mktemp("smoke"))
-
-
-def recipe_with(directory: Path, assets: Path, **keys) -> Path:
-    content = yaml.safe_load(SMOKE_RECIPE.read_text())
-    content.update(model_name_or_path=str(assets / "model"), dataset_name=str(assets / "train.jsonl"))
-    content.update(save_strategy="no", max_steps=4, logging_steps=1, **keys)
-    path = directory / "recipe.yaml"
-    path.write_text(yaml.safe_dump(content))
-    return path
 
 
 def divalign_train(recipe: Path, flags: list[str]) -> subprocess.CompletedProcess:
@@ -61,7 +50,7 @@ def losses(output_dir: Path) -> list[float]:
 def one_process(assets, tmp_path_factory) -> Path:
     """The reference: the same recipe in this process (no launcher keys), the global batch of 8 on one process."""
     directory = tmp_path_factory.mktemp("one")
-    recipe = recipe_with(directory, assets, per_device_train_batch_size=8)
+    recipe = smoke_recipe_with(directory, assets, per_device_train_batch_size=8)
     command = [DIVALIGN, "train", str(recipe), "--output_dir", str(directory / "out")]
     result = subprocess.run(command, env=cpu_environment(), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-6000:]
@@ -70,7 +59,9 @@ def one_process(assets, tmp_path_factory) -> Path:
 
 
 def test_recipe_launcher_keys_relaunch_on_two_processes_with_the_losses_of_one(assets, tmp_path, one_process):
-    recipe = recipe_with(tmp_path, assets, per_device_train_batch_size=4, accelerate_config="ddp", num_processes=2)
+    recipe = smoke_recipe_with(
+        tmp_path, assets, per_device_train_batch_size=4, accelerate_config="ddp", num_processes=2
+    )
     out = tmp_path / "out"
     result = divalign_train(recipe, ["--output_dir", str(out), "--use_cpu", "true", "--ddp_backend", "gloo"])
     assert "divalign train: launch: accelerate launch --config_file " in result.stdout
@@ -83,7 +74,9 @@ def test_recipe_launcher_keys_relaunch_on_two_processes_with_the_losses_of_one(a
 def test_accelerate_launch_by_hand_runs_the_recipe_once_without_relaunching(assets, tmp_path, one_process):
     """The recipe asks for 2 processes, but this launch has 1: the rank trains (in the launch's world), the recipe's
     launcher keys are not read again."""
-    recipe = recipe_with(tmp_path, assets, per_device_train_batch_size=8, accelerate_config="ddp", num_processes=2)
+    recipe = smoke_recipe_with(
+        tmp_path, assets, per_device_train_batch_size=8, accelerate_config="ddp", num_processes=2
+    )
     out = tmp_path / "out"
     script = ["-m", "divalign.train", str(recipe), "--output_dir", str(out)]
     result = accelerate_launch(script, launch_args=["--num_processes", "1", "--cpu"], timeout=TIMEOUT_S)

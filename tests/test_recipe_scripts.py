@@ -20,15 +20,13 @@ import venv
 from pathlib import Path
 
 import pytest
-import yaml
 
 import _divalign_recipe_hook as hook
 from divalign.launch.relaunch import LAUNCHED_RANK_ENV, preset_directory
 from divalign.launch.stages import STAGES
 from divalign.smoke import build_smoke_assets
-from launching import REPO, accelerate_launch, cpu_accelerate_config, cpu_environment
+from launching import REPO, accelerate_launch, cpu_accelerate_config, cpu_environment, smoke_recipe_with
 
-SMOKE_RECIPE = REPO / "recipes" / "smoke" / "tofu_smoke.yaml"
 HOOK_FILES = ("divalign_recipe_hook.pth", "_divalign_recipe_hook.py")
 BIN = Path(sys.executable).parent
 TIMEOUT_S = 1800  # 2 processes on 2 shared cores, cold caches
@@ -38,15 +36,6 @@ CHECK_TIMEOUT_S = 300
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     return build_smoke_assets(tmp_path_factory.mktemp("smoke"))
-
-
-def recipe_with(directory: Path, assets: Path, **keys) -> Path:
-    content = yaml.safe_load(SMOKE_RECIPE.read_text())
-    content.update(model_name_or_path=str(assets / "model"), dataset_name=str(assets / "train.jsonl"))
-    content.update({"save_strategy": "no", "max_steps": 4, "logging_steps": 1, **keys})
-    path = directory / "recipe.yaml"
-    path.write_text(yaml.safe_dump(content))
-    return path
 
 
 def not_a_rank() -> dict[str, str]:
@@ -129,7 +118,7 @@ def test_the_hook_is_installed_for_a_yaml_script_only(monkeypatch, argv, hooked)
 
 
 def test_the_path_hook_answers_for_the_recipe_alone(tmp_path, monkeypatch, assets):
-    recipe = recipe_with(tmp_path, assets)
+    recipe = smoke_recipe_with(tmp_path, assets)
     monkeypatch.chdir(tmp_path)
     path_hook = hook.RecipeScriptHook("recipe.yaml")  # as Python was asked: relative; Python asks with an absolute path
     finder = path_hook(str(recipe))
@@ -192,7 +181,7 @@ def test_a_recipe_that_is_not_yaml_gets_divaligns_error(tmp_path):
 def test_outside_a_launch_the_recipes_launcher_keys_launch_it_as_divalign_train_does(tmp_path, assets):
     """`python RECIPE` with launcher keys relaunches through `accelerate launch`, like `divalign train RECIPE`;
     flags after the YAML beat the recipe's keys, launcher keys included (here a dry run prints the launch)."""
-    recipe = recipe_with(tmp_path, assets, accelerate_config="ddp", num_processes=2)
+    recipe = smoke_recipe_with(tmp_path, assets, accelerate_config="ddp", num_processes=2)
     flags = ["--num_processes", "3", "--learning_rate", "1e-3", "--dry-run"]
     as_script = run([sys.executable, recipe, *flags], cwd=tmp_path)
     as_command = run([BIN / "divalign", "train", recipe, *flags], cwd=tmp_path)
@@ -205,7 +194,7 @@ def test_outside_a_launch_the_recipes_launcher_keys_launch_it_as_divalign_train_
 
 
 def test_a_recipe_error_names_the_key(tmp_path, assets):
-    recipe = recipe_with(tmp_path, assets, tofu_gama=2.0)
+    recipe = smoke_recipe_with(tmp_path, assets, tofu_gama=2.0)
     done = run([sys.executable, recipe], cwd=tmp_path)
     assert done.returncode == 1
     assert "divalign.train: error: unknown recipe key 'tofu_gama'" in done.stderr
@@ -219,7 +208,7 @@ def test_a_recipe_error_names_the_key(tmp_path, assets):
 def reference(assets, tmp_path_factory) -> Path:
     """`python -m divalign.train RECIPE` in one process, the global batch of 8 there."""
     directory = tmp_path_factory.mktemp("reference")
-    recipe = recipe_with(directory, assets, per_device_train_batch_size=8)
+    recipe = smoke_recipe_with(directory, assets, per_device_train_batch_size=8)
     done = run([sys.executable, "-m", "divalign.train", recipe, "--output_dir", directory / "out"], TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-6000:]
     return directory / "out"
@@ -228,7 +217,7 @@ def reference(assets, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_python_runs_the_recipe_as_the_module_entry_does(assets, tmp_path, reference):
     """The flags after the YAML reach the recipe (`--max_steps` shortens it, `--output_dir` moves it)."""
-    recipe = recipe_with(tmp_path, assets, per_device_train_batch_size=8, max_steps=10)
+    recipe = smoke_recipe_with(tmp_path, assets, per_device_train_batch_size=8, max_steps=10)
     done = run([sys.executable, recipe, "--output_dir", tmp_path / "out", "--max_steps", "4"], TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-6000:]
     assert len(losses(tmp_path / "out")) == 4
@@ -249,7 +238,7 @@ def check_two_ranks(output_dir: Path, done: subprocess.CompletedProcess, referen
 
 @pytest.mark.slow
 def test_accelerate_launch_runs_the_recipe_on_each_rank(assets, tmp_path, reference):
-    recipe = recipe_with(tmp_path, assets, **RANK_RECIPE_KEYS)
+    recipe = smoke_recipe_with(tmp_path, assets, **RANK_RECIPE_KEYS)
     config = cpu_accelerate_config("ddp", tmp_path)
     done = accelerate_launch(
         [str(recipe), "--output_dir", str(tmp_path / "out"), *RANK_FLAGS], config, timeout=TIMEOUT_S
@@ -260,7 +249,7 @@ def test_accelerate_launch_runs_the_recipe_on_each_rank(assets, tmp_path, refere
 @pytest.mark.slow
 def test_torchrun_runs_the_recipe_on_each_rank(assets, tmp_path, reference):
     """`--standalone`: torchrun's rendezvous binds a free port itself (tests/launching.py: no port is picked here)."""
-    recipe = recipe_with(tmp_path, assets, **RANK_RECIPE_KEYS)
+    recipe = smoke_recipe_with(tmp_path, assets, **RANK_RECIPE_KEYS)
     command = [BIN / "torchrun", "--standalone", "--nproc_per_node", "2", recipe, "--output_dir", tmp_path / "out"]
     done = run([*command, *RANK_FLAGS], TIMEOUT_S, env={**not_a_rank(), "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
@@ -329,7 +318,7 @@ def test_a_wheel_installs_the_hook_and_pip_uninstall_removes_it(tmp_path, assets
     python, purelib = scratch_venv(tmp_path / "venv")
     pip(python, "install", "--no-deps", wheel)
     assert (purelib / "divalign" / "__init__.py").is_file()  # the wheel's divalign, not this environment's
-    check_installed_and_removed(python, purelib, recipe_with(tmp_path, assets), HOOK_FILES)
+    check_installed_and_removed(python, purelib, smoke_recipe_with(tmp_path, assets), HOOK_FILES)
 
 
 @pytest.mark.slow
@@ -342,4 +331,6 @@ def test_an_editable_install_installs_the_hook_and_pip_uninstall_removes_it(tmp_
         [python, "-c", "import _divalign_recipe_hook as hook, divalign; print(hook.__file__, divalign.__file__)"]
     )
     assert where.stdout.split() == [str(source / "src" / name) for name in (HOOK_FILES[1], "divalign/__init__.py")]
-    check_installed_and_removed(python, purelib, recipe_with(tmp_path, assets), HOOK_FILES[:1])  # the module: src/
+    check_installed_and_removed(
+        python, purelib, smoke_recipe_with(tmp_path, assets), HOOK_FILES[:1]
+    )  # the module: src/

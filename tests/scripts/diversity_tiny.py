@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 
 from divalign import smoke
 
@@ -81,3 +81,14 @@ def write_probe_prompts(path: Path, count: int = 3) -> Path:
     """The first ``count`` of :data:`PROMPTS` as a probe file (one ``{"prompt": ...}`` JSON line each)."""
     path.write_text("".join(json.dumps({"prompt": prompt}) + "\n" for prompt in PROMPTS[:count]))
     return path
+
+
+class InterruptAt(TrainerCallback):
+    """Stop a run the hard way after `step` (the checkpoint written before it is all that survives)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
