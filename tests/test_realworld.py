@@ -7,6 +7,7 @@ import json
 import math
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,8 @@ from divalign.realworld.catalog import (
 from divalign.realworld.seed_differences import paired_difference, seed_differences
 from divalign.realworld.verifier import identify, names_valid_item, normalise
 from divalign.realworld.world import RealWorld, RealWorldConfig, zipf
+
+REPO = Path(__file__).resolve().parents[1]
 
 # ----- the verifier on hand-written answers -----
 
@@ -174,6 +177,28 @@ def test_every_country_alias_is_one_the_data_package_recognises():
             assert re.search(rows[name]["regex"], alias, re.IGNORECASE), (name, alias)
             others = [n for n, r in rows.items() if n != name and re.search(r["regex"], alias, re.IGNORECASE)]
             assert others == [], (alias, others)
+
+
+def test_country_converters_own_loader_fails_under_the_installed_pandas():
+    """Why catalog.py reads country_converter's data file itself: its class cannot load it under pandas 3."""
+    import country_converter
+    import pandas
+
+    if int(pandas.__version__.split(".")[0]) < 3:
+        pytest.skip("the failure is pandas 3's")
+    with pytest.raises(TypeError):
+        country_converter.CountryConverter()
+
+
+def test_trl_checkpoints_gradients_unless_the_real_recipes_say_no():
+    """The real recipes turn gradient checkpointing off because TRL's SFT default turns it on."""
+    import yaml
+    from trl import SFTConfig
+
+    assert SFTConfig(output_dir="unused", use_cpu=True, bf16=False).gradient_checkpointing is True
+    for name in ("ce", "tofu", "gem"):
+        recipe = yaml.safe_load((REPO / "recipes" / "real" / f"{name}_sft.yaml").read_text())
+        assert recipe["gradient_checkpointing"] is False
 
 
 def test_element_aliases_spell_package_elements():

