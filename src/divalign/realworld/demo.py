@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -31,6 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -186,7 +188,7 @@ def run_demo(
         "timings_s": timings,
         "figures": [str(f) for f in figures],
     }
-    (out / "results.json").write_text(json.dumps(payload, indent=1, ensure_ascii=False, default=_json_default))
+    (out / "results.json").write_text(json.dumps(json_safe(payload), indent=1, ensure_ascii=False))
     report = write_report(out / "results.md", payload)
     print(f"[demo-real] done in {timings['total']:.0f}s\n[demo-real] table: {report}")
     for figure in figures:
@@ -194,10 +196,15 @@ def run_demo(
     return report
 
 
-def _json_default(value):
-    if isinstance(value, float | int):
-        return value
-    return str(value)
+def json_safe(value: Any) -> Any:
+    """NaN (an undefined metric) as null, tuples as lists: strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

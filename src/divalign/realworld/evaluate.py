@@ -121,16 +121,15 @@ def verified_split(
     models: dict[str, Any] = {}
     for model in results["models"]:
         name = model["name"]
-        per_temperature = {}
-        for t in results["config"]["temperatures"]:
-            groups = read_samples(out, name, t, settings.temperature)
-            per_temperature[f"{t:g}"] = score_groups(groups, keys, heads)
-        main = per_temperature[f"{settings.temperature:g}"]
-        groups = read_samples(out, name, settings.temperature, settings.temperature)
+        samples = {
+            f"{t:g}": read_samples(out, name, t, settings.temperature) for t in results["config"]["temperatures"]
+        }
+        per_temperature = {t: score_groups(groups, keys, heads) for t, groups in samples.items()}
+        main = f"{settings.temperature:g}"
         models[name] = {
             "per_prompt": per_temperature,
-            "summary": {m: _summary(v, settings) for m, v in main.items()},
-            "category_coverage": category_coverage(groups, keys),
+            "summary": {m: _summary(v, settings) for m, v in per_temperature[main].items()},
+            "category_coverage": category_coverage(samples[main], keys),
             "eval_accuracy": model["quality"]["mean"],
             "semantic_clusters": model["metrics"]["semantic_clusters"],
             "semantic_clusters_per_prompt": model["per_prompt"]["all"]["semantic_clusters"],

@@ -146,7 +146,26 @@ def verdict(matched: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def world_lines(world: Mapping[str, Any], plan: Mapping[str, Any]) -> list[str]:
+def sft_data_line(world: Mapping[str, Any], k: int) -> str:
+    """What the SFT data itself would score, exactly, averaged over the seen categories: K answers drawn from its
+    distribution name E[distinct] = Σ_i 1 − (1 − p_i)^K items; the distribution's entropy (nats)."""
+    distinct, entropies, coverages = [], [], []
+    for c in world["categories"].values():
+        if c["sft_distribution"] is None:
+            continue
+        probs = list(c["sft_distribution"].values())
+        distinct.append(sum(1 - (1 - p) ** k for p in probs))
+        coverages.append(distinct[-1] / len(c["valid"]))
+        entropies.append(-sum(p * math.log(p) for p in probs))
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    return (
+        f"The SFT data itself, for reference (exact, mean over the seen categories): validity 1, "
+        f"{mean(distinct):.2f} distinct answers expected in {k} draws (coverage {mean(coverages):.3f}), entropy of its "
+        f"answer distribution {mean(entropies):.3f} nats, no answer outside the head."
+    )
+
+
+def world_lines(world: Mapping[str, Any]) -> list[str]:
     config, categories = world["config"], world["categories"]
     lines = [
         "| category | split | valid items | source | SFT head (most frequent first) |",
@@ -180,7 +199,7 @@ def write_report(path: str | Path, payload: Mapping[str, Any]) -> Path:
         f"temperature {settings['temperature']:g} for the tables, {', '.join(f'{t:g}' for t in settings['temperatures'])} "
         "for the frontier. Means over prompts [percentile-bootstrap 95 % CI over prompts].",
         "",
-        *world_lines(payload["world"], plan),
+        *world_lines(payload["world"]),
         "",
         "A sample is valid when it names exactly one item of its category's valid set (after normalising case, "
         "accents and punctuation; inside a sentence too); distinct valid = different valid items among a prompt's "
@@ -198,6 +217,7 @@ def write_report(path: str | Path, payload: Mapping[str, Any]) -> Path:
             "",
             *metric_table(models, split),
             "",
+            *([sft_data_line(payload["world"], settings["num_samples"]), ""] if split == "seen" else []),
             f"### At matched diversity (validity vs distinct valid answers over temperature; `frontier_{split}.png`)",
             "",
             *verdict(a["matched"]),
