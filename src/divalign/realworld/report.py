@@ -57,12 +57,46 @@ def metric_table(models: Mapping[str, Any], split: str) -> list[str]:
     return lines
 
 
-def loss_means(models: Mapping[str, Any], metric: str) -> dict[str, float]:
-    """Per loss (and the base model): the mean over its seeds of a metric's mean over prompts."""
-    by_loss: dict[str, list[float]] = {}
+SUMMARY_COLUMNS: tuple[tuple[str, str, str, int], ...] = (
+    ("seen", "validity", "seen: validity", 3),
+    ("seen", "distinct_valid", "distinct valid / prompt", 2),
+    ("seen", "coverage", "coverage", 3),
+    ("seen", "entropy", "entropy (nats)", 2),
+    ("seen", "outside_head", "outside SFT head", 3),
+    ("heldout", "validity", "held-out: validity", 3),
+    ("heldout", "distinct_valid", "distinct valid / prompt", 2),
+    ("heldout", "coverage", "coverage", 3),
+)
+
+
+def by_loss(models: Mapping[str, Any], metric: str) -> dict[str, list[float]]:
+    """Per loss (and the base model): its seeds' means over prompts of a metric."""
+    values: dict[str, list[float]] = {}
     for name, model in models.items():
-        by_loss.setdefault(name.rsplit("-s", 1)[0], []).append(model["summary"][metric]["mean"])
-    return {loss: float(sum(v) / len(v)) for loss, v in by_loss.items()}
+        values.setdefault(name.rsplit("-s", 1)[0], []).append(model["summary"][metric]["mean"])
+    return values
+
+
+def _mean_std(values: Sequence[float | None], decimals: int) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "n/a"
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return _number(mean, decimals)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{_number(mean, decimals)} ± {_number(std, decimals)}"
+
+
+def summary_table(verified: Mapping[str, Any]) -> list[str]:
+    """One row per loss: mean ± sample std over its seeds of each split's verifier metrics (the README's table)."""
+    columns = [c for c in SUMMARY_COLUMNS if c[0] in verified]
+    cells: dict[str, list[str]] = {}
+    for split, metric, _, decimals in columns:
+        for loss, values in by_loss(verified[split]["models"], metric).items():
+            cells.setdefault(loss, []).append(_mean_std(values, decimals))
+    lines = ["| model | " + " | ".join(c[2] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    return lines + [f"| {loss} | " + " | ".join(row) + " |" for loss, row in cells.items()]
 
 
 def coverage_table(models: Mapping[str, Any]) -> list[str]:
@@ -205,6 +239,10 @@ def write_report(path: str | Path, payload: Mapping[str, Any]) -> Path:
         "accents and punctuation; inside a sentence too); distinct valid = different valid items among a prompt's "
         "samples; coverage = distinct valid / size of the valid set; entropy over the valid samples' items; "
         "outside the SFT head = share of valid samples naming an item SFT never showed.",
+        "",
+        f"## Summary (temperature {settings['temperature']:g}; mean ± std over seeds of the means over prompts)",
+        "",
+        *summary_table(verified),
         "",
     ]
     for split, title in SPLIT_TITLES.items():
