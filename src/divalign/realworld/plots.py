@@ -18,8 +18,7 @@ def write_figures(out: Path, analysis: Mapping[str, Mapping[str, Any]], runs: Ma
         frontier.plot(
             data["curves"],
             out / f"frontier_{split}.png",
-            f"SmolLM2-135M-Instruct, {SPLIT_TITLES[split]}: validity vs distinct valid answers\n"
-            "(labels: sampling temperature; thick: efficient frontier)",
+            f"SmolLM2-135M-Instruct, {SPLIT_TITLES[split]}\n(labels: sampling temperature; thick: efficient frontier)",
         )
         for split, data in analysis.items()
     ]
