@@ -23,6 +23,7 @@ from divalign.realworld.catalog import (
     category,
     country_table,
 )
+from divalign.realworld.demo import seed_pairs, sft_seeds
 from divalign.realworld.seed_differences import paired_difference, seed_differences
 from divalign.realworld.verifier import identify, names_valid_item, normalise
 from divalign.realworld.world import RealWorld, RealWorldConfig, zipf
@@ -346,3 +347,11 @@ def test_paired_differences_by_hand():
         ["validity"], 100, 0,
     )  # fmt: skip
     assert table["TOFU-s0"]["reference"] == "CE-s0" and table["TOFU-s0"]["validity"]["difference"] == 0
+
+
+def test_sft_seeds_are_the_recipes_then_others_and_each_loss_meets_ce_of_its_seed():
+    assert sft_seeds(0, 3) == [0, 1, 2]
+    assert sft_seeds(1, 3) == [1, 2, 3]
+    assert sft_seeds(42, 1) == [42]
+    pairs = seed_pairs(["CE-s0", "TOFU-s0", "GEM-s0", "CE-s1", "TOFU-s1", "GEM-s1"])
+    assert pairs == [("CE-s0", "TOFU-s0"), ("CE-s0", "GEM-s0"), ("CE-s1", "TOFU-s1"), ("CE-s1", "GEM-s1")]

@@ -85,13 +85,18 @@ def train_all(out: Path, plan: RealPlan, recipes: Path, threads: int, timings: d
         for loss, file in LOSSES.items():
             recipe = recipes / file
             recipe_seed = int(yaml.safe_load(recipe.read_text()).get("seed", 42))
-            seed = recipe_seed if seed_index == 0 else seed_index
+            seed = sft_seeds(recipe_seed, plan.seeds)[seed_index]
             tick = time.time()
             runs[model_name(loss, seed)] = run_sft(
                 loss, recipe, out, sft_plan, threads, seed=None if seed_index == 0 else seed
             )
             timings[f"SFT {model_name(loss, seed)}"] = time.time() - tick
     return runs
+
+
+def sft_seeds(recipe_seed: int, count: int) -> list[int]:
+    """The recipe's seed, then the smallest other seeds from 1 up: `count` different seeds."""
+    return [recipe_seed, *[s for s in range(1, count + 1) if s != recipe_seed][: count - 1]]
 
 
 def seed_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
