@@ -146,7 +146,7 @@ def parsed_fields(recipe: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return trainer, common, own
 
 
-@pytest.mark.parametrize("directory", ["recipes", "recipes/toy"])
+@pytest.mark.parametrize("directory", ["recipes", "recipes/toy", "recipes/real"])
 def test_sft_recipes_differ_only_in_the_loss(directory):
     recipes = [REPO / directory / f"{name}_sft.yaml" for name in ("ce", "tofu", "gem")]
     files = [yaml.safe_load(r.read_text()) for r in recipes]
@@ -168,4 +168,3 @@ def test_sft_recipes_differ_only_in_the_loss(directory):
     assert {k: v for k, v in parsed[1][2].items() if k.startswith("tofu_")} == {"tofu_gamma": 3.0, "tofu_beta": 0.8}
     assert {k: v for k, v in parsed[2][2].items() if k.startswith("gem_")} == {"gem_beta": 0.7, "gem_h": "linear"}
     assert parsed[1][2]["loss_head"] == parsed[2][2]["loss_head"]  # the same head for both losses
-

