@@ -107,6 +107,7 @@ def test_eval_with_the_verifier_and_the_numbers_recomputed_from_the_samples(demo
         assert evaluation["config"]["verifier"] == VERIFIER
         assert evaluation["config"]["temperatures"] == [0.7, 1.0]
         assert [m["name"] for m in evaluation["models"]] == ["CE-s0", "TOFU-s0", "GEM-s0", "base"]
+        assert evaluation["config"]["reference"] == evaluation["frontier"]["reference"] == "CE-s0"
         keys = [
             json.loads(line)["answer"] for line in (out / "world" / f"prompts_{split}.jsonl").read_text().splitlines()
         ]
@@ -136,6 +137,56 @@ def test_eval_with_the_verifier_and_the_numbers_recomputed_from_the_samples(demo
         assert heading in report
     for figure in ("frontier_seen.png", "frontier_heldout.png", "training_curves.png"):
         assert (out / figure).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_real_chat_template_takes_the_recommended_paths(demo):
+    """SmolLM2's own template cannot mask assistant turns: `assistant_only_loss` is refused from the tokenizer alone,
+    naming both ways out; the shipped generation-marked copy (recipes/chat_templates/smollm2_training.jinja) renders
+    exactly the real template's text and masks exactly each assistant turn and its end token."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from divalign.launch.recipe import RecipeError
+    from divalign.launch.tokenizer_checks import check_assistant_only_loss
+
+    out, _ = demo
+    base = out / "base_model"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    own = SimpleNamespace(assistant_only_loss=True, chat_template_path=None)
+    with pytest.raises(RecipeError, match=r"no \{% generation %\} markers.*chat_template_path.*completion_only_loss"):
+        check_assistant_only_loss(tokenizer, own, str(base), local_only=True)
+    shipped = REPO_ROOT / "recipes" / "chat_templates" / "smollm2_training.jinja"
+    check_assistant_only_loss(
+        tokenizer, SimpleNamespace(assistant_only_loss=True, chat_template_path=str(shipped)), str(base), True
+    )
+    marked = shipped.read_text()
+    conversations = [
+        [{"role": "user", "content": "Name a planet."}, {"role": "assistant", "content": "Mars."}],
+        [
+            {"role": "system", "content": "Answer in one word."},
+            {"role": "user", "content": "Name a US state."},
+            {"role": "assistant", "content": "Ohio"},
+            {"role": "user", "content": "Another one, please."},
+            {"role": "assistant", "content": "New Mexico, I think."},
+        ],
+    ]
+    for messages in conversations:
+        for prompt_only in (False, True):
+            shown = messages[:-1] if prompt_only else messages
+            real = tokenizer.apply_chat_template(shown, tokenize=False, add_generation_prompt=prompt_only)
+            ours = tokenizer.apply_chat_template(
+                shown, tokenize=False, add_generation_prompt=prompt_only, chat_template=marked
+            )
+            assert ours == real
+        masked = tokenizer.apply_chat_template(
+            messages, return_dict=True, return_assistant_tokens_mask=True, chat_template=marked
+        )
+        kept = [i for i, keep in zip(masked["input_ids"], masked["assistant_masks"], strict=True) if keep]
+        answers = [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
+        assert tokenizer.decode(kept) == "".join(answers)
 
 
 @pytest.mark.slow

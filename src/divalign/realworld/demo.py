@@ -170,13 +170,14 @@ def run_demo(
     runs = train_all(out, plan, recipes, threads, timings)
 
     models = [*((name, path) for name, path in runs.items()), (BASE, out / "base_model")]
+    reference = next(name for name in runs if name.rsplit("-s", 1)[0] == REFERENCE)  # the first seed's CE
     env = {**OFFLINE_ENV, "OMP_NUM_THREADS": str(threads)}
     heads = {key: world.head(key) for key in plan.world.seen}
     verified = {}
     for split in SPLITS:
         tick = time.time()
         prompts = out / "world" / f"prompts_{split}.jsonl"
-        results = run_eval(models, prompts, out / "eval" / split, plan.eval, env)
+        results = run_eval(models, reference, prompts, out / "eval" / split, plan.eval, env)
         verified[split] = verified_split(results, out / "eval" / split, prompts, heads, plan.eval)
         timings[f"eval {split}"] = time.time() - tick
     tick = time.time()

@@ -40,12 +40,17 @@ class EvalSettings:
     bootstrap: int = 1000
 
 
-def eval_command(models: Sequence[tuple[str, Path]], prompts: Path, out: Path, settings: EvalSettings) -> list[str]:
-    """The `divalign eval` command line (as `python -m divalign.cli eval ...`)."""
+def eval_command(
+    models: Sequence[tuple[str, Path]], reference: str, prompts: Path, out: Path, settings: EvalSettings
+) -> list[str]:
+    """The `divalign eval` command line (as `python -m divalign.cli eval ...`); its frontier and quality split are
+    taken against the model named `reference`."""
     command = [sys.executable, "-m", "divalign.cli", "eval"]
     for name, path in models:
         command += ["--model", f"{name}={path}"]
     command += [
+        "--reference",
+        reference,
         "--prompts",
         str(prompts),
         "--samples",
@@ -79,10 +84,15 @@ def eval_command(models: Sequence[tuple[str, Path]], prompts: Path, out: Path, s
 
 
 def run_eval(
-    models: Sequence[tuple[str, Path]], prompts: Path, out: Path, settings: EvalSettings, env: dict[str, str]
+    models: Sequence[tuple[str, Path]],
+    reference: str,
+    prompts: Path,
+    out: Path,
+    settings: EvalSettings,
+    env: dict[str, str],
 ) -> dict[str, Any]:
     """Run `divalign eval` into `out` unless the same command already finished there; returns its results.json."""
-    command = eval_command(models, prompts, out, settings)
+    command = eval_command(models, reference, prompts, out, settings)
     stamp = out / "demo_command.json"
     if (out / "results.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == command[1:]:
         print(f"[demo-real] reusing {out}")
