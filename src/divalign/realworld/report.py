@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.frontier import MatchedDifference, difference_table
+from ..toyworld.report import run_lines
 from .plots import SPLIT_TITLES
 
 # (metric, column header, decimals)
@@ -278,15 +279,7 @@ def write_report(path: str | Path, payload: Mapping[str, Any]) -> Path:
             "(lexical metrics, semantic clusters, quality control vs narrowing, its frontier over semantic clusters).",
             "",
         ]
-    timings = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in payload["timings_s"].items())
-    lines += [
-        "## Run",
-        "",
-        f"Timings of this invocation (stages reused from an earlier run count ~0 s; `--fresh` redoes all): {timings}.",
-        "",
-        "Figures: " + ", ".join(f"`{Path(f).name}`" for f in payload["figures"]),
-        "",
-    ]
+    lines += run_lines(payload)
     out = Path(path)
     out.write_text("\n".join(lines), encoding="utf-8")
     return out

@@ -204,8 +204,16 @@ def write_report(path: str | Path, payload: Mapping[str, Any], truth_entropy: fl
         lines += frontier_lines(payload["frontier"], k)
     if payload.get("lineage"):
         lines += lineage_lines(payload["lineage"])
+    lines += run_lines(payload)
+    out = Path(path)
+    out.write_text("\n".join(lines))
+    return out
+
+
+def run_lines(payload: Mapping[str, Any]) -> list[str]:
+    """A demo report's closing section: how long each stage of this invocation took, and the figures it wrote."""
     timings = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in payload["timings_s"].items())
-    lines += [
+    return [
         "## Run",
         "",
         f"Timings of this invocation (stages reused from an earlier run count ~0 s; `--fresh` redoes all): {timings}.",
@@ -213,6 +221,3 @@ def write_report(path: str | Path, payload: Mapping[str, Any], truth_entropy: fl
         "Figures: " + ", ".join(f"`{Path(f).name}`" for f in payload["figures"]),
         "",
     ]
-    out = Path(path)
-    out.write_text("\n".join(lines))
-    return out
