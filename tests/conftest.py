@@ -39,6 +39,19 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_exte
 ACCELERATE_DEFAULT_PORT = 29500
 
 
+def pytest_configure(config):
+    """Each pytest worker gets its share of the cores, for its own torch and the processes it starts: at two threads
+    per process, two workers on two cores spin against each other (OpenMP busy-waits), and a test alongside a
+    multi-process one ran four times slower than alone."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def default_launch_port_busy():
     """Hold accelerate's default port for the session (another worker may already hold it: busy either way)."""

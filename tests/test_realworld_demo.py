@@ -31,7 +31,9 @@ RUNS = {"CE-s0": "ce_sft", "TOFU-s0": "tofu_sft", "GEM-s0": "gem_sft"}
 
 
 def run_quick_demo(out: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "divalign.realworld.demo", "--quick", "--out", str(out)]
+    # One thread: the other pytest worker shares the two cores, and two threads per process there spin against its
+    # ranks (the quick demo took 9 min instead of 2 alongside the multi-process tests)
+    command = [sys.executable, "-m", "divalign.realworld.demo", "--quick", "--threads", "1", "--out", str(out)]
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     return proc

@@ -132,6 +132,8 @@ def main() -> None:
             "evaluations": recorder.evaluations,
         }
         (Path(cli.output_dir) / "diversity_report.json").write_text(json.dumps(report))
+    # As `divalign train` does: a gloo group left to the interpreter's exit can abort a rank after a finished run
+    trainer.end()
 
 
 if __name__ == "__main__":
