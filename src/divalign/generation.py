@@ -118,10 +118,15 @@ class SamplingProgress:
 # Prompts and stop tokens
 
 
+def uses_chat_template(tokenizer: Any) -> bool:
+    """Whether the policy reads its prompts through a chat template (a plain prompt then is one user turn)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def render_prompt(prompt: Prompt, tokenizer: Any) -> str:
     """The prompt as the policy sees it: through its chat template (TRL's `apply_chat_template`: generation prompt
     after a user turn, continuation of a final assistant turn) when it has one, else the plain text."""
-    if getattr(tokenizer, "chat_template", None):
+    if uses_chat_template(tokenizer):
         from trl.data_utils import apply_chat_template
 
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
@@ -137,7 +142,7 @@ def render_prompt(prompt: Prompt, tokenizer: Any) -> str:
 def encode_prompt(prompt: Prompt, tokenizer: Any) -> list[int]:
     """Token ids of the rendered prompt. A chat template already holds BOS and the other special tokens; plain
     text gets them the way SFT tokenization adds them."""
-    templated = bool(getattr(tokenizer, "chat_template", None))
+    templated = uses_chat_template(tokenizer)
     return list(tokenizer(render_prompt(prompt, tokenizer), add_special_tokens=not templated)["input_ids"])
 
 

@@ -97,7 +97,8 @@ def prompt_completion_rows(count: int = 32, seed: int = 0) -> list[dict]:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    """One JSON object per line, in UTF-8 with non-ASCII text kept as it is (names with accents stay readable)."""
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     return path
 
 

@@ -56,6 +56,7 @@ from divalign.generation import (
     render_prompt,
     sample_completions,
     stop_token_ids,
+    uses_chat_template,
 )
 from divalign.zero3 import whole_model_loading
 
@@ -482,7 +483,7 @@ class DiversityCallback(TrainerCallback):
         """On the main process: the keys to log, the updated record and the thresholds crossed for the first time."""
         quality = correct = None
         if self._quality is not None:
-            chat = bool(getattr(self._tokenizer(), "chat_template", None))  # how the policy read the prompts
+            chat = uses_chat_template(self._tokenizer())
             quality = self._quality.score(self._prompts, groups, token_ids, self._columns, chat=chat)
             correct = self._quality.verdicts(quality)
         embedder = None if self._embedder is None else CachedEmbedder(self._embedder)  # correct-only: no re-encoding

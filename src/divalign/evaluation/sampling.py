@@ -21,6 +21,7 @@ from ..generation import (
     prompt_seed,
     sample_completions,
     stop_token_ids,
+    uses_chat_template,
 )
 from .prompts import PromptRecord
 
@@ -119,7 +120,7 @@ class HFSampler:
         groups = sample_completions(self.model, prompt_ids, settings, self.stop_ids, self.pad_id, progress=progress)
         token_ids = [groups[i] for i in range(len(records))]
         texts = [decode_group(self.tokenizer, group) for group in token_ids]
-        return Samples(texts, token_ids, len(self.tokenizer), chat=bool(getattr(self.tokenizer, "chat_template", None)))
+        return Samples(texts, token_ids, len(self.tokenizer), chat=uses_chat_template(self.tokenizer))
 
     def close(self) -> None:
         del self.model
@@ -163,7 +164,7 @@ class VLLMSampler:
         outputs = self.llm.generate(inputs, params)
         token_ids = [[cut_at_stop(list(c.token_ids), self.stop_ids) for c in o.outputs] for o in outputs]
         texts = [decode_group(self.tokenizer, group) for group in token_ids]
-        return Samples(texts, token_ids, len(self.tokenizer), chat=bool(getattr(self.tokenizer, "chat_template", None)))
+        return Samples(texts, token_ids, len(self.tokenizer), chat=uses_chat_template(self.tokenizer))
 
     def close(self) -> None:
         import torch

@@ -20,6 +20,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..smoke import write_jsonl
 from .catalog import Category, category
 
 SEEN_CATEGORIES = ("european_country", "asian_country", "us_state", "chemical_element", "planet", "weekday")
@@ -107,12 +108,12 @@ class RealWorld:
         """Write the SFT set, the prompt files and world.json into `directory` (created); returns it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_jsonl(directory / "sft.jsonl", self.sft_records())
+        write_jsonl(directory / "sft.jsonl", self.sft_records())
         for split, heldout in (("seen", False), ("heldout", True)):
             rows = [{"prompt": p.text, "answer": p.category} for p in self.prompts(heldout)]
-            _write_jsonl(directory / f"prompts_{split}.jsonl", rows)
+            write_jsonl(directory / f"prompts_{split}.jsonl", rows)
         probe = [{"prompt": self.categories[k].phrasings[0], "answer": k} for k in self.config.seen]
-        _write_jsonl(directory / "prompts_probe.jsonl", probe)
+        write_jsonl(directory / "prompts_probe.jsonl", probe)
         (directory / "world.json").write_text(json.dumps(self.describe(), indent=1, ensure_ascii=False))
         return directory
 
@@ -130,7 +131,3 @@ class RealWorld:
                 for key, cat in self.categories.items()
             },
         }
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from divalign.smoke import write_jsonl
+
 # The answers of every category, written for this world, in package data (categories.json: one category a line). Two-
 # word answers exist on purpose: an answer is a token *sequence*, so the exact answer probabilities have to multiply
 # several next-token probabilities.
@@ -176,7 +178,7 @@ class ToyWorld:
         }
         truth = {"config": asdict(self.config), "prompts": [asdict(p) for p in self.prompts]}
         paths["truth"].write_text(json.dumps(truth, indent=1))
-        _write_jsonl(paths["sft"], self.sft_records())
+        write_jsonl(paths["sft"], self.sft_records())
         # The probe for in-training diversity curves: the first phrasing of every category, seen and held-out
         probe = [p for p in self.prompts if p.text.startswith(TEMPLATES[0].split()[0])]
         for key, prompts in (
@@ -193,7 +195,7 @@ class ToyWorld:
                 }
                 for p in prompts
             ]
-            _write_jsonl(paths[key], rows)
+            write_jsonl(paths[key], rows)
         texts = self.pretrain_texts(self.config.pretrain_examples, seed=self.config.seed + 2)
         paths["pretrain"].write_text("\n".join(texts) + "\n")
         return paths
@@ -204,7 +206,3 @@ class ToyWorld:
         config = json.loads(Path(path).read_text())["config"]
         config["categories"] = tuple(config["categories"])
         return cls(WorldConfig(**config))
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
