@@ -24,6 +24,7 @@ from divalign.diversity import (
     truncate_to_common_length,
     unique_answers,
 )
+from divalign.diversity.aggregate import summarize_with_ci
 
 
 def test_distinct_identical_samples_is_minimal():
@@ -139,6 +140,13 @@ def test_bootstrap_ci_contains_the_mean():
     low, high = bootstrap_ci(values, n_resamples=2000, seed=0)
     assert low < values.mean() < high
     assert bootstrap_ci([0.3] * 5) == pytest.approx((0.3, 0.3))
+
+
+def test_summary_with_ci_of_two_prompts_skipping_nan():
+    """Prompts scoring 0 and 1 (and one undefined): a resample of two has mean 0 or 1 with probability 1/4 each, so
+    the 2.5 % and 97.5 % quantiles of the resampled means are exactly 0 and 1."""
+    stats = summarize_with_ci([0.0, 1.0, math.nan], n_resamples=1000, seed=0)
+    assert stats == pytest.approx({"mean": 0.5, "p10": 0.1, "p90": 0.9, "ci_low": 0.0, "ci_high": 1.0})
 
 
 def test_bootstrap_ci_covers_the_true_mean_95_percent_of_the_time():

@@ -36,3 +36,9 @@ def bootstrap_ci(
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def summarize_with_ci(values: Sequence[float], n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """:func:`summarize` with the mean's bootstrap 95 % CI over prompts as ``ci_low`` and ``ci_high``."""
+    low, high = bootstrap_ci(values, n_resamples=n_resamples, seed=seed)
+    return {**summarize(values), "ci_low": low, "ci_high": high}

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..diversity import REGISTRY
-from ..diversity.aggregate import bootstrap_ci, summarize
+from ..diversity.aggregate import summarize_with_ci
 from ..diversity.registry import score_groups
 from .frontier import FrontierCurve, matched_difference
 from .prompts import PromptRecord
@@ -108,8 +108,8 @@ def frontier_results(
         model["frontier"] = [
             {
                 "temperature": float(t),
-                "quality": _ci(by_t[t]["quality"], n_bootstrap, seed),
-                "diversity": _ci(by_t[t]["diversity"], n_bootstrap, seed),
+                "quality": summarize_with_ci(by_t[t]["quality"], n_bootstrap, seed),
+                "diversity": summarize_with_ci(by_t[t]["diversity"], n_bootstrap, seed),
             }
             for t in temperatures
         ]
@@ -124,8 +124,3 @@ def frontier_results(
         "reference": reference,
         "comparisons": comparisons,
     }
-
-
-def _ci(values: list[float], n_bootstrap: int, seed: int) -> dict[str, float]:
-    low, high = bootstrap_ci(values, n_resamples=n_bootstrap, seed=seed)
-    return {**summarize(values), "ci_low": low, "ci_high": high}

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import set_aside
 from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, NLIScorer, validate_metrics
-from ..diversity.aggregate import bootstrap_ci, summarize
+from ..diversity.aggregate import summarize_with_ci
 from ..diversity.clusters import DEFAULT_CLUSTER_THRESHOLD
 from ..diversity.embedding import CachedEmbedder
 from ..diversity.profile import (
@@ -47,8 +47,7 @@ _ANSWER_METRICS = ("unique_answers", "pass_at_1", "pass_at_k")
 def _stats(scores: DiversityScores, n_bootstrap: int, seed: int) -> dict[str, dict[str, float]]:
     out = {}
     for name, values in scores.per_prompt.items():
-        low, high = bootstrap_ci(values, n_resamples=n_bootstrap, seed=seed)
-        out[name] = {**summarize(values), "ci_low": low, "ci_high": high}
+        out[name] = summarize_with_ci(values, n_bootstrap, seed)
         if name in scores.across:
             out[name]["across"] = scores.across[name]
     return out
@@ -87,8 +86,7 @@ def _score_model(
     verdicts_as_quality = [[float(c) for c in group] for group in correct]
     quality = score_quality(samples.texts, samples.token_ids, verdicts_as_quality, correct, metrics, **common)
     accuracy = quality.quality.tolist()
-    low, high = bootstrap_ci(accuracy, n_resamples=n_bootstrap, seed=seed)
-    result["quality"] = {**summarize(accuracy), "ci_low": low, "ci_high": high}
+    result["quality"] = summarize_with_ci(accuracy, n_bootstrap, seed)
     result["correct_only"] = _stats(quality.correct_only, n_bootstrap, seed)
     result["per_prompt"]["correct_only"] = _lists(quality.correct_only)
     result["per_prompt"]["accuracy"] = accuracy

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..diversity.aggregate import bootstrap_ci, summarize
+from ..diversity.aggregate import summarize_with_ci
 from .answer_metrics import category_coverage, score_groups
 
 VERIFIER = "divalign.realworld.verifier:names_valid_item"
@@ -138,7 +138,9 @@ def verified_split(
         main = f"{settings.temperature:g}"
         models[name] = {
             "per_prompt": per_temperature,
-            "summary": {m: _summary(v, settings) for m, v in per_temperature[main].items()},
+            "summary": {
+                m: summarize_with_ci(v, settings.bootstrap, settings.seed) for m, v in per_temperature[main].items()
+            },
             "category_coverage": category_coverage(samples[main], keys),
             "eval_accuracy": model["quality"]["mean"],
             "semantic_clusters": model["metrics"]["semantic_clusters"],
@@ -146,8 +148,3 @@ def verified_split(
             "sbert": model["metrics"]["sbert"],
         }
     return {"categories": keys, "models": models, "eval_dir": str(out)}
-
-
-def _summary(values: list[float], settings: EvalSettings) -> dict[str, float]:
-    low, high = bootstrap_ci(values, n_resamples=settings.bootstrap, seed=settings.seed)
-    return {**summarize(values), "ci_low": low, "ci_high": high}
