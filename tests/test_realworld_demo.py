@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from safetensors.numpy import load_file
 
@@ -31,9 +32,10 @@ RUNS = {"CE-s0": "ce_sft", "TOFU-s0": "tofu_sft", "GEM-s0": "gem_sft"}
 
 
 def run_quick_demo(out: Path) -> subprocess.CompletedProcess:
-    # One thread: the other pytest worker shares the two cores, and two threads per process there spin against its
-    # ranks (the quick demo took 9 min instead of 2 alongside the multi-process tests)
-    command = [sys.executable, "-m", "divalign.realworld.demo", "--quick", "--threads", "1", "--out", str(out)]
+    # This worker's share of the cores (tests/conftest.py), not the demo's default of all of them: beside the other
+    # worker's multi-process tests, two threads per process spun and the quick demo took 9 min instead of 2
+    threads = str(torch.get_num_threads())
+    command = [sys.executable, "-m", "divalign.realworld.demo", "--quick", "--threads", threads, "--out", str(out)]
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     return proc
