@@ -137,3 +137,26 @@ def test_env_block_must_be_a_mapping(tmp_path, model_dir):
     recipe = sft_recipe(tmp_path, model_dir, env=["WANDB_MODE=offline"])
     with pytest.raises(RecipeError, match="`env:` must be a mapping of environment variables"):
         train.run_stage(str(recipe), ["--dataset_name", write_dataset(tmp_path, "jsonl")])
+
+
+def test_env_numbers_are_set_as_written_not_as_yaml_1_1_reads_them(tmp_path):
+    """PyYAML reads `010` as octal 8, `1:30` as 90 and `1_000` as 1000; the variables get the recipe's text."""
+    from divalign.launch.recipe import split_recipe
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("trainer: sft\nenv:\n  A: 010\n  B: 1:30\n  C: 1_000\n  D: 3\n  E: 1.50\n  F: '010'\n")
+    assert yaml.safe_load(recipe.read_text())["env"]["A"] == 8  # what the file would give without the fix
+    _, _, env = split_recipe(recipe, ["sft"])
+    assert env == {"A": "010", "B": "1:30", "C": "1_000", "D": "3", "E": "1.50", "F": "010"}
+
+
+@pytest.mark.parametrize(
+    ("written", "named"), [("''", "key '' is an empty name"), ("A=B", "key 'A=B' is a name holding '='")]
+)
+def test_env_key_that_is_empty_or_holds_equals_is_refused_naming_it(tmp_path, written, named):
+    from divalign.launch.recipe import split_recipe
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"trainer: sft\nenv:\n  {written}: x\n")
+    with pytest.raises(RecipeError, match=re.escape(f"{recipe}: `env:` {named}")):
+        split_recipe(recipe, ["sft"])

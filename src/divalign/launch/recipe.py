@@ -372,14 +372,53 @@ def split_recipe(path: str | os.PathLike, known_trainers: Sequence[str]) -> tupl
     env = content.get("env") or {}
     if not isinstance(env, dict):
         raise RecipeError(f"{path}: `env:` must be a mapping of environment variables, got {env!r}")
-    return trainer, diversity, {str(k): _env_value(k, v, path) for k, v in env.items()}
+    written = _env_texts(path) if env else {}
+    return trainer, diversity, {_env_key(k, path): _env_value(k, v, path, written) for k, v in env.items()}
 
 
-def _env_value(key: Any, value: Any, path: str | os.PathLike) -> str:
-    """An ``env:`` value as the variable's text: a string or a number. YAML's null, true/false, lists and mappings have
-    no one spelling as an environment variable (Python would set 'None', 'True', '[1, 2]')."""
-    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
-        return str(value)
+def _env_key(key: Any, path: str | os.PathLike) -> str:
+    """An ``env:`` key as a variable name: the OS takes no empty name and none holding ``=`` (``NAME=value`` is how
+    the environment stores a variable) or a NUL byte."""
+    name = "" if key is None else str(key)
+    if not name.strip() or "=" in name or "\0" in name:
+        why = "an empty name" if not name.strip() else "a name holding '='" if "=" in name else "a name holding NUL"
+        raise RecipeError(
+            f"{path}: `env:` key {key!r} is {why}; an environment variable's name is non-empty and holds no '=' "
+            "(write `NAME: value`, e.g. `WANDB_MODE: offline`)"
+        )
+    return name
+
+
+def _env_texts(path: str | os.PathLike) -> dict[Any, str]:
+    """The text of each plain (unquoted) scalar of the ``env:`` block as written in the file, by its parsed key.
+
+    PyYAML reads YAML 1.1, where ``010`` is octal (8), ``1:30`` base 60 (90) and ``1_000`` is 1000: an environment
+    variable gets what the recipe says, not Python's spelling of that number."""
+    try:
+        root = yaml.compose(Path(path).read_text())
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    for key_node, value_node in root.value:
+        if key_node.value == "env" and isinstance(value_node, yaml.MappingNode):
+            loader = yaml.SafeLoader("")
+            return {
+                loader.construct_object(k, deep=True): v.value
+                for k, v in value_node.value
+                if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode) and v.style is None
+            }
+    return {}
+
+
+def _env_value(key: Any, value: Any, path: str | os.PathLike, written: dict[Any, str] | None = None) -> str:
+    """An ``env:`` value as the variable's text: a string, or a number as written in the recipe (:func:`_env_texts`).
+    YAML's null, true/false, lists and mappings have no one spelling as an environment variable (Python would set
+    'None', 'True', '[1, 2]')."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (written or {}).get(key, str(value))
     kind = "null" if value is None else {bool: "a boolean", list: "a list", dict: "a mapping"}.get(type(value), "")
     hint = f" (quote it: {key}: '{str(value).lower()}')" if isinstance(value, bool) else ""
     raise RecipeError(
