@@ -359,8 +359,15 @@ TEXT_ROW = {"prompt": "user : say a word </s> assistant :", "completion": " w1 <
          "its 'prompt' holds text; a row's fields are all text or all chat"),
         ([TEXT_ROW, {**TEXT_ROW, "prompt": None}], "line 2", "field 'prompt': null; expected"),
         ([{"messages": ROW["prompt"] + ROW["completion"]}, {"messages": "user : hi"}], "line 2", "field 'messages': "
-         "text, but the first row's holds chat messages"),
+         "text; expected chat messages (a list of {'role': ..., 'content': ...} messages)"),
         ([{"messages": []}], "line 1", "field 'messages': an empty list; expected"),
+        # messages a chat template would render as empty turns, or not at all
+        ([{"messages": [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "w1"}]}], "line 1",
+         "field 'messages': message 0 (user) has no 'content' (it holds 'text': the text goes in 'content')"),
+        ([{"messages": ROW["prompt"] + ROW["completion"]}, {"messages": [*ROW["prompt"], {"role": "bot", "content": "w"}]}],
+         "line 2", "field 'messages': message 1 has role 'bot'; expected one of system, user, assistant, tool"),
+        ([ROW, {**ROW, "completion": [{"role": "assistant", "value": "w1"}]}], "line 2", "field 'completion': "
+         "message 0 (assistant) has no 'content' (it holds 'value'"),
     ],
 )  # fmt: skip
 def test_rows_of_mixed_kinds_name_file_line_and_field(assets, tmp_path, no_model_load, rows, where, problem):

@@ -3,9 +3,9 @@
 Every failure names the file (and, for JSON Lines, the line) or the split at fault, instead of surfacing as the
 ``datasets`` builder's ``StopIteration`` (an empty file) or ``DatasetGenerationError`` (a malformed line). The text
 fields a stage reads (``messages``, ``prompt``, ``completion``, ``chosen``, ``rejected``, SFT's text field) must hold
-text or chat messages, one kind in every row and field of a row (:func:`check_text_fields`): ``datasets`` loads a
-file that mixes them (typing the column ``Json``), and TRL then stops inside tokenization after the model has loaded,
-or trains on the mix silently.
+text or chat messages, one kind in every row and field of a row, and every message a known role and a ``content``
+(:func:`check_text_fields`): ``datasets`` loads a file that mixes them (typing the column ``Json``), and TRL then stops
+inside tokenization after the model has loaded, or trains on the mix (or on empty turns) silently.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .recipe import RecipeError
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 TEXT, CHAT = "text", "chat messages"
+CHAT_ROLES = ("system", "user", "assistant", "tool")  # the roles chat templates render
 # The fields TRL reads as text or as a conversation (SFT, DPO, GRPO); other columns (answers, rewards' inputs) are free
 CONVERSATION_FIELDS = ("messages", "prompt", "completion", "chosen", "rejected")
 # HuggingFaceH4/ultrafeedback_binarized has a text `prompt` beside `chosen`/`rejected` conversations that repeat it;
@@ -137,6 +138,26 @@ def check_columns(dataset, alternatives: Sequence[tuple[str, ...]], dataset_name
     raise RecipeError(f"dataset {dataset_name!r} is missing columns: it needs {wanted}, but has {sorted(columns)}")
 
 
+def messages_problem(value: list[dict[str, Any]]) -> str | None:
+    """What is wrong with the messages of one conversation (a list of ``{role, ...}`` mappings), or ``None``.
+
+    Every message needs a :data:`CHAT_ROLES` role and a ``content`` (text, or a list of content parts), except an
+    assistant turn that calls tools. A message whose text sits under another key (``text``, ``value``) would be
+    rendered by the chat template as an empty turn, and the run would train on it without a word."""
+    for number, message in enumerate(value):
+        role = message.get("role")
+        if role not in CHAT_ROLES:
+            return f"message {number} has role {role!r}; expected one of {', '.join(CHAT_ROLES)}"
+        content = message.get("content")
+        if content is None and not message.get("tool_calls"):
+            others = sorted(key for key, item in message.items() if key != "role" and item is not None)
+            held = f" (it holds {', '.join(repr(k) for k in others)}: the text goes in 'content')" if others else ""
+            return f"message {number} ({role}) has no 'content'{held}; expected {{'role': ..., 'content': ...}}"
+        if content is not None and not isinstance(content, str | list):
+            return f"message {number} ({role}): 'content' is {value_kind(content)}; expected text or content parts"
+    return None
+
+
 def _is_chat(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
 
@@ -174,11 +195,32 @@ def _typed_kind(dataset: Dataset, column: str) -> str | None:
     return None
 
 
+def _typed_messages_hold(dataset: Dataset, column: str) -> bool:
+    """Whether every message of a typed conversation column has a known role and a ``content`` (read from Arrow;
+    ``False`` sends the rows to :func:`messages_problem`)."""
+    import pyarrow.compute as pc
+
+    if "content" not in dataset.features[column].feature:
+        return False
+    messages = pc.list_flatten(dataset.data.column(column))
+    roles = set(pc.unique(pc.struct_field(messages, "role")).to_pylist())
+    return roles <= set(CHAT_ROLES) and pc.struct_field(messages, "content").null_count == 0
+
+
+def _messages_problem(row: dict[str, Any], kinds: dict[str, str]) -> tuple[str, str] | None:
+    for field, kind in kinds.items():
+        problem = messages_problem(row[field]) if kind == CHAT else None
+        if problem is not None:
+            return field, problem
+    return None
+
+
 def _row_problem(kinds: dict[str, str], allowed: dict[str, set[str]], first: dict[str, str]) -> tuple[str, str] | None:
     """``(field, what is wrong)`` with one row's field kinds, or ``None``."""
     for field, kind in kinds.items():
         if kind not in allowed[field]:
-            return field, f"{kind}; expected {' or '.join(sorted(allowed[field]))}"
+            form = " (a list of {'role': ..., 'content': ...} messages)" if allowed[field] == {CHAT} else ""
+            return field, f"{kind}; expected {' or '.join(sorted(allowed[field]))}{form}"
     lead, *others = kinds
     for field in others:
         if kinds[field] != kinds[lead]:
@@ -193,17 +235,24 @@ def _row_problem(kinds: dict[str, str], allowed: dict[str, set[str]], first: dic
 
 def check_row_types(dataset: Dataset, allowed: dict[str, set[str]], where: Callable[[int], str]) -> None:
     """Raise a :class:`RecipeError` at the first row (``where(index)`` names it) whose text field holds another kind
-    than ``allowed[field]``, than the row's other text fields, or than the first row (TRL would stop on it
-    mid-tokenization, after the model has loaded, or train on it silently).
+    than ``allowed[field]``, than the row's other text fields, or than the first row, or whose conversation has a
+    message without a known role or a ``content`` (:func:`messages_problem`): TRL would stop on it mid-tokenization,
+    after the model has loaded, or train on it silently.
 
     Typed columns (all text, all conversations) are checked from their Arrow type; the rows are read only when a
-    column mixes values (``datasets`` then types it ``Json``) or holds nulls or empty conversations."""
+    column mixes values (``datasets`` then types it ``Json``), holds nulls or empty conversations, or a message
+    fails the check."""
     typed = {field: _typed_kind(dataset, field) for field in allowed}
-    if len(set(typed.values())) == 1 and all(kind in allowed[field] for field, kind in typed.items()):
+    if (
+        len(set(typed.values())) == 1
+        and all(kind in allowed[field] for field, kind in typed.items())
+        and all(_typed_messages_hold(dataset, field) for field, kind in typed.items() if kind == CHAT)
+    ):
         return
     first: dict[str, str] = {}
     for index, row in enumerate(dataset.select_columns(list(allowed))):
-        problem = _row_problem({field: value_kind(row[field]) for field in allowed}, allowed, first)
+        kinds = {field: value_kind(row[field]) for field in allowed}
+        problem = _row_problem(kinds, allowed, first) or _messages_problem(row, kinds)
         if problem is not None:
             raise RecipeError(f"{where(index)}, field {problem[0]!r}: {problem[1]}")
 
@@ -229,8 +278,11 @@ def check_text_fields(
     dataset: Dataset, columns: Sequence[str], text_field: str | None, dataset_name: str, split: str
 ) -> None:
     """:func:`check_row_types` on the text fields among the stage's ``columns``: the conversation fields (text or chat
-    messages) and ``text_field`` (SFT's ``dataset_text_field``: text only)."""
-    allowed = {column: {TEXT, CHAT} for column in columns if column in CONVERSATION_FIELDS}
+    messages; ``messages`` chat messages only) and ``text_field`` (SFT's ``dataset_text_field``: text only)."""
+    # `messages` is a conversation by name: text there is no conversation TRL can read
+    allowed = {
+        column: {CHAT} if column == "messages" else {TEXT, CHAT} for column in columns if column in CONVERSATION_FIELDS
+    }
     if text_field in columns and text_field not in allowed:
         allowed[text_field] = {TEXT}
     if allowed and isinstance(dataset, Dataset) and len(dataset):
