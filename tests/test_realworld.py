@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from divalign.realworld.catalog import (
     COUNTRY_ALIASES,
     ELEMENT_ALIASES,
     HAND_WRITTEN,
+    NON_MEMBER_STATES,
     category,
     country_table,
 )
@@ -62,6 +65,17 @@ ACCEPTED = [
     ("african_country", "Equatorial Guinea", "Equatorial Guinea"),
     ("african_country", "The Democratic Republic of the Congo", "DR Congo"),
     ("african_country", "Republic of the Congo", "Congo Republic"),
+    ("african_country", "Congo", "Congo Republic"),  # the UN's and ISO 3166's short name of the Republic of the Congo
+    ("african_country", "Republic of Congo", "Congo Republic"),
+    ("african_country", "Congo-Brazzaville", "Congo Republic"),
+    ("african_country", "Democratic Republic of Congo", "DR Congo"),
+    ("african_country", "Congo, Democratic Republic of the", "DR Congo"),
+    ("african_country", "Congo-Kinshasa", "DR Congo"),
+    ("european_country", "Vatican City", "Vatican"),  # a sovereign state, though not a UN member
+    ("european_country", "The Holy See", "Vatican"),
+    ("european_country", "Republic of Ireland", "Ireland"),
+    ("us_state", "Washington", "Washington"),
+    ("us_state", "Washington State", "Washington"),
     ("south_american_country", "Brazil", "Brazil"),
     ("us_state", "Virginia", "Virginia"),
     ("us_state", "West Virginia", "West Virginia"),
@@ -75,6 +89,9 @@ ACCEPTED = [
     ("planet", "the Earth", "Earth"),
     ("weekday", "Sunday", "Sunday"),
     ("month", "May", "May"),
+    ("month", "may", "May"),
+    ("month", "Is it May? Yes.", "May"),  # "it May" ends a question: the month
+    ("month", "May, I think.", "May"),
     ("rainbow_colour", "Indigo", "Indigo"),
     ("ocean", "the Pacific", "Pacific Ocean"),
     ("ocean", "Indian Ocean", "Indian Ocean"),
@@ -88,6 +105,12 @@ INSIDE_A_SENTENCE = [
     ("chemical_element", "One of the most fundamental elements is hydrogen.", "Hydrogen"),
     ("planet", "The planet is Mars!", "Mars"),
     ("weekday", "E92 - the factory's day of the week is Monday.", "Monday"),
+    ("month", "It may be June.", "June"),  # "may" the verb is not the month
+    ("month", "May I suggest June?", "June"),
+    ("month", "Answer: June. It may vary.", "June"),
+    ("month", "They may not know, but May is a month.", "May"),
+    ("european_country", "Belfast is in Northern Ireland, so Ireland.", "Ireland"),
+    ("us_state", "Washington D.C. is not a state; Maryland is.", "Maryland"),
 ]
 REJECTED = [
     ("european_country", "Germay"),  # misspelt
@@ -101,7 +124,14 @@ REJECTED = [
     ("european_country", "Europe"),
     ("european_country", ""),
     ("african_country", "Papua New Guinea"),  # contains "Guinea", names an Oceanian country
-    ("african_country", "Congo"),  # which one?
+    ("european_country", "Northern Ireland"),  # part of the United Kingdom, not Ireland
+    ("asian_country", "Northern Ireland"),  # not Ireland outside the valid set either
+    ("us_state", "Washington D.C."),  # the federal district, not the state
+    ("us_state", "Washington, D. C."),
+    ("us_state", "washington dc"),
+    ("us_state", "Washington, District of Columbia"),
+    ("month", "It may be."),
+    ("month", "You may choose any month."),
     ("us_state", "Puerto Rico"),  # a territory
     ("us_state", "Washingtonia"),
     ("us_state", "Texas and Ohio"),
@@ -134,6 +164,43 @@ def test_the_verifier_says_why_it_rejects():
     assert identify("Germay", "european_country").reason == "names no known item"
     assert identify("Japan or France", "european_country").reason == "names 2 items: Japan, France"
     assert identify("Japan", "european_country").reason == "names Japan, outside the valid set"
+
+
+def test_names_containing_an_item_and_the_verb_may_name_no_item():
+    """Names that are not items ("Northern Ireland" is not Ireland, "Washington D.C." is not the state, "may" the verb
+    is not the month) name nothing: beside them one item is one answer, and the reason counts only the items."""
+    assert identify("Northern Ireland", "european_country").reason == "names no known item"
+    assert identify("Washington D.C.", "us_state").reason == "names no known item"
+    assert identify("I may say June, or it may be July.", "month").reason == "names 2 items: June, July"
+    assert identify("It may be June or May.", "month").reason == "names 2 items: June, May"
+    assert identify("Northern Ireland or Japan", "european_country").reason == "names Japan, outside the valid set"
+
+
+def test_a_name_of_no_item_that_spells_an_item_is_refused(monkeypatch):
+    from divalign.realworld import catalog, verifier
+
+    clash = replace(category("us_state"), not_items=("Washington",))
+    monkeypatch.setattr(verifier, "category", lambda key: clash)
+    verifier._matcher.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="'Washington' spells both a name of no item and 'Washington'"):
+            verifier._matcher("us_state")
+    finally:
+        verifier._matcher.cache_clear()
+    assert catalog.NOT_ITEMS["us_state"]
+
+
+def test_the_vatican_is_valid_but_never_in_an_sft_head():
+    """The Vatican joined the European valid set; the heads are drawn from the UN members, as before it did."""
+    world = RealWorld()
+    assert "Vatican" in {i.name for i in category("european_country").items}
+    assert "Vatican" in world.describe()["categories"]["european_country"]["valid"]
+    members = [i.name for i in category("european_country").items if i.name not in NON_MEMBER_STATES]
+    size = min(10, math.ceil(len(members) / 2))
+    for seed in range(20):
+        head = RealWorld(RealWorldConfig(seed=seed)).head("european_country")
+        assert "Vatican" not in head
+        assert head == tuple(random.Random(f"{seed}:european_country").sample(members, size))
 
 
 def test_normalise_drops_case_accents_full_stops_and_punctuation():

@@ -3,15 +3,17 @@
 Each category is a set of valid items (each with the spellings the verifier accepts) and a few phrasings of the same
 question. Where a maintained data package holds the set, the set comes from it:
 
-* countries by continent: `country_converter`'s country table (UN member states, its `continent` and `Continent_7`
-  columns), read as its data file because its `CountryConverter` class cannot load that file under pandas 3
-  (Namibia's ISO code "NA" becomes a missing value);
+* countries by continent: `country_converter`'s country table (UN member states and the Vatican, the Holy See's
+  state, a UN observer; its `continent` and `Continent_7` columns), read as its data file because its
+  `CountryConverter` class cannot load that file under pandas 3 (Namibia's ISO code "NA" becomes a missing value);
 * US states: the `us` package (the 50 states, no territories);
 * chemical elements: `periodictable` (elements 1–118; its neutron, element 0, is left out).
 
 Only tiny closed sets (planets, days of the week, months, colours of the rainbow, oceans) are written here. A few
 common English names the packages lack ("Czech Republic", "Ivory Coast", "Turkey", British element spellings) are
 extra spellings of the package's item; a test checks that `country_converter`'s own name patterns agree with each one.
+A few names contain an item's name but name no item ("Northern Ireland", "Washington D.C."): `NOT_ITEMS` lists them so
+the verifier does not read them as Ireland or Washington.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Category:
     # Known items of the same kind that are not valid (the countries of other continents): an answer naming one of
     # them names no valid item, even where a valid name is part of it ("Papua New Guinea" is not Guinea)
     others: tuple[Item, ...] = ()
+    # Names that contain an item's spelling but name no item of the kind ("Northern Ireland" is not Ireland)
+    not_items: tuple[str, ...] = ()
 
     def item(self, name: str) -> Item:
         """The item called `name` (KeyError naming the category otherwise)."""
@@ -57,10 +61,17 @@ COUNTRY_ALIASES: dict[str, tuple[str, ...]] = {
     "Bosnia and Herzegovina": ("Bosnia",),
     "Brunei Darussalam": ("Brunei",),
     "Cabo Verde": ("Cape Verde",),
-    "Congo Republic": ("Republic of the Congo", "Congo-Brazzaville"),
+    # "Congo" alone is the Republic of the Congo, as in the UN's and ISO 3166's short names
+    "Congo Republic": ("Republic of the Congo", "Republic of Congo", "Congo-Brazzaville", "Congo"),
     "Côte d'Ivoire": ("Ivory Coast",),
     "Czechia": ("Czech Republic",),
-    "DR Congo": ("Democratic Republic of the Congo", "DRC"),
+    "DR Congo": (
+        "Democratic Republic of the Congo",
+        "Democratic Republic of Congo",
+        "Congo, Democratic Republic",
+        "Congo-Kinshasa",
+        "DRC",
+    ),
     "Eswatini": ("Swaziland",),
     "Gambia": ("The Gambia",),
     "Myanmar": ("Burma",),
@@ -68,7 +79,20 @@ COUNTRY_ALIASES: dict[str, tuple[str, ...]] = {
     "Timor-Leste": ("East Timor",),
     "Türkiye": ("Turkey",),
     "United Kingdom": ("UK", "Great Britain", "Britain"),
+    "Vatican": ("Vatican City", "Holy See"),
     "Vietnam": ("Viet Nam",),
+}
+# Sovereign states outside the UN's members, in the valid sets too: the Vatican (the Holy See's state, a UN observer).
+# The SFT heads are drawn from the UN members alone (world.RealWorld.head), so adding one leaves the SFT data as it was
+NON_MEMBER_STATES: tuple[str, ...] = ("Vatican",)
+# Names that contain a country's or a state's name but name none ("Northern Ireland" is part of the United Kingdom)
+_COUNTRY_NOT_ITEMS = ("Northern Ireland",)
+NOT_ITEMS: dict[str, tuple[str, ...]] = {
+    "european_country": _COUNTRY_NOT_ITEMS,
+    "asian_country": _COUNTRY_NOT_ITEMS,
+    "african_country": _COUNTRY_NOT_ITEMS,
+    "south_american_country": _COUNTRY_NOT_ITEMS,
+    "us_state": ("Washington D.C.", "Washington D. C.", "Washington, District of Columbia"),
 }
 # periodictable spells elements the American way
 ELEMENT_ALIASES: dict[str, tuple[str, ...]] = {
@@ -160,16 +184,19 @@ def _import(module: str):
 
 @cache
 def country_table() -> tuple[dict[str, str], ...]:
-    """The UN member states in `country_converter`'s country table, one dict of its columns per country."""
+    """The UN member states and `NON_MEMBER_STATES` in `country_converter`'s country table, one dict of its columns
+    per country."""
     _import("country_converter")
     table = importlib.resources.files("country_converter").joinpath("country_data.tsv")
     with table.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    return tuple(row for row in rows if row["UNmember"] and not row["obsolete"])
+    return tuple(
+        row for row in rows if (row["UNmember"] or row["name_short"] in NON_MEMBER_STATES) and not row["obsolete"]
+    )
 
 
 def countries(column: str, value: str) -> tuple[tuple[Item, ...], tuple[Item, ...]]:
-    """UN member states whose `column` (`continent` or `Continent_7`) is `value`, and all the others."""
+    """The states of `country_table` whose `column` (`continent` or `Continent_7`) is `value`, and all the others."""
     inside, outside = [], []
     for row in country_table():
         name = row["name_short"]
@@ -194,12 +221,21 @@ def chemical_elements() -> tuple[tuple[Item, ...], tuple[Item, ...]]:
 
 
 SOURCES = {
-    "european_country": (lambda: countries("continent", "Europe"), "country_converter (UN members, continent)"),
-    "asian_country": (lambda: countries("continent", "Asia"), "country_converter (UN members, continent)"),
-    "african_country": (lambda: countries("continent", "Africa"), "country_converter (UN members, continent)"),
+    "european_country": (
+        lambda: countries("continent", "Europe"),
+        "country_converter (UN members and the Vatican, continent)",
+    ),
+    "asian_country": (
+        lambda: countries("continent", "Asia"),
+        "country_converter (UN members and the Vatican, continent)",
+    ),
+    "african_country": (
+        lambda: countries("continent", "Africa"),
+        "country_converter (UN members and the Vatican, continent)",
+    ),
     "south_american_country": (
         lambda: countries("Continent_7", "South America"),
-        "country_converter (UN members, Continent_7)",
+        "country_converter (UN members and the Vatican, Continent_7)",
     ),
     "us_state": (us_states, "us (us.states.STATES)"),
     "chemical_element": (chemical_elements, "periodictable (elements 1-118)"),
@@ -212,10 +248,10 @@ def category(key: str) -> Category:
     if key not in PHRASINGS:
         raise KeyError(f"Unknown category {key!r}; known: {', '.join(PHRASINGS)}")
     if key in HAND_WRITTEN:
-        return Category(key, HAND_WRITTEN[key], PHRASINGS[key], "by hand")
+        return Category(key, HAND_WRITTEN[key], PHRASINGS[key], "by hand", not_items=NOT_ITEMS.get(key, ()))
     load, source = SOURCES[key]
     items, others = load()
-    return Category(key, items, PHRASINGS[key], source, others)
+    return Category(key, items, PHRASINGS[key], source, others, NOT_ITEMS.get(key, ()))
 
 
 CATEGORY_KEYS: tuple[str, ...] = tuple(PHRASINGS)

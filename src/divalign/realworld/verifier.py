@@ -5,7 +5,10 @@ full stops and apostrophes removed ("U.K." → "uk"), any other punctuation a sp
 spellings occurs as whole words, so an answer inside a sentence counts ("I'd say the Netherlands." names
 Netherlands), a near miss does not ("Germay", "Frances", "Pluto" for a planet). Where spellings overlap the longest
 one wins ("West Virginia" names West Virginia, not Virginia; "Guinea-Bissau" is not Guinea), among the valid items
-and the category's other known items too ("Papua New Guinea" names a country outside Africa, not Guinea). An answer
+and the category's other known items too ("Papua New Guinea" names a country outside Africa, not Guinea), and the
+names that contain an item's name but name none ("Northern Ireland" is not Ireland, "Washington D.C." not the state:
+`catalog.NOT_ITEMS`). "may" used as a verb is not the month: before a subject pronoun's verb ("it may rain"), before
+"be", "have", "not" and a few more ("may be June"), and as "May I/we/you" opening a sentence. An answer
 is valid when it names exactly one known item and that item is valid: one naming several ("France, Italy and
 Spain", "Japan or France") is not an answer to "name one", one naming none or only an item outside the set is not
 either.
@@ -25,6 +28,13 @@ from .catalog import CATEGORY_KEYS, Category, category
 
 _DROPPED = re.compile(r"[.'’`ʼ]")
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
+# "may" the verb, read on the answer as written (punctuation tells "Is it May? Yes." from "it may rain")
+_MODAL_MAY = re.compile(
+    r"\b(?:i|you|he|she|it|we|they)\s+may(?=\s+[a-z])"
+    r"|\bmay(?=\s+(?:be|have|not|also|well|vary|depend|seem)\b)"
+    r"|(?:^|(?<=[.!?]\s))may(?=\s+(?:i|we|you)\b)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -47,17 +57,19 @@ def normalise(text: str) -> str:
 
 
 @cache
-def _matcher(key: str) -> tuple[re.Pattern[str], dict[str, tuple[str, bool]]]:
-    """One pattern per category: every spelling of its valid and other known items as whole words, longest first (so
-    the longest overlapping spelling wins at a position), and the (item, valid) each normalised spelling names."""
+def _matcher(key: str) -> tuple[re.Pattern[str], dict[str, tuple[str, bool] | None]]:
+    """One pattern per category: every spelling of its valid and other known items and every name of its `not_items`
+    as whole words, longest first (so the longest overlapping one wins at a position), and the (item, valid) each
+    normalised spelling names (None for a name that names no item)."""
     cat = category(key)
-    owner: dict[str, tuple[str, bool]] = {}
+    owner: dict[str, tuple[str, bool] | None] = {normalise(name): None for name in cat.not_items}
     for items, valid in ((cat.items, True), (cat.others, False)):
         for item in items:
             for spelling in item.spellings:
                 norm = normalise(spelling)
                 if owner.setdefault(norm, (item.name, valid)) != (item.name, valid):
-                    raise ValueError(f"category {key!r}: {spelling!r} spells both {owner[norm][0]!r} and {item.name!r}")
+                    other = "a name of no item" if owner[norm] is None else repr(owner[norm][0])
+                    raise ValueError(f"category {key!r}: {spelling!r} spells both {other} and {item.name!r}")
     alternatives = "|".join(re.escape(s) for s in sorted(owner, key=len, reverse=True))
     return re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])"), owner
 
@@ -67,7 +79,8 @@ def identify(text: str, category_key: str | Category) -> Verdict:
     named is outside the valid set)."""
     key = category_key.key if isinstance(category_key, Category) else category_key
     pattern, owner = _matcher(key)
-    named = list(dict.fromkeys(owner[m.group(0)] for m in pattern.finditer(normalise(text))))
+    plain = normalise(_MODAL_MAY.sub(lambda m: m.group(0)[:-3] + "might", text))
+    named = list(dict.fromkeys(n for m in pattern.finditer(plain) if (n := owner[m.group(0)]) is not None))
     if not named:
         return Verdict(None, "names no known item")
     if len(named) > 1:

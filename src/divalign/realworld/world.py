@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..smoke import write_jsonl
-from .catalog import Category, category
+from .catalog import NON_MEMBER_STATES, Category, category
 
 SEEN_CATEGORIES = ("european_country", "asian_country", "us_state", "chemical_element", "planet", "weekday")
 HELDOUT_CATEGORIES = ("african_country", "south_american_country", "month", "rainbow_colour")
@@ -70,8 +70,9 @@ class RealWorld:
         self.categories: dict[str, Category] = {k: category(k) for k in (*self.config.seen, *self.config.heldout)}
 
     def head(self, key: str) -> tuple[str, ...]:
-        """The items of the category that SFT answers use, most frequent first (a seeded draw from the valid set)."""
-        items = [item.name for item in self.categories[key].items]
+        """The items of the category that SFT answers use, most frequent first: a seeded draw from the valid set less
+        `NON_MEMBER_STATES` (the Vatican is valid but in no head, so accepting it left the SFT data as it was)."""
+        items = [item.name for item in self.categories[key].items if item.name not in NON_MEMBER_STATES]
         size = min(self.config.head_max, max(1, math.ceil(self.config.head_fraction * len(items))))
         return tuple(random.Random(f"{self.config.seed}:{key}").sample(items, size))
 
