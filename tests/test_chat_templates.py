@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,48 @@ def test_the_dry_run_never_downloads_a_tokenizer(tmp_path, data, monkeypatch, ca
     assert train.main([str(path), "--dry-run"]) == 0
     assert asked == [("divalign-tests/not-downloaded", True)]
     assert "divalign train: in this process: python -m divalign.train" in capsys.readouterr().out
+
+
+# chat_template_path: checked in the dry run and before the model loads, naming the key
+
+
+def test_a_template_file_with_a_jinja_syntax_error_is_refused_in_the_dry_run_and_before_the_model_loads(
+    tmp_path, smol_model, data, no_model_load, capsys
+):
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{% for message in messages %}\n{{ message['content' }}\n{% endfor %}\n")
+    path = recipe(
+        tmp_path, smol_model, data["prompt_completion"], assistant_only_loss=False, chat_template_path=str(broken)
+    )
+    expected = f"chat_template_path {broken}: Jinja syntax error at line 2 of the chat template: "
+    assert train.main([str(path), "--dry-run"]) == 1
+    assert capsys.readouterr().err.startswith(f"divalign.train: error: {expected}")
+    with pytest.raises(RecipeError) as caught:
+        train.run_stage(str(path))
+    assert str(caught.value).startswith(expected) and not (tmp_path / "run").exists()
+    broken.write_text(MARKED_TEMPLATE.read_text())  # the same file, fixed: {% generation %} compiles
+    assert train.main([str(path), "--dry-run"]) == 0
+
+
+def test_a_chat_template_path_that_is_no_template_and_no_tokenizer_names_the_key(
+    tmp_path, smol_model, data, no_model_load, capsys
+):
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "chat.jinja").write_text(MARKED_TEMPLATE.read_text())
+    text_file = tmp_path / "template.txt"
+    text_file.write_text(MARKED_TEMPLATE.read_text())
+    refusals = {
+        folder: f"chat_template_path {folder} is a folder and no tokenizer TRL can copy a chat template from (",
+        text_file: f"chat_template_path {text_file} is a file, but not a .jinja/.j2 template",
+    }
+    for source, expected in refusals.items():
+        keys = {"assistant_only_loss": False, "chat_template_path": str(source)}
+        path = recipe(tmp_path, smol_model, data["prompt_completion"], **keys)
+        assert train.main([str(path), "--dry-run"]) == 1
+        assert capsys.readouterr().err.startswith(f"divalign.train: error: {expected}")
+        with pytest.raises(RecipeError, match="^" + re.escape(expected)):
+            train.run_stage(str(path))
+    # a tokenizer folder is what TRL copies a template from: accepted
+    keys = {"assistant_only_loss": False, "chat_template_path": str(smol_model)}
+    assert train.main([str(recipe(tmp_path, smol_model, data["prompt_completion"], **keys)), "--dry-run"]) == 0

@@ -7,7 +7,8 @@ Llama 3, Gemma, Phi-3, ...); any other template (SmolLM2's, for one) fails in th
 model has loaded. The same holds for an ``eos_token``/``pad_token`` the vocabulary does not have. Here the tokenizer
 the trainer will use (that of ``model_name_or_path``, with ``chat_template_path`` applied as TRL applies it) is loaded
 on its own and put through TRL's own decision, so the run — and ``divalign train --dry-run`` — refuses with what to do
-instead.
+instead. A ``chat_template_path`` is checked as TRL will read it: a ``.jinja``/``.j2`` file compiled as transformers
+compiles it (a syntax error named with its line), anything else loaded as the tokenizer TRL copies the template of.
 
 A tokenizer that cannot be loaded here (a Hub model not in the local cache during a dry run, a later pipeline stage's
 model that does not exist yet, an adapter directory without tokenizer files) is not checked: the trainer reports it.
@@ -92,15 +93,74 @@ def check_special_tokens(tokenizer: Any, training_args: Any, model: str) -> None
             )
 
 
+def compile_template(template: str, where: str) -> None:
+    """Compile ``template`` as transformers does when the trainer renders a conversation; a Jinja syntax error is
+    raised as a :class:`RecipeError` naming ``where`` and the template's line (the trainer would stop on it only
+    after the model has loaded)."""
+    from jinja2 import TemplateSyntaxError
+
+    # transformers' own compiler: the same environment and extensions ({% generation %}) the trainer renders with
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    try:
+        _compile_jinja_template(template)
+    except TemplateSyntaxError as error:
+        raise RecipeError(
+            f"{where}: Jinja syntax error at line {error.lineno} of the chat template: {error.message}"
+        ) from error
+
+
+def _template_source(training_args: Any, local_only: bool) -> None:
+    """Refuse a ``chat_template_path`` TRL cannot use, naming the key: a template file that is missing or does not
+    compile, another kind of file, or a folder that is no tokenizer with a chat template (TRL would clone its template:
+    ``clone_chat_template``). A tokenizer id that is not on this machine is checked only when ``local_only`` is off."""
+    path = getattr(training_args, "chat_template_path", None)
+    if path is None:
+        return
+    where, local = f"chat_template_path {path}", Path(path)
+    if str(path).endswith(TEMPLATE_SUFFIXES):
+        if not local.is_file():
+            raise RecipeError(f"{where} does not exist (a {'/'.join(TEMPLATE_SUFFIXES)} template file)")
+        compile_template(local.read_text(encoding="utf-8"), where)
+        return
+    if local.is_file():
+        raise RecipeError(
+            f"{where} is a file, but not a {'/'.join(TEMPLATE_SUFFIXES)} template: TRL reads chat_template_path as a "
+            "template file only with those suffixes, else as a tokenizer (folder or Hub id) to copy the template of"
+        )
+    if local_only and not local.exists():
+        return  # a Hub id: the run loads it
+    tokenizer, error = _tokenizer_or_error(str(path), local_only, getattr(training_args, "trust_remote_code", False))
+    if tokenizer is None:
+        raise RecipeError(
+            f"{where} is {'a folder' if local.is_dir() else 'no template file'} and no tokenizer TRL can copy a chat "
+            f"template from ({error}); give a {'/'.join(TEMPLATE_SUFFIXES)} template file, or a tokenizer folder or "
+            "Hub id whose tokenizer has a chat template"
+        )
+    if tokenizer.chat_template is None:
+        raise RecipeError(f"{where}: its tokenizer has no chat template to copy; give a .jinja template file instead")
+    if isinstance(tokenizer.chat_template, str):
+        compile_template(tokenizer.chat_template, f"{where} (its tokenizer's chat template)")
+
+
+def _tokenizer_or_error(source: str, local_only: bool, trust_remote_code: bool) -> tuple[Any, str]:
+    """The tokenizer of ``source``, or ``None`` and why it could not be loaded (on one line)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(
+            source, trust_remote_code=trust_remote_code, local_files_only=local_only
+        ), ""
+    except Exception as error:  # any failure is reported with the key that named the source
+        text = " ".join(str(error).split())
+        return None, f"{type(error).__name__}: {text[:240]}{'...' if len(text) > 240 else ''}".rstrip(": ")
+
+
 def check_tokenizer(training_args: Any, model_args: Any, local_only: bool) -> None:
-    """A ``chat_template_path`` template file that is not there; :func:`check_special_tokens` and
+    """The ``chat_template_path`` (:func:`_template_source`); :func:`check_special_tokens` and
     :func:`check_assistant_only_loss` on the tokenizer the trainer will load (``local_only``: never download it, as in
     a dry run), nothing when it cannot be loaded here."""
-    template_file = getattr(training_args, "chat_template_path", None)
-    if str(template_file).endswith(TEMPLATE_SUFFIXES) and not Path(template_file).is_file():
-        raise RecipeError(
-            f"chat_template_path {template_file} does not exist (a {'/'.join(TEMPLATE_SUFFIXES)} template file)"
-        )
+    _template_source(training_args, local_only)
     wanted = ("assistant_only_loss", "eos_token", "pad_token")
     if not any(getattr(training_args, key, None) for key in wanted):
         return
