@@ -112,7 +112,9 @@ def test_correctness_of_a_graded_reward_needs_a_threshold():
         ({"stop_below": {"exact_dup_rate": 0.7}}, "stop_below: 'exact_dup_rate' has no retained ratio"),
         ({"alert_below": {"ead": 1.5}}, r"alert_below.ead must be a retained ratio in \(0, 1\]"),
         ({"stop_below": {"ead": 0}}, r"stop_below.ead must be a retained ratio in \(0, 1\]"),
-        ({"stop_below": {"ead": "low"}}, "stop_below must be of type dict"),
+        ({"stop_below": {"ead": "low"}}, r"^diversity.stop_below.ead must be a number, got 'low' \(str\)$"),
+        ({"stop_below": {"ead": "0.5"}}, r"^diversity.stop_below.ead must be a number, got '0.5' \(str\)$"),
+        ({"alert_below": {3: 0.5}}, r"^diversity.alert_below: key 3 must be a string$"),
         ({"alert_below": ["ead"]}, "alert_below must be of type dict"),
     ],
 )

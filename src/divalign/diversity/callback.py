@@ -270,11 +270,24 @@ class DiversityConfig:
         return cls(**config)
 
 
+_PLAIN_TYPES = {float: "a number", int: "a whole number", str: "a string", bool: "true or false"}
+
+
 def _check_type(name: str, value: Any, hint: Any) -> None:
-    """Raise a `ValueError` naming the field when `value` does not match the annotation `hint`."""
-    if not _matches(value, hint):
-        shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-        raise ValueError(f"diversity.{name} must be of type {shown}, got {value!r} ({type(value).__name__})")
+    """Raise a `ValueError` naming the field (and, in a mapping such as `stop_below`, its key) when `value` does not
+    match the annotation `hint`."""
+    if _matches(value, hint):
+        return
+    if typing.get_origin(hint) is dict and isinstance(value, dict):
+        key_hint, item_hint = typing.get_args(hint)
+        for key, item in value.items():
+            if not _matches(key, key_hint):
+                raise ValueError(f"diversity.{name}: key {key!r} must be {_PLAIN_TYPES.get(key_hint, key_hint)}")
+            if not _matches(item, item_hint):
+                expected = _PLAIN_TYPES.get(item_hint) or f"of type {item_hint}"
+                raise ValueError(f"diversity.{name}.{key} must be {expected}, got {item!r} ({type(item).__name__})")
+    shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    raise ValueError(f"diversity.{name} must be of type {shown}, got {value!r} ({type(value).__name__})")
 
 
 def _matches(value: Any, hint: Any) -> bool:
