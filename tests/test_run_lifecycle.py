@@ -440,3 +440,35 @@ def test_two_processes_refuse_a_locked_dir_together(assets, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("divalign.train: error: output_dir")]
     assert errors and all("is in use by another run (on another host" in line for line in errors), result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+
+
+def test_a_resume_with_an_edited_diversity_block_names_only_the_changed_keys(tmp_path):
+    """The resolved `diversity:` block is one key of the recipe: the refusal (and the record under `resumes:`) names
+    the keys changed inside it, not both whole blocks."""
+    from types import SimpleNamespace
+
+    from divalign.launch.output_dir import RESOLVED_RECIPE, prepare_output_dir
+    from divalign.launch.recipe import RunOptions
+
+    block = {"prompts": "probe.jsonl", "every_steps": 2, "metrics": ["ead"], "stop_below": {"ead": 0.5}}
+    started = {"trainer": "sft", "learning_rate": 0.001, "diversity": block, "env": {"A": "1"}}
+    out = tmp_path / "run"
+    (out / "checkpoint-3").mkdir(parents=True)
+    (out / "checkpoint-3" / "trainer_state.json").write_text(json.dumps({"global_step": 3, "max_steps": 10}))
+    (out / RESOLVED_RECIPE).write_text(yaml.safe_dump(started))
+    edited = {**started, "diversity": {**block, "every_steps": 5, "stop_below": {"ead": 0.4}}}
+    args = SimpleNamespace(output_dir=str(out), resume_from_checkpoint="true", max_steps=10)
+    with pytest.raises(RecipeError) as caught:
+        prepare_output_dir(args, edited, RunOptions())
+    message = str(caught.value)
+    assert "(diversity.every_steps: 2 -> 5; diversity.stop_below.ead: 0.5 -> 0.4). Resume with" in message
+    assert "probe.jsonl" not in message  # the unchanged keys of the block are not repeated
+    plan = prepare_output_dir(args, edited, RunOptions(resume_with_changes=True))
+    assert plan.changes == {
+        "diversity.every_steps": {"before": 2, "after": 5},
+        "diversity.stop_below.ead": {"before": 0.5, "after": 0.4},
+    }
+    removed = {**started, "diversity": None}  # a block added or removed is one change, shown whole
+    assert prepare_output_dir(args, removed, RunOptions(resume_with_changes=True)).changes == {
+        "diversity": {"before": block, "after": None}
+    }

@@ -227,14 +227,28 @@ def _checkpoint_to_resume(directory: Path, resume: Any) -> Path:
     return checkpoint
 
 
+def _changed_keys(key: str, before: Any, after: Any) -> dict[str, dict[str, Any]]:
+    """The changes between two values of ``key``: a mapping on both sides (the ``diversity:`` block, ``env:``, ...)
+    by its own keys, ``key.sub``, so that a message names what changed rather than repeating the whole block."""
+    if before == after:
+        return {}
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return {key: {"before": before, "after": after}}
+    changes: dict[str, dict[str, Any]] = {}
+    for sub in sorted(set(before) | set(after), key=str):
+        changes.update(_changed_keys(f"{key}.{sub}", before.get(sub), after.get(sub)))
+    return changes
+
+
 def recipe_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{key: {"before": ..., "after": ...}}`` for every key that trains differently in ``after``."""
+    """``{key: {"before": ..., "after": ...}}`` for every key that trains differently in ``after``; within a mapping
+    such as ``diversity:``, every changed key of it (``diversity.stop_below.ead``)."""
     keys = (set(before) | set(after)) - RESUME_NEUTRAL_KEYS - {RESUMES_KEY}
-    return {
-        key: {"before": before.get(key), "after": after.get(key)}
-        for key in sorted(keys)
-        if not key.startswith(_NEUTRAL_PREFIXES) and before.get(key) != after.get(key)
-    }
+    changes: dict[str, dict[str, Any]] = {}
+    for key in sorted(keys):
+        if not key.startswith(_NEUTRAL_PREFIXES):
+            changes.update(_changed_keys(key, before.get(key), after.get(key)))
+    return changes
 
 
 def _stored_recipe(checkpoint: Path, directory: Path) -> dict[str, Any] | None:
