@@ -10,7 +10,8 @@ installed with divalign at the top of site-packages, is read by every Python sta
 names a ``.yaml``/``.yml`` file: every other start returns there, importing nothing. :func:`install` then puts a path
 hook first on ``sys.path_hooks``. Before running a script, Python asks the path hooks whether the file is an archive it
 can import from, as for ``python app.zip``; the hook answers for the script alone, and only when its top-level mapping
-names a divalign stage in ``trainer:``. Python then runs that archive's ``__main__``, which is
+names a divalign stage in ``trainer:`` (or another trainer, in a file that is plainly a recipe: divalign then says
+that the trainer is unknown and names the stages). Python then runs that archive's ``__main__``, which is
 :func:`divalign.launch.train.main` on the recipe and its flags: in each rank of a launch without relaunching, outside
 one through the recipe's launcher keys as ``divalign train`` does. Any other YAML file runs, and fails, as before.
 
@@ -25,6 +26,8 @@ SUFFIXES = (".yaml", ".yml")
 # The names of divalign.launch.stages.STAGES, repeated here so that the check imports nothing of divalign
 # (tests/test_recipe_scripts.py checks that the two agree)
 STAGE_NAMES = ("sft", "tofu", "gem", "dpo", "grpo")
+# Top-level keys a recipe has and other YAML files do not: with one of them, an unknown `trainer:` is a recipe's error
+RECIPE_KEYS = {"model_name_or_path", "dataset_name", "diversity"}
 # What `python RECIPE` runs as __main__: the recipe is argv[0], its flags follow
 MAIN_SOURCE = "import sys\nfrom divalign.launch.train import main\nsys.exit(main(sys.argv))\n"
 
@@ -43,8 +46,18 @@ def _top_level_trainer_line(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _meant_as_recipe(content: dict, trainer: str) -> bool:
+    """Whether a mapping whose ``trainer:`` names no stage is still plainly a divalign recipe: it has a recipe's own
+    keys, or its trainer is a near miss of a stage name (``tofu_sft``). divalign then names the trainers it knows,
+    instead of Python's ``SyntaxError``."""
+    import difflib
+
+    return bool(RECIPE_KEYS & set(content)) or bool(difflib.get_close_matches(trainer, STAGE_NAMES, n=1))
+
+
 def recipe_stage(path: str) -> str | None:
-    """The divalign stage the YAML file at ``path`` names in its top-level ``trainer:`` key, else ``None``.
+    """The trainer the YAML file at ``path`` names in its top-level ``trainer:`` key when it is a divalign recipe
+    (a stage, or an unknown trainer in a file that is plainly a recipe: :func:`_meant_as_recipe`), else ``None``.
 
     A file that PyYAML cannot read counts when an unindented ``trainer:`` line names a stage: divalign then reports
     the YAML error with the file and line, instead of Python's ``SyntaxError``.
@@ -66,6 +79,8 @@ def recipe_stage(path: str) -> str | None:
         stage = _top_level_trainer_line(text)
     else:
         stage = content.get("trainer") if isinstance(content, dict) else None
+        if isinstance(stage, str) and stage not in STAGE_NAMES and _meant_as_recipe(content, stage):
+            return stage
     return stage if isinstance(stage, str) and stage in STAGE_NAMES else None
 
 

@@ -72,6 +72,9 @@ def test_the_hook_knows_the_stages_divalign_runs():
         ("{trainer: dpo, max_steps: 1}\n", "dpo"),  # a flow mapping
         ("trainer: sft\ndataset_name: [a, b\n", "sft"),  # not YAML, but plainly a recipe: divalign names the error
         ("trainer: other\n", None),
+        ("trainer: tofu_sft\n", "tofu_sft"),  # a near miss: a recipe with an unknown trainer, named by divalign
+        ("trainer: ppo\nmodel_name_or_path: m\n", "ppo"),  # a recipe's own key
+        ("name: x\ntrainer: lightning\n", None),  # another tool's file: Python runs it
         ("trainer:\n  name: tofu\n", None),
         ("model:\n  trainer: tofu\n", None),  # not top level
         ("- trainer: tofu\n", None),  # a list
@@ -176,6 +179,18 @@ def test_a_recipe_that_is_not_yaml_gets_divaligns_error(tmp_path):
     done = run([sys.executable, "broken.yaml"], cwd=tmp_path)
     assert done.returncode == 1
     assert "divalign.train: error: broken.yaml is not valid YAML" in done.stderr
+
+
+def test_a_recipe_with_an_unknown_trainer_gets_divaligns_error_naming_the_trainers(tmp_path):
+    (tmp_path / "recipe.yaml").write_text("trainer: tofu_sft\nmodel_name_or_path: m\ndiversity:\n  prompts: p.jsonl\n")
+    bare = run([sys.executable, "-S", "recipe.yaml"], cwd=tmp_path)
+    assert "SyntaxError" in bare.stderr  # what Python alone says of it
+    done = run([sys.executable, "recipe.yaml"], cwd=tmp_path)
+    assert done.returncode == 1 and "SyntaxError" not in done.stderr
+    assert (
+        "divalign.train: error: recipe.yaml: unknown trainer 'tofu_sft' (a divalign recipe's `trainer:` names the "
+        "stage it runs); expected one of sft, tofu, gem, dpo, grpo; did you mean 'tofu'?"
+    ) in done.stderr
 
 
 def test_outside_a_launch_the_recipes_launcher_keys_launch_it_as_divalign_train_does(tmp_path, assets):

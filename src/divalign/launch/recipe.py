@@ -365,7 +365,12 @@ def split_recipe(path: str | os.PathLike, known_trainers: Sequence[str]) -> tupl
     if trainer is None:
         raise RecipeError(f"{path} has no `trainer:` key; expected one of {', '.join(known_trainers)}")
     if trainer not in known_trainers:
-        raise RecipeError(f"{path}: unknown trainer {trainer!r}; expected one of {', '.join(known_trainers)}")
+        close = difflib.get_close_matches(str(trainer), list(known_trainers), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RecipeError(
+            f"{path}: unknown trainer {trainer!r} (a divalign recipe's `trainer:` names the stage it runs); expected "
+            f"one of {', '.join(known_trainers)}{hint}"
+        )
     diversity = content.get("diversity")
     if diversity is not None and not isinstance(diversity, dict):
         raise RecipeError(f"{path}: `diversity:` must be a mapping of callback settings, got {diversity!r}")
