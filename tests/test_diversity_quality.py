@@ -47,11 +47,14 @@ def test_quality_takes_a_registry_name_a_mapping_or_a_reward_model_directory(tmp
     assert parse_quality({"math_answer": {"answer_column": "solution"}}) == RewardSpec(
         "math_answer", {"answer_column": "solution"}
     )
+    with pytest.raises(ValueError, match=rf"diversity.quality: {tmp_path} has no config.json; expected a saved seq"):
+        parse_quality(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
     assert parse_quality(str(tmp_path)) == RewardSpec("reward_model", {"model": str(tmp_path)})
     assert parse_quality("reward_model:rm/path") == RewardSpec("reward_model", {"model": "rm/path"})
     with pytest.raises(
         ValueError,
-        match=r"diversity.quality: 'judge' is neither a reward of the registry \(math_answer.*\), reward_model:PATH nor a ",
+        match=r"diversity.quality: 'judge' is neither a reward of the registry \(math_answer.*\), reward_model:PATH, MODULE",
     ):
         parse_quality("judge")
     with pytest.raises(ValueError, match=r"diversity.quality: unknown setting\(s\) \['column'\] for 'math_answer'"):

@@ -239,11 +239,11 @@ def test_registry_rewards_by_name_read_the_prompt_fields(tmp_path, monkeypatch):
         ("darling", r"'darling' scores a sample against its rollout group"),
         ("reward_model", r"needs the setting\(s\) \['model'\]"),
         ("format:abc", r"only reward_model takes an argument"),
-        ("nonsense", r"'nonsense' is neither a reward of the registry \(.*math_answer.*\), reward_model:PATH nor"),
+        ("nonsense", r"'nonsense' is neither a reward of the registry \(.*math_answer.*\), reward_model:PATH, MODULE:FU"),
         ('{"format": 3', r"invalid JSON"),
         ('{"format": {"size": 3}}', r"unknown setting\(s\) \['size'\] for 'format'"),
         ("math_answer", r"'math_answer' reads the column 'answer' or 'solution' of each prompt, but record 0 of the"),
-        ("reward_model:/nowhere/rm", r"cannot load a sequence-classification model"),
+        ("reward_model:/nowhere/rm", r"reward model /nowhere/rm does not exist \(a local path, not a Hub id\)"),
     ],
 )
 def test_bad_quality_fails_before_sampling(spec, message, models, tmp_path):

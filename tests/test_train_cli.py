@@ -2,7 +2,9 @@
 
 import dataclasses
 import json
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -425,3 +427,41 @@ def test_dashed_flags_are_the_underscored_keys(assets, tmp_path):
         run_stage(str(SMOKE_RECIPE), ["--max-steps", "0"])
     with pytest.raises(RecipeError, match="unknown flag key 'max_stepz'"):
         run_stage(str(SMOKE_RECIPE), ["--max-stepz", "2"])
+
+
+# The diversity block's quality: a missing reward model before the model loads; a module of the current directory
+
+
+def test_a_missing_reward_model_quality_fails_the_dry_run_and_the_run_before_the_model_loads(
+    assets, tmp_path, no_model_load, capsys
+):
+    """`quality: reward_model:/nonexistent` used to pass the dry run and fail after the policy loaded and sampled step
+    0 (an OSError about a repo id)."""
+    prompts = write_jsonl(tmp_path / "probe.jsonl", [{"prompt": "say a word"}])
+    missing = tmp_path / "no_such_rm"
+    block = {"prompts": str(prompts), "embedding_model": None, "metrics": ["distinct_1"]}
+    recipe = write_recipe(tmp_path, diversity={**block, "quality": f"reward_model:{missing}"})
+    expected = f"diversity.quality: reward model {missing} does not exist (a local path, not a Hub id)"
+    assert main([str(recipe), *smoke_flags(assets, tmp_path / "out"), "--dry-run"]) == 1
+    assert expected in capsys.readouterr().err
+    with pytest.raises(RecipeError, match=re.escape(expected)):
+        run_stage(str(recipe), smoke_flags(assets, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_quality_function_in_the_current_directory_passes_the_dry_run(assets, tmp_path, monkeypatch, capsys):
+    """`quality: MODULE:FUNCTION`, the grammar of `divalign eval --quality`, with MODULE a file where the run starts;
+    a module with a syntax error is refused naming its file and line."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    (tmp_path / "recipe_quality_ok.py").write_text("def score(completion, answer):\n    return len(completion)\n")
+    (tmp_path / "recipe_quality_bad.py").write_text("def score(completion, answer)\n    return 1\n")
+    prompts = write_jsonl(tmp_path / "probe.jsonl", [{"prompt": "say a word"}])
+    block = {"prompts": str(prompts), "embedding_model": None, "metrics": ["distinct_1"]}
+    recipe = write_recipe(tmp_path, diversity={**block, "quality": "recipe_quality_ok:score"})
+    assert main([str(recipe), *smoke_flags(assets, tmp_path / "out"), "--dry-run"]) == 0
+    recipe = write_recipe(tmp_path, diversity={**block, "quality": "recipe_quality_bad:score"})
+    assert main([str(recipe), *smoke_flags(assets, tmp_path / "out"), "--dry-run"]) == 1
+    error = capsys.readouterr().err
+    assert "diversity.quality 'recipe_quality_bad:score': module 'recipe_quality_bad' has a syntax error at " in error
+    assert f"{tmp_path / 'recipe_quality_bad.py'}:1" in error and "Traceback" not in error

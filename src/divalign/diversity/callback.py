@@ -139,8 +139,10 @@ class DiversityConfig:
         metadata={
             "help": "The samples' quality, logged next to their diversity: a reward of the rewards registry by name "
             "(what GRPO recipes' `rewards:` name, e.g. `math_answer` with the probe prompts' `answer` column, "
-            "`toy_validity` with their `valid_answers`), a one-key mapping `{name: settings}`, or a local reward-model "
-            "directory. Logs `diversity/quality/mean`; with a verifier (0/1 scores, or a `correct_threshold`) also "
+            "`toy_validity` with their `valid_answers`), a one-key mapping `{name: settings}`, `reward_model:PATH` or a "
+            "local reward-model directory (a sequence-classification checkpoint with its head), or `MODULE:FUNCTION`, "
+            "`fn(completion, answer) -> float` of your own (MODULE installed or a .py file in the current directory): "
+            "the grammar of `divalign eval --quality`. Logs `diversity/quality/mean`; with a verifier (0/1 scores, or a `correct_threshold`) also "
             "`diversity/quality/pass_at_1`, `pass_at_k`, `diversity/correct_only/<metric>` (prompts with at least two "
             "correct samples) and, against step 0, `diversity/quality_control/<metric>` and "
             "`diversity/narrowing/<metric>` (Karouzos et al., arXiv 2604.16027; the code of `divalign eval`)."
@@ -229,7 +231,8 @@ class DiversityConfig:
             raise ValueError(f"Diversity metric(s) {semantic} need diversity.embedding_model, which is not set")
 
     def _check_quality(self) -> None:
-        """A quality the rewards registry knows (its settings checked, nothing loaded); a threshold needs one."""
+        """A quality of `divalign.rewards.quality`'s grammar (a reward's settings and a reward model's local path
+        checked, a function of your own imported, no model loaded); a threshold needs one."""
         if self.quality is not None:
             from divalign.rewards.quality import parse_quality
 
@@ -439,6 +442,8 @@ class DiversityCallback(TrainerCallback):
             from divalign.rewards.quality import Quality
 
             self._quality = Quality(self.config.quality, self.config.correct_threshold)
+            if _topology(self.trainer.accelerator)[2]:  # the main process scores: a bad checkpoint fails before step 0
+                self._quality.load()
         record_profile(args, self.config.profile)
         self._last_step = state.global_step  # on resume, the checkpoint's step was evaluated by the first run
         self.record = read_record(state) if state.global_step > 0 else TrackingRecord()

@@ -58,7 +58,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         metavar="T",
         help="also sample at each T and draw every model's quality-diversity frontier (frontier.png, "
-        "and the quality difference vs --reference at matched diversity); needs --verifier or --quality",
+        "and the quality difference vs --reference at matched diversity); needs --verifier or --quality (without "
+        "--temperatures, --quality is reported next to diversity at --temperature)",
     )
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument(
@@ -71,7 +72,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=0,
-        help="a sample's noise depends only on the seed, its prompt's index and its own index",
+        help="a sample's noise depends only on the seed, its prompt's index, its own index and --max-new-tokens "
+        "(another length budget changes the noise of every sample but each prompt's first)",
     )
     parser.add_argument(
         "--metrics",
@@ -115,11 +117,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--quality",
         default=None,
         metavar="SPEC",
-        help="the frontier's per-sample quality (default: the verifier's accuracy): a GRPO reward by name "
+        help="a per-sample quality, reported next to diversity at --temperature and, with --temperatures, the "
+        "frontier's quality (default there: the verifier's accuracy): a GRPO reward by name "
         "(format, length_penalty, math_answer, ...; it reads the prompt file's other fields as dataset columns), "
-        "reward_model:PATH (a sequence-classification checkpoint, its first logit), a JSON "
-        "'{\"NAME\": {settings}}', or MODULE:FUNCTION, fn(completion, answer) -> float, MODULE installed or a .py "
-        "file in the current directory",
+        "reward_model:PATH (a sequence-classification checkpoint with its classification head, its first logit), a "
+        "JSON '{\"NAME\": {settings}}', or MODULE:FUNCTION, fn(completion, answer) -> float, MODULE installed or a "
+        ".py file in the current directory; the grammar of a training recipe's diversity quality:",
     )
     parser.add_argument(
         "--frontier-metric",

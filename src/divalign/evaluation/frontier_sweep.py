@@ -7,20 +7,18 @@ quality in `quality.py`.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..diversity import REGISTRY
 from ..diversity.aggregate import summarize_with_ci
 from ..diversity.registry import score_groups
 from .frontier import FrontierCurve, matched_difference
 from .prompts import PromptRecord
-from .quality import Quality, accuracy, load_quality
+from .quality import Quality, accuracy, prompt_quality
 from .sampling import Samples
 
 AnswerVerifier = Callable[[str, "str | None"], bool]
@@ -45,13 +43,13 @@ def frontier_setup(
     metrics: list[str],
     frontier_metric: str | None,
     verifier: AnswerVerifier | None,
-    quality: str | QualityScorer | None,
-    records: Sequence[PromptRecord],
+    quality: Quality | None,
 ) -> FrontierSetup | None:
-    """The frontier's diversity metric and quality (`quality.load_quality`), checked before any sampling."""
+    """The frontier's diversity metric and quality (`quality`, loaded by `quality.load_quality`, else the verifier's
+    accuracy), checked before any sampling; ``None`` without `temperatures`."""
     if not temperatures:
-        if frontier_metric or quality:
-            raise ValueError("--frontier-metric and --quality belong to a frontier: pass --temperatures T1 T2 ...")
+        if frontier_metric:
+            raise ValueError("--frontier-metric belongs to a frontier: pass --temperatures T1 T2 ...")
         return None
     if len(set(temperatures)) < 2:
         raise ValueError(f"--temperatures needs at least two different temperatures, got {list(temperatures)}")
@@ -63,7 +61,7 @@ def frontier_setup(
     if REGISTRY[diversity].direction == 0:
         raise ValueError(f"--frontier-metric {diversity!r} is not a diversity metric")
     if quality is not None:
-        return FrontierSetup(diversity, load_quality(quality, records))
+        return FrontierSetup(diversity, quality)
     if verifier is None:
         raise ValueError(
             "a frontier needs a quality: --verifier MODULE:FUNCTION (accuracy), or --quality: a reward name, "
@@ -73,22 +71,21 @@ def frontier_setup(
 
 
 def frontier_point(
-    samples: Samples, records: list[PromptRecord], setup: FrontierSetup, resources: dict[str, Any], label: str
+    samples: Samples,
+    records: list[PromptRecord],
+    setup: FrontierSetup,
+    resources: dict[str, Any],
+    label: str,
+    quality: list[float] | None = None,
 ) -> dict[str, list[float]]:
-    """Per-prompt quality (mean over the K samples' defined scores) and diversity of one model at one temperature;
-    a bar (`label`) follows the scoring when it takes more than a few seconds (a reward model on a CPU)."""
+    """Per-prompt quality (mean over the K samples' defined scores; `quality` when already scored) and diversity of
+    one model at one temperature."""
     scores = score_groups(
         samples.texts, samples.token_ids, metrics=[setup.diversity], vocab_size=samples.vocab_size, **resources
     )
-    rows = zip(records, samples.texts, samples.token_ids, strict=True)
-    bar = tqdm(rows, total=len(records), desc=f"{setup.quality.name} of {label}", unit="prompt", delay=2.0)
-    quality = [_mean(setup.quality.score(record, texts, ids, samples.chat)) for record, texts, ids in bar]
+    if quality is None:
+        quality = prompt_quality(setup.quality, records, samples, label)
     return {"quality": quality, "diversity": scores.per_prompt[setup.diversity].tolist()}
-
-
-def _mean(values: list[float]) -> float:
-    defined = [v for v in values if not math.isnan(v)]
-    return float(np.mean(defined)) if defined else math.nan
 
 
 def frontier_results(

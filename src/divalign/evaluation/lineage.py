@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import set_aside
 from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, NLIScorer, validate_metrics
 from ..diversity.aggregate import summarize_with_ci
 from ..diversity.clusters import DEFAULT_CLUSTER_THRESHOLD
@@ -35,7 +34,9 @@ from .frontier_sweep import (
     frontier_setup,
     temperature_sweep,
 )
+from .output_dir import check_out_dir, incomplete_output
 from .prompts import PromptRecord, load_prompts, load_verifier
+from .quality import Quality, load_quality, prompt_quality
 from .quality_split import quality_split, score_quality
 from .report import write_results, write_samples
 from .sampling import EvalSampling, Samples, check_model_path, check_sampling, open_sampler
@@ -93,6 +94,27 @@ def _score_model(
     return result
 
 
+def _sample_file(name: str, t: float, temperature: float) -> str:
+    """The name of a model's samples at temperature `t` (`samples/<name>.jsonl`; `<name>@T<t>` off the main one)."""
+    return name if t == temperature else f"{name}@T{t:g}"
+
+
+def _quality_entry(
+    entry: dict[str, Any],
+    quality: Quality,
+    records: list[PromptRecord],
+    samples: Samples,
+    label: str,
+    n_bootstrap: int,
+    seed: int,
+) -> list[float]:
+    """`--quality` next to the diversity of the main temperature: its per-prompt means into `entry`, returned."""
+    per_prompt = prompt_quality(quality, records, samples, label)
+    entry["quality_score"] = {"name": quality.name, **summarize_with_ci(per_prompt, n_bootstrap, seed)}
+    entry["per_prompt"]["quality_score"] = per_prompt
+    return per_prompt
+
+
 def _resolve_metrics(
     metrics: Sequence[str] | None, has_verifier: bool, num_samples: int, profile: MetricProfile
 ) -> list[str]:
@@ -120,20 +142,6 @@ def _load_resources(
         scorer.load()
         resources["nli_scorer"] = scorer
     return resources
-
-
-def _check_out_dir(out_dir: Path, move_aside: bool) -> None:
-    """Never write over an earlier evaluation: refuse a non-empty `out_dir`, or move it aside when asked."""
-    if not out_dir.is_dir() or not any(out_dir.iterdir()):
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"--out {out_dir} exists and is not a directory")
-        return
-    if not move_aside:
-        raise ValueError(
-            f"--out {out_dir} already holds files (an earlier evaluation?); choose another --out, or pass "
-            "--move-aside to keep the old one as <out>.old-<time> and write a new one"
-        )
-    print(f"divalign eval: moved the earlier {out_dir} aside to {set_aside.move_aside(out_dir)}")
 
 
 def evaluate_lineage(
@@ -171,10 +179,11 @@ def evaluate_lineage(
 
     `prompts_path` is anything `divalign.evaluation.prompts.load_prompts` reads (file, saved dataset, Hub id with
     `prompts_split` / `prompts_column`). `verifier` is `module:function` or a callable
-    `fn(completion, reference_answer) -> bool`; the reference is the prompt's answer column. With `temperatures`
-    every model is also sampled at each of them, and its quality (verifier accuracy, or the mean per-sample score of
-    `quality`: a reward name of `divalign.rewards`, `reward_model:PATH`, a JSON `{name: settings}`, `module:function`
-    or a callable `fn(completion, answer) -> float`; `divalign.evaluation.quality`) is set against the diversity
+    `fn(completion, reference_answer) -> bool`; the reference is the prompt's answer column. `quality` (a reward name
+    of `divalign.rewards`, `reward_model:PATH`, a JSON `{name: settings}`, `module:function` or a callable
+    `fn(completion, answer) -> float`; `divalign.evaluation.quality`) scores every sample: each model's mean at
+    `temperature` is reported next to its diversity. With `temperatures` every model is also sampled at each of
+    them, and its quality (the mean score of `quality`, else the verifier's accuracy) is set against the diversity
     metric `frontier_metric`. `reference` names the model the others are compared with (the matched-diversity
     differences and the quality-control/narrowing split); default: the first.
     `profile` names the metric conventions (`divalign.diversity.profile.PROFILES`); `embedding_model` defaults to
@@ -211,9 +220,10 @@ def evaluate_lineage(
         raise ValueError(f"--cluster-threshold must be a cosine similarity in [-1, 1], got {cluster_threshold}")
     answer_verifier = load_verifier(verifier) if isinstance(verifier, str) else verifier
     metric_names = _resolve_metrics(metrics, answer_verifier is not None, num_samples, conventions)
-    frontier = frontier_setup(temperatures, metric_names, frontier_metric, answer_verifier, quality, records)
+    scored_quality = None if quality is None else load_quality(quality, records)
+    frontier = frontier_setup(temperatures, metric_names, frontier_metric, answer_verifier, scored_quality)
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, move_aside)
+    check_out_dir(out_dir, move_aside)
     resources = _load_resources(metric_names, conventions, embedding_model, nli_model, device)
     scoring = {**resources, "profile": conventions, "cluster_threshold": cluster_threshold}
     sweep = temperature_sweep(temperature, temperatures) if frontier else [temperature]
@@ -241,37 +251,48 @@ def evaluate_lineage(
         },
         "models": [],
     }
-    texts_by_model: dict[str, list[list[str]]] = {}
-    for name, path in models:
-        sampler = open_sampler(name, path, sampling)
-        try:
-            entry: dict[str, Any] = {"name": name, "path": path}
-            by_temperature = {}
-            for t in sweep:
-                samples = sampler.sample(records, dataclasses.replace(settings, temperature=t))
-                suffix = "" if t == temperature else f"@T{t:g}"
-                write_samples(out_dir, f"{name}{suffix}", [r.prompt for r in records], samples.texts, samples.token_ids)
-                if t == temperature:
-                    entry.update(
-                        _score_model(samples, records, metric_names, scoring, n_bootstrap, seed, answer_verifier)
+    with incomplete_output(out_dir, [_sample_file(name, t, temperature) for name, _ in models for t in sweep]):
+        texts_by_model: dict[str, list[list[str]]] = {}
+        for name, path in models:
+            sampler = open_sampler(name, path, sampling)
+            try:
+                entry: dict[str, Any] = {"name": name, "path": path}
+                by_temperature = {}
+                for t in sweep:
+                    samples = sampler.sample(records, dataclasses.replace(settings, temperature=t))
+                    write_samples(
+                        out_dir,
+                        _sample_file(name, t, temperature),
+                        [r.prompt for r in records],
+                        samples.texts,
+                        samples.token_ids,
                     )
-                    texts_by_model[name] = samples.texts
-                if frontier:
-                    label = f"{name} (T={t:g})"
-                    by_temperature[f"{t:g}"] = frontier_point(samples, records, frontier, scoring, label)
-        finally:
-            sampler.close()
+                    label, quality_here = f"{name} (T={t:g})", None
+                    if t == temperature:
+                        entry.update(
+                            _score_model(samples, records, metric_names, scoring, n_bootstrap, seed, answer_verifier)
+                        )
+                        texts_by_model[name] = samples.texts
+                        if scored_quality is not None:
+                            quality_here = _quality_entry(
+                                entry, scored_quality, records, samples, label, n_bootstrap, seed
+                            )
+                    if frontier:
+                        reuse = quality_here if frontier.quality is scored_quality else None
+                        by_temperature[f"{t:g}"] = frontier_point(samples, records, frontier, scoring, label, reuse)
+            finally:
+                sampler.close()
+            if frontier:
+                entry["per_prompt"]["frontier"] = by_temperature
+            results["models"].append(entry)
+        if answer_verifier is not None:
+            base = results["models"][names.index(reference)]
+            for model in results["models"]:
+                if model is not base:
+                    model["split"] = quality_split(base, model)
         if frontier:
-            entry["per_prompt"]["frontier"] = by_temperature
-        results["models"].append(entry)
-    if answer_verifier is not None:
-        base = results["models"][names.index(reference)]
-        for model in results["models"]:
-            if model is not base:
-                model["split"] = quality_split(base, model)
-    if frontier:
-        results["frontier"] = frontier_results(results, frontier, reference, n_bootstrap, seed)
-    if "embedder" in resources:
-        results.update(semantic_views(texts_by_model, resources["embedder"], conventions, n_bootstrap, seed))
-    results["files"] = {k: str(v) for k, v in write_results(results, out_dir).items()}
+            results["frontier"] = frontier_results(results, frontier, reference, n_bootstrap, seed)
+        if "embedder" in resources:
+            results.update(semantic_views(texts_by_model, resources["embedder"], conventions, n_bootstrap, seed))
+        results["files"] = {k: str(v) for k, v in write_results(results, out_dir).items()}
     return results

@@ -9,13 +9,13 @@ an assistant turn is continued, as TRL does for prompt-only data.
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..user_code import load_callable
 
 Messages = list[dict[str, Any]]
 PROMPT_COLUMNS = ("prompt", "messages")
@@ -177,37 +177,6 @@ def _prompt(value: Any, name: str, where: str) -> str | Messages:
     )
 
 
-def _current_directory_importable(module_name: str) -> None:
-    """Put the current directory first on the import path when `module_name`'s top-level module is a file or package
-    there, as `python -m` does for every run."""
-    top, here = module_name.split(".")[0], Path.cwd()
-    if "" in sys.path or str(here) in sys.path:  # `python -m` or `python -c`: already on it
-        return
-    if (here / f"{top}.py").is_file() or (here / top / "__init__.py").is_file():
-        sys.path.insert(0, str(here))
-        importlib.invalidate_caches()
-
-
 def load_verifier(spec: str) -> Callable[[str, str | None], bool]:
     """Import `module:function`; the function is called as `fn(completion_text, reference_answer) -> bool`."""
     return load_callable(spec, "Verifier")
-
-
-def load_callable(spec: str, what: str) -> Callable[..., Any]:
-    """Import `module:function` (a verifier, a quality scorer), naming `what` in errors. A module in the current
-    directory is found as `python -m` finds it (the `divalign` script alone would not look there)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"{what} {spec!r}: expected 'module:function'")
-    _current_directory_importable(module_name)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(
-            f"{what} {spec!r}: cannot import module {module_name!r} ({err}); it must be installed or a .py file "
-            f"(or package) in the current directory, {Path.cwd()}"
-        ) from err
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ValueError(f"{what} {spec!r}: module {module_name!r} has no callable {attr!r}")
-    return fn

@@ -35,8 +35,8 @@ def _table(rows: list[tuple[str, dict[str, str]]], columns: list[str]) -> list[s
 
 
 def _json_safe(obj: Any) -> Any:
-    """NaN is not valid JSON; write it as null."""
-    if isinstance(obj, float) and math.isnan(obj):
+    """NaN and ±inf are not valid JSON; write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
         return {k: _json_safe(v) for k, v in obj.items()}
@@ -63,6 +63,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         lines += _table(
             [(m["name"], {k: _fmt(m["metrics"][k]["across"]) for k in across_cols}) for m in models], across_cols
         )
+    if "quality_score" in models[0]:
+        lines += ["", *quality_section(results)]
     if "quality" in models[0]:
         lines += ["", "## Quality and diversity over correct samples only", ""]
         correct_cols = list(models[0]["correct_only"])
@@ -88,6 +90,23 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     if "homogeneity" in results:
         lines += ["", *homogeneity_section(results), "", *spread_section(results)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def quality_section(results: dict[str, Any]) -> list[str]:
+    """`--quality` next to the diversity metrics, at the main temperature."""
+    models, metrics = results["models"], results["config"]["metrics"]
+    name = models[0]["quality_score"]["name"]
+    lines = [
+        f"## Quality ({name}) next to diversity at T={results['config']['temperature']:g}",
+        "",
+        f"{name}: mean over prompts of each prompt's mean score over its samples (samples without a score left "
+        "out) [bootstrap 95% CI over prompts].",
+        "",
+    ]
+    rows = [
+        (m["name"], {name: _cell(m["quality_score"]), **{k: _cell(v) for k, v in m["metrics"].items()}}) for m in models
+    ]
+    return lines + _table(rows, [name, *metrics])
 
 
 def profile_lines(config: dict[str, Any]) -> list[str]:
@@ -222,7 +241,8 @@ def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "chart": out_dir / "diversity.png"}
-    paths["json"].write_text(json.dumps(_json_safe(results), indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(_json_safe(results), indent=2, allow_nan=False)  # strict JSON, readable by any parser
+    paths["json"].write_text(text + "\n", encoding="utf-8")
     write_markdown(results, paths["markdown"])
     write_chart(results, paths["chart"])
     if "frontier" in results:

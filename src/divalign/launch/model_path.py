@@ -7,20 +7,14 @@ checked here, before anything loads.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
 
+from ..model_reference import looks_local
 from .recipe import RecipeError
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 CHECKPOINT_FILES = ("config.json", "adapter_config.json")
-
-
-def looks_local(model: str) -> bool:
-    """A model reference that can only be a local path: absolute, relative (./, ../, ~), or with more than one '/'."""
-    return not _HUB_ID.match(model) or model.startswith(("/", ".", "~"))
 
 
 def check_model_reference(model: object, key: str = "model_name_or_path") -> None:

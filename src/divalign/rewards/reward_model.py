@@ -7,12 +7,40 @@ process) instead of while the recipe is validated.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..model_reference import looks_local
 from ..zero3 import whole_model_loading
 from .base import completion_text
+
+
+def check_reward_model_reference(model: str, where: str) -> None:
+    """Raise a ``ValueError`` starting with ``where`` when ``model`` is a local path that is missing or holds no
+    checkpoint, before any model loads (a Hub id is left to the load)."""
+    local = Path(model).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ValueError(
+                f"{where}: {model} has no config.json; expected a saved sequence-classification checkpoint directory"
+            )
+    elif looks_local(model):
+        raise ValueError(f"{where}: reward model {model} does not exist (a local path, not a Hub id)")
+
+
+def _check_head(model: Any, missing: list[str], path: str) -> None:
+    """Refuse a checkpoint whose weights lack what the classification model needs (its score head): transformers
+    would initialise it at random, and every score would be noise that changes from one load to the next."""
+    if not missing:
+        return
+    kind = ", ".join(getattr(model.config, "architectures", None) or []) or model.config.model_type
+    raise ValueError(
+        f"reward model {path}: its weights have no {', '.join(sorted(missing)[:4])} (the sequence-classification "
+        f"head {type(model).__name__} scores with; it would be randomly initialised). The checkpoint is a {kind}; "
+        "expected a trained reward model, saved from an AutoModelForSequenceClassification (one logit)"
+    )
 
 
 class RewardModelReward:
@@ -55,7 +83,10 @@ class RewardModelReward:
 
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_name)
         with whole_model_loading():
-            model = AutoModelForSequenceClassification.from_pretrained(self.model_name, dtype=self.dtype)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                self.model_name, dtype=self.dtype, output_loading_info=True
+            )
+        _check_head(model, list(info.get("missing_keys", ())), self.model_name)
         if model.config.pad_token_id is None:  # classification heads pick the last non-pad token to score
             model.config.pad_token_id = self._tokenizer.pad_token_id
         self._model = model.to(PartialState().device).eval()
