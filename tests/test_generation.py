@@ -102,6 +102,22 @@ def test_samples_depend_on_seed_and_prompt_only(tiny):
     assert all(t not in stop and t != pad for group in reference.values() for row in group for t in row)
 
 
+def test_samples_depend_on_max_new_tokens_but_not_on_the_number_of_samples(tiny):
+    """What the docs say the noise depends on: more samples per prompt leave the first ones unchanged; another length
+    budget keeps only each prompt's first sample (up to the shorter budget) and draws the others anew."""
+    model, tokenizer, stop, pad = tiny
+    ids = [encode_prompt(p, tokenizer) for p in PROMPTS]
+    short = sample_completions(model, ids, SamplingSettings(4, 4, seed=5), stop, pad, cut=False)
+    more = sample_completions(model, ids, SamplingSettings(6, 4, seed=5), stop, pad, cut=False)
+    longer = sample_completions(model, ids, SamplingSettings(4, 12, seed=5), stop, pad, cut=False)
+    assert all(more[i][:4] == short[i] for i in short)
+    assert all(longer[i][0][:4] == short[i][0] for i in short)
+    moved = [(i, k) for i in short for k in range(1, 4) if longer[i][k][:4] != short[i][k]]
+    assert len(moved) >= 5, moved  # of 15: the noise of samples 1-3 changed with the budget
+    u4, u12 = prompt_uniforms(5, 0, 4, 4), prompt_uniforms(5, 0, 4, 12)
+    assert np.array_equal(u12[0, :4], u4[0]) and not any(np.array_equal(u12[k, :4], u4[k]) for k in range(1, 4))
+
+
 def test_checkpoint_generation_config_is_not_applied(tiny, monkeypatch):
     """`generate` merges a checkpoint's generation config (here: top-k 1, repetition penalty 1.5, n-gram blocking,
     a minimum length, suppressed tokens) into every call; the processors it actually builds must be only

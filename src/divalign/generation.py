@@ -14,12 +14,14 @@ way, so every caller renders, pads, stops, cuts and samples identically:
   `generate` sees a bare generation config for the duration of the call, the non-sampling processors are pinned off
   (repetition penalty 1, no n-gram blocking, no minimum length), and the only warpers are the ones listed in
   `sampling_processors`;
-- **seeded noise per prompt**: a sample's randomness depends only on the seed, the prompt's index in its probe set
-  and the sample's index — never on the rank, the process count, or which prompts share a `generate` batch. The
-  draw of token t of sample k of prompt i is inverse-CDF sampling of the warped next-token distribution at the
-  uniform number `u[i, k, t]` from a NumPy generator keyed by `(seed, i)`; `generate` then decodes greedily over
-  scores that keep only the drawn token (`SeededSampler`). The same noise is reused at every evaluation, so a change
-  in a curve is a change of the model, not of the dice;
+- **seeded noise per prompt**: a sample's randomness depends only on the seed, the prompt's index in its probe set,
+  the sample's index and `max_new_tokens` — never on the rank, the process count, the number of samples per prompt,
+  or which prompts share a `generate` batch. The draw of token t of sample k of prompt i is inverse-CDF sampling of
+  the warped next-token distribution at the uniform number `u[k, t]` of a `(num_samples, max_new_tokens)` array
+  filled row by row from a NumPy generator keyed by `(seed, i)` (`prompt_uniforms`): another `max_new_tokens` moves
+  the rows of every sample but each prompt's first. `generate` then decodes greedily over scores that keep only the
+  drawn token (`SeededSampler`). The same noise is reused at every evaluation, so a change in a curve is a change of
+  the model, not of the dice;
 - **progress**: with a `SamplingProgress`, a tqdm bar counts the samples done (rate and time left) and the tokens
   generated (tokens/s), one `generate` batch at a time.
 
@@ -205,7 +207,8 @@ def prompt_uniforms(seed: int, prompt_index: int, num_samples: int, steps: int) 
     """The `(num_samples, steps)` uniform numbers in (0, 1] that decide the samples of one prompt.
 
     Drawn from a PCG64 generator keyed by `(seed, prompt_index)` (NumPy's `SeedSequence` mixes the key), so they are
-    the same on every process, device and batch layout. (0, 1], not [0, 1): inverse-CDF sampling at 0 could pick a
+    the same on every process, device and batch layout. Filled row by row: more samples leave the first rows as they
+    were; another `steps` keeps only the first row's common prefix. (0, 1], not [0, 1): inverse-CDF sampling at 0 could pick a
     leading zero-probability token.
     """
     generator = np.random.default_rng([seed, prompt_index])
