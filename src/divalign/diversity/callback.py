@@ -114,8 +114,8 @@ class DiversityConfig:
     seed: int = field(
         default=0,
         metadata={
-            "help": "Sampling seed (>= 0). A sample's noise depends only on the seed, the prompt's index and the "
-            "sample's index: the same at every evaluation and on any number of processes."
+            "help": "Sampling seed (>= 0). A sample's noise depends only on the seed, the prompt's index, the "
+            "sample's index and max_new_tokens: the same at every evaluation and on any number of processes."
         },
     )
     batch_size: int = field(
@@ -376,7 +376,8 @@ class DiversityCallback(TrainerCallback):
 
     Works with any `Trainer` (TRL's SFT/DPO/GRPO trainers and divalign's subclasses), single process, DDP and DeepSpeed
     ZeRO-3 (FSDP is treated like lock-step ZeRO-3 but untested). Sampling goes through `divalign.generation`: neutral
-    settings, and noise keyed by (seed, prompt index, sample index), so the samples are the same on 1 or N processes.
+    settings, and noise keyed by (seed, prompt index, sample index, max_new_tokens), so the samples are the same on 1
+    or N processes.
     The prompts' `generate` batches are fixed by `batch_size` and dealt round-robin over the ranks. Under ZeRO-3 the
     weights are gathered once per evaluation (`ds3_gather_for_generation`, TRL's `unwrap_model_for_generation`);
     without gathering, ranks generate in lock-step (`synced_gpus`) and a rank short of batches runs dummy ones, since
