@@ -465,3 +465,24 @@ def test_a_quality_function_in_the_current_directory_passes_the_dry_run(assets, 
     error = capsys.readouterr().err
     assert "diversity.quality 'recipe_quality_bad:score': module 'recipe_quality_bad' has a syntax error at " in error
     assert f"{tmp_path / 'recipe_quality_bad.py'}:1" in error and "Traceback" not in error
+
+
+def test_the_dry_run_on_a_machine_without_a_gpu_says_a_bf16_recipe_needs_one(assets, tmp_path, monkeypatch, capsys):
+    """Without a GPU the values are checked as a CPU run; a recipe that trains in bf16 (TRL's default when `bf16` is
+    not set) would stop here before its model loads, and the dry run says so."""
+    import divalign.launch.checks as checks
+
+    monkeypatch.setattr(checks, "has_gpu", lambda: False)
+    content = yaml.safe_load(SMOKE_RECIPE.read_text())
+    del content["bf16"]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(content))
+    note = (
+        "divalign train: note: this machine has no GPU, so the recipe's values were checked as a CPU run (use_cpu: "
+        "true). It trains in bf16 (`bf16: true`, TRL's default when the recipe does not set it), which needs a GPU"
+    )
+    assert main([str(recipe), *smoke_flags(assets, tmp_path / "out"), "--dry-run"]) == 0
+    assert note in capsys.readouterr().err
+    for settled in (["--bf16", "false"], ["--use_cpu", "true"]):  # full precision, or bf16 on the CPU on purpose
+        assert main([str(recipe), *smoke_flags(assets, tmp_path / "out", *settled), "--dry-run"]) == 0
+        assert "divalign train: note:" not in capsys.readouterr().err

@@ -9,8 +9,9 @@ mixed precision of the launch against the recipe's ``bf16``/``fp16``. No model o
 parsed, ``TrainingArguments.device`` is the CPU and ``world_size`` the launch's process count (its launcher settings,
 else its accelerate config's, else 1), so the configs' batch checks (e.g. GRPO's generation batch) see the launch's
 world size. On a machine without a GPU (a login node, a CI box), TrainingArguments' device checks (``bf16`` needs a GPU
-that supports it) would fail every GPU recipe; there the values are validated as a CPU run (``use_cpu: true``), and
-the device checks happen when the run starts on its GPU node.
+that supports it) would fail every GPU recipe; there the values are validated as a CPU run (``use_cpu: true``), the
+device checks happen when the run starts on its GPU node, and a recipe in bf16/fp16 gets a note on stderr saying that
+it needs a GPU (a run on this machine would stop: :func:`cpu_precision_note`).
 
 ``divalign train`` checks its launch here once before relaunching (one error instead of one per rank), and
 ``divalign pipeline`` checks every stage here before stage 1 trains.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ import yaml
 from . import precision
 from .datasets_io import FILE_BUILDERS
 from .output_dir import check_output_path
-from .recipe import RecipeError, parse_recipe, read_run_options, split_recipe
+from .recipe import RecipeError, flag_values, load_yaml_mapping, parse_recipe, read_run_options, split_recipe
 from .relaunch import TRAIN_ENTRY, LaunchPlan, LaunchRequest, launch_request, plan_launch
 from .tokenizer_checks import check_tokenizer
 
@@ -65,6 +67,23 @@ def _check_dataset(script_args: Any, training_args: Any) -> None:
             f"eval_strategy is set but the dataset file {path} has only a 'train' split, not "
             f"{script_args.dataset_test_split!r} (dataset_test_split)"
         )
+
+
+def cpu_precision_note(recipe: str | os.PathLike, flags: Sequence[str], training_args: Any) -> str | None:
+    """What a run of a half-precision recipe would do on this machine without a GPU, where it was checked as a CPU run
+    (``use_cpu: true``): transformers refuses ``bf16``/``fp16`` without a GPU unless the recipe sets ``use_cpu``. ``None``
+    when the recipe trains in full precision or sets ``use_cpu`` itself."""
+    precision_name = precision.recipe_precision(training_args)
+    set_here = flag_values(flags, "use_cpu")
+    use_cpu = set_here[-1] if set_here else load_yaml_mapping(recipe).get("use_cpu")
+    if precision_name == "no" or str(use_cpu).lower() in ("true", "1", "yes"):
+        return None
+    default = ", TRL's default when the recipe does not set it" if precision_name == "bf16" else ""
+    return (
+        f"this machine has no GPU, so the recipe's values were checked as a CPU run (use_cpu: true). It trains in "
+        f"{precision_name} (`{precision_name}: true`{default}), which needs a GPU: run on this machine, it would stop "
+        f"before the model loads. Run it where there is a GPU, or set `{precision_name}: false` to train on this CPU"
+    )
 
 
 def num_processes(accelerate_config: Path | None, launch_args: Sequence[str]) -> int:
@@ -126,6 +145,9 @@ def check_launch(
     check_tokenizer(training_args, model_args, local_only=True)
     _check_diversity(diversity)
     _check_dataset(script_args, training_args)
+    note = None if on_gpu else cpu_precision_note(recipe, flags, training_args)
+    if note is not None:
+        print(f"divalign train: note: {note}", file=sys.stderr, flush=True)
     plan = plan_launch(request, recipe, flags, precision.recipe_precision(training_args), entry)
     if plan.relaunches:
         launched = precision.from_accelerate_config(plan.config_file, plan.launch_args)

@@ -265,6 +265,11 @@ def _take_flags(
     return taken, rest
 
 
+def flag_values(overrides: Sequence[str], key: str) -> list[str]:
+    """The values ``overrides`` gives ``--key`` (``--key value``, ``--key=value``, a bare ``--key`` for true), in order."""
+    return [value for _, value in _take_flags(overrides, [key], bare="true")[0]]
+
+
 def split_run_options(overrides: Sequence[str]) -> tuple[dict[str, bool], list[str]]:
     """The :class:`RunOptions` flags in ``overrides`` (``--key value``, ``--key=value`` or a bare ``--key`` for
     true), and the other flags, for TRL's parser."""
