@@ -42,6 +42,7 @@ from divalign.diversity.reference import (
     Reference,
     TrackingRecord,
     crossings,
+    inactive_thresholds,
     read_record,
     retained_metrics,
     write_record,
@@ -492,6 +493,9 @@ class DiversityCallback(TrainerCallback):
             outcome = self._score(state.global_step, groups, token_ids)
             self._log_samples(args, state.global_step, self._prompt_texts, groups)
         (outcome,) = broadcast_object_list([outcome])
+        if _topology(self.trainer.accelerator)[2]:
+            for note in outcome["notes"]:
+                print(f"divalign: {note}", flush=True)
         self.record = TrackingRecord.from_json(outcome["record"])
         write_record(state, self.record)
         with trainer_metrics_hidden(self.trainer), _keep_log_request(self.trainer):
@@ -511,14 +515,18 @@ class DiversityCallback(TrainerCallback):
             vocab_size=len(self._tokenizer()), embedder=embedder, profile=self.config.profile,
         )  # fmt: skip
         record = TrackingRecord.from_json(self.record.to_json())
+        notes: list[str] = []
         if record.reference is None and step == 0:
             record.reference = Reference(step, probe.means, probe.per_prompt)
+            thresholds = {"alert": self.config.alert_below, "stop": self.config.stop_below}
+            notes = inactive_thresholds(record.reference, thresholds)
         logs = dict(probe.logs)
         crossed: list[Crossing] = []
         if record.reference is not None:
             logs.update(against_reference(probe, record.reference))
             crossed = self._crossings(record, logs, step)
-        return {"logs": logs, "record": record.to_json(), "crossings": [dataclasses.asdict(c) for c in crossed]}
+        crossed_json = [dataclasses.asdict(c) for c in crossed]
+        return {"logs": logs, "record": record.to_json(), "crossings": crossed_json, "notes": notes}
 
     def _crossings(self, record: TrackingRecord, logs: dict[str, float], step: int) -> list[Crossing]:
         """Alerts not sent before and the first stop threshold crossed, recorded in ``record``."""

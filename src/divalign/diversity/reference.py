@@ -85,6 +85,22 @@ def crossings(kind: str, thresholds: Mapping[str, float], retained: Mapping[str,
     ]
 
 
+def inactive_thresholds(reference: Reference, thresholds: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Why each threshold (``{"alert": alert_below, "stop": stop_below}``) on a metric whose step-0 value is NaN or 0
+    can never fire: its retained ratio is undefined for the whole run, so the user must hear it at step 0."""
+    notes = []
+    for kind, by_metric in thresholds.items():
+        for metric, threshold in by_metric.items():
+            base = reference.means.get(metric, math.nan)
+            if math.isnan(base) or base == 0:
+                notes.append(
+                    f"diversity {kind}_below {{{metric}: {threshold:g}}} can never fire in this run: {metric} is "
+                    f"{'NaN' if math.isnan(base) else 0} at step {reference.step} (its reference), so "
+                    f"diversity/retained/{metric} is undefined at every evaluation"
+                )
+    return notes
+
+
 @dataclass
 class TrackingRecord:
     """What the callback keeps in the trainer state: the reference, the metrics already alerted on, and the stop."""

@@ -1,0 +1,63 @@
+"""The diversity thresholds (`alert_below`, `stop_below`) where they cannot do what they say: a metric that is NaN
+(or 0) at step 0, a new run continued from a stopped one, and a pipeline stage a threshold stopped."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import datasets
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+import divalign.diversity.callback as callback_module
+from divalign.diversity.callback import DiversityCallback, DiversityConfig
+from divalign.diversity.reference import Reference, inactive_thresholds
+
+sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+from diversity_tiny import save_tiny_policy, train_records, write_probe_prompts
+
+METRICS = ["distinct_1", "distinct_2", "ead"]
+
+
+def test_a_threshold_on_a_metric_nan_or_zero_at_step_0_is_named_as_inactive():
+    reference = Reference(0, {"distinct_1": 0.8, "distinct_2": 0.0, "ead": math.nan}, {"all": {}})
+    notes = inactive_thresholds(reference, {"alert": {"distinct_1": 0.9, "ead": 0.7}, "stop": {"distinct_2": 0.5}})
+    assert notes == [
+        "diversity alert_below {ead: 0.7} can never fire in this run: ead is NaN at step 0 (its reference), so "
+        "diversity/retained/ead is undefined at every evaluation",
+        "diversity stop_below {distinct_2: 0.5} can never fire in this run: distinct_2 is 0 at step 0 (its "
+        "reference), so diversity/retained/distinct_2 is undefined at every evaluation",
+    ]
+
+
+def test_the_step_0_evaluation_says_which_thresholds_can_never_fire(tmp_path, monkeypatch, capsys):
+    """EAD made NaN at step 0 (as when every base-model sample is empty): the run says so at step 0, once."""
+    real = callback_module.score_probe
+
+    def ead_undefined(*args, **kwargs):
+        probe = real(*args, **kwargs)
+        probe.means["ead"] = math.nan
+        return probe
+
+    monkeypatch.setattr(callback_module, "score_probe", ead_undefined)
+    policy = save_tiny_policy(tmp_path / "policy")
+    config = DiversityConfig(
+        prompts=str(write_probe_prompts(tmp_path / "probe.jsonl")), every_steps=1, samples_per_prompt=2,
+        max_new_tokens=4, table_every_steps=0, metrics=METRICS, embedding_model=None,
+        stop_below={"ead": 0.5}, alert_below={"distinct_1": 0.5},
+    )  # fmt: skip
+    args = SFTConfig(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4,
+                     save_strategy="no", report_to="none", use_cpu=True, bf16=False, disable_tqdm=True)  # fmt: skip
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(policy),
+        args=args,
+        train_dataset=datasets.Dataset.from_list(train_records(8)),
+        processing_class=AutoTokenizer.from_pretrained(policy),
+    )
+    trainer.add_callback(DiversityCallback(config).bind(trainer))
+    trainer.train()
+    out = capsys.readouterr().out
+    assert out.count("divalign: diversity stop_below {ead: 0.5} can never fire in this run: ead is NaN at step 0") == 1
+    assert "alert_below {distinct_1" not in out  # defined at step 0: it can fire
