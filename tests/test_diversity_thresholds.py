@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
@@ -61,3 +62,44 @@ def test_the_step_0_evaluation_says_which_thresholds_can_never_fire(tmp_path, mo
     out = capsys.readouterr().out
     assert out.count("divalign: diversity stop_below {ead: 0.5} can never fire in this run: ead is NaN at step 0") == 1
     assert "alert_below {distinct_1" not in out  # defined at step 0: it can fire
+
+
+def test_a_new_run_from_a_stopped_run_says_its_reference_is_the_stopped_model(tmp_path, capsys):
+    """The refusal of a stopped run advises a new run from it; that run's step 0 is the stopped model, so its retained
+    ratios and thresholds start again from 1.0: the advice and the new run both say so."""
+    import json
+    import shutil
+
+    import yaml
+
+    from divalign.launch.output_dir import FINISHED_MARKER, write_finished
+    from divalign.launch.recipe import RecipeError
+    from divalign.launch.train import run_stage
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(save_tiny_policy(tmp_path / "policy"), stopped)
+    reason = "step 4: diversity/retained/ead = 0.400 is below stop_below 0.5"
+    write_finished(str(stopped), 4, reason)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in train_records(8)))
+    recipe = {
+        "trainer": "sft", "model_name_or_path": str(stopped), "dataset_name": str(data), "max_steps": 1,
+        "per_device_train_batch_size": 4, "save_strategy": "no", "report_to": "none", "use_cpu": True, "bf16": False,
+        "output_dir": str(stopped),
+        "diversity": {"prompts": str(write_probe_prompts(tmp_path / "probe.jsonl")), "samples_per_prompt": 2,
+                      "max_new_tokens": 4, "metrics": METRICS, "embedding_model": None, "stop_below": {"ead": 0.5}},
+    }  # fmt: skip
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match=f"stopped early: {reason}.*a new run from it measures diversity/retained"):
+        run_stage(str(path))  # the stopped run itself: nothing to resume
+    run_stage(str(path), ["--output_dir", str(tmp_path / "continued")])
+    out = capsys.readouterr().out
+    assert (
+        f"divalign.train: note: model_name_or_path {stopped} is a run a diversity threshold stopped ({reason}); this "
+        "run's step-0 diversity reference is that stopped model"
+    ) in out
+    assert (tmp_path / "continued" / FINISHED_MARKER).is_file()
+    (stopped / FINISHED_MARKER).write_text(json.dumps({"global_step": 4}))  # a run that was not stopped: no note
+    run_stage(str(path), ["--output_dir", str(tmp_path / "after_a_whole_run")])
+    assert "divalign.train: note:" not in capsys.readouterr().out

@@ -140,14 +140,34 @@ def finished_run(directory: Path) -> dict[str, Any] | None:
     return None if state is None else {"global_step": state.get("global_step")}
 
 
+REBASED = (
+    "a new run from it measures diversity/retained/* and its alert_below/stop_below against its own step 0, this "
+    "stopped model, not against this run's step 0"
+)
+
+
 def _refuse_finished(directory: Path, record: dict[str, Any]) -> None:
     when = f", finished {record['finished_at']}" if record.get("finished_at") else ""
     if record.get("stopped_early"):
         when += f", stopped early: {record['stopped_early']}"
+    rebased = f" ({REBASED})" if record.get("stopped_early") else ""
     raise RecipeError(
         f"output_dir {directory} holds a finished run (step {record.get('global_step')}{when}); there is nothing to "
         f"resume. To train it further, start a new run from it (--model_name_or_path {directory} --output_dir "
-        "NEW_DIR); to run it again, choose another output_dir"
+        f"NEW_DIR){rebased}; to run it again, choose another output_dir"
+    )
+
+
+def stopped_start_note(model: str) -> str | None:
+    """What a run with a ``diversity:`` block must be told when ``model`` is a run a diversity threshold stopped: its
+    step-0 reference is that stopped model (:data:`REBASED`), or ``None``."""
+    record = finished_run(Path(model)) if Path(model).is_dir() else None
+    if not record or not record.get("stopped_early"):
+        return None
+    return (
+        f"model_name_or_path {model} is a run a diversity threshold stopped ({record['stopped_early']}); this run's "
+        f"step-0 diversity reference is that stopped model: diversity/retained/* and alert_below/stop_below measure "
+        f"from there, not from the step 0 of the run in {model} (its values are in {Path(model) / TRAINER_STATE})"
     )
 
 

@@ -45,6 +45,7 @@ from .output_dir import (
     prepare_output_dir,
     remove_if_unused,
     resolve_recipe,
+    stopped_start_note,
     write_finished,
     write_resolved_recipe,
 )
@@ -177,6 +178,9 @@ def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
     check_tokenizer(training_args, model_args, local_only=False)
     train_dataset, eval_dataset = _checked_datasets(stage, script_args, training_args)
     diversity = _diversity_config(diversity_block, recipe_path)
+    note = None if diversity is None else stopped_start_note(model_args.model_name_or_path)
+    if note is not None and PartialState().is_main_process:
+        print(f"divalign.train: note: {note}", flush=True)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     resolved = resolve_recipe(trainer_name, diversity, env, options, script_args, training_args, model_args)
     output_dir = training_args.output_dir
