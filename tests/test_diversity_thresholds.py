@@ -103,3 +103,41 @@ def test_a_new_run_from_a_stopped_run_says_its_reference_is_the_stopped_model(tm
     (stopped / FINISHED_MARKER).write_text(json.dumps({"global_step": 4}))  # a run that was not stopped: no note
     run_stage(str(path), ["--output_dir", str(tmp_path / "after_a_whole_run")])
     assert "divalign.train: note:" not in capsys.readouterr().out
+
+
+def test_a_pipeline_stops_at_a_stage_a_threshold_stopped_and_so_does_its_rerun(tmp_path):
+    """sft is stopped by its stop_below (its divalign_finished.json says why): tofu is not launched, the pipeline does
+    not say "done", and a rerun stops there again instead of going on as if sft had finished; --accept-stopped sft
+    goes on from sft's model."""
+    import json
+
+    from divalign.launch.output_dir import FINISHED_MARKER, write_finished
+    from divalign.pipeline import DONE_MARKER, PipelineError
+    from divalign.smoke import build_smoke_assets
+    from pipelines import CopyLauncher, run, write_pipeline
+
+    reason = "step 2: diversity/retained/ead = 0.400 is below stop_below 0.5 (...); training stops here"
+
+    def finish(output: Path, command: list[str]) -> None:  # what divalign.train writes at the end of the stage
+        stage = "sft" if output.name == "sft" else "tofu"
+        write_finished(str(output), 2, reason if stage == "sft" else None)
+
+    path = write_pipeline(tmp_path, build_smoke_assets(tmp_path / "assets"))
+    stop = (
+        f"stage 'sft' was stopped by a diversity threshold: {reason}. The pipeline stops here (tofu did not run); the "
+        f"stage's model is in {tmp_path / 'runs' / 'sft'}. To go on from that model, rerun with --accept-stopped sft"
+    )
+    for attempt in ("run", "rerun"):
+        launcher, logs = CopyLauncher(finish), []
+        with pytest.raises(PipelineError) as caught:
+            run(path, launcher, logs)
+        assert str(caught.value).startswith(stop), attempt
+        assert launcher.stages == (["sft"] if attempt == "run" else [])  # the rerun trains nothing: sft is recorded
+        assert not any(line.endswith("done") for line in logs)
+    marker = json.loads((tmp_path / "runs" / "sft" / DONE_MARKER).read_text())
+    assert marker["stopped_early"] == reason  # recorded, nothing lost
+    launcher, logs = CopyLauncher(finish), []
+    run(path, launcher, logs, accept_stopped=["sft"])
+    assert launcher.stages == ["tofu"] and logs[-1].endswith("done")
+    assert any("stopped early by a diversity threshold" in line and "--accept-stopped sft" in line for line in logs)
+    assert "stopped_early" not in json.loads((tmp_path / "runs" / "tofu" / FINISHED_MARKER).read_text())

@@ -2,7 +2,8 @@
 
 Each stage is ``accelerate launch ... -m divalign.train RECIPE`` loading the previous stage's output; finished stages
 are skipped, interrupted ones resumed, changed ones refused unless ``--force-rerun``; the chat template and EOS token
-are checked between stages; a lineage eval (``divalign eval``) can close the run. Format: recipes/pipelines/README.md.
+are checked between stages; a stage a diversity threshold stopped ends the pipeline (``--accept-stopped`` goes on);
+a lineage eval (``divalign eval``) can close the run. Format: recipes/pipelines/README.md.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "stage; repeatable; 'eval' reruns the lineage eval only",
     )
     parser.add_argument(
+        "--accept-stopped",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="go on from STAGE's model although a diversity threshold (stop_below) stopped it; without it the "
+        "pipeline stops after such a stage, in every rerun; repeatable",
+    )
+    parser.add_argument(
         "--only",
         default=None,
         metavar="STAGE",
@@ -78,5 +87,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run `divalign pipeline` from parsed arguments."""
-    run_pipeline(args.file, force_rerun=args.force_rerun, only=args.only, dry_run=args.dry_run)
+    run_pipeline(
+        args.file,
+        force_rerun=args.force_rerun,
+        only=args.only,
+        dry_run=args.dry_run,
+        accept_stopped=args.accept_stopped,
+    )
     return 0

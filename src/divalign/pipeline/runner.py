@@ -3,7 +3,8 @@
 A stage is skipped when its directory holds a marker with the same inputs hash, resumed from its last checkpoint
 when it was interrupted, and refused when its inputs changed and it already has a result (``--force-rerun`` moves
 the old directory aside). Between stages the tokenizer's chat template and EOS token are compared, and a LoRA
-adapter is merged or handed on as the next stage asks.
+adapter is merged or handed on as the next stage asks. A stage a diversity threshold (``stop_below``) stopped is
+recorded as finished, with why, and ends the pipeline there, in every rerun, unless ``--accept-stopped`` names it.
 """
 
 from __future__ import annotations
@@ -195,14 +196,16 @@ class PipelineRunner:
         force_rerun: Sequence[str] = (),
         only: str | None = None,
         dry_run: bool = False,
+        accept_stopped: Sequence[str] = (),
         launcher: Launcher = subprocess_launcher,
         log: Callable[[str], None] = print,
     ):
         known = [*spec.names, *([EVAL_STAGE] if spec.eval is not None else [])]
-        for name in [*force_rerun, *([only] if only else [])]:
+        for name in [*force_rerun, *accept_stopped, *([only] if only else [])]:
             if name not in known:
                 raise PipelineError(f"{spec.path}: no stage named {name!r}; stages are {', '.join(known)}")
         self.spec = spec
+        self.accept_stopped = set(accept_stopped)
         self.dry_run = dry_run
         self.only = only
         self.launcher = launcher
@@ -306,6 +309,7 @@ class PipelineRunner:
         if inspection.status is Status.DONE and stage.name not in self.forced:
             self._say(f"stage {stage.name!r}: skipped, finished with the same inputs ({stage.output_dir})")
             self._check_template(stage, model.tokenizer)
+            self._stop_if_stopped(stage, inspection.marker.get("stopped_early"))
             return StageResult(stage.name, stage.output_dir, digest, inspection.marker["run_id"])
         if inspection.status is Status.TRAINED and stage.name not in self.forced and not self.dry_run:
             self._say(f"stage {stage.name!r}: trained with the same inputs before the pipeline stopped; recording it")
@@ -331,8 +335,30 @@ class PipelineRunner:
 
     def _record_finished(self, stage: StageSpec, model: StageInput, digest: str, inputs: dict) -> StageResult:
         self._check_template(stage, model.tokenizer)
-        marker = write_marker(stage.output_dir, digest, inputs, str(stage.output_dir))
+        stopped = (finished_run(stage.output_dir) or {}).get("stopped_early")
+        marker = write_marker(stage.output_dir, digest, inputs, str(stage.output_dir), stopped)
+        self._stop_if_stopped(stage, stopped)
         return StageResult(stage.name, stage.output_dir, digest, marker["run_id"])
+
+    def _stop_if_stopped(self, stage: StageSpec, stopped: str | None) -> None:
+        """A stage a diversity threshold (``stop_below``) stopped ends the pipeline, in its run and in every rerun,
+        until ``--accept-stopped STAGE`` says to go on from its model (or the stage is trained again)."""
+        if not stopped:
+            return
+        if stage.name in self.accept_stopped:
+            self._say(
+                f"stage {stage.name!r}: stopped early by a diversity threshold ({stopped}); going on from its model "
+                f"(--accept-stopped {stage.name})"
+            )
+            return
+        later = self.spec.names[self.spec.names.index(stage.name) + 1 :] + ([EVAL_STAGE] if self.spec.eval else [])
+        not_run = f"{', '.join(later)} did not run" if later else "it was the last stage"
+        raise PipelineError(
+            f"stage {stage.name!r} was stopped by a diversity threshold: {stopped}. The pipeline stops here ({not_run}); "
+            f"the stage's model is in {stage.output_dir}. To go on from that model, rerun with --accept-stopped "
+            f"{stage.name}; to train the stage again, change its recipe (e.g. its `diversity:` stop_below) and rerun "
+            f"with --force-rerun {stage.name}"
+        )
 
     def _refuse_locked(self, stage: StageSpec) -> None:
         """A stage directory some other live run holds (e.g. a `divalign.train` started by hand) is not launched."""

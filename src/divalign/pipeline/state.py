@@ -83,14 +83,18 @@ def read_marker(directory: Path) -> dict[str, Any] | None:
     return read_json(directory / DONE_MARKER)
 
 
-def write_marker(directory: Path, digest: str, inputs: dict[str, Any], model_path: str) -> dict[str, Any]:
-    """Mark ``directory`` finished; the marker is written last, atomically, so its presence means a whole result."""
+def write_marker(
+    directory: Path, digest: str, inputs: dict[str, Any], model_path: str, stopped_early: str | None = None
+) -> dict[str, Any]:
+    """Mark ``directory`` finished; the marker is written last, atomically, so its presence means a whole result.
+    ``stopped_early``: why a diversity threshold ended the stage before its last step (the pipeline stops there)."""
     marker = {
         "hash": digest,
         "run_id": uuid.uuid4().hex,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model_path": model_path,
         "inputs": inputs,
+        **({"stopped_early": stopped_early} if stopped_early else {}),
     }
     temporary = directory / f"{DONE_MARKER}.tmp"
     temporary.write_text(json.dumps(marker, indent=2, sort_keys=True, default=str))
@@ -137,5 +141,3 @@ def inspect_dir(directory: Path, digest: str, started: dict[str, Any] | None) ->
     if same_start and started.get("output_dir") == str(directory):
         return Inspection(Status.RESTART)
     return Inspection(Status.FOREIGN)
-
-
