@@ -34,7 +34,10 @@ from launching import accelerate_launch, cpu_accelerate_config, cpu_environment 
 
 FAST_METRICS = ["distinct_1", "distinct_2", "ead", "exact_dup_rate", "length_mean"]
 # the callback's sampling bar as tqdm draws it: "diversity eval, step 2:  50%|███  | 3/6 [00:01<00:01, ...]"
-PROGRESS_BAR = re.compile(r"diversity eval, step (?P<step>\d+): +\d+%\|[^|]*\| (?P<done>\d+)/(?P<total>\d+) \[")
+PROGRESS_BAR = re.compile(
+    r"diversity eval, step (?P<step>\d+): +\d+%\|[^|]*\| (?P<done>\d+)/(?P<total>\d+) \[[^\]]*?"
+    r"(?P<samples>\d+)/(?P<all_samples>\d+) samples\]"
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -129,15 +132,16 @@ def test_logs_at_step_zero_every_steps_and_last_step(policy_dir: Path, probe_fil
 def test_main_process_shows_a_bar_per_evaluation_unless_tqdm_is_off(
     policy_dir: Path, probe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ):
-    """Steps 0 and 2 each draw one sampling bar over the 3 prompts × 3 samples; `disable_tqdm` (the trainer's own
-    switch for its bars) turns it off."""
+    """Steps 0 and 2 each draw one sampling bar over the 3 prompts × 3 samples, its tokens counted against a budget
+    of 9 × 6 new tokens; `disable_tqdm` (the trainer's own switch for its bars) turns it off."""
     # draw every update, however fast the tiny model is (tqdm reads its TQDM_* variables once, at import)
     monkeypatch.setattr(generation, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))
     make_trainer(policy_dir, tmp_path / "on", DiversityCallback(diversity_config(probe_file)), max_steps=2,
                  disable_tqdm=False).train()  # fmt: skip
     bars = list(PROGRESS_BAR.finditer(capsys.readouterr().err))
-    assert {(m["step"], m["total"]) for m in bars} == {("0", "9"), ("2", "9")}
-    assert {m["done"] for m in bars} == {"0", "6", "9"}  # batches of 2 prompts: 6 samples, then the last 3
+    assert {(m["step"], m["all_samples"]) for m in bars} == {("0", "9"), ("2", "9")}
+    assert {m["samples"] for m in bars} == {"0", "6", "9"}  # batches of 2 prompts: 6 samples, then the last 3
+    assert next((m["done"], m["total"]) for m in bars if m["samples"] == "0") == ("0", str(9 * 6))
     make_trainer(policy_dir, tmp_path / "off", DiversityCallback(diversity_config(probe_file)), max_steps=2).train()
     assert "diversity eval" not in capsys.readouterr().err
 
@@ -516,7 +520,7 @@ def test_ddp_two_processes_match_one_process(policy_dir: Path, one_process: tupl
     # one progress bar per evaluation, rank 0's: its share is prompts 0 and 2 (6 samples), rank 1's would be 3
     bars = [m for m in PROGRESS_BAR.finditer(report["stderr"])]
     assert {int(m["step"]) for m in bars} == {0, 2, 4}
-    assert {m["total"] for m in bars} == {"6"}
+    assert {m["all_samples"] for m in bars} == {"6"}
 
 
 @pytest.mark.slow

@@ -27,11 +27,11 @@ from divalign.smoke import build_tokenizer, save_tiny_model, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 DIVALIGN = Path(sys.executable).parent / "divalign"  # the console script: its sys.path[0] is bin/, not the cwd
-# the final draw of a sampling bar: "sampling m (T=0.7): 100%|██████████| 9/9 [00:00<00:00, 31.2sample/s, ...]"
+# the final draw of a sampling bar: "sampling m (T=0.7): 100%|████| 25/25 [00:00<00:00, 31.2token/s, 9/9 samples]"
 FINAL_BAR = re.compile(
     r"sampling (?P<model>\S+) \(T=(?P<t>[\d.]+)\): 100%\|[^|]*\| (?P<done>\d+)/(?P<total>\d+) "
-    r"\[(?P<elapsed>\d\d:\d\d)<(?P<left>\d\d:\d\d), +(?P<rate>[\d.]+)sample/s, (?P<tokens>\d+) tokens, "
-    r"(?P<token_rate>[\d.]+) tokens/s\]"
+    r"\[(?P<elapsed>\d\d:\d\d)<(?P<left>\d\d:\d\d), +(?P<rate>[\d.]+)token/s, "
+    r"(?P<samples>\d+)/(?P<all>\d+) samples\]"
 )
 
 
@@ -90,10 +90,10 @@ def test_quality_and_verifier_from_files_in_the_current_directory(models, tmp_pa
     bars = {(m["model"], m["t"]): m for m in FINAL_BAR.finditer(done.stderr)}
     assert set(bars) == {(name, t) for name in ("base", "sft") for t in ("0.7", "1", "1.3")}
     for (name, t), bar in bars.items():
-        assert (bar["done"], bar["total"], bar["left"]) == ("9", "9", "00:00")
-        assert float(bar["rate"]) > 0 and float(bar["token_rate"]) > 0
+        assert (bar["samples"], bar["all"], bar["left"]) == ("9", "9", "00:00") and float(bar["rate"]) > 0
         ids = [i for r in read_samples(tmp_path / "out", sample_file(name, t)) for i in r["token_ids"]]
-        assert int(bar["tokens"]) == sum(len(row) + (len(row) < 4) for row in ids)  # + the stop token, if any
+        tokens = sum(len(row) + (len(row) < 4) for row in ids)  # + the stop token, if any
+        assert (int(bar["done"]), int(bar["total"])) == (tokens, tokens)
     assert "Loading weights" not in done.stderr
 
 

@@ -213,46 +213,93 @@ def test_settings_check_names_the_setting(change, message):
 
 BAR = re.compile(
     r"(?P<label>[^\r\n]*?): +(?P<percent>\d+)%\|[^|]*\| (?P<done>\d+)/(?P<total>\d+) "
-    r"\[(?P<elapsed>\d\d:\d\d)<(?P<left>\d\d:\d\d|\?), +(?P<rate>[\d.]+|\?)sample/s"
-    r"(?:, (?P<tokens>\d+) tokens, (?P<token_rate>[\d.]+|\?) tokens/s)?\]"
+    r"\[(?P<elapsed>\d\d:\d\d)<(?P<left>\d\d:\d\d|\?), +(?P<rate>[\d.]+|\?)token/s"
+    r"(?:, (?P<samples>\d+)/(?P<all_samples>\d+) samples)?\]"
 )
 
 
 def bar_states(stderr: str, label: str) -> list[dict[str, str]]:
-    """Every display of the tqdm bar `label` in captured stderr (tqdm redraws with carriage returns), a count drawn
+    """Every display of the tqdm bar `label` in captured stderr (tqdm redraws with carriage returns), a display drawn
     twice in a row (the final redraw on closing) once."""
     states = [m.groupdict() for m in BAR.finditer(stderr) if m["label"].endswith(label)]
-    return [s for i, s in enumerate(states) if i == 0 or s["done"] != states[i - 1]["done"]]
+    shown = [(s["done"], s["total"], s["samples"]) for s in states]
+    return [s for i, s in enumerate(states) if i == 0 or shown[i] != shown[i - 1]]
 
 
-def test_progress_bar_counts_samples_and_generated_tokens(tiny, capsys, monkeypatch):
-    """Rank 0 of 2, batches of 1 prompt: its share is prompts 0, 2 and 4 (3 × 4 samples). The bar shows each batch as
-    it finishes (samples done, their rate, time left) and the generated tokens: per raw completion, up to and
-    including its first stop or pad token, counted here from the raw rows by hand."""
-    # draw every update, however fast the tiny model is (tqdm reads its TQDM_* variables once, at import)
+def produced(row, stop, pad):
+    """Tokens generate() produced for one raw completion, counted by hand: up to and including its first stop or pad
+    token, all of them when it ran to max_new_tokens."""
+    ends = [position for position, token in enumerate(row) if token in (*stop, pad)]
+    return ends[0] + 1 if ends else len(row)
+
+
+@pytest.fixture
+def every_step_drawn(monkeypatch):
+    """Draw every update, however fast the tiny model is (tqdm reads its TQDM_* variables once, at import), and
+    report the tokens at every decoding step."""
     monkeypatch.setattr(generation, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))
+    monkeypatch.setattr(generation.TokenCounter, "interval", 0.0)
+
+
+def test_progress_bar_counts_generated_tokens_and_samples(tiny, capsys, every_step_drawn):
+    """Rank 0 of 2, batches of 1 prompt: its share is prompts 0, 2 and 4 (3 × 4 samples, 6 new tokens at most). The
+    bar counts the tokens generated (per raw completion, up to and including its first stop or pad token, counted
+    here from the raw rows by hand) with their rate and the time left, and the samples done; its total starts at the
+    budget, 3 × 4 × 6, and loses what the completions that stopped early left unused."""
     model, tokenizer, stop, pad = tiny
     ids = [encode_prompt(p, tokenizer) for p in PROMPTS]
     settings = SamplingSettings(num_samples=4, max_new_tokens=6, seed=3, batch_size=1)
     raw = sample_completions(model, ids, settings, stop, pad, rank=0, world=2, cut=False)
     capsys.readouterr()
-    sample_completions(model, ids, settings, stop, pad, rank=0, world=2, progress=SamplingProgress("probe"))
+    progressed = sample_completions(
+        model, ids, settings, stop, pad, rank=0, world=2, progress=SamplingProgress("probe")
+    )
+    assert progressed == sample_completions(model, ids, settings, stop, pad, rank=0, world=2)  # same samples
     states = bar_states(capsys.readouterr().err, "probe")
-    assert [(s["done"], s["total"]) for s in states] == [("0", "12"), ("4", "12"), ("8", "12"), ("12", "12")]
-
-    def produced(row):  # tokens generate() produced for one completion
-        ends = [position for position, token in enumerate(row) if token in (*stop, pad)]
-        return ends[0] + 1 if ends else len(row)
-
+    assert (states[0]["done"], states[0]["total"], states[0]["samples"]) == ("0", "72", "0")
     tokens, expected = [], 0
     for index in (0, 2, 4):
-        expected += sum(produced(row) for row in raw[index])
+        expected += sum(produced(row, stop, pad) for row in raw[index])
         tokens.append(expected)
-    assert [int(s["tokens"]) for s in states[1:]] == tokens
+    ends_of_batches = [s for i, s in enumerate(states) if i and s["samples"] != states[i - 1]["samples"]]
+    assert [(int(s["done"]), int(s["total"]), s["samples"]) for s in ends_of_batches] == [
+        (tokens[0], tokens[0] + 2 * 4 * 6, "4"),
+        (tokens[1], tokens[1] + 4 * 6, "8"),
+        (tokens[2], tokens[2], "12"),
+    ]
     assert 0 < tokens[-1] < 3 * 4 * 6  # some completions stopped early: their padding is not counted
+    done = [int(s["done"]) for s in states]
+    assert done == sorted(done) and len(set(done)) > 4  # it moved between the batches' ends too
     for state in states[1:]:
-        assert float(state["rate"]) > 0 and state["left"] != "?" and float(state["token_rate"]) > 0
+        assert float(state["rate"]) > 0 and state["left"] != "?" and state["all_samples"] == "12"
     assert states[-1]["left"] == "00:00" and states[-1]["percent"] == "100"
     # no bar unless asked
     sample_completions(model, ids, settings, stop, pad)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_moves_within_one_generate_batch(tiny, capsys, every_step_drawn):
+    """All 5 prompts in one `generate` batch (the eval's default batch of 8): the bar advances at each decoding step,
+    while no sample is done yet, not once when the batch returns."""
+    model, tokenizer, stop, pad = tiny
+    ids = [encode_prompt(p, tokenizer) for p in PROMPTS]
+    settings = SamplingSettings(num_samples=4, max_new_tokens=8, seed=2, batch_size=8)
+    raw = sample_completions(model, ids, settings, stop, pad, cut=False)
+    capsys.readouterr()
+    sample_completions(model, ids, settings, stop, pad, progress=SamplingProgress("one batch"))
+    states = bar_states(capsys.readouterr().err, "one batch")
+    within = [int(s["done"]) for s in states if s["samples"] == "0"]
+    assert len(within) >= 4 and within == sorted(within) and within[1] == 20  # 20 rows, one token each at step 1
+    total = sum(produced(row, stop, pad) for group in raw.values() for row in group)
+    assert (int(states[-1]["done"]), int(states[-1]["total"]), states[-1]["samples"]) == (total, total, "20")
+
+
+def test_the_token_counter_counts_rows_until_their_stop_token_and_never_stops():
+    heard = []
+    counter = generation.TokenCounter(heard.append, {0, 9})
+    counter.interval = 0.0
+    steps = [[5, 0, 6], [9, 0, 6], [9, 0, 7], [9, 0, 0]]  # row 1 stops at once, row 0 at step 2, row 2 at step 4
+    for t in range(len(steps)):
+        input_ids = torch.tensor([[1, 1] + [steps[s][r] for s in range(t + 1)] for r in range(3)])
+        assert not counter(input_ids, torch.zeros(3, 10)).any()
+    assert heard == [3, 2, 1, 1]  # each stop token counts, the padding after it does not

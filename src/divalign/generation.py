@@ -22,8 +22,8 @@ way, so every caller renders, pads, stops, cuts and samples identically:
   the rows of every sample but each prompt's first. `generate` then decodes greedily over scores that keep only the
   drawn token (`SeededSampler`). The same noise is reused at every evaluation, so a change in a curve is a change of
   the model, not of the dice;
-- **progress**: with a `SamplingProgress`, a tqdm bar counts the samples done (rate and time left) and the tokens
-  generated (tokens/s), one `generate` batch at a time.
+- **progress**: with a `SamplingProgress`, a tqdm bar counts the tokens generated as `generate` produces them, at
+  every decoding step (`TokenCounter`), with tokens/s, time left and the samples done.
 
 vLLM (in `divalign.evaluation.sampling`) pins the same settings and seeds each prompt's request with `prompt_seed`.
 """
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ from transformers import (
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -101,8 +104,11 @@ class SamplingSettings:
 
 @dataclass(frozen=True)
 class SamplingProgress:
-    """A tqdm bar over one `sample_completions` call: samples done of this rank's share, samples/s and time left,
-    and in its postfix the tokens generated and tokens/s (stop tokens included, padding after them not).
+    """A tqdm bar over one `sample_completions` call, moving at every decoding step: the tokens generated so far of
+    this rank's share (each completion's tokens up to and including its stop token; the padding after it not), their
+    rate, the time left, and in its postfix the samples done. The total starts at the budget (samples ×
+    `max_new_tokens`) and drops by what a completion that stopped early left unused, so the time left is an upper
+    bound and the finished bar's total is the tokens generated.
 
     Args:
         description: the bar's label (which model, which temperature, which step).
@@ -112,8 +118,10 @@ class SamplingProgress:
     description: str
     leave: bool = True
 
-    def bar(self, total: int) -> Any:
-        return tqdm(total=total, desc=self.description, unit="sample", leave=self.leave, dynamic_ncols=True)
+    def bar(self, total: int, postfix: str = "") -> Any:
+        return tqdm(
+            total=total, desc=self.description, unit="token", leave=self.leave, dynamic_ncols=True, postfix=postfix
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,8 +216,8 @@ def prompt_uniforms(seed: int, prompt_index: int, num_samples: int, steps: int) 
 
     Drawn from a PCG64 generator keyed by `(seed, prompt_index)` (NumPy's `SeedSequence` mixes the key), so they are
     the same on every process, device and batch layout. Filled row by row: more samples leave the first rows as they
-    were; another `steps` keeps only the first row's common prefix. (0, 1], not [0, 1): inverse-CDF sampling at 0 could pick a
-    leading zero-probability token.
+    were; another `steps` keeps only the first row's common prefix. (0, 1], not [0, 1): inverse-CDF sampling at 0
+    could pick a leading zero-probability token.
     """
     generator = np.random.default_rng([seed, prompt_index])
     return 1.0 - generator.random((num_samples, steps))
@@ -323,9 +331,11 @@ def generate_batch(
     stop_ids: Sequence[int],
     pad_id: int,
     synced_gpus: bool = False,
+    on_tokens: Callable[[int], None] | None = None,
 ) -> list[list[list[int]]]:
     """K raw completions (token ids up to `max_new_tokens`, stop and pad tokens included) of each prompt, from one
-    `generate` call; `prompt_indices` key each prompt's noise."""
+    `generate` call; `prompt_indices` key each prompt's noise. `on_tokens(n)` hears of the tokens generated as the
+    decoding steps go (`TokenCounter`)."""
     k = settings.num_samples
     rows = [list(ids) for ids in prompt_ids for _ in range(k)]
     input_ids, attention_mask = left_pad(rows, pad_id, model.device)
@@ -333,12 +343,14 @@ def generate_batch(
         [prompt_uniforms(settings.seed, i, k, settings.max_new_tokens) for i in prompt_indices], axis=0
     )
     width = input_ids.shape[1]
+    counting = StoppingCriteriaList([TokenCounter(on_tokens, {*stop_ids, pad_id})] if on_tokens else [])
     with bare_generation_defaults(model):
         sequences = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             generation_config=generation_config(settings, stop_ids, pad_id),
             logits_processor=sampling_processors(settings, torch.from_numpy(noise), width),
+            stopping_criteria=counting,
             synced_gpus=synced_gpus,
         )
     completions = sequences[:, width:].tolist()
@@ -368,12 +380,19 @@ def sample_completions(
     batches = rank_batches(len(prompt_ids), settings.batch_size, rank, world, lockstep)
     ends = {*stop_ids, pad_id}
     out: dict[int, list[list[int]]] = {}
-    total = sum(len(batch) for batch in batches if batch) * settings.num_samples
-    with _progress(progress, total, ends) as done:
+    samples = sum(len(batch) for batch in batches if batch) * settings.num_samples
+    with _progress(progress, samples, settings.max_new_tokens, ends) as bar:
         for batch in batches:
             indices = batch if batch is not None else [0]
             completions = generate_batch(
-                model, [prompt_ids[i] for i in indices], indices, settings, stop_ids, pad_id, synced_gpus=lockstep
+                model,
+                [prompt_ids[i] for i in indices],
+                indices,
+                settings,
+                stop_ids,
+                pad_id,
+                synced_gpus=lockstep,
+                on_tokens=bar.step if bar and batch is not None else None,  # a dummy batch's tokens are no one's
             )
             if batch is not None:
                 out.update(
@@ -382,33 +401,84 @@ def sample_completions(
                         for i, rows in zip(batch, completions, strict=True)
                     }
                 )
-                done(completions)
+                if bar:
+                    bar.batch_done(completions)
     return out
+
+
+class TokenCounter(StoppingCriteria):
+    """A stopping criterion that never stops: after every decoding step it counts the rows that produced a token
+    (those that had not yet produced a stop or pad token) and passes the count to `on_tokens` at most every
+    `interval` seconds: reading the count waits for the device, so the steps between reads only add it up there."""
+
+    interval = 0.2
+
+    def __init__(self, on_tokens: Callable[[int], None], ends: set[int]) -> None:
+        self.on_tokens = on_tokens
+        self.ends = torch.tensor(sorted(ends))
+        self.finished: torch.Tensor | None = None
+        self.pending: torch.Tensor | None = None
+        self.reported = time.monotonic()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        last = input_ids[:, -1]
+        if self.finished is None:
+            self.finished = torch.zeros_like(last, dtype=torch.bool)
+            self.pending = torch.zeros((), dtype=torch.long, device=last.device)
+            self.ends = self.ends.to(last.device)
+        self.pending += (~self.finished).sum()
+        self.finished |= torch.isin(last, self.ends)
+        if time.monotonic() - self.reported >= self.interval:
+            self.flush()
+        return torch.zeros_like(last, dtype=torch.bool)
+
+    def flush(self) -> None:
+        if self.pending is not None and (count := int(self.pending)):
+            self.on_tokens(count)
+            self.pending.zero_()
+        self.reported = time.monotonic()
+
+
+class _TokenBar:
+    """The bar of one `sample_completions` call: `step` adds tokens as they are generated, `batch_done` makes the
+    count exact from the batch's raw completions and drops the budget its early-stopped completions left unused."""
+
+    def __init__(self, progress: SamplingProgress, samples: int, max_new_tokens: int, ends: set[int]) -> None:
+        self.samples, self.max_new_tokens, self.ends = samples, max_new_tokens, ends
+        self.done_samples = self.done_tokens = 0
+        self.bar = progress.bar(samples * max_new_tokens, postfix=self._samples_text())
+
+    def _samples_text(self) -> str:
+        return f"{self.done_samples}/{self.samples} samples"
+
+    def step(self, tokens: int) -> None:
+        self.bar.update(tokens)
+
+    def batch_done(self, completions: list[list[list[int]]]) -> None:
+        rows = [row for group in completions for row in group]
+        self.done_tokens += sum(generated_tokens(row, self.ends) for row in rows)
+        self.done_samples += len(rows)
+        # the rows' unused budget leaves the total; the counted steps are replaced by the exact count
+        self.bar.total = self.done_tokens + (self.samples - self.done_samples) * self.max_new_tokens
+        self.bar.set_postfix_str(self._samples_text(), refresh=False)
+        # the steps not yet reported (or, negative, the extra step of a deferred stop check)
+        self.bar.update(self.done_tokens - self.bar.n)
+        self.bar.refresh()
 
 
 @contextlib.contextmanager
 def _progress(
-    progress: SamplingProgress | None, total: int, ends: set[int]
-) -> Iterator[Callable[[list[list[list[int]]]], None]]:
-    """A function to call with each batch's raw completions: it advances the bar of `progress` (a no-op without)."""
+    progress: SamplingProgress | None, samples: int, max_new_tokens: int, ends: set[int]
+) -> Iterator[_TokenBar | None]:
+    """The token bar of `progress` for this call (None without one), closed at the end."""
     if progress is None:
-        yield lambda completions: None
+        yield None
         return
-    bar = progress.bar(total)
-    tokens = 0
-
-    def done(completions: list[list[list[int]]]) -> None:
-        nonlocal tokens
-        tokens += sum(generated_tokens(row, ends) for rows in completions for row in rows)
-        elapsed = bar.format_dict["elapsed"]
-        rate = f"{tokens / elapsed:.1f}" if elapsed > 0 else "?"
-        bar.set_postfix_str(f"{tokens} tokens, {rate} tokens/s", refresh=False)
-        bar.update(sum(len(rows) for rows in completions))
-
+    bar = _TokenBar(progress, samples, max_new_tokens, ends)
     try:
-        yield done
+        yield bar
     finally:
-        bar.close()
+        bar.bar.close()
 
 
 def decode_group(tokenizer: Any, group: Sequence[Sequence[int]]) -> list[str]:

@@ -389,8 +389,8 @@ class DiversityCallback(TrainerCallback):
     stop at the same step. The evaluation runs inside a saved/restored RNG state, so the training trajectory is the
     same with or without the callback. On resume, the checkpoint's step is not evaluated again, and the step-0
     reference (`divalign.diversity.reference`, kept in the trainer state) comes back from the checkpoint.
-    While it samples, the main process shows one tqdm bar (its share of the samples, tokens/s, time left), unless the
-    run sets `disable_tqdm`.
+    While it samples, the main process shows one tqdm bar (its share's tokens at every decoding step, tokens/s, time
+    left, samples done), unless the run sets `disable_tqdm`.
 
     Args:
         config: evaluation settings.
