@@ -520,3 +520,70 @@ def test_a_reward_model_directory_as_the_quality(policy_dir, tmp_path):
     assert logged["diversity/quality/mean"] == pytest.approx(np.mean([np.mean(s) for s in scores]), abs=1e-5)
     correct = [[s >= 0.0 for s in group] for group in scores]
     assert logged["diversity/quality/pass_at_1"] == pytest.approx(np.mean([np.mean(c) for c in correct]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one grammar with `divalign eval --quality` (issue 30); a causal LM is no reward model
+
+
+@pytest.fixture
+def importable_here(tmp_path, monkeypatch):
+    """Run in `tmp_path` with the import path as the `divalign` script has it (not the current directory)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    (tmp_path / "here_quality.py").write_text(
+        "def score(completion, answer):\n    return len(completion) + (answer == 'x')\n"
+    )
+    return tmp_path
+
+
+def test_training_and_eval_accept_and_refuse_the_same_quality_specs(importable_here):
+    """Each spec through the recipe's `diversity.quality` and through `divalign eval --quality`: both accept it, or
+    both refuse it with the same reason."""
+    from diversity_tiny import build_tokenizer
+
+    from divalign.evaluation.prompts import PromptRecord
+    from divalign.evaluation.quality import load_quality
+
+    judge = save_reward_model(importable_here / "rm_dir", build_tokenizer())
+    accepted = ["toy_validity", {"format": {"boxed": False, "pattern": "x"}}, '{"format": {"tags": ["a"]}}',
+                f"reward_model:{judge}", str(judge), "here_quality:score"]  # fmt: skip
+    refused = {
+        "judge": "is neither a reward of the registry",
+        "format:abc": "only reward_model takes an argument",
+        "nowhere_quality:score": "cannot import module 'nowhere_quality'",
+        "here_quality:missing": "module 'here_quality' has no callable 'missing'",
+        f"reward_model:{importable_here / 'none'}": "does not exist (a local path, not a Hub id)",
+        "darling": "scores a sample against its rollout group",
+        '{"format": {"boxed": false}}': "format reward has no check",
+    }
+    records = [PromptRecord("p", "x", {"valid_answers": ["x"], "answer": "x"})]
+    base = {"prompts": "p.jsonl", "metrics": ["distinct_1"], "embedding_model": None}
+    for spec in accepted:
+        DiversityConfig.from_dict({**base, "quality": spec})
+        load_quality(spec if isinstance(spec, str) else json.dumps(spec), records)
+    for spec, reason in refused.items():
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            DiversityConfig.from_dict({**base, "quality": spec})
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            load_quality(spec, records)
+
+
+def test_a_function_of_your_own_scores_the_probe_samples_with_the_records_answer(importable_here):
+    quality = Quality("here_quality:score")
+    assert quality.name == "here_quality:score" and not quality.has_verdicts
+    columns = [{"answer": "x"}, {"solution": "y"}, {}]
+    scores = quality.score(["p", "q", "r"], [["ab", "c"], ["d"], ["efg"]], [[[1], [2]], [[3]], [[4]]], columns)
+    assert scores == [[3.0, 2.0], [1.0], [3.0]]  # len + 1 where the answer is 'x'
+    assert Quality("here_quality:score", correct_threshold=2.5).verdicts(scores) == [[True, False], [False], [True]]
+
+
+def test_a_causal_lm_as_the_quality_fails_before_step_0_samples(policy_dir, tmp_path):
+    """A causal LM given as the reward model would be scored through a randomly initialised head: the run stops in
+    on_train_begin, before the step-0 evaluation samples anything."""
+    probe = write_probe_prompts(tmp_path / "probe.jsonl")
+    callback = DiversityCallback(quality_config(probe, quality=f"reward_model:{policy_dir}", correct_threshold=0.0))
+    trainer = make_trainer(policy_dir, tmp_path / "out", callback, max_steps=1)
+    with pytest.raises(ValueError, match=rf"reward model {re.escape(str(policy_dir))}: its weights have no score"):
+        trainer.train()
+    assert callback.last_samples is None

@@ -466,8 +466,10 @@ def test_empty_prompts_and_unknown_metric_are_errors(lineage, tmp_path):
             frontier_metric="ead",
             out_dir=tmp_path,
         )
-    with pytest.raises(ValueError, match="--frontier-metric and --quality belong to a frontier"):
-        evaluate_lineage(lineage[:1], tmp_path / "p.txt", quality="math:sqrt", out_dir=tmp_path)
+    with pytest.raises(
+        ValueError, match=r"^--frontier-metric belongs to a frontier: pass --temperatures T1 T2 \.\.\.$"
+    ):
+        evaluate_lineage(lineage[:1], tmp_path / "p.txt", frontier_metric="distinct_1", out_dir=tmp_path)
     assert not (tmp_path / "results.json").exists()  # every check ran before sampling
 
 

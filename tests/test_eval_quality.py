@@ -239,7 +239,10 @@ def test_registry_rewards_by_name_read_the_prompt_fields(tmp_path, monkeypatch):
         ("darling", r"'darling' scores a sample against its rollout group"),
         ("reward_model", r"needs the setting\(s\) \['model'\]"),
         ("format:abc", r"only reward_model takes an argument"),
-        ("nonsense", r"'nonsense' is neither a reward of the registry \(.*math_answer.*\), reward_model:PATH, MODULE:FU"),
+        (
+            "nonsense",
+            r"'nonsense' is neither a reward of the registry \(.*math_answer.*\), reward_model:PATH, MODULE:FU",
+        ),
         ('{"format": 3', r"invalid JSON"),
         ('{"format": {"size": 3}}', r"unknown setting\(s\) \['size'\] for 'format'"),
         ("math_answer", r"'math_answer' reads the column 'answer' or 'solution' of each prompt, but record 0 of the"),
@@ -293,3 +296,188 @@ def test_help_names_every_quality_spec_and_the_reference():
     for part in ("reward_model:PATH", "a GRPO reward by name", "MODULE:FUNCTION", "a .py file in the current directory",
                  "--reference NAME", "(default: the first --model)"):  # fmt: skip
         assert part in text, part
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad quality functions and reward models (issue 30): clear errors naming the function, prompt and sample
+
+
+def test_a_causal_lm_as_reward_model_is_refused_before_sampling(models, reward_model, tmp_path):
+    """A causal LM has no classification head: transformers would initialise one at random (a different score at
+    every load). A sequence-classification checkpoint with its head loads."""
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "say a word"}])
+    with pytest.raises(ValueError) as error:
+        evaluate_lineage(
+            [("m", str(models["base"]))], prompts, quality=f"reward_model:{models['base']}",
+            metrics=["distinct_1"], out_dir=tmp_path / "out",
+        )  # fmt: skip
+    message = str(error.value)
+    assert message.startswith(f"--quality 'reward_model:{models['base']}': ")
+    assert f"reward model {models['base']}: its weights have no score.weight" in message
+    assert "The checkpoint is a LlamaForCausalLM" in message and "AutoModelForSequenceClassification" in message
+    assert not (tmp_path / "out").exists()
+    from divalign.rewards.reward_model import RewardModelReward
+
+    RewardModelReward(str(reward_model)).load()  # the real reward model: its head is in its weights
+
+
+def quality_module(directory: Path, name: str, body: str) -> str:
+    (directory / f"{name}.py").write_text(body)
+    return name
+
+
+def run_quality(tmp_path, quality, texts=None, out="out", **kwargs):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "first", "answer": "a"}, {"prompt": "second"}])
+    return evaluate_lineage(
+        [("m", "unused")], prompts, num_samples=2, metrics=["distinct_1"], quality=quality, n_bootstrap=10,
+        out_dir=tmp_path / out, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def importable_here(tmp_path, monkeypatch):
+    """Run in `tmp_path` with the import path as the `divalign` script has it (not the current directory)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    return tmp_path
+
+
+@pytest.mark.parametrize("flag", ["quality", "verifier"])
+def test_a_module_with_a_syntax_error_is_named_with_its_line(importable_here, monkeypatch, flag):
+    fixed_samplers(monkeypatch, {"m": [["a b", "c"], ["d", "e"]]})
+    name = quality_module(importable_here, f"broken_{flag}", "def fn(completion, answer):\n    return (1\n")
+    with pytest.raises(ValueError) as error:
+        run_quality(importable_here, **{"quality": None, flag: f"{name}:fn"})
+    message = str(error.value)
+    assert f"'{name}:fn': module '{name}' has a syntax error at {importable_here / (name + '.py')}:2" in message
+    assert not (importable_here / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("    raise KeyError('topic')\n", r"raised KeyError on prompt 1 \('second'\), sample 0 \('d'\): 'topic'"),
+        (
+            "    return [1.0, 2.0]\n",
+            r"returned list \[1.0, 2.0\] for prompt 1 \('second'\), sample 0 \('d'\); expected a",
+        ),
+        ("    return '0.5'\n", r"returned str '0.5' for prompt 1 \('second'\), sample 0 \('d'\); expected a number"),
+        ("    return float('inf')\n", r"returned inf for prompt 1 \('second'\), sample 0 \('d'\); expected a finite"),
+    ],
+)
+def test_a_quality_that_raises_or_returns_no_number_names_the_function_prompt_and_sample(
+    importable_here, monkeypatch, body, expected
+):
+    """The first prompt's samples score 1; the second prompt's first sample triggers the fault."""
+    fixed_samplers(monkeypatch, {"m": [["a b", "c"], ["d", "e"]]})
+    name = quality_module(importable_here, f"faulty_{abs(hash(body))}", f"def fn(completion, answer):\n    if "
+                          f"completion != 'd':\n        return 1\n{body}")  # fmt: skip
+    with pytest.raises(ValueError, match=rf"^--quality '{name}:fn': '{name}:fn' {expected}"):
+        run_quality(importable_here, f"{name}:fn")
+
+
+def test_a_registry_reward_returning_a_string_is_refused(tmp_path, monkeypatch):
+    """A reward of the registry goes through the same checks (here `format` patched to answer in strings)."""
+    from divalign.rewards.format import FormatReward
+
+    fixed_samplers(monkeypatch, {"m": [["a b", "c"], ["d", "e"]]})
+    monkeypatch.setattr(FormatReward, "__call__", lambda self, prompts, completions, **kw: ["1"] * len(completions))
+    with pytest.raises(ValueError, match=r"'format' returned str '1' for prompt 0 \('first'\), sample 0 \('a b'\)"):
+        run_quality(tmp_path, "format")
+
+
+def test_nan_scores_are_counted_in_a_note_and_results_json_is_strict(tmp_path, monkeypatch, capsys):
+    """NaN (like None) is a sample without a score: left out of the means, counted in a note naming the function.
+    results.json stays strict JSON (no bare NaN or Infinity) even with every score missing."""
+    fixed_samplers(monkeypatch, {"m": [["a b", "c"], ["d", "e"]]})
+
+    def half(completion, answer):
+        return math.nan if completion in ("c", "d") else 2.0
+
+    results = run_quality(tmp_path, half)
+    assert results["models"][0]["per_prompt"]["quality_score"] == [2.0, 2.0]
+    assert "quality 'half' gave no score (None or NaN) for 2 of 4 samples of m (T=1)" in capsys.readouterr().err
+
+    results = run_quality(tmp_path, lambda completion, answer: math.nan, out="out_nan")
+    assert "for 4 of 4 samples of m (T=1) (every one: its quality is n/a)" in capsys.readouterr().err
+    text = (tmp_path / "out_nan" / "results.json").read_text()
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"results.json holds {name}"))
+    assert strict["models"][0]["quality_score"]["mean"] is None
+    assert "| m | n/a [n/a, n/a] |" in (tmp_path / "out_nan" / "results.md").read_text()
+
+
+def test_results_json_writes_infinities_as_null(tmp_path):
+    from divalign.evaluation.report import write_results
+
+    results = {
+        "config": {"metrics": ["distinct_1"], "num_prompts": 1, "num_samples": 2, "temperature": 1.0},
+        "models": [{"name": "m", "metrics": {"distinct_1": {"mean": math.inf, "ci_low": -math.inf, "ci_high": 1.0}}}],
+    }
+    write_results(results, tmp_path)
+    strict = json.loads((tmp_path / "results.json").read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert strict["models"][0]["metrics"]["distinct_1"] == {"mean": None, "ci_low": None, "ci_high": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --quality without --temperatures: next to diversity at one temperature
+
+
+def test_quality_without_temperatures_is_reported_next_to_diversity(tmp_path, monkeypatch):
+    """Per prompt, the mean of the samples' scores (words per sample), in results.json and in a results.md table
+    with the diversity metrics; no frontier."""
+    fixed_samplers(monkeypatch, {"m": [["a b", "c"], ["d e f", "g"]], "n": [["a", "a"], ["b", "b"]]})
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "first"}, {"prompt": "second"}])
+    results = evaluate_lineage(
+        [("m", "unused"), ("n", "unused")], prompts, num_samples=2, metrics=["distinct_1"], temperature=0.8,
+        quality=lambda completion, answer: len(completion.split()), n_bootstrap=10, out_dir=tmp_path / "out",
+    )  # fmt: skip
+    m, n = results["models"]
+    assert m["per_prompt"]["quality_score"] == [1.5, 2.0] and n["per_prompt"]["quality_score"] == [1.0, 1.0]
+    assert m["quality_score"]["name"] == "<lambda>" and m["quality_score"]["mean"] == pytest.approx(1.75)
+    assert "frontier" not in results and results["config"]["temperatures"] == [0.8]
+    report = (tmp_path / "out" / "results.md").read_text()
+    assert "## Quality (<lambda>) next to diversity at T=0.8" in report
+    assert "| model | <lambda> | distinct_1 |" in report and "| m | 1.750 [" in report and "| n | 1.000 [" in report
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# An eval that fails while scoring: the same command runs again
+
+
+def test_an_eval_that_failed_while_scoring_is_replaced_by_the_rerun(importable_here, monkeypatch, capsys):
+    """The quality raises on the second model: its samples so far stay (with a note saying where), and the same
+    command, once the function is fixed, replaces them. A folder holding a file the evaluation did not write is
+    refused and left as it is."""
+    fixed_samplers(monkeypatch, {"m": [["a b", "c"], ["d", "e"]], "n": [["x", "y"], ["z", "w"]]})
+    module = importable_here / "flaky.py"
+    module.write_text("def fn(completion, answer):\n    if completion == 'x':\n        raise ValueError('no')\n"
+                      "    return 1\n")  # fmt: skip
+    prompts = write_jsonl(importable_here / "p.jsonl", [{"prompt": "first"}, {"prompt": "second"}])
+    command = dict(num_samples=2, metrics=["distinct_1"], quality="flaky:fn", n_bootstrap=10, out_dir="out")
+    with pytest.raises(ValueError, match="raised ValueError on prompt 0"):
+        evaluate_lineage([("m", "unused"), ("n", "unused")], prompts, **command)
+    out = importable_here / "out"
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["m.jsonl", "n.jsonl"]
+    assert not (out / "results.json").exists()
+    assert f"the samples written so far are in {Path('out') / 'samples'}" in capsys.readouterr().err
+
+    module.write_text("def fn(completion, answer):\n    return 1\n")
+    sys.modules.pop("flaky", None)
+    results = evaluate_lineage([("m", "unused"), ("n", "unused")], prompts, **command)
+    assert [m["quality_score"]["mean"] for m in results["models"]] == [1.0, 1.0]
+    assert "replaced the partial output of an evaluation that failed in out" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["diversity.png", "results.json", "results.md", "samples"]
+
+    # a finished evaluation, and a failed one with a file of the user's in it, are never replaced
+    with pytest.raises(ValueError, match="already holds files"):
+        evaluate_lineage([("m", "unused"), ("n", "unused")], prompts, **command)
+    module.write_text("def fn(completion, answer):\n    raise ValueError('no')\n")
+    sys.modules.pop("flaky", None)
+    command["out_dir"] = "out2"
+    with pytest.raises(ValueError, match="raised ValueError"):
+        evaluate_lineage([("m", "unused"), ("n", "unused")], prompts, **command)
+    (importable_here / "out2" / "samples" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="already holds files"):
+        evaluate_lineage([("m", "unused"), ("n", "unused")], prompts, **command)
+    assert (importable_here / "out2" / "samples" / "notes.txt").read_text() == "mine"
+    assert (importable_here / "out2" / "samples" / "m.jsonl").is_file()

@@ -232,12 +232,13 @@ class DiversityConfig:
             raise ValueError(f"Diversity metric(s) {semantic} need diversity.embedding_model, which is not set")
 
     def _check_quality(self) -> None:
-        """A quality of `divalign.rewards.quality`'s grammar (a reward's settings and a reward model's local path
-        checked, a function of your own imported, no model loaded); a threshold needs one."""
+        """A quality of `divalign.rewards.quality`'s grammar, built as `divalign eval --quality` builds it (a reward's
+        settings and a reward model's local path checked, a function of your own imported, no model loaded); a
+        threshold needs one."""
         if self.quality is not None:
-            from divalign.rewards.quality import parse_quality
+            from divalign.rewards.quality import Quality
 
-            parse_quality(self.quality)
+            Quality(self.quality)
         if self.correct_threshold is not None:
             if self.quality is None:
                 raise ValueError("diversity.correct_threshold needs diversity.quality (whose scores it thresholds)")

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .frontier import MatchedDifference, difference_table, plot_frontiers
 from .semantic_views import plot_homogeneity
 
@@ -40,8 +42,10 @@ def _json_safe(obj: Any) -> Any:
         return None
     if isinstance(obj, dict):
         return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
+    if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.floating):
+        return _json_safe(float(obj))
     return obj
 
 
