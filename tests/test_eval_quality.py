@@ -103,6 +103,23 @@ def test_a_module_nowhere_names_the_current_directory(tmp_path, monkeypatch):
         load_callable("not_here:fn", "--quality")
 
 
+def test_a_module_failing_at_import_is_named_with_its_file_and_line(tmp_path, monkeypatch):
+    """An error while the user's module runs (or a module it imports that is missing) is theirs: named with the file
+    and line, not taken for a module that is not there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    (tmp_path / "raising_at_import.py").write_text("x = 1\nraise RuntimeError('no GPU')\n")
+    (tmp_path / "importing_missing.py").write_text("import not_installed_anywhere\n")
+    with pytest.raises(ValueError) as error:
+        load_callable("raising_at_import:fn", "--quality")
+    assert str(error.value) == (
+        "--quality 'raising_at_import:fn': importing module 'raising_at_import' raised RuntimeError at "
+        f"{tmp_path / 'raising_at_import.py'}:2: no GPU"
+    )
+    with pytest.raises(ValueError, match=r"importing module 'importing_missing' raised ModuleNotFoundError at .*:1: "):
+        load_callable("importing_missing:fn", "--quality")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The reward model and --reference
 
@@ -481,3 +498,19 @@ def test_an_eval_that_failed_while_scoring_is_replaced_by_the_rerun(importable_h
         evaluate_lineage([("m", "unused"), ("n", "unused")], prompts, **command)
     assert (importable_here / "out2" / "samples" / "notes.txt").read_text() == "mine"
     assert (importable_here / "out2" / "samples" / "m.jsonl").is_file()
+
+
+def test_an_eval_still_writing_its_out_is_not_replaced(tmp_path):
+    """The marker of an evaluation whose process is alive on this machine: its folder is not touched."""
+    import socket
+
+    from divalign.evaluation.output_dir import INCOMPLETE, check_out_dir
+
+    out = tmp_path / "out"
+    (out / "samples").mkdir(parents=True)
+    (out / "samples" / "m.jsonl").write_text("{}\n")
+    marker = {"files": ["samples/m.jsonl"], "pid": os.getppid(), "host": socket.gethostname()}
+    (out / INCOMPLETE).write_text(json.dumps(marker))
+    with pytest.raises(ValueError, match=rf"--out {out} is being written by another divalign eval \(process "):
+        check_out_dir(out, move_aside=False)
+    assert (out / "samples" / "m.jsonl").read_text() == "{}\n"
