@@ -1,6 +1,6 @@
 """`divalign eval` promises: a model without a chat template is sampled on the raw prompt text (and refuses chat
-prompts, naming the model), and `--backend auto` takes vLLM only when it is importable and a GPU is present (here:
-the HF backend, with the very same samples as `--backend hf`)."""
+prompts, naming the model), and `--backend auto` is the HF backend, with the very same samples as `--backend hf`,
+even where vLLM is importable and a GPU is present: vLLM is opt-in (`--backend vllm`) until measured on a GPU."""
 
 from __future__ import annotations
 
@@ -123,10 +123,17 @@ def test_backend_auto_without_vllm_gives_the_hf_samples(templated, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("vllm_installed", "gpu", "expected"),
-    [(True, True, "vllm"), (True, False, "hf"), (False, True, "hf"), (False, False, "hf")],
+    ("backend", "vllm_installed", "gpu", "expected"),
+    [
+        ("auto", True, True, "hf"),  # vLLM is opt-in, even where it could run
+        ("auto", True, False, "hf"),
+        ("auto", False, True, "hf"),
+        ("auto", False, False, "hf"),
+        ("hf", True, True, "hf"),
+        ("vllm", True, True, "vllm"),
+    ],
 )
-def test_backend_auto_picks_vllm_only_with_vllm_and_a_gpu(monkeypatch, templated, vllm_installed, gpu, expected):
+def test_backend_auto_never_picks_vllm(monkeypatch, templated, backend, vllm_installed, gpu, expected):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util,
@@ -138,8 +145,15 @@ def test_backend_auto_picks_vllm_only_with_vllm_and_a_gpu(monkeypatch, templated
     monkeypatch.setattr(sampling, "VLLMSampler", lambda *args: chosen.append("vllm"))
     monkeypatch.setattr(sampling, "HFSampler", lambda *args: chosen.append("hf"))
     settings = sampling.SamplingSettings(num_samples=2, max_new_tokens=2)
-    sampling.open_sampler("m", str(templated), sampling.EvalSampling(settings, backend="auto"))
+    sampling.open_sampler("m", str(templated), sampling.EvalSampling(settings, backend=backend))
     assert chosen == [expected]
+
+
+def test_the_backend_help_says_vllm_is_opt_in(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "auto (the default) is hf" in text and "vLLM is opt-in (--backend vllm) until it has been measured" in text
 
 
 def test_backend_vllm_without_vllm_is_a_clear_error(templated, tmp_path):

@@ -5,6 +5,7 @@ model, data and CPU."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -41,6 +42,28 @@ def test_the_names_a_training_script_needs_load_on_first_use():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["eval", "--help"], ["plot", "--help"], ["pipeline", "--help"]])
+def test_divalign_help_loads_no_torch_or_transformers(argv):
+    """The subcommands import their heavy libraries when they run, not to register their flags: `divalign --help`
+    answers without torch, transformers, datasets or TRL, and so without their offline-mode notices on stderr."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from divalign.cli import main
+        try:
+            main({argv!r})
+        except SystemExit as done:
+            assert done.code == 0, done.code
+        heavy = [name for name in ("torch", "transformers", "datasets", "trl", "peft") if name in sys.modules]
+        assert heavy == [], heavy
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == "" and "usage: divalign" in result.stdout
 
 
 def readme_example() -> str:

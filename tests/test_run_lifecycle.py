@@ -472,3 +472,12 @@ def test_a_resume_with_an_edited_diversity_block_names_only_the_changed_keys(tmp
     assert prepare_output_dir(args, removed, RunOptions(resume_with_changes=True)).changes == {
         "diversity": {"before": block, "after": None}
     }
+
+
+def test_the_checkpoint_prefix_is_transformers_own():
+    """divalign spells transformers' checkpoint prefix out (so `divalign plot` and `--help` load no transformers)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from divalign.launch import checkpoints
+
+    assert checkpoints.PREFIX_CHECKPOINT_DIR == PREFIX_CHECKPOINT_DIR

@@ -11,8 +11,17 @@ cross-model similarity matrix and each model's within-prompt share of spread (`s
 the metric conventions (`divalign.diversity.profile`); every table says which.
 """
 
+from importlib import import_module
+
 from .command import add_parser, parse_model_spec, run
-from .lineage import evaluate_lineage
-from .prompts import load_prompts
+
+# torch and transformers load with these, on first use: `divalign --help` registers the subcommand without them
+_LAZY = {"evaluate_lineage": ".lineage", "load_prompts": ".prompts"}
 
 __all__ = ["add_parser", "evaluate_lineage", "load_prompts", "parse_model_spec", "run"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

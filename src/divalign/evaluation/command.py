@@ -1,4 +1,5 @@
-"""`divalign eval`: the subcommand's arguments, handed to `evaluate_lineage`."""
+"""`divalign eval`: the subcommand's arguments, handed to `evaluate_lineage` (imported only when it runs, so that
+`divalign --help` loads neither torch nor transformers)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL
 from ..diversity.clusters import DEFAULT_CLUSTER_THRESHOLD
 from ..diversity.profile import DEFAULT_PROFILE, PROFILE_NAMES
-from .lineage import evaluate_lineage
+from .backends import BACKENDS, VLLM_OPT_IN
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
@@ -136,7 +137,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the model the others are compared with: the frontier's matched-diversity quality differences and "
         "the quality-control/narrowing split (default: the first --model)",
     )
-    parser.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help=f"auto (the default) is hf, transformers' generate; {VLLM_OPT_IN}",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (speed, not samples)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI")
@@ -152,6 +158,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run `divalign eval` from parsed arguments."""
+    from .lineage import evaluate_lineage
+
     metrics = None if args.metrics is None else [m for arg in args.metrics for m in arg.split(",") if m]
     results = evaluate_lineage(
         [parse_model_spec(s) for s in args.model],

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
 import math
 import re
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ from ..generation import (
     stop_token_ids,
     uses_chat_template,
 )
+from .backends import BACKENDS, use_vllm
 from .prompts import PromptRecord
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-BACKENDS = ("auto", "hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class EvalSampling:
     """How `divalign eval` samples: the shared `SamplingSettings`, the backend and the device."""
 
     settings: SamplingSettings
-    backend: str = "auto"  # "auto" (vLLM when importable and a GPU is present), "hf" or "vllm"
+    backend: str = "auto"  # "auto" (= "hf": vLLM is opt-in, `backends.VLLM_OPT_IN`), "hf" or "vllm"
     device: str | None = None
 
 
@@ -81,20 +80,6 @@ def check_model_path(name: str, path: str) -> None:
         return
     if not _HUB_ID.match(path):
         raise FileNotFoundError(f"Model {name!r}: no checkpoint directory at {path}")
-
-
-def use_vllm(backend: str) -> bool:
-    """Whether `backend` resolves to vLLM ("auto": when vLLM is importable and a GPU is present)."""
-    if backend == "hf":
-        return False
-    available = importlib.util.find_spec("vllm") is not None
-    if backend == "vllm":
-        if not available:
-            raise ValueError("backend 'vllm' requested but vllm is not installed (pip install divalign[vllm])")
-        return True
-    import torch
-
-    return available and torch.cuda.is_available()
 
 
 class HFSampler:

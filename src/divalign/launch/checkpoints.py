@@ -22,9 +22,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
 from ..set_aside import move_aside
+
+# transformers' `trainer_utils.PREFIX_CHECKPOINT_DIR`, spelled out so that `divalign plot` and `divalign --help` load
+# no transformers (tests/test_run_lifecycle.py checks the two agree)
+PREFIX_CHECKPOINT_DIR = "checkpoint"
 
 TRAINER_STATE = "trainer_state.json"
 INCOMPLETE_PREFIX = "incomplete-"

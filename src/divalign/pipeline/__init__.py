@@ -9,11 +9,19 @@ a lineage eval (``divalign eval``) can close the run. Format: recipes/pipelines/
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from .runner import PipelineRunner, StageResult, launch_command, merge_adapter, stage_env
-from .spec import PipelineError, PipelineSpec, StageSpec, load_pipeline
-from .state import DONE_MARKER, Status, inspect_dir, move_aside
+if TYPE_CHECKING:
+    from .runner import StageResult
+
+# The runner loads the launch checks (datasets, transformers): imported on first use, so that `divalign --help`
+# registers the subcommand without them
+_LAZY = {
+    **dict.fromkeys(("PipelineRunner", "StageResult", "launch_command", "merge_adapter", "stage_env"), ".runner"),
+    **dict.fromkeys(("PipelineError", "PipelineSpec", "StageSpec", "load_pipeline"), ".spec"),
+    **dict.fromkeys(("DONE_MARKER", "Status", "inspect_dir", "move_aside"), ".state"),
+}
 
 __all__ = [
     "DONE_MARKER",
@@ -35,6 +43,12 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run_pipeline(
     path: str,
     *,
@@ -44,6 +58,9 @@ def run_pipeline(
     **runner_kwargs: Any,
 ) -> list[StageResult]:
     """Validate the pipeline at ``path`` (every stage, before anything trains), then run it."""
+    from .runner import PipelineRunner
+    from .spec import load_pipeline
+
     spec = load_pipeline(path)
     runner = PipelineRunner(spec, force_rerun=force_rerun, only=only, dry_run=dry_run, **runner_kwargs)
     return runner.run()
