@@ -446,6 +446,13 @@ def test_a_missing_reward_model_quality_fails_the_dry_run_and_the_run_before_the
     assert expected in capsys.readouterr().err
     with pytest.raises(RecipeError, match=re.escape(expected)):
         run_stage(str(recipe), smoke_flags(assets, tmp_path / "out"))
+    # a Hub id the offline Hub cannot give: refused by the run before the policy loads
+    recipe = write_recipe(tmp_path, diversity={**block, "quality": "reward_model:divalign-tests/no-such-rm"})
+    expected = (
+        "diversity.quality divalign-tests/no-such-rm is neither a local directory nor a Hub model in the local cache"
+    )
+    with pytest.raises(RecipeError, match=re.escape(expected)):
+        run_stage(str(recipe), smoke_flags(assets, tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 

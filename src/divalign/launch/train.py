@@ -79,7 +79,19 @@ def _diversity_config(block: dict | None, recipe_path: str) -> Any:
         load_probe_records(config)
     except (ValueError, FileNotFoundError) as error:
         raise RecipeError(f"{recipe_path}: diversity: {error}") from error
+    _check_reward_model(config)
     return config
+
+
+def _check_reward_model(config: Any) -> None:
+    """A reward model named as the quality must be loadable here (a Hub id in the local cache while the Hub is
+    offline), as the policy must: checked before the policy loads and samples step 0."""
+    from ..rewards.quality import parse_quality
+    from ..rewards.registry import RewardSpec
+
+    spec = None if config.quality is None else parse_quality(config.quality)
+    if isinstance(spec, RewardSpec) and spec.name == "reward_model":
+        check_model_available(spec.kwargs["model"], "diversity.quality")
 
 
 def _callbacks(diversity: Any, options: RunOptions) -> list:
