@@ -5,8 +5,9 @@ import json
 import pytest
 from matplotlib.colors import to_hex
 
+from divalign import run_history
 from divalign.cli import main
-from divalign.plotting import draw_curves, find_trainer_state, load_curves, load_run, select_keys
+from divalign.plotting import draw_curves, find_trainer_state, load_curves, load_run, select_keys, split_losses
 from divalign.run_history import run_labels
 
 
@@ -182,3 +183,51 @@ def test_trajectory_errors_name_the_run_and_the_missing_key(tmp_path, runs, caps
     assert main(["plot", str(tmp_path / "q"), "--trajectory", "ead", "--metrics", "loss"]) == 2
     assert "pass one of them" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def _write_objective_run(directory, trainer, nll):
+    """A run of `trainer` (its resolved recipe says so) logging loss, diversity/ead and, for TOFU/GEM, nll."""
+    directory.mkdir(parents=True)
+    history = [{"step": s, "loss": 0.5 / s, "diversity/ead": 0.2, **({"nll": 2.0 / s} if nll else {})} for s in (1, 2)]
+    (directory / "trainer_state.json").write_text(json.dumps({"log_history": history, "global_step": 2}))
+    (directory / "divalign_recipe.yaml").write_text(f"trainer: {trainer}\nlearning_rate: 1.0e-05\n")
+    return directory
+
+
+def panels(run_dirs):
+    """{panel title: labels of its lines} of the figure `divalign plot` draws by default."""
+    runs = split_losses([load_run(d) for d in run_dirs])
+    labels = run_labels(run_dirs)
+    figure = draw_curves(runs, labels, select_keys(runs, None))
+    return {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in figure.axes if ax.get_visible()}
+
+
+def test_losses_of_different_objectives_get_a_panel_each_and_nll_its_own(tmp_path, capsys):
+    """CE's loss is an NLL, TOFU's a focal loss: each gets its own loss panel, and the nll the TOFU trainer logs
+    beside its loss gets a panel of its own (drawn by default)."""
+    ce = _write_objective_run(tmp_path / "ce", "sft", nll=False)
+    tofu = _write_objective_run(tmp_path / "tofu", "tofu", nll=True)
+    assert list(panels([ce, tofu])) == ["loss (sft)", "loss (tofu)", "nll", "diversity/ead"]
+    assert panels([ce, tofu])["loss (sft)"] == ["ce"] and panels([ce, tofu])["loss (tofu)"] == ["tofu"]
+    assert panels([ce, tofu])["nll"] == ["tofu"]
+    # --metrics loss names every objective's loss panel
+    runs = split_losses([load_run(ce), load_run(tofu)])
+    assert select_keys(runs, ["loss"]) == ["loss (sft)", "loss (tofu)"]
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(ce), str(tofu), "--out", str(out)]) == 0 and out.is_file()
+    assert capsys.readouterr().err == ""
+
+
+def test_runs_of_one_objective_share_one_loss_panel(tmp_path):
+    first = _write_objective_run(tmp_path / "tofu_a", "tofu", nll=True)
+    second = _write_objective_run(tmp_path / "tofu_b", "tofu", nll=True)
+    assert panels([first, second]) == {
+        "loss": ["tofu_a", "tofu_b"], "nll": ["tofu_a", "tofu_b"], "diversity/ead": ["tofu_a", "tofu_b"]
+    }  # fmt: skip
+
+
+def test_a_run_without_a_recipe_has_no_known_objective(runs):
+    from divalign.launch.output_dir import RESOLVED_RECIPE
+
+    assert RESOLVED_RECIPE == run_history.RESOLVED_RECIPE
+    assert run_history.run_objective(runs[0]) is None and load_run(runs[0]).objectives == [None]

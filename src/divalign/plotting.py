@@ -2,7 +2,9 @@
 `--trajectory METRIC`, each run's path in the quality–diversity plane (:mod:`divalign.trajectory_plot`).
 
 Reads the Trainer's `trainer_state.json` (its `log_history`, :mod:`divalign.run_history`), from the run directory or
-its newest checkpoint. A pipeline's `output_root` (`divalign pipeline` records its stages there) is drawn end to end:
+its newest checkpoint. The `loss` of runs with different objectives (TOFU's focal loss, CE's NLL, a DPO loss: the
+`trainer:` of each run's recipe) is drawn in one panel per objective, never on one axis; the NLL that the TOFU and
+GEM trainers log beside their loss gets a panel of its own. A pipeline's `output_root` (`divalign pipeline` records its stages there) is drawn end to end:
 each stage's curves shifted by the steps of the stages before it (the `pipeline/step` its W&B runs log), with the
 stage boundaries marked. Every run keeps one colour in every panel.
 """
@@ -33,14 +35,47 @@ DEFAULT_TRAJECTORY_OUT = "quality_diversity.png"
 _BAND = ("_p10", "_p90")
 
 
+def _is_loss(key: str) -> bool:
+    return key == "loss" or key.startswith("loss (")  # "loss (tofu)": one objective's loss (`split_losses`)
+
+
 def _drawn_by_default(key: str) -> bool:
     # "diversity/x" from training, "eval_diversity/x" if a callback logs during evaluation.
-    return key == "loss" or key.startswith("diversity/") or "_diversity/" in key
+    return _is_loss(key) or key == "nll" or key.startswith("diversity/") or "_diversity/" in key
 
 
 def _matches(key: str, pattern: str) -> bool:
-    # `sbert` finds `diversity/sbert`; shell-style patterns (`diversity/distinct_*`) also work.
+    # `sbert` finds `diversity/sbert`; shell-style patterns (`diversity/distinct_*`) also work; `loss` every
+    # objective's loss panel.
+    if _is_loss(key):
+        key = "loss"
     return fnmatch.fnmatch(key, pattern) or fnmatch.fnmatch(key.split("/")[-1], pattern)
+
+
+def split_losses(runs: list[RunCurves]) -> list[RunCurves]:
+    """The runs with each segment's `loss` renamed `loss (<objective>)` when the segments logging a loss trained
+    more than one objective, so that each objective's loss gets its own panel (a segment of unknown objective keeps
+    `loss`)."""
+    objectives = {
+        objective
+        for run in runs
+        for segment, objective in zip(run.segments, _objectives(run), strict=True)
+        if "loss" in segment
+    }
+    if len(objectives) < 2:
+        return runs
+    renamed = []
+    for run in runs:
+        segments = [
+            {(f"loss ({objective})" if key == "loss" and objective else key): points for key, points in seg.items()}
+            for seg, objective in zip(run.segments, _objectives(run), strict=True)
+        ]
+        renamed.append(RunCurves(segments, run.stage_starts, run.objectives))
+    return renamed
+
+
+def _objectives(run: RunCurves) -> list[str | None]:
+    return run.objectives or [None] * len(run.segments)
 
 
 def _present(all_curves: list[Curves] | list[RunCurves]) -> set[str]:
@@ -48,9 +83,9 @@ def _present(all_curves: list[Curves] | list[RunCurves]) -> set[str]:
 
 
 def select_keys(all_curves: list[Curves] | list[RunCurves], patterns: list[str] | None) -> list[str]:
-    """Keys to plot: loss first, then the rest sorted. Without `patterns`, `loss` and the `diversity/*` keys; with
-    them, every logged key (`grad_norm`, `nll`, `learning_rate`...) that a pattern names, by full key or by the part
-    after the last `/`.
+    """Keys to plot: the loss panels first, then `nll`, then the rest sorted. Without `patterns`, the loss, `nll` and
+    the `diversity/*` keys; with them, every logged key (`grad_norm`, `nll`, `learning_rate`...) that a pattern names,
+    by full key or by the part after the last `/`.
 
     `<key>_p10` / `<key>_p90` are drawn as a band around `<key>` rather than as subplots of their own.
     """
@@ -60,7 +95,7 @@ def select_keys(all_curves: list[Curves] | list[RunCurves], patterns: list[str] 
         keys = [k for k in keys if any(_matches(k, p) for p in patterns)]
     else:
         keys = [k for k in keys if _drawn_by_default(k)]
-    return sorted(keys, key=lambda k: (k != "loss", k))
+    return sorted(keys, key=lambda k: (not _is_loss(k), k != "nll", k))
 
 
 def missing_metrics(runs: list[RunCurves], labels: list[str], patterns: list[str]) -> list[str]:
@@ -147,7 +182,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, metrics: list[str] | 
     Requested `metrics` that a run did not log are named on stderr; none logged at all is an error."""
     if not run_dirs:
         raise ValueError("plot needs at least one run directory")
-    runs = [load_run(d) for d in run_dirs]
+    runs = split_losses([load_run(d) for d in run_dirs])
     labels = run_labels(run_dirs)
     keys = select_keys(runs, metrics)
     if not keys:
@@ -177,9 +212,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "plot",
         help="plot diversity/* and loss curves of training runs, or their quality–diversity trajectories",
-        description="Plot `diversity/*` keys and `loss` (or any logged key named with --metrics) against step from "
-        "each run's trainer_state.json; a pipeline's output_root draws its stages end to end. With --trajectory, "
-        "draw each run's path in the quality–diversity plane instead.",
+        description="Plot `diversity/*` keys, `loss` and `nll` (or any logged key named with --metrics) against step "
+        "from each run's trainer_state.json; a pipeline's output_root draws its stages end to end. Runs of different "
+        "objectives (the trainer: of their recipes) get one loss panel per objective, and the nll the TOFU and GEM "
+        "trainers log a panel of its own. With --trajectory, draw each run's path in the quality–diversity plane "
+        "instead.",
     )
     parser.add_argument(
         "run_dirs",
@@ -197,7 +234,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--metrics",
         nargs="+",
         default=None,
-        help="keys or patterns to plot (e.g. loss sbert 'distinct_*' grad_norm nll); default: loss and every "
+        help="keys or patterns to plot (e.g. loss sbert 'distinct_*' grad_norm nll); default: loss, nll and every "
         "diversity/* key. A name a run did not log is reported",
     )
     parser.add_argument(

@@ -3,6 +3,8 @@
 
 A pipeline's `output_root` (`divalign pipeline` records its stages there) reads end to end: each stage's values
 shifted by the steps of the stages before it (the `pipeline/step` its W&B runs log), with where each stage starts.
+Each run's (each stage's) objective is the `trainer:` its resolved recipe names, so losses of different objectives
+can be kept apart.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from .launch.checkpoints import TRAINER_STATE, checkpoints, newest_complete
 
 Curves = dict[str, list[tuple[int, float]]]
 PIPELINE_MANIFEST = Path(".divalign_state") / "pipeline.json"  # written by divalign.pipeline.runner.write_manifest
+# launch.output_dir.RESOLVED_RECIPE, spelled out: that module loads transformers, and `divalign plot` need not
+RESOLVED_RECIPE = "divalign_recipe.yaml"
 
 
 @dataclass
@@ -25,6 +29,7 @@ class RunCurves:
 
     segments: list[Curves]
     stage_starts: list[tuple[int, str]] = field(default_factory=list)
+    objectives: list[str | None] = field(default_factory=list)  # per segment: its trainer, None when unknown
 
     @property
     def keys(self) -> set[str]:
@@ -68,6 +73,20 @@ def load_curves(run_dir: str | Path) -> Curves:
     return curves
 
 
+def run_objective(run_dir: str | Path) -> str | None:
+    """The objective a run trained: the `trainer:` of its resolved recipe (`sft`, `tofu`, `gem`, `dpo`, `grpo`);
+    None for a run divalign did not launch (no recipe there, or none that parses)."""
+    import yaml
+
+    path = Path(run_dir) / RESOLVED_RECIPE
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    trainer = recipe.get("trainer") if isinstance(recipe, dict) else None
+    return trainer if isinstance(trainer, str) else None
+
+
 def _trained_steps(run_dir: Path) -> int:
     state = json.loads(find_trainer_state(run_dir).read_text(encoding="utf-8"))
     return int(state.get("global_step") or 0)
@@ -91,6 +110,7 @@ def load_pipeline_curves(output_root: str | Path) -> RunCurves:
             break  # this stage and the later ones have not trained yet
         run.segments.append({key: [(offset + step, value) for step, value in points] for key, points in curves.items()})
         run.stage_starts.append((offset, stage["name"]))
+        run.objectives.append(run_objective(directory))
         offset += _trained_steps(directory)
     if not run.segments:
         raise FileNotFoundError(f"No stage of the pipeline in {output_root} has a trainer_state.json yet")
@@ -101,7 +121,7 @@ def load_run(run_dir: str | Path) -> RunCurves:
     """A training run's curves, or a pipeline's stages end to end when ``run_dir`` is its ``output_root``."""
     if (Path(run_dir) / PIPELINE_MANIFEST).is_file():
         return load_pipeline_curves(run_dir)
-    return RunCurves(segments=[load_curves(run_dir)])
+    return RunCurves(segments=[load_curves(run_dir)], objectives=[run_objective(run_dir)])
 
 
 def run_labels(run_dirs: list[str | Path]) -> list[str]:
