@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .frontier import MatchedDifference, difference_table, plot_frontiers
+from .indistinct import indistinct_notes
 from .semantic_views import plot_homogeneity
 
 _SPLIT_NOTE = (
@@ -61,6 +62,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
     ]
     lines += _table([(m["name"], {k: _cell(v) for k, v in m["metrics"].items()}) for m in models], metrics)
+    notes = indistinct_notes(results)
+    if notes:
+        lines += ["", "## Metrics that cannot tell these models apart", "", *[f"- {note}" for note in notes]]
     across_cols = [k for k in metrics if "across" in models[0]["metrics"].get(k, {})]
     if across_cols:
         lines += ["", "## Across prompts (first sample of each prompt)", ""]
