@@ -33,6 +33,8 @@ FINAL_BAR = re.compile(
     r"\[(?P<elapsed>\d\d:\d\d)<(?P<left>\d\d:\d\d), +(?P<rate>[\d.]+)token/s, "
     r"(?P<samples>\d+)/(?P<all>\d+) samples\]"
 )
+# the label of every draw of any tqdm bar, whoever draws it ("label:  40%|██  |"): the same layout FINAL_BAR finds
+ANY_BAR = re.compile(r"(?P<label>[^\r\n]*?) *\d+%\|")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,8 @@ def test_quality_and_verifier_from_files_in_the_current_directory(models, tmp_pa
     """The `divalign` script, run where `my_quality.py` and `my_verifier.py` lie, imports them as `python -m` would.
     Its stderr shows one finished sampling bar per model × temperature — 3 prompts × 3 samples, the rate, no time
     left, and the tokens generated (each completion's tokens and its stop token, from the written samples) — and no
-    "Loading weights" bar."""
+    other bar (transformers' "Loading weights" bar at each model load among them; found by tqdm's layout, which the
+    sampling bars found show is the one drawn here, not by transformers' wording)."""
     (tmp_path / "my_quality.py").write_text("def words(completion, answer):\n    return len(completion.split())\n")
     (tmp_path / "my_verifier.py").write_text("def short(completion, answer):\n    return len(completion) < 8\n")
     write_jsonl(tmp_path / "p.jsonl", [{"prompt": "say a word w1"}, {"prompt": "say w2"}, {"prompt": "a word"}])
@@ -94,7 +97,8 @@ def test_quality_and_verifier_from_files_in_the_current_directory(models, tmp_pa
         ids = [i for r in read_samples(tmp_path / "out", sample_file(name, t)) for i in r["token_ids"]]
         tokens = sum(len(row) + (len(row) < 4) for row in ids)  # + the stop token, if any
         assert (int(bar["done"]), int(bar["total"])) == (tokens, tokens)
-    assert "Loading weights" not in done.stderr
+    labels = {m["label"] for m in ANY_BAR.finditer(done.stderr)}
+    assert labels == {f"sampling {name} (T={t}):" for name in ("base", "sft") for t in ("0.7", "1", "1.3")}, labels
 
 
 def test_a_module_nowhere_names_the_current_directory(tmp_path, monkeypatch):
