@@ -216,8 +216,9 @@ def test_transformers_refuses_to_save_its_gguf_model_and_the_plain_copy_computes
 
     gguf_file = convert.packaged_gguf()
     loaded = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
-    with pytest.raises(ValueError, match="not serializable"):
+    with pytest.raises(ValueError):  # transformers' wording of the refusal is not asserted; the plain copy below saves
         loaded.save_pretrained(tmp_path / "refused")
+    assert not list(tmp_path.glob("refused/*.safetensors"))
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
     ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Name a planet."}],
