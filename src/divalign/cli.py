@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "divalign.evaluation",
     "divalign.plotting",
     "divalign.pipeline",
+    "divalign.compare",
 )
 
 

@@ -199,6 +199,7 @@ class PipelineRunner:
         accept_stopped: Sequence[str] = (),
         launcher: Launcher = subprocess_launcher,
         log: Callable[[str], None] = print,
+        replace_stale: bool = False,
     ):
         known = [*spec.names, *([EVAL_STAGE] if spec.eval is not None else [])]
         for name in [*force_rerun, *accept_stopped, *([only] if only else [])]:
@@ -211,6 +212,8 @@ class PipelineRunner:
         self.launcher = launcher
         self.log = log
         self.forced = self._cascade(force_rerun)
+        # `divalign compare --force`: a result whose inputs changed is moved aside and rerun, a finished one is kept
+        self.replace_stale = replace_stale
 
     def _cascade(self, force_rerun: Sequence[str]) -> set[str]:
         """A forced stage forces every later stage (and the eval): they were built on the result being replaced."""
@@ -280,11 +283,13 @@ class PipelineRunner:
     def _prepare_dir(self, name: str, directory: Path, inspection: Inspection) -> bool:
         """Resolve a stage directory's state before running; returns whether to resume."""
         status = inspection.status
-        if name in self.forced and status is not Status.FRESH:
+        replaced = name in self.forced or (self.replace_stale and status is Status.STALE)
+        if replaced and status is not Status.FRESH:
+            why = "--force-rerun" if name in self.forced else f"{inspection.detail}, --force"
             if self.dry_run:
-                self._say(f"stage {name!r}: would move {directory} aside (--force-rerun)")
+                self._say(f"stage {name!r}: would move {directory} aside ({why})")
                 return False
-            self._say(f"stage {name!r}: --force-rerun: moved {directory} aside to {move_aside(directory)}")
+            self._say(f"stage {name!r}: {why}: moved {directory} aside to {move_aside(directory)}")
             return False
         if status is Status.RESTART:  # only the files written before training (the resolved recipe): kept aside
             if not self.dry_run:

@@ -327,7 +327,12 @@ def _check_adapters(spec: PipelineSpec) -> None:
 def load_pipeline(path: str | Path) -> PipelineSpec:
     """Read and validate the pipeline file at ``path``: every recipe is parsed, no model is loaded."""
     path = Path(path)
-    content = _read_pipeline_file(path)
+    return pipeline_from_mapping(_read_pipeline_file(path), path)
+
+
+def pipeline_from_mapping(content: dict[str, Any], path: Path) -> PipelineSpec:
+    """Validate a pipeline given as the mapping its file would hold (``path``: the file named in errors); `divalign
+    compare` builds one per cell."""
     _known(list(content), PIPELINE_KEYS, str(path), "pipeline")
     for key in ("name", "output_root", "stages"):
         if not content.get(key):

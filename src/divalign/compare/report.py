@@ -1,0 +1,135 @@
+"""The report step of `divalign compare`: gather the finished cells, say which are missing, run the calibrated
+comparison on the finished ones and write ``OUTPUT_ROOT/report/results.json`` and ``results.md``.
+
+The comparison itself (``calibrated_comparison``, ``calibration_markdown``) is :mod:`divalign.compare.calibration`;
+it is passed in, so the report can run with another (a test's). Nothing here depends on the order the cells ran in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..launch.output_dir import finished_run
+from .runner import FINISHED, CellStatus, cell_command, model_path
+from .spec import CompareSpec
+
+Calibrate = Callable[..., dict[str, Any]]
+Markdown = Callable[[dict[str, Any]], str]
+CALIBRATION_DIR = "calibration"
+
+
+def _cell_row(spec: CompareSpec, status: CellStatus) -> dict[str, Any]:
+    cell = status.cell
+    row: dict[str, Any] = {"cell": cell.name, "variant": cell.variant, "seed": cell.seed, "state": status.state}
+    if status.finished:
+        row["model"] = str(model_path(status))
+        row["steps"] = [int((finished_run(r.output_dir) or {}).get("global_step") or 0) for r in status.results]
+    else:
+        row["command"] = cell_command(spec, cell)
+        if status.detail:
+            row["detail"] = status.detail
+    return row
+
+
+def finished_models(statuses: list[CellStatus]) -> dict[str, dict[int, Path]]:
+    """variant -> seed -> model directory, for the finished cells."""
+    models: dict[str, dict[int, Path]] = {}
+    for status in statuses:
+        if status.finished:
+            models.setdefault(status.cell.variant, {})[status.cell.seed] = model_path(status)
+    return models
+
+
+def _why_not(spec: CompareSpec, models: dict[str, dict[int, Path]]) -> str | None:
+    if spec.reference not in models:
+        return f"no cell of the reference {spec.reference!r} has finished"
+    if not [variant for variant in models if variant != spec.reference]:
+        return f"no cell of a variant other than the reference {spec.reference!r} has finished"
+    return None
+
+
+def _strict(value: Any) -> Any:
+    """NaN and infinities as null, so results.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
+def build_report(
+    spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate | None, markdown: Markdown | None
+) -> dict[str, Any]:
+    """The report's content: cells (finished and missing), and the calibrated comparison of the finished ones."""
+    models = finished_models(statuses)
+    report: dict[str, Any] = {
+        "spec": str(spec.path),
+        "name": spec.name,
+        "wandb_group": spec.group,
+        "reference": spec.reference,
+        "variants": list(spec.variants),
+        "seeds": list(spec.seeds),
+        "cells": [_cell_row(spec, status) for status in statuses],
+        "missing": [status.cell.name for status in statuses if status.state != FINISHED],
+    }
+    skipped = _why_not(spec, models) or (None if calibrate is not None else "the calibration code is not installed")
+    if skipped is not None:
+        report["calibration"], report["calibration_skipped"] = None, skipped
+        return report
+    out_dir = spec.report_dir / CALIBRATION_DIR
+    report["calibration"] = calibrate(models, spec.reference, spec.evaluation, out_dir)
+    return report
+
+
+def _markdown(report: dict[str, Any], markdown: Markdown | None) -> str:
+    lines = [
+        f"# divalign compare: {report['name']}",
+        "",
+        f"Spec `{report['spec']}`; reference `{report['reference']}`; seeds {', '.join(map(str, report['seeds']))}; "
+        f"W&B group `{report['wandb_group']}`.",
+        "",
+        "| cell | variant | seed | state | model or command |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report["cells"]:
+        where = f"`{row['model']}`" if row["state"] == FINISHED else f"`{row['command']}`"
+        state = f"{row['state']} ({row['detail']})" if row.get("detail") else row["state"]
+        lines.append(f"| {row['cell']} | {row['variant']} | {row['seed']} | {state} | {where} |")
+    lines.append("")
+    if report["missing"]:
+        lines += [
+            f"Missing cells ({len(report['missing'])}), not in the comparison: {', '.join(report['missing'])}.",
+            "",
+        ]
+    if report["calibration"] is None:
+        lines += [f"No calibrated comparison: {report['calibration_skipped']}.", ""]
+    elif markdown is not None:
+        lines += [markdown(report["calibration"]).rstrip(), ""]
+    return "\n".join(lines)
+
+
+def write_report(
+    spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate | None, markdown: Markdown | None
+) -> tuple[Path, Path]:
+    """Write ``report/results.json`` and ``report/results.md`` under the spec's output root; returns their paths."""
+    report = _strict(build_report(spec, statuses, calibrate, markdown))
+    spec.report_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = spec.report_dir / "results.json", spec.report_dir / "results.md"
+    json_path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+    md_path.write_text(_markdown(report, markdown))
+    return json_path, md_path
+
+
+def default_calibration() -> tuple[Calibrate | None, Markdown | None]:
+    """The calibrated comparison of :mod:`divalign.compare.calibration` (None, None where it is not there)."""
+    try:
+        from .calibration import calibrated_comparison, calibration_markdown
+    except ImportError:
+        return None, None
+    return calibrated_comparison, calibration_markdown
