@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from divalign.compare import statistics
-from divalign.compare.calibration import calibration_markdown, compare_models, strict_json
+from divalign.compare.calibration import calibration_markdown, compare_models, single_point_label, strict_json
 from divalign.compare.spec import EvaluationSpec
 from divalign.compare.statistics import (
     Axes,
@@ -200,6 +200,10 @@ def test_a_frontier_collapsing_to_one_point_is_reported_as_such():
     result = frontier(points)
     assert result["single_point"] and result["efficient"] == [1.0]
     assert result["dominated"] == {"0.7": [1.0]}
+    # two temperatures giving one and the same point: still one efficient point, both temperatures named
+    tied = frontier([Point(0.7, 0.40, 0.50), Point(1.0, 0.55, 0.60), Point(1.3, 0.55, 0.60)])
+    assert tied["single_point"] and tied["efficient"] == [1.0, 1.3]
+    assert single_point_label(tied["efficient"]) == "T=1, 1.3 (one and the same point)"
     curve = frontier([Point(0.7, 0.40, 0.70), Point(1.0, 0.55, 0.60), Point(1.3, 0.50, 0.50)])
     assert not curve["single_point"] and curve["efficient"] == [0.7, 1.0]
     assert curve["dominated"] == {"1.3": [1.0]}
@@ -334,3 +338,85 @@ def test_the_markdown_names_single_point_frontiers_and_dominance():
     text = calibration_markdown(results)
     assert "ce's frontier is a single point (T=1)" in text
     assert "gem at T=0.7, T=1, T=1.3 beats every sampled point of ce on both axes." in text
+
+
+# --- end to end on two tiny checkpoints ----------------------------------------------------------------------------
+
+WORDS = ["<pad>", "<s>", "</s>", "<unk>", "user", "assistant", ":", "say", "a", "word"] + [f"w{i}" for i in range(30)]
+
+
+@pytest.fixture
+def tiny_comparison(tmp_path, monkeypatch):
+    from chat_checkpoints import save_chat_checkpoint
+    from divalign.smoke import write_jsonl
+
+    monkeypatch.chdir(tmp_path)  # where my_quality.py lies, as `divalign eval --quality MODULE:FUNCTION` finds it
+    (tmp_path / "my_quality.py").write_text("def words(completion, answer):\n    return len(completion.split())\n")
+    write_jsonl(tmp_path / "calibration.jsonl", [{"prompt": f"say a word w{i}"} for i in range(3)])
+    write_jsonl(tmp_path / "evaluation.jsonl", [{"prompt": f"say a word w{i}"} for i in range(3, 6)])
+    models = {name: {0: save_chat_checkpoint(tmp_path / name, WORDS, seed)} for seed, name in enumerate(("ce", "gem"))}
+    evaluation = EvaluationSpec(
+        prompts=str(tmp_path / "evaluation.jsonl"),
+        calibration_prompts=str(tmp_path / "calibration.jsonl"),
+        samples=3,
+        max_new_tokens=5,
+        quality="my_quality:words",
+        diversity_metric="distinct_1",
+        max_bisection_steps=2,
+        tolerance=0.05,
+        n_bootstrap=200,
+    )
+    return models, evaluation, tmp_path / "report"
+
+
+def test_calibrated_comparison_of_two_tiny_checkpoints_is_strict_json_and_reruns_from_its_cache(
+    tiny_comparison, monkeypatch
+):
+    from divalign.compare import calibration, sampled
+
+    models, evaluation, out = tiny_comparison
+    first = calibration.calibrated_comparison(models, "ce", evaluation, out, grid=(0.7, 1.3))
+    text = json.dumps(first, allow_nan=False)
+    assert first["diversity_metric"] == "distinct_1" and first["quality"] == "my_quality:words"
+    assert first["prompts"] == {"calibration": 3, "evaluation": 3}
+    seed = first["seeds"]["0"]
+    assert all(math.isfinite(v) for v in seed["targets"].values())
+    for name, points in seed["grid"].items():
+        assert [p["temperature"] for p in points] == [0.7, 1.0, 1.3], name
+        assert all(math.isfinite(p["diversity"]) and math.isfinite(p["quality"]) for p in points)
+    for axis in ("at_diversity", "at_quality"):
+        entry = seed["matched"]["gem"][axis]
+        assert entry["bisection"]["evaluations"], axis
+        if entry["temperature"] is not None:
+            assert entry["quality_difference"]["estimate"] is not None
+    assert (out / "calibrated_frontiers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cached = sorted(p.relative_to(out) for p in (out / "samples").rglob("*.json"))
+    assert any("gem" in str(p) and "calibration@T0.3.json" in str(p) for p in cached)
+    assert "## Calibrated comparison" in calibration.calibration_markdown(first)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a rerun must read every sample from the cache, not load a model")
+
+    monkeypatch.setattr(sampled, "open_sampler", no_loading)
+    again = calibration.calibrated_comparison(models, "ce", evaluation, out, grid=(0.7, 1.3))
+    assert json.dumps(again, allow_nan=False) == text
+    assert sorted(p.relative_to(out) for p in (out / "samples").rglob("*.json")) == cached
+
+
+def test_a_missing_reference_or_quality_is_refused_before_any_model_loads(tiny_comparison, monkeypatch):
+    from divalign.compare import calibration, sampled
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("refused input must not load a model")
+
+    monkeypatch.setattr(sampled, "open_sampler", no_loading)
+    models, evaluation, out = tiny_comparison
+    with pytest.raises(ValueError, match="reference variant 'base' has no finished cell"):
+        calibration.calibrated_comparison(models, "base", evaluation, out)
+    with pytest.raises(ValueError, match="evaluation needs a quality"):
+        calibration.calibrated_comparison(models, "ce", dataclasses.replace(evaluation, quality=None), out)
+    with pytest.raises(ValueError, match=r"reference_temperature 3\.0 lies outside temperature_range"):
+        calibration.calibrated_comparison(models, "ce", dataclasses.replace(evaluation, reference_temperature=3.0), out)
+    with pytest.raises(FileNotFoundError, match="Model 'gem \\(seed 1\\)': no checkpoint directory"):
+        calibration.calibrated_comparison({**models, "gem": {1: out / "nowhere"}}, "ce", evaluation, out)
+    assert not out.exists()

@@ -356,6 +356,12 @@ def _matched_rows(results: Mapping[str, Any], axis: str) -> list[str]:
     return lines
 
 
+def single_point_label(temperatures: Sequence[float]) -> str:
+    """ "T=1", or "T=0.7, 1 (one and the same point)" when several temperatures give the single efficient point."""
+    ts = ", ".join(f"{t:g}" for t in temperatures)
+    return f"T={ts}" + (" (one and the same point)" if len(temperatures) > 1 else "")
+
+
 def _dominance_lines(summary: Mapping[str, Any], reference: str) -> list[str]:
     lines = []
     for pair, found in summary["dominance"].items():
@@ -369,11 +375,11 @@ def _dominance_lines(summary: Mapping[str, Any], reference: str) -> list[str]:
             lines.append(f"- On both axes: {shown}{more}.")
     for name, front in summary["frontiers"].items():
         if front["single_point"]:
-            (t,) = {p for p in front["efficient"]} if len(front["efficient"]) == 1 else (front["efficient"][0],)
+            where = single_point_label(front["efficient"])
             lines.append(
-                f"- {name}'s frontier is a single point (T={t:g}): every other grid temperature is matched or beaten "
-                "on both axes by it, so temperature buys neither quality nor diversity there; its matched comparison "
-                "above does not rely on a frontier."
+                f"- {name}'s frontier is a single point ({where}): every other grid temperature is matched or beaten "
+                "on both axes by it, so along the grid temperature buys neither quality nor diversity; the matched "
+                "comparisons above read the models at matched values and need no frontier."
             )
     return lines or ["- No sampled point of one model beats one of another's on both axes."]
 
