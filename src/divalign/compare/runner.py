@@ -79,7 +79,13 @@ class CompareRunner:
         )
 
     def _refused(self, cell: Cell, error: PipelineError) -> CompareError:
-        hint = "" if self.force else "; `divalign compare --force` moves aside only the results whose inputs changed"
+        # The pipeline's advice names its own flag; a cell is forced with --force, which spares the unchanged results
+        forcing = "--force-rerun" in str(error) and not self.force
+        hint = (
+            " (with `divalign compare`, pass --force: it moves aside only the results whose inputs changed)"
+            if forcing
+            else ""
+        )
         return CompareError(f"cell {cell.name}: {error}{hint}")
 
     def run_cell(self, cell: Cell) -> list[StageResult]:
