@@ -375,7 +375,16 @@ def test_calibrated_comparison_of_two_tiny_checkpoints_is_strict_json_and_reruns
     from divalign.compare import calibration, sampled
 
     models, evaluation, out = tiny_comparison
+    loaded = []
+    real_open = sampled.open_sampler
+
+    def counting(name, path, sampling):
+        loaded.append(name)
+        return real_open(name, path, sampling)
+
+    monkeypatch.setattr(sampled, "open_sampler", counting)
     first = calibration.calibrated_comparison(models, "ce", evaluation, out, grid=(0.7, 1.3))
+    assert loaded == ["ce (seed 0)", "gem (seed 0)"]  # each model loaded once, for all its temperatures
     text = json.dumps(first, allow_nan=False)
     assert first["diversity_metric"] == "distinct_1" and first["quality"] == "my_quality:words"
     assert first["prompts"] == {"calibration": 3, "evaluation": 3}
@@ -420,3 +429,24 @@ def test_a_missing_reference_or_quality_is_refused_before_any_model_loads(tiny_c
     with pytest.raises(FileNotFoundError, match="Model 'gem \\(seed 1\\)': no checkpoint directory"):
         calibration.calibrated_comparison({**models, "gem": {1: out / "nowhere"}}, "ce", evaluation, out)
     assert not out.exists()
+
+
+def test_a_retrained_cell_or_changed_evaluation_is_sampled_afresh_not_read_from_a_stale_cache(
+    tiny_comparison, monkeypatch
+):
+    from chat_checkpoints import save_chat_checkpoint
+    from divalign.compare import calibration, sampled
+
+    models, evaluation, out = tiny_comparison
+    evaluation = dataclasses.replace(evaluation, max_bisection_steps=0)
+    calibration.calibrated_comparison(models, "ce", evaluation, out, grid=())
+    loaded = []
+    real_open = sampled.open_sampler
+    monkeypatch.setattr(sampled, "open_sampler", lambda name, *a: loaded.append(name) or real_open(name, *a))
+    save_chat_checkpoint(models["gem"][0], WORDS, seed=7)  # the gem cell retrained in place
+    calibration.calibrated_comparison(models, "ce", evaluation, out, grid=())
+    assert loaded == ["gem (seed 0)"]
+    loaded.clear()
+    calibration.calibrated_comparison(models, "ce", dataclasses.replace(evaluation, samples=2), out, grid=())
+    assert loaded == ["ce (seed 0)", "gem (seed 0)"]
+    assert len(list((out / "samples" / "gem" / "seed0").iterdir())) == 3  # every earlier sample kept

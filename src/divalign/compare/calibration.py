@@ -11,7 +11,8 @@ dominance statements.
 
 Models are sampled and scored exactly as `divalign eval` does (`evaluation.sampling`, `evaluation.quality`,
 `diversity.score_groups`: same noise rule, same quality grammar); each (model, prompt set, temperature) is cached as
-JSON under `out_dir/samples/<settings hash>/`, so a rerun of the report reads instead of sampling.
+JSON under `out_dir/samples/<variant>/seed<seed>/<hash of the inputs>/` (`sampled.py`), so a rerun of the report
+reads instead of sampling, and loads no model.
 """
 
 from __future__ import annotations
