@@ -441,8 +441,8 @@ def test_a_cell_killed_during_training_resumes_to_the_same_model(tmp_path, asset
 
 @pytest.mark.slow
 def test_a_real_run_through_accelerate_shares_one_wandb_group(tmp_path, assets, monkeypatch):
-    """Two cells through the real `accelerate launch -m divalign.train`, W&B offline: one group, the variant as job
-    type; the report step then runs the shipped calibration (when it is installed) on the two models."""
+    """Two cells through the real `accelerate launch -m divalign.train` (the CLI, one `--cell` each), W&B offline:
+    one group, the variant as job type."""
     from wandb_records import offline_runs
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -454,3 +454,32 @@ def test_a_real_run_through_accelerate_shares_one_wandb_group(tmp_path, assets, 
     runs = offline_runs(tmp_path)
     assert sorted((run.group, run.job_type) for run in runs) == [("tiny", "ce"), ("tiny", "tofu")]
     assert os.path.isfile(tmp_path / "out" / "cells" / "tofu-seed0" / "tofu_smoke" / "model.safetensors")
+
+
+# The shipped specs
+
+
+def test_the_toy_spec_loads_with_make_demos_layout(tmp_path, monkeypatch):
+    """recipes/compare/toy.yaml on a `make demo`-like runs/demo (a base model, the world's prompt files): 4 variants
+    x 3 seeds, every cell validated as a pipeline, the evaluation and calibration prompts the world writes."""
+    from divalign.compare.cells import build_cells
+    from divalign.smoke import save_tiny_model
+    from divalign.toyworld.preference_data import write_preference_data
+    from divalign.toyworld.world import ToyWorld
+
+    (tmp_path / "recipes").symlink_to(REPO / "recipes")
+    save_tiny_model(tmp_path / "runs" / "demo" / "base_model")
+    write_preference_data(ToyWorld(), tmp_path / "runs" / "demo" / "world", pairs_per_prompt=1)
+    monkeypatch.chdir(tmp_path)
+    spec = load_compare("recipes/compare/toy.yaml")
+    assert (list(spec.variants), spec.seeds, spec.reference) == (["ce", "tofu", "gem", "dft"], (0, 1, 2), "ce")
+    cells = build_cells(spec)
+    assert [c.name for c in cells[:3]] == ["ce-seed0", "ce-seed1", "ce-seed2"] and len(cells) == 12
+    assert {c.pipeline.stages[0].overrides["seed"] for c in cells} == {0, 1, 2}
+    assert spec.evaluation.verifier == "divalign.rewards.toy_validity:verify"
+
+
+def test_the_dft_recipe_is_the_ce_recipe_with_trls_dft_loss():
+    ce, dft = (yaml.safe_load((REPO / "recipes" / "toy" / f"{n}_sft.yaml").read_text()) for n in ("ce", "dft"))
+    assert {k for k in ce.keys() | dft.keys() if ce.get(k) != dft.get(k)} == {"loss_type", "output_dir", "run_name"}
+    assert dft["loss_type"] == "dft" and dft["trainer"] == "sft"

@@ -44,7 +44,9 @@ def test_the_names_a_training_script_needs_load_on_first_use():
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["eval", "--help"], ["plot", "--help"], ["pipeline", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["eval", "--help"], ["plot", "--help"], ["pipeline", "--help"], ["compare", "--help"]]
+)
 def test_divalign_help_loads_no_torch_or_transformers(argv):
     """The subcommands import their heavy libraries when they run, not to register their flags: `divalign --help`
     answers without torch, transformers, datasets or TRL, and so without their offline-mode notices on stderr."""
@@ -84,7 +86,9 @@ def test_the_readme_example_runs_with_a_plain_sft_trainer(tmp_path, monkeypatch)
     import wandb
 
     assets = build_smoke_assets(tmp_path / "assets")
-    write_jsonl(tmp_path / "probe.jsonl", [{"prompt": [{"role": "user", "content": f"say a word w{i}"}]} for i in (1, 2)])
+    write_jsonl(
+        tmp_path / "probe.jsonl", [{"prompt": [{"role": "user", "content": f"say a word w{i}"}]} for i in (1, 2)]
+    )
     code = readme_example()
     for theirs, ours in HERE_INSTEAD.items():
         assert theirs in code, f"the README example changed: {theirs!r} is gone"

@@ -27,7 +27,8 @@ from divalign.smoke import build_smoke_assets, save_tiny_model, write_jsonl
 REPO = Path(__file__).resolve().parents[1]
 ALL_YAML = sorted((REPO / "recipes").rglob("*.yaml"))
 PIPELINES = [p for p in ALL_YAML if "stages" in yaml.safe_load(p.read_text())]
-RECIPES = [p for p in ALL_YAML if p not in PIPELINES]
+COMPARE_SPECS = [p for p in ALL_YAML if "variants" in yaml.safe_load(p.read_text())]  # tests/test_compare_command.py
+RECIPES = [p for p in ALL_YAML if p not in PIPELINES and p not in COMPARE_SPECS]
 # The run's identity, not a hyper-parameter: each recipe of a trio writes its own directory and W&B run
 IDENTITY_KEYS = {"output_dir", "run_name"}
 LOSS_KEYS = {"sft": set(), "tofu": {"tofu_gamma", "tofu_beta"}, "gem": {"gem_beta", "gem_h"}}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from divalign.evaluation.prompts import load_prompts
 from divalign.launch.datasets_io import check_columns, load_recipe_dataset
 from divalign.launch.stages import dpo as dpo_stage
 from divalign.rewards import build, parse_rewards
@@ -120,7 +121,15 @@ def test_grpo_rows_carry_the_truth_and_eval_rows_a_json_answer_list(world):
 
 def test_written_files_load_with_the_columns_each_stage_reads(world, tmp_path):
     paths = write_preference_data(world, tmp_path, pairs_per_prompt=2)
-    assert sorted(p.name for p in paths.values()) == ["dpo.jsonl", "grpo.jsonl", "prompts_eval.jsonl"]
+    assert sorted(p.name for p in paths.values()) == [
+        "dpo.jsonl",
+        "grpo.jsonl",
+        "prompts_calibration.jsonl",
+        "prompts_eval.jsonl",
+    ]
+    evaluation, calibration = (load_prompts(paths[k]) for k in ("eval_prompts", "calibration_prompts"))
+    assert {r.columns["category"] for r in calibration} == {r.columns["category"] for r in evaluation}
+    assert not {json.dumps(r.prompt) for r in calibration} & {json.dumps(r.prompt) for r in evaluation}
 
     class Args:
         dataset_train_split = "train"

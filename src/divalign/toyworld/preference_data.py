@@ -11,6 +11,8 @@
   out of SFT.
 * ``prompts_eval.jsonl``: the probe prompts (seen and held-out) for ``divalign eval`` / a pipeline's lineage eval, with
   the valid answers JSON-encoded in ``answer`` for ``--verifier divalign.rewards.toy_validity:verify``.
+* ``prompts_calibration.jsonl``: the same categories in the second phrasing, in the same format: the calibration
+  prompts of ``recipes/compare/toy.yaml``, disjoint from ``prompts_eval.jsonl``.
 
 Like :meth:`~divalign.toyworld.world.ToyWorld.write`, everything is a pure function of the world's config.
 """
@@ -29,6 +31,7 @@ from divalign.toyworld.world import TEMPLATES, Prompt, ToyWorld, sharpen
 DPO_FILE = "dpo.jsonl"
 GRPO_FILE = "grpo.jsonl"
 EVAL_FILE = "prompts_eval.jsonl"
+CALIBRATION_FILE = "prompts_calibration.jsonl"
 ANSWERS_COLUMN = "valid_answers"  # the toy_validity reward's default column
 _DPO_SEED_OFFSET = 3  # the world uses seed + 1 for SFT and seed + 2 for pretraining
 
@@ -75,9 +78,10 @@ def grpo_records(world: ToyWorld) -> list[dict]:
     return [{"prompt": _user(p), ANSWERS_COLUMN: list(p.answers), "category": p.category} for p in world.seen_prompts]
 
 
-def eval_records(world: ToyWorld) -> list[dict]:
-    """The probe prompts (first phrasing of every category) with the valid answers as a JSON string in ``answer``."""
-    first = TEMPLATES[0].split()[0]
+def eval_records(world: ToyWorld, phrasing: int = 0) -> list[dict]:
+    """The prompts of one phrasing (the first: the probe prompts) of every category, with the valid answers as a JSON
+    string in ``answer``."""
+    first = TEMPLATES[phrasing].split()[0]
     return [
         {"prompt": _user(p), "answer": json.dumps(list(p.answers)), "category": p.category, "heldout": p.heldout}
         for p in world.prompts
@@ -86,13 +90,15 @@ def eval_records(world: ToyWorld) -> list[dict]:
 
 
 def write_preference_data(world: ToyWorld, out_dir: str | Path, pairs_per_prompt: int = 8) -> dict[str, Path]:
-    """Write ``dpo.jsonl``, ``grpo.jsonl`` and ``prompts_eval.jsonl`` into ``out_dir`` (the world directory)."""
+    """Write ``dpo.jsonl``, ``grpo.jsonl``, ``prompts_eval.jsonl`` and ``prompts_calibration.jsonl`` into ``out_dir``
+    (the world directory)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "dpo": (out / DPO_FILE, dpo_records(world, pairs_per_prompt)),
         "grpo": (out / GRPO_FILE, grpo_records(world)),
         "eval_prompts": (out / EVAL_FILE, eval_records(world)),
+        "calibration_prompts": (out / CALIBRATION_FILE, eval_records(world, phrasing=1)),
     }
     for path, rows in files.values():
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
