@@ -64,6 +64,19 @@ def test_bisection_out_of_steps_keeps_a_bracket_around_the_target():
     assert len(result.evaluations) == 2 + 3
 
 
+def test_bisection_from_a_first_guess():
+    """A model like the reference matches at the reference's temperature: one measurement. Otherwise the guess
+    splits the range as the first midpoint would."""
+    square = lambda t: t * t  # noqa: E731
+    hit = bisect_temperature(square, 1.02**2, 0.3, 2.5, tolerance=0.05, max_steps=8, start=1.0)
+    assert hit.reached and hit.temperature == 1.0 and hit.evaluations == [(1.0, 1.0)]
+    miss = bisect_temperature(square, 1.5**2, 0.3, 2.5, tolerance=1e-9, max_steps=0, start=1.0)
+    assert miss.outcome == "steps exhausted" and miss.bracket == (1.0, 2.5)
+    assert [t for t, _ in miss.evaluations] == [1.0, 0.3, 2.5]
+    with pytest.raises(ValueError, match="start 3 must lie inside"):
+        bisect_temperature(square, 1.0, 0.3, 2.5, start=3)
+
+
 def test_bisection_refuses_a_range_that_is_not_a_temperature_range():
     with pytest.raises(ValueError, match="0 < low < high"):
         bisect_temperature(math.log, 0.0, 1.0, 0.5)
@@ -363,7 +376,7 @@ def tiny_comparison(tmp_path, monkeypatch):
         quality="my_quality:words",
         diversity_metric="distinct_1",
         max_bisection_steps=2,
-        tolerance=0.05,
+        tolerance=0.001,  # tighter than 3 prompts × 3 samples can hit: the bisection runs its steps
         n_bootstrap=200,
     )
     return models, evaluation, tmp_path / "report"
@@ -393,14 +406,21 @@ def test_calibrated_comparison_of_two_tiny_checkpoints_is_strict_json_and_reruns
     for name, points in seed["grid"].items():
         assert [p["temperature"] for p in points] == [0.7, 1.0, 1.3], name
         assert all(math.isfinite(p["diversity"]) and math.isfinite(p["quality"]) for p in points)
+    assert len(seed["matched"]["gem"]["at_diversity"]["bisection"]["evaluations"]) > 1  # it bisected
     for axis in ("at_diversity", "at_quality"):
         entry = seed["matched"]["gem"][axis]
-        assert entry["bisection"]["evaluations"], axis
+        assert entry["bisection"]["evaluations"][0][0] == 1.0, axis  # from the reference's temperature
         if entry["temperature"] is not None:
             assert entry["quality_difference"]["estimate"] is not None
     assert (out / "calibrated_frontiers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cached = sorted(p.relative_to(out) for p in (out / "samples").rglob("*.json"))
-    assert any("gem" in str(p) and "calibration@T0.3.json" in str(p) for p in cached)
+    measured = {
+        t
+        for axis in ("at_diversity", "at_quality")
+        for t, _ in seed["matched"]["gem"][axis]["bisection"]["evaluations"]
+    }
+    gem_calibration = {p.name for p in cached if p.parts[1:3] == ("gem", "seed0") and p.name.startswith("calibration")}
+    assert gem_calibration == {f"calibration@T{t:.10g}.json" for t in measured}
     assert "## Calibrated comparison" in calibration.calibration_markdown(first)
 
     def no_loading(*args, **kwargs):

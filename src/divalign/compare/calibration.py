@@ -79,6 +79,7 @@ def match(model: Model, reference_eval: Axes, axis: str, target: float, evaluati
         high,
         evaluation.tolerance,
         evaluation.max_bisection_steps,
+        start=evaluation.reference_temperature if low < evaluation.reference_temperature < high else None,
     )
     temperature, status = _matched_temperature(bisection)
     out: dict[str, Any] = {"bisection": _bisection_dict(bisection), "temperature": temperature, "status": status}

@@ -79,11 +79,16 @@ def bisect_temperature(
     high: float,
     tolerance: float = 0.02,
     max_steps: int = 8,
+    start: float | None = None,
 ) -> Bisection:
     """The temperature in [low, high] at which `measure` (increasing or decreasing in temperature) equals `target`
-    within the relative `tolerance`, by bisection: the two ends are measured, then up to `max_steps` midpoints."""
+    within the relative `tolerance`, by bisection: the two ends are measured, then up to `max_steps` midpoints.
+    With `start` (a first guess inside the range, e.g. the reference's temperature: a model like the reference
+    matches near it), `start` is measured first and, if it misses, splits the range in place of the first midpoint."""
     if not (0 < low < high) or not math.isfinite(high):
         raise ValueError(f"temperature range must satisfy 0 < low < high, got ({low}, {high})")
+    if start is not None and not low < start < high:
+        raise ValueError(f"the bisection's start {start} must lie inside the range ({low}, {high})")
     if tolerance < 0 or max_steps < 0:
         raise ValueError(f"need tolerance >= 0 and max_steps >= 0, got {tolerance} and {max_steps}")
     if not math.isfinite(target):
@@ -101,6 +106,9 @@ def bisect_temperature(
         value = dict(evaluations)[t] if t is not None else None
         return Bisection(target, tolerance, outcome, t, value, reason, bracket, closest, list(evaluations))
 
+    f_start = at(start) if start is not None else math.nan
+    if start is not None and within(f_start, target, tolerance):
+        return done("reached", start, "reached", (low, high))
     f_low, f_high = at(low), at(high)
     if not (math.isfinite(f_low) and math.isfinite(f_high)):
         return done("undefined", None, "the measure is undefined at an end of the range", (low, high))
@@ -114,6 +122,11 @@ def bisect_temperature(
             f"({f_low:.4g} at T={low:g}, {f_high:.4g} at T={high:g})"
         )
         return done("out of range", None, reason, (low, high))
+    if start is not None and math.isfinite(f_start):
+        if (f_low - target) * (f_start - target) < 0:
+            high, f_high = start, f_start
+        else:
+            low, f_low = start, f_start
     # Keep the target between the bracket's ends' values: true even if sampling noise bends the measure.
     for _ in range(max_steps):
         mid = (low + high) / 2
