@@ -183,7 +183,12 @@ def test_per_seed_and_pooled_differences():
     assert result.pooled.low >= 0.2 - 1e-12 and result.pooled.high <= 0.3 + 1e-12
     assert result.seed_mean == pytest.approx(0.225)
     assert result.seed_std == pytest.approx(np.std([0.15, 0.3], ddof=1))
-    assert seed_differences({0: per_seed[0]}).seed_std is None
+    one_seed = seed_differences({0: per_seed[0]})
+    assert one_seed.seed_std is None
+    assert one_seed.pooled == one_seed.per_seed[0]  # one seed: pooled is that seed's interval, same resamples
+    # a prompt undefined at one seed is pooled from the other seeds only
+    gappy = seed_differences({0: ([1.0, math.nan, 0.5], [0.0, 0.0, 0.0]), 1: ([3.0, 1.0, 0.5], [0.0, 0.0, 0.0])})
+    assert gappy.pooled.estimate == pytest.approx(((1.0 + 3.0) / 2 + 1.0 + 0.5) / 3)
 
 
 def test_seeds_must_cover_the_same_prompts():
@@ -421,7 +426,8 @@ def test_calibrated_comparison_of_two_tiny_checkpoints_is_strict_json_and_reruns
     }
     gem_calibration = {p.name for p in cached if p.parts[1:3] == ("gem", "seed0") and p.name.startswith("calibration")}
     assert gem_calibration == {f"calibration@T{t:.10g}.json" for t in measured}
-    assert "## Calibrated comparison" in calibration.calibration_markdown(first)
+    assert first["figure_link"] == "report/calibrated_frontiers.png"  # from beside out_dir, where the report lies
+    assert "![calibrated frontiers](report/calibrated_frontiers.png)" in calibration.calibration_markdown(first)
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a rerun must read every sample from the cache, not load a model")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -261,12 +262,15 @@ def calibrated_comparison(
     reference: str,
     evaluation: EvaluationSpec,
     out_dir: Path,
-    grid: Sequence[float] = DEFAULT_GRID,
+    grid: Sequence[float] | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
     """Compare every finished `models[variant][seed]` (a trained model directory) with the same seed's `reference`
     cell (see the module docstring). Samples are cached under `out_dir/samples/`, the figure is
-    `out_dir/calibrated_frontiers.png`. Returns strict-JSON-able results (NaN/inf as None)."""
+    `out_dir/calibrated_frontiers.png` (`figure_link`: its path from `out_dir`'s parent, where the report's markdown
+    lies). `grid`: the frontier's temperatures (default: the evaluation's `temperature_grid` when it has one, else
+    `DEFAULT_GRID`; the reference temperature is always added). Returns strict-JSON-able results (NaN/inf as
+    None)."""
     from .frontier_figure import plot_calibrated_frontiers  # matplotlib only when a figure is drawn
     from .sampled import SampledModel, load_scoring  # torch and the scorers only for real checkpoints
 
@@ -281,6 +285,8 @@ def calibrated_comparison(
         }
         for name, by_seed in models.items()
     }
+    if grid is None:
+        grid = getattr(evaluation, "temperature_grid", None) or DEFAULT_GRID
     grid = sorted({float(t) for t in grid} | {float(evaluation.reference_temperature)})
     try:
         results = compare_models(
@@ -305,6 +311,7 @@ def calibrated_comparison(
         evaluation=dataclasses.asdict(evaluation),
         prompts={k: len(v) for k, v in scoring.prompts.items()},
         figure=str(figure),
+        figure_link=os.path.relpath(figure, out_dir.parent),
     )
     return strict_json(results)
 
@@ -414,6 +421,6 @@ def calibration_markdown(results: Mapping[str, Any]) -> str:
         "",
         *_dominance_lines(results["seed_mean"], reference),
     ]
-    if results.get("figure"):
-        lines += ["", f"![calibrated frontiers]({Path(results['figure']).name})"]
+    if results.get("figure_link"):
+        lines += ["", f"![calibrated frontiers]({results['figure_link']})"]
     return "\n".join(lines) + "\n"

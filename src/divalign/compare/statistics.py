@@ -280,14 +280,18 @@ def seed_differences(
     if len(set(sizes.values())) != 1:
         raise ValueError(f"every seed must cover the same prompts; prompts per seed: {sizes}")
     intervals = {s: difference_ci(m, r, True, n_resamples, seed) for s, (m, r) in sorted(per_seed.items())}
-    diffs = np.array([np.asarray(m, float) - np.asarray(r, float) for m, r in per_seed.values()])
+    model = np.array([m for m, _ in per_seed.values()], dtype=np.float64)
+    reference = np.array([r for _, r in per_seed.values()], dtype=np.float64)
+    undefined = np.isnan(model) | np.isnan(reference)
+    model[undefined] = reference[undefined] = np.nan  # a seed counts for a prompt only where its pair is defined
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a prompt undefined at every seed stays NaN, then left out
-        per_prompt = np.nanmean(diffs, axis=0)
+        # per prompt, mean over seeds of each side = the mean over seeds of the paired difference
+        pooled = difference_ci(np.nanmean(model, axis=0), np.nanmean(reference, axis=0), True, n_resamples, seed)
     estimates = [i.estimate for i in intervals.values() if i.estimate is not None]
     seed_mean = float(np.mean(estimates)) if estimates else None
     seed_std = float(np.std(estimates, ddof=1)) if len(estimates) > 1 else None
-    return SeedDifferences(intervals, mean_ci(per_prompt, n_resamples, seed), seed_mean, seed_std)
+    return SeedDifferences(intervals, pooled, seed_mean, seed_std)
 
 
 # --- dominance and frontiers -----------------------------------------------------------------------------------
