@@ -246,12 +246,14 @@ def _nanmean(values: Sequence[float | None]) -> float:
     return float(arr.mean()) if arr.size else math.nan
 
 
-def _matched_points(per_seed: Mapping[str, dict[str, Any]], axis: str) -> dict[str, list[Point]]:
+def _matched_points(per_seed: Mapping[str, dict[str, Any]]) -> dict[str, list[Point]]:
+    """Each model's evaluation means at its matched temperatures (both axes, every seed)."""
     out: dict[str, list[Point]] = {}
     for result in per_seed.values():
         for name, entry in result["matched"].items():
-            hit = entry[f"at_{axis}"]
-            if hit.get("temperature") is not None:
+            for hit in (entry["at_diversity"], entry["at_quality"]):
+                if hit.get("temperature") is None:
+                    continue
                 d, q = (_nanmean(hit[f"{a}_per_prompt"]) for a in ("diversity", "quality"))
                 out.setdefault(name, []).append(Point(hit["temperature"], d, q))
     return out
@@ -302,7 +304,7 @@ def calibrated_comparison(
         scoring.metric,
         scoring.quality.name,
         scoring.direction,
-        matched=_matched_points(results["seeds"], "diversity"),
+        matched=_matched_points(results["seeds"]),
     )
     results.update(
         diversity_metric=scoring.metric,
