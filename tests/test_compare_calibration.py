@@ -476,3 +476,16 @@ def test_a_retrained_cell_or_changed_evaluation_is_sampled_afresh_not_read_from_
     calibration.calibrated_comparison(models, "ce", dataclasses.replace(evaluation, samples=2), out, grid=())
     assert loaded == ["ce (seed 0)", "gem (seed 0)"]
     assert len(list((out / "samples" / "gem" / "seed0").iterdir())) == 3  # every earlier sample kept
+
+
+def test_the_statistics_and_the_comparison_load_without_torch():
+    """statistics.py is pure numpy/scipy, and calibration.py loads the samplers only for real checkpoints."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, divalign.compare.statistics, divalign.compare.calibration; "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
