@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -483,3 +484,34 @@ def test_the_dft_recipe_is_the_ce_recipe_with_trls_dft_loss():
     ce, dft = (yaml.safe_load((REPO / "recipes" / "toy" / f"{n}_sft.yaml").read_text()) for n in ("ce", "dft"))
     assert {k for k in ce.keys() | dft.keys() if ce.get(k) != dft.get(k)} == {"loss_type", "output_dir", "run_name"}
     assert dft["loss_type"] == "dft" and dft["trainer"] == "sft"
+
+
+# The SLURM job array
+
+
+def test_the_slurm_array_script_submits_one_task_per_cell_then_the_report(tmp_path, assets):
+    """examples/slurm/compare_array.sbatch with a stand-in `sbatch` (it records its arguments) and the real
+    `divalign compare --list-cells`: an array of 4 tasks, then a report job after it; a task runs its own cell."""
+    spec = write_spec(tmp_path, assets)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    fake_sbatch = f'#!/bin/bash\necho "sbatch $*" >> {calls}\nwc -l < {calls}\n'
+    real = Path(os.environ["PATH"].split(os.pathsep)[0]) / "divalign"
+    fake_divalign = f'#!/bin/bash\nif [[ " $* " == *" --list-cells "* ]]; then exec {real} "$@"; fi\necho "divalign $*" >> {calls}\n'
+    for name, text in (("sbatch", fake_sbatch), ("divalign", fake_divalign)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    script = REPO / "examples" / "slurm" / "compare_array.sbatch"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("SLURM_ARRAY_TASK_ID", None)
+    done = subprocess.run(["bash", str(script), str(spec)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    array, report_job = calls.read_text().splitlines()
+    assert array == f"sbatch --parsable --array=0-3 {script} {spec}"
+    assert "--dependency=afterany:1 " in report_job and report_job.endswith(f"--wrap divalign compare {spec} --report")
+    assert "array job 1 (4 tasks); report: job 2" in done.stdout
+    calls.unlink()
+    task = subprocess.run(["bash", str(script), str(spec)], env={**env, "SLURM_ARRAY_TASK_ID": "2"}, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert task.returncode == 0, task.stderr[-3000:]
+    assert calls.read_text() == f"divalign compare {spec} --cell tofu-seed0\n"

@@ -28,7 +28,12 @@ from divalign.pipeline.stage_values import has_gpu, validate_launch
 from divalign.smoke import build_smoke_assets
 
 REPO = Path(__file__).resolve().parents[1]
-DOC_FILES = [REPO / "README.md", REPO / "recipes" / "README.md", REPO / "recipes" / "pipelines" / "README.md"]
+DOC_FILES = [
+    REPO / "README.md",
+    REPO / "recipes" / "README.md",
+    REPO / "recipes" / "pipelines" / "README.md",
+    REPO / "recipes" / "compare" / "README.md",
+]
 RECIPE_FILES = sorted((REPO / "recipes").rglob("*.yaml"))
 TRAIN_ENTRY = re.compile(r"(?:-m divalign\.train|divalign train)\s+(\S+)\s*(.*)")
 
@@ -153,6 +158,16 @@ def check_slurm(command: str, cwd: Path) -> None:
     check_train_dry_run(shlex.join(["divalign", "train", recipe, *node, *flags]), cwd)
 
 
+def check_compare_array(command: str, cwd: Path) -> None:
+    """`bash examples/slurm/compare_array.sbatch SPEC` submits jobs (tests/test_compare_command.py runs it with a
+    stand-in sbatch): here the script parses, the spec exists and the `divalign compare` flags it uses parse."""
+    words = shlex.split(command)
+    script, spec = words[1], words[2]
+    assert subprocess.run(["bash", "-n", str(REPO / script)]).returncode == 0
+    assert (REPO / spec).is_file()
+    build_parser().parse_args(["compare", spec, "--list-cells"])
+
+
 def check_cli_parses(command: str, cwd: Path) -> None:
     """Needs `make demo`'s outputs (minutes): the flags parse as the CLI reads them."""
     build_parser().parse_args(shlex.split(command)[1:])
@@ -174,10 +189,13 @@ def check_install(command: str, cwd: Path) -> None:
 CHECKS: list[tuple[str, Callable[[str, Path], None], bool]] = [
     (r"^pip install", check_install, False),
     (r"^make [\w-]+$", check_make_target, False),
+    (r"^bash examples/slurm/compare_array\.sbatch ", check_compare_array, False),
     (r"^sbatch ", check_slurm, False),
     (r"^divalign (plot|eval) .*runs/demo/", check_cli_parses, False),
     (r"^divalign eval .*--quality reward_model:path/to/", check_cli_parses, False),  # a Hub model and your own RM
     (r"^divalign pipeline recipes/toy/", check_cli_parses, False),  # after `make demo`
+    (r"^divalign compare recipes/compare/toy\.yaml", check_cli_parses, False),  # after `make demo`
+    (r"^divalign compare recipes/compare/smoke\.yaml --(dry-run|list-cells)", check_runs, False),
     (r"^divalign pipeline recipes/pipelines/smoke\.yaml --dry-run", check_runs, False),
     (r"^divalign pipeline recipes/pipelines/smoke\.yaml", check_runs, True),
     (r"^divalign pipeline recipes/pipelines/tofu_dpo_grpo\.yaml", check_dry_run, False),

@@ -37,7 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run `divalign compare` from parsed arguments."""
-    from . import run_compare
+    from .workflow import run_compare
 
     run_compare(
         args.spec,

@@ -4,10 +4,11 @@ the verifier and quality (as `divalign eval` takes them), and both prompt sets r
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
-from .spec import CompareError, EvaluationSpec, prompt_key
+from .spec import CompareError, EvaluationSpec
 
 # field -> (type, lowest allowed value, whether the lowest is allowed)
 _NUMBERS: dict[str, tuple[type, float, bool]] = {
@@ -142,3 +143,8 @@ def check_evaluation(raw: dict[str, Any], path: Path) -> EvaluationSpec:
     records = _check_prompts(evaluation, where)
     _check_quality(evaluation, records, where)
     return evaluation
+
+
+def prompt_key(prompt: Any) -> str:
+    """A prompt's identity for the overlap check: its text, or its chat messages as JSON."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)

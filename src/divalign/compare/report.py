@@ -63,9 +63,7 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def build_report(
-    spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate | None, markdown: Markdown | None
-) -> dict[str, Any]:
+def build_report(spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate) -> dict[str, Any]:
     """The report's content: cells (finished and missing), and the calibrated comparison of the finished ones."""
     models = finished_models(statuses)
     report: dict[str, Any] = {
@@ -78,7 +76,7 @@ def build_report(
         "cells": [_cell_row(spec, status) for status in statuses],
         "missing": [status.cell.name for status in statuses if status.state != FINISHED],
     }
-    skipped = _why_not(spec, models) or (None if calibrate is not None else "the calibration code is not installed")
+    skipped = _why_not(spec, models)
     if skipped is not None:
         report["calibration"], report["calibration_skipped"] = None, skipped
         return report
@@ -87,7 +85,7 @@ def build_report(
     return report
 
 
-def _markdown(report: dict[str, Any], markdown: Markdown | None) -> str:
+def _markdown(report: dict[str, Any], markdown: Markdown) -> str:
     lines = [
         f"# divalign compare: {report['name']}",
         "",
@@ -109,16 +107,16 @@ def _markdown(report: dict[str, Any], markdown: Markdown | None) -> str:
         ]
     if report["calibration"] is None:
         lines += [f"No calibrated comparison: {report['calibration_skipped']}.", ""]
-    elif markdown is not None:
+    else:
         lines += [markdown(report["calibration"]).rstrip(), ""]
     return "\n".join(lines)
 
 
 def write_report(
-    spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate | None, markdown: Markdown | None
+    spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate, markdown: Markdown
 ) -> tuple[Path, Path]:
     """Write ``report/results.json`` and ``report/results.md`` under the spec's output root; returns their paths."""
-    report = _strict(build_report(spec, statuses, calibrate, markdown))
+    report = _strict(build_report(spec, statuses, calibrate))
     spec.report_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = spec.report_dir / "results.json", spec.report_dir / "results.md"
     json_path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
@@ -126,10 +124,8 @@ def write_report(
     return json_path, md_path
 
 
-def default_calibration() -> tuple[Calibrate | None, Markdown | None]:
-    """The calibrated comparison of :mod:`divalign.compare.calibration` (None, None where it is not there)."""
-    try:
-        from .calibration import calibrated_comparison, calibration_markdown
-    except ImportError:
-        return None, None
+def default_calibration() -> tuple[Calibrate, Markdown]:
+    """The calibrated comparison of :mod:`divalign.compare.calibration` (loaded when a report is written)."""
+    from .calibration import calibrated_comparison, calibration_markdown
+
     return calibrated_comparison, calibration_markdown

@@ -1,37 +1,13 @@
-"""Compare specs: which variants × seeds `divalign compare` trains, and how it evaluates them.
-
-A spec is a YAML file (format: recipes/compare/README.md). Every check here is cheap and offline, so a bad variant,
-seed list, reference or evaluation value is refused, naming the key, before any cell trains. Paths in a spec are
-relative to the working directory, like recipe paths.
+"""Compare specs: which variants × seeds `divalign compare` trains, and how it evaluates them (`EvaluationSpec`, the
+contract with :mod:`divalign.compare.calibration`). Read and checked by :mod:`divalign.compare.spec_file`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from ..launch.recipe import RecipeError, check_known_keys, load_yaml_mapping
-
-SPEC_KEYS = {
-    "name",
-    "output_root",
-    "base_model",
-    "variants",
-    "then",
-    "seeds",
-    "reference",
-    "evaluation",
-    "overrides",
-    "accelerate_config",
-    "launch_args",
-    "wandb_group",
-}
-STAGE_KEYS = {"name", "recipe", "overrides", "accelerate_config", "launch_args", "adapters"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")  # no '-': a cell is VARIANT-seedN
 
 
 class CompareError(ValueError):
@@ -85,118 +61,3 @@ class CompareSpec:
     @property
     def report_dir(self) -> Path:
         return self.output_root / "report"
-
-
-def _known(keys: list[str], known: set[str], where: str, what: str) -> None:
-    try:
-        check_known_keys(keys, known, where, what)
-    except RecipeError as error:
-        raise CompareError(f"{error}; valid keys: {', '.join(sorted(known))}") from error
-
-
-def _stage(raw: Any, where: str) -> dict[str, Any]:
-    """A stage as a pipeline file writes it: a recipe path (named after its file) or a mapping with `recipe`."""
-    if isinstance(raw, str):
-        raw = {"recipe": raw}
-    if not isinstance(raw, dict) or not isinstance(raw.get("recipe"), str) or not raw["recipe"]:
-        raise CompareError(f"{where}: expected a recipe path or a mapping with `recipe: PATH`, got {raw!r}")
-    _known(list(raw), STAGE_KEYS, where, "stage")
-    recipe = Path(raw["recipe"])
-    if not recipe.is_file():
-        raise CompareError(f"{where}: recipe file not found: {recipe}")
-    return {"name": recipe.stem, **raw}
-
-
-def _stages(raw: Any, where: str) -> list[dict[str, Any]]:
-    items = raw if isinstance(raw, list) else [raw]
-    if not items:
-        raise CompareError(f"{where}: expected a recipe path or a non-empty list of stages, got {raw!r}")
-    stages = [_stage(item, f"{where}[{i}]" if isinstance(raw, list) else where) for i, item in enumerate(items)]
-    return stages
-
-
-def _variants(content: dict[str, Any], path: Path) -> dict[str, list[dict[str, Any]]]:
-    raw = content.get("variants")
-    if not isinstance(raw, dict) or not raw:
-        raise CompareError(
-            f"{path}: `variants` must be a mapping of variant name -> recipe path or list of stages, got {raw!r}"
-        )
-    then = _stages(content["then"], f"{path}: then") if content.get("then") is not None else []
-    variants = {}
-    for name, stages in raw.items():
-        where = f"{path}: variants.{name}"
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise CompareError(f"{where}: a variant name is a word of letters, digits, '_' and '.', got {name!r}")
-        variants[name] = [*_stages(stages, where), *then]
-        names = [stage["name"] for stage in variants[name]]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise CompareError(
-                f"{where}: two stages are named {twice[0]!r} (a stage is named after its recipe file); give them "
-                "distinct `name:` keys"
-            )
-    return variants
-
-
-def _seeds(raw: Any, path: Path) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise CompareError(f"{path}: `seeds` must be a non-empty list of distinct integers, got {raw!r}")
-    for seed in raw:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise CompareError(f"{path}: `seeds` must be distinct non-negative integers, got {seed!r} in {raw!r}")
-    twice = sorted({s for s in raw if raw.count(s) > 1})
-    if twice:
-        raise CompareError(f"{path}: `seeds` lists {twice[0]} twice; every seed is one cell per variant")
-    return tuple(raw)
-
-
-def _mapping(value: Any, key: str, path: Path) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise CompareError(f"{path}: `{key}` must be a mapping, got {value!r}")
-    return value
-
-
-def load_compare(path: str | Path) -> CompareSpec:
-    """Read the spec at ``path`` and check its keys, variants, seeds, reference and evaluation (recipes are checked
-    as launches when the cells are built: :func:`divalign.compare.cells.build_cells`)."""
-    from .evaluation_checks import check_evaluation
-
-    path = Path(path)
-    try:
-        content = load_yaml_mapping(path, kind="compare spec")
-    except RecipeError as error:
-        raise CompareError(str(error)) from error
-    _known(list(content), SPEC_KEYS, str(path), "compare spec")
-    for key in ("name", "output_root", "variants", "seeds", "reference", "evaluation"):
-        if content.get(key) is None:
-            raise CompareError(f"{path}: `{key}` is required")
-    for key in ("name", "output_root", "reference"):
-        if not isinstance(content[key], str) or not content[key]:
-            raise CompareError(f"{path}: `{key}` must be a string, got {content[key]!r}")
-    variants = _variants(content, path)
-    if content["reference"] not in variants:
-        raise CompareError(
-            f"{path}: `reference` must name a variant ({', '.join(variants)}), got {content['reference']!r}"
-        )
-    launch_args = content.get("launch_args")
-    return CompareSpec(
-        path=path,
-        name=content["name"],
-        output_root=Path(content["output_root"]),
-        variants=variants,
-        seeds=_seeds(content["seeds"], path),
-        reference=content["reference"],
-        evaluation=check_evaluation(_mapping(content["evaluation"], "evaluation", path), path),
-        base_model=content.get("base_model"),
-        overrides=_mapping(content.get("overrides"), "overrides", path),
-        accelerate_config=content.get("accelerate_config"),
-        launch_args=None if launch_args is None else tuple(str(a) for a in launch_args),
-        wandb_group=content.get("wandb_group"),
-    )
-
-
-def prompt_key(prompt: Any) -> str:
-    """A prompt's identity for the overlap check: its text, or its chat messages as JSON."""
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
