@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from divalign.compare import statistics
-from divalign.compare.calibration import calibration_markdown, compare_models, single_point_label, strict_json
+from divalign.compare.calibration import calibration_markdown, compare_models, strict_json
 from divalign.compare.spec import EvaluationSpec
 from divalign.compare.statistics import (
     Axes,
@@ -26,6 +26,7 @@ from divalign.compare.statistics import (
     frontier,
     mean_ci,
     seed_differences,
+    single_point_label,
 )
 
 Z = stats.norm.ppf(0.975)

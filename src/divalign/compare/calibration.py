@@ -27,7 +27,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from .spec import EvaluationSpec
-from .statistics import Axes, Bisection, Point, bisect_temperature, difference_ci, dominance, frontier, seed_differences
+from .statistics import (
+    Axes,
+    Bisection,
+    Point,
+    bisect_temperature,
+    difference_ci,
+    dominance,
+    frontier,
+    seed_differences,
+    single_point_label,
+)
 
 DEFAULT_GRID = (0.5, 0.7, 1.0, 1.3, 1.6, 1.9)
 PROMPT_SETS = ("calibration", "evaluation")
@@ -365,12 +375,6 @@ def _matched_rows(results: Mapping[str, Any], axis: str) -> list[str]:
                 spread = f"; over seeds {_num(summary['seed_mean'], True)} ± {_num(summary['seed_std'])}"
             lines.append(f"| {name} | pooled | | {_ci(summary['pooled'])}{spread} | |")
     return lines
-
-
-def single_point_label(temperatures: Sequence[float]) -> str:
-    """ "T=1", or "T=0.7, 1 (one and the same point)" when several temperatures give the single efficient point."""
-    ts = ", ".join(f"{t:g}" for t in temperatures)
-    return f"T={ts}" + (" (one and the same point)" if len(temperatures) > 1 else "")
 
 
 def _dominance_lines(summary: Mapping[str, Any], reference: str) -> list[str]:

@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import single_point_label
-from .statistics import Point, frontier
+from .statistics import Point, frontier, single_point_label
 
 
 def plot_calibrated_frontiers(

@@ -347,3 +347,9 @@ def frontier(points: Sequence[Point], diversity_direction: int = 1) -> dict[str,
         "single_point": len(kept) == 1 and len(finite) > 1,
         "undefined": [p.temperature for p in points if p not in finite],
     }
+
+
+def single_point_label(temperatures: Sequence[float]) -> str:
+    """ "T=1", or "T=0.7, 1 (one and the same point)" when several temperatures give the single efficient point."""
+    ts = ", ".join(f"{t:g}" for t in temperatures)
+    return f"T={ts}" + (" (one and the same point)" if len(temperatures) > 1 else "")
