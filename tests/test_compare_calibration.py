@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from divalign.compare import statistics
-from divalign.compare.calibration import calibration_markdown, compare_models, strict_json
+from divalign.compare.calibration import calibration_markdown, compare_models
 from divalign.compare.spec import EvaluationSpec
 from divalign.compare.statistics import (
     Axes,
@@ -28,6 +28,7 @@ from divalign.compare.statistics import (
     seed_differences,
     single_point_label,
 )
+from divalign.strict_json import strict_json
 
 Z = stats.norm.ppf(0.975)
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..strict_json import strict_json
 from .spec import EvaluationSpec
 from .statistics import (
     Axes,
@@ -232,22 +233,6 @@ def compare_models(
 
 
 # --- on trained checkpoints --------------------------------------------------------------------------------------
-
-
-def strict_json(value: Any) -> Any:
-    """`value` with NaN/inf as None, tuples as lists and numpy scalars as Python numbers (`json.dumps(...,
-    allow_nan=False)` accepts it)."""
-    if isinstance(value, Mapping):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [strict_json(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def _nanmean(values: Sequence[float | None]) -> float:

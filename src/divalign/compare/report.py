@@ -8,12 +8,12 @@ it is passed in, so the report can run with another (a test's). Nothing here dep
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..launch.output_dir import finished_run
+from ..strict_json import strict_json
 from .runner import FINISHED, CellStatus, cell_command, model_path
 from .spec import CompareSpec
 
@@ -50,17 +50,6 @@ def _why_not(spec: CompareSpec, models: dict[str, dict[int, Path]]) -> str | Non
     if not [variant for variant in models if variant != spec.reference]:
         return f"no cell of a variant other than the reference {spec.reference!r} has finished"
     return None
-
-
-def _strict(value: Any) -> Any:
-    """NaN and infinities as null, so results.json is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict(v) for v in value]
-    return value
 
 
 def build_report(spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate) -> dict[str, Any]:
@@ -116,7 +105,7 @@ def write_report(
     spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate, markdown: Markdown
 ) -> tuple[Path, Path]:
     """Write ``report/results.json`` and ``report/results.md`` under the spec's output root; returns their paths."""
-    report = _strict(build_report(spec, statuses, calibrate))
+    report = strict_json(build_report(spec, statuses, calibrate))
     spec.report_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = spec.report_dir / "results.json", spec.report_dir / "results.md"
     json_path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")

@@ -7,8 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ..strict_json import strict_json
 from .frontier import MatchedDifference, difference_table, plot_frontiers
 from .indistinct import indistinct_notes
 from .semantic_views import plot_homogeneity
@@ -35,19 +34,6 @@ def _table(rows: list[tuple[str, dict[str, str]]], columns: list[str]) -> list[s
     lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(cells.get(c, "") for c in columns) + " |" for name, cells in rows]
     return lines
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN and ±inf are not valid JSON; write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.floating):
-        return _json_safe(float(obj))
-    return obj
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
@@ -249,7 +235,7 @@ def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "chart": out_dir / "diversity.png"}
-    text = json.dumps(_json_safe(results), indent=2, allow_nan=False)  # strict JSON, readable by any parser
+    text = json.dumps(strict_json(results), indent=2, allow_nan=False)  # strict JSON, readable by any parser
     paths["json"].write_text(text + "\n", encoding="utf-8")
     write_markdown(results, paths["markdown"])
     write_chart(results, paths["chart"])
