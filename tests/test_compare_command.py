@@ -172,6 +172,8 @@ BAD_SPECS = [
     ({"overrides": {"output_dir": "x"}}, r"`overrides` cannot set 'output_dir'"),
     ({"evaluation": {"samples": 1}}, r"evaluation: `samples` must be an integer >= 2, got 1"),
     ({"evaluation": {"temperature_range": [1.5, 0.5]}}, r"`temperature_range` must be \[LOW, HIGH\] with 0 < LOW < HIGH"),
+    ({"evaluation": {"temperature_grid": [1.0, 0]}}, r"`temperature_grid` must be a non-empty list of temperatures > 0, got \[1\.0, 0\]"),
+    ({"evaluation": {"temperature_grid": []}}, r"`temperature_grid` must be a non-empty list of temperatures > 0"),
     ({"evaluation": {"tolerance": 0}}, r"`tolerance` must be a number > 0, got 0"),
     ({"evaluation": {"sample": 4}}, r"unknown evaluation key 'sample' .*did you mean 'samples'"),
     ({"evaluation": {"diversity_metric": "distinct_9"}}, r"`diversity_metric`: Unknown diversity metric"),
@@ -515,3 +517,9 @@ def test_the_slurm_array_script_submits_one_task_per_cell_then_the_report(tmp_pa
     task = subprocess.run(["bash", str(script), str(spec)], env={**env, "SLURM_ARRAY_TASK_ID": "2"}, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert task.returncode == 0, task.stderr[-3000:]
     assert calls.read_text() == f"divalign compare {spec} --cell tofu-seed0\n"
+
+
+def test_a_temperature_grid_is_read_sorted_for_the_frontier_figure(tmp_path, assets):
+    spec = load_compare(write_spec(tmp_path, assets, evaluation={"temperature_grid": [1.6, 0.7, 1, 0.7]}))
+    assert spec.evaluation.temperature_grid == (0.7, 1.0, 1.6)
+    assert load_compare(write_spec(tmp_path, assets)).evaluation.temperature_grid is None

@@ -44,6 +44,14 @@ def _temperature_range(value: Any, where: str) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
+def _temperature_grid(value: Any, where: str) -> tuple[float, ...]:
+    ok = isinstance(value, list | tuple) and len(value) > 0
+    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value)
+    if not ok:
+        raise CompareError(f"{where}: `temperature_grid` must be a non-empty list of temperatures > 0, got {value!r}")
+    return tuple(sorted({float(v) for v in value}))
+
+
 def _values(raw: dict[str, Any], where: str) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(EvaluationSpec)}
     from ..launch.recipe import RecipeError, check_known_keys
@@ -64,6 +72,8 @@ def _values(raw: dict[str, Any], where: str) -> dict[str, Any]:
             values[key] = _number(key, values[key], where)
     if "temperature_range" in values:
         values["temperature_range"] = _temperature_range(values["temperature_range"], where)
+    if values.get("temperature_grid") is not None:
+        values["temperature_grid"] = _temperature_grid(values["temperature_grid"], where)
     if values.get("tolerance", 0) >= 1:
         raise CompareError(f"{where}: `tolerance` is relative and must be below 1, got {values['tolerance']!r}")
     return values

@@ -29,6 +29,7 @@ class EvaluationSpec:
     diversity_metric: str = "semantic_clusters"  # a metric name `divalign eval --metrics` accepts
     reference_temperature: float = 1.0
     temperature_range: tuple[float, float] = (0.3, 2.5)  # bisection bounds
+    temperature_grid: tuple[float, ...] | None = None  # the frontier figure's temperatures (None: calibration's default)
     tolerance: float = 0.02  # relative tolerance on the matched value
     max_bisection_steps: int = 8
     seed: int = 0  # sampling seed (same noise rule as divalign eval)
