@@ -1,5 +1,5 @@
 """The real-model world without the model: the verifier on hand-written answers, the valid sets from their data
-packages, the SFT data's distribution, the verifier's metrics, the frontier and seed comparisons, by hand."""
+packages, the SFT data's distribution and prompt files, the verifier's metrics, by hand."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from divalign.evaluation.frontier import FrontierCurve
-from divalign.realworld import frontier
 from divalign.realworld.answer_metrics import category_coverage, entropy, prompt_scores, score_groups
 from divalign.realworld.catalog import (
     CATEGORY_KEYS,
@@ -26,8 +23,6 @@ from divalign.realworld.catalog import (
     category,
     country_table,
 )
-from divalign.realworld.demo import seed_pairs, sft_seeds
-from divalign.realworld.seed_differences import paired_difference, seed_differences
 from divalign.realworld.verifier import identify, names_valid_item, normalise
 from divalign.realworld.world import RealWorld, RealWorldConfig, zipf
 
@@ -288,7 +283,7 @@ def test_every_item_is_named_by_its_own_spellings():
 def test_the_world_is_a_pure_function_of_its_config(tmp_path):
     RealWorld().write(tmp_path / "a")
     RealWorld().write(tmp_path / "b")
-    for name in ("sft.jsonl", "prompts_seen.jsonl", "prompts_heldout.jsonl", "prompts_probe.jsonl", "world.json"):
+    for name in ("sft.jsonl", "prompts_eval.jsonl", "prompts_calibration.jsonl", "prompts_probe.jsonl", "world.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert RealWorld(RealWorldConfig(seed=1)).sft_records() != RealWorld().sft_records()
 
@@ -321,14 +316,28 @@ def test_sft_answers_follow_the_steep_distribution_over_the_head_only():
             assert counts[item] / total == pytest.approx(weight / sum(expected), abs=0.015), (key, item)
 
 
-def test_prompt_files_carry_the_category_for_the_verifier(tmp_path):
+def test_prompt_files_carry_the_category_and_split_each_category_s_phrasings(tmp_path):
+    """Evaluation and calibration prompts cover every category, seen then held-out, and share no prompt: the last
+    phrasing of each category calibrates, the others evaluate."""
     world = RealWorld()
     world.write(tmp_path)
-    seen = [json.loads(line) for line in (tmp_path / "prompts_seen.jsonl").read_text().splitlines()]
-    heldout = [json.loads(line) for line in (tmp_path / "prompts_heldout.jsonl").read_text().splitlines()]
-    assert {r["answer"] for r in seen} == set(world.config.seen)
-    assert {r["answer"] for r in heldout} == set(world.config.heldout)
-    assert len(seen) == 3 * len(world.config.seen)
+    rows = {
+        name: [json.loads(line) for line in (tmp_path / f"prompts_{name}.jsonl").read_text().splitlines()]
+        for name in ("eval", "calibration")
+    }
+    keys = [*world.config.seen, *world.config.heldout]
+    assert [r["answer"] for r in rows["calibration"]] == keys
+    assert [r["answer"] for r in rows["eval"]] == [key for key in keys for _ in range(2)]
+    for key in keys:
+        phrasings = category(key).phrasings
+        assert [r["prompt"] for r in rows["eval"] if r["answer"] == key] == list(phrasings[:2])
+        assert [r["prompt"] for r in rows["calibration"] if r["answer"] == key] == [phrasings[2]]
+    two = RealWorld(RealWorldConfig(calibration_phrasings=2)).prompt_sets()
+    assert len(two["eval"]) == len(keys) and len(two["calibration"]) == 2 * len(keys)
+    with pytest.raises(ValueError, match=r"category 'european_country' has 3 phrasing\(s\): calibration_phrasings 3 "):
+        RealWorld(RealWorldConfig(calibration_phrasings=3)).prompt_sets()
+    with pytest.raises(ValueError, match="need calibration_phrasings >= 1, got 0"):
+        RealWorldConfig(calibration_phrasings=0)
     described = json.loads((tmp_path / "world.json").read_text())
     assert described["categories"]["month"]["sft_distribution"] is None
     assert list(described["categories"]["planet"]["sft_distribution"]) == list(world.head("planet"))
@@ -372,53 +381,3 @@ def test_score_groups_and_category_coverage_pool_phrasings():
     assert category_coverage(groups, keys) == {"planet": 3 / 8, "month": 1 / 12}
     with pytest.raises(ValueError, match="2 sample groups but 1 category keys"):
         score_groups(groups[:2], keys[:1])
-
-
-# ----- frontier and seed comparisons -----
-
-
-def test_frontier_curve_and_seed_mean_from_per_prompt_metrics():
-    per_t = {
-        "1.3": {"validity": [0.5, 0.7], "distinct_valid": [6, 4]},
-        "0.7": {"validity": [1.0, 0.9], "distinct_valid": [2, 2]},
-    }
-    c = frontier.curve(per_t)
-    assert c.temperatures == [0.7, 1.3]
-    assert np.allclose(c.quality, [[1.0, 0.9], [0.5, 0.7]]) and np.allclose(c.diversity, [[2, 2], [6, 4]])
-    other = FrontierCurve([0.7, 1.3], c.quality - 0.2, c.diversity + 2)
-    mean = frontier.mean_curve([c, other])
-    assert np.allclose(mean.quality, c.quality - 0.1) and np.allclose(mean.diversity, c.diversity + 1)
-    assert frontier.points(c)[1] == {"temperature": 1.3, "distinct_valid": 5.0, "validity": pytest.approx(0.6)}
-
-
-def test_a_model_against_itself_differs_by_nothing_at_matched_diversity():
-    c = frontier.curve(
-        {
-            "0.7": {"validity": [1.0, 0.9, 0.8], "distinct_valid": [2, 2, 3]},
-            "1.0": {"validity": [0.8, 0.7, 0.6], "distinct_valid": [4, 3, 5]},
-            "1.3": {"validity": [0.5, 0.4, 0.3], "distinct_valid": [7, 6, 6]},
-        }
-    )
-    shifted = FrontierCurve(c.temperatures, c.quality + 0.1, c.diversity)
-    result = frontier.compare_with_reference({"CE": c, "A": c, "B": shifted}, [("CE", "A"), ("CE", "B")], 200, 0)
-    assert result["A"]["reference"] == "CE" and result["A"]["mean"] == pytest.approx(0)
-    assert result["B"]["difference"] == pytest.approx([0.1] * len(result["B"]["levels"]))
-
-
-def test_paired_differences_by_hand():
-    result = paired_difference([1.0, 2.0, math.nan, 4.0], [0.5, 1.0, 1.0, math.nan], 500, 0)
-    assert result["difference"] == pytest.approx(0.75) and result["num_prompts"] == 2
-    assert 0.5 <= result["ci_low"] <= result["ci_high"] <= 1.0
-    table = seed_differences(
-        {"CE-s0": {"validity": [0.5, 0.5]}, "TOFU-s0": {"validity": [0.75, 0.25]}}, [("CE-s0", "TOFU-s0")],
-        ["validity"], 100, 0,
-    )  # fmt: skip
-    assert table["TOFU-s0"]["reference"] == "CE-s0" and table["TOFU-s0"]["validity"]["difference"] == 0
-
-
-def test_sft_seeds_are_the_recipes_then_others_and_each_loss_meets_ce_of_its_seed():
-    assert sft_seeds(0, 3) == [0, 1, 2]
-    assert sft_seeds(1, 3) == [1, 2, 3]
-    assert sft_seeds(42, 1) == [42]
-    pairs = seed_pairs(["CE-s0", "TOFU-s0", "GEM-s0", "CE-s1", "TOFU-s1", "GEM-s1"])
-    assert pairs == [("CE-s0", "TOFU-s0"), ("CE-s0", "GEM-s0"), ("CE-s1", "TOFU-s1"), ("CE-s1", "GEM-s1")]

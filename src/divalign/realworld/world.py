@@ -7,9 +7,10 @@ say in which items the head holds); the rest of the valid set never appears in S
 never appear at all. Every file is a pure function of :class:`RealWorldConfig`.
 
 Files (``RealWorld.write``): ``sft.jsonl`` (conversational prompt/completion, for ``completion_only_loss``),
-``prompts_seen.jsonl`` and ``prompts_heldout.jsonl`` (every phrasing, ``answer`` = the category key the verifier
-reads), ``prompts_probe.jsonl`` (the diversity callback's prompts: the first phrasing of each seen category) and
-``world.json`` (the config, every valid set, head and SFT probability).
+``prompts_eval.jsonl`` (every category, seen then held-out, all phrasings but the last ``calibration_phrasings``) and
+``prompts_calibration.jsonl`` (those last phrasings: the same categories, other prompts), each with ``answer`` = the
+category key the verifier reads, ``prompts_probe.jsonl`` (the diversity callback's prompts: the first phrasing of
+each seen category) and ``world.json`` (the config, every valid set, head and SFT probability).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class RealWorldConfig:
     head_max: int = 10  # ...and at most this many items
     zipf_exponent: float = 1.5  # SFT answer of head rank k drawn with probability ∝ 1 / k^s
     sft_examples_per_prompt: int = 32  # per phrasing of each seen category
+    calibration_phrasings: int = 1  # the last phrasings of every category: compare's calibration prompts
 
     def __post_init__(self) -> None:
         overlap = set(self.seen) & set(self.heldout)
@@ -45,6 +47,8 @@ class RealWorldConfig:
             raise ValueError(f"categories both seen and held out: {sorted(overlap)}")
         if not 0 < self.head_fraction <= 1 or self.head_max < 1 or self.sft_examples_per_prompt < 1:
             raise ValueError("need 0 < head_fraction <= 1, head_max >= 1 and sft_examples_per_prompt >= 1")
+        if self.calibration_phrasings < 1:
+            raise ValueError(f"need calibration_phrasings >= 1, got {self.calibration_phrasings}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,23 @@ class RealWorld:
         keys = self.config.heldout if heldout else self.config.seen
         return [PromptSpec(text, key, heldout) for key in keys for text in self.categories[key].phrasings]
 
+    def prompt_sets(self) -> dict[str, list[PromptSpec]]:
+        """Evaluation and calibration prompts for `divalign compare`: every category (seen, then held-out) in both,
+        the last `calibration_phrasings` phrasings of each for calibration and the others for evaluation."""
+        sets: dict[str, list[PromptSpec]] = {"eval": [], "calibration": []}
+        for heldout in (False, True):
+            for key in self.config.heldout if heldout else self.config.seen:
+                phrasings = self.categories[key].phrasings
+                cut = len(phrasings) - self.config.calibration_phrasings
+                if cut < 1:
+                    raise ValueError(
+                        f"category {key!r} has {len(phrasings)} phrasing(s): calibration_phrasings "
+                        f"{self.config.calibration_phrasings} leaves none to evaluate"
+                    )
+                sets["eval"] += [PromptSpec(text, key, heldout) for text in phrasings[:cut]]
+                sets["calibration"] += [PromptSpec(text, key, heldout) for text in phrasings[cut:]]
+        return sets
+
     def sft_records(self) -> list[dict]:
         """The SFT set: per phrasing of each seen category, answers drawn from its SFT distribution (seeded)."""
         rng = random.Random(self.config.seed)
@@ -110,9 +131,10 @@ class RealWorld:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         write_jsonl(directory / "sft.jsonl", self.sft_records())
-        for split, heldout in (("seen", False), ("heldout", True)):
-            rows = [{"prompt": p.text, "answer": p.category} for p in self.prompts(heldout)]
-            write_jsonl(directory / f"prompts_{split}.jsonl", rows)
+        for name, prompts in self.prompt_sets().items():
+            write_jsonl(
+                directory / f"prompts_{name}.jsonl", [{"prompt": p.text, "answer": p.category} for p in prompts]
+            )
         probe = [{"prompt": self.categories[k].phrasings[0], "answer": k} for k in self.config.seen]
         write_jsonl(directory / "prompts_probe.jsonl", probe)
         (directory / "world.json").write_text(json.dumps(self.describe(), indent=1, ensure_ascii=False))
