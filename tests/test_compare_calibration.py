@@ -24,6 +24,7 @@ from divalign.compare.statistics import (
     difference_ci,
     dominance,
     frontier,
+    highest_temperature_holding,
     mean_ci,
     seed_differences,
     single_point_label,
@@ -77,6 +78,43 @@ def test_bisection_from_a_first_guess():
     assert [t for t, _ in miss.evaluations] == [1.0, 0.3, 2.5]
     with pytest.raises(ValueError, match="start 3 must lie inside"):
         bisect_temperature(square, 1.0, 0.3, 2.5, start=3)
+
+
+def plateau(t: float, best: float = 0.8, edge: float = 1.2, slope: float = 0.5) -> float:
+    """A quality flat at its best up to T = edge, then falling linearly."""
+    return best - slope * max(0.0, t - edge)
+
+
+def test_a_quality_plateau_is_read_at_its_hot_end_where_a_bisection_stops_anywhere_on_it():
+    """Target: the plateau's value less 0.5 %. Within a 2 % tolerance the whole plateau matches, so a bisection
+    stops at its first guess, T = 1; the quality search goes on to the plateau's hot end, T = 1.2, and never past the
+    closed-form last holding temperature 1.2 + (0.8 − target·0.98) / 0.5."""
+    target = 0.8 * 0.995
+    last_holding = 1.2 + (0.8 - target * 0.98) / 0.5
+    assert bisect_temperature(plateau, target, 0.3, 2.5, 0.02, 8, start=1.0).temperature == 1.0
+    found = highest_temperature_holding(plateau, target, 0.3, 2.5, 0.02, 8, start=1.0)
+    assert found.reached and last_holding - 0.05 <= found.temperature <= last_holding
+    assert [t for t, _ in found.evaluations][:2] == [2.5, 1.0]  # the upper end first, then the first guess
+    assert len(found.evaluations) == 2 + 5  # bracket [1, 2.5] halved to <= 0.05 in 5 steps
+    # a finer resolution gets closer to the closed form, as far as the steps allow
+    fine = highest_temperature_holding(plateau, target, 0.3, 2.5, 0.02, 40, start=1.0, resolution=1e-6)
+    assert fine.temperature == pytest.approx(last_holding, abs=1e-6)
+
+
+def test_the_quality_search_reports_the_range_end_and_a_target_never_held():
+    kept = highest_temperature_holding(lambda t: 0.9, 0.8, 0.3, 2.5, 0.02, 8, start=1.0)
+    assert kept.outcome == "range end" and kept.temperature == 2.5 and kept.evaluations == [(2.5, 0.9)]
+    never = highest_temperature_holding(plateau, 0.95, 0.3, 2.5, 0.02, 8, start=1.0)
+    assert never.outcome == "out of range" and never.temperature is None
+    assert "not held" in never.reason and [t for t, _ in never.evaluations] == [2.5, 1.0, 0.3]
+    # the first guess misses, the cold end holds: the boundary lies between them
+    rising = highest_temperature_holding(lambda t: 1.0 - t / 2, 0.75, 0.3, 2.5, 0.01, 20, start=1.0)
+    assert rising.reached and 0.5 - 0.05 <= rising.temperature <= 0.5 + 0.0075 * 2
+    # a cliff: quality 0.9 up to T = 1.3, then 0: the target 0.75 is held with room to spare up to the cliff
+    cliff = highest_temperature_holding(lambda t: 0.9 if t <= 1.3 else 0.0, 0.75, 0.3, 2.5, 0.02, 8, start=1.0)
+    assert cliff.outcome == "steps exhausted" and cliff.temperature is None
+    low, high = cliff.bracket
+    assert low <= 1.3 < high and high - low <= 0.05 and cliff.closest == low
 
 
 def test_bisection_refuses_a_range_that_is_not_a_temperature_range():
@@ -306,6 +344,31 @@ def test_a_sharpened_model_is_matched_at_its_scale_and_differs_by_the_closed_for
     assert wide["diversity_difference"]["estimate"] == pytest.approx(0.0, abs=1e-4)
 
 
+class Plateau:
+    """Every prompt: diversity T, quality `plateau(T)` shifted by `gain`; the reference (gain 0) is read at T = 1."""
+
+    def __init__(self, gain: float = 0.0, prompts: int = 8) -> None:
+        self.gain, self.prompts = gain, prompts
+
+    def axes(self, prompt_set: str, temperature: float) -> Axes:
+        spread = np.linspace(-0.01, 0.01, self.prompts)  # distinct prompts, the same mean
+        quality = plateau(temperature, edge=1.2 + self.gain) + spread
+        return Axes(np.full(self.prompts, temperature) + spread, quality)
+
+
+def test_at_the_references_quality_a_model_is_read_at_the_hot_end_of_its_plateau():
+    """The reference keeps its best quality up to T = 1.2, the other model up to T = 1.5. Both hold the reference's
+    quality at T = 1, where a bisection would stop; read at the hot end of its plateau, the other model is 0.3–0.5
+    more diverse (closed form: its plateau ends at 1.5, quality falls 0.5 per unit T, tolerance 2 % of 0.8)."""
+    models = {"ce": {0: Plateau()}, "wide": {0: Plateau(gain=0.3)}}
+    evaluation = dataclasses.replace(EVALUATION, tolerance=0.02, max_bisection_steps=8)
+    entry = compare_models(models, "ce", evaluation, grid=(1.0,))["seeds"]["0"]["matched"]["wide"]["at_quality"]
+    assert entry["status"] == "matched"
+    last_holding = 1.5 + 0.02 * 0.8 / 0.5
+    assert last_holding - 0.05 <= entry["temperature"] <= last_holding
+    assert last_holding - 1 - 0.05 <= entry["diversity_difference"]["estimate"] <= last_holding - 1
+
+
 def test_pooling_over_seeds_averages_the_per_seed_closed_forms():
     """Seed 0's model is the reference sharpened (difference 0), seed 1's also counts the second answer valid:
     pooled, the quality difference at matched diversity is half seed 1's closed form."""
@@ -416,7 +479,11 @@ def test_calibrated_comparison_of_two_tiny_checkpoints_is_strict_json_and_reruns
     assert len(seed["matched"]["gem"]["at_diversity"]["bisection"]["evaluations"]) > 1  # it bisected
     for axis in ("at_diversity", "at_quality"):
         entry = seed["matched"]["gem"][axis]
-        assert entry["bisection"]["evaluations"][0][0] == 1.0, axis  # from the reference's temperature
+        measured = [t for t, _ in entry["bisection"]["evaluations"]]
+        # diversity from the reference's temperature; quality from the range's upper end (where it may hold), then
+        # from that temperature
+        opening = [1.0] if axis == "at_diversity" else [2.5] if entry["status"] == "range end" else [2.5, 1.0]
+        assert measured[: len(opening)] == opening, axis
         if entry["temperature"] is not None:
             assert entry["quality_difference"]["estimate"] is not None
     assert (out / "calibrated_frontiers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

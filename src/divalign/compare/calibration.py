@@ -2,9 +2,9 @@
 
 Raising a model's sampling temperature buys diversity at some quality, so "B is more diverse than CE" means little
 until B is read at CE's quality, and "B keeps more quality" until it is read at CE's diversity. Per seed, each
-model's temperature is found by bisection (`statistics.bisect_temperature`) on the calibration prompts: once where
-its mean diversity equals the reference's at `reference_temperature` (the same seed's reference cell), once where
-its mean quality does. The evaluation prompts (disjoint) are then sampled at those temperatures, the reference at
+model's temperature is found on the calibration prompts: by bisection where its mean diversity equals the
+reference's at `reference_temperature` (the same seed's reference cell; `statistics.bisect_temperature`), and as the
+hottest temperature whose mean quality still holds the reference's (`statistics.highest_temperature_holding`). The evaluation prompts (disjoint) are then sampled at those temperatures, the reference at
 its own, and the other axis's difference is reported, paired over prompts, per seed and pooled over seeds, with
 `scipy.stats.bootstrap` CIs. A fixed temperature grid on the evaluation prompts gives the frontier figure and the
 dominance statements.
@@ -36,6 +36,7 @@ from .statistics import (
     difference_ci,
     dominance,
     frontier,
+    highest_temperature_holding,
     seed_differences,
     single_point_label,
 )
@@ -70,21 +71,26 @@ def _bisection_dict(bisection: Bisection) -> dict[str, Any]:
 
 
 def _matched_temperature(bisection: Bisection) -> tuple[float | None, str]:
-    """The temperature to read a model at: the match; the closest measured one when the steps ran out with the target
-    inside the range (flagged "approximate"); none when the target lies outside the range (never extrapolated)."""
+    """The temperature to read a model at: the match; the upper end of the range where the quality target holds all
+    the way (flagged "range end"); the closest measured one when the steps ran out with the target inside the range
+    (flagged "approximate"); none when the target lies outside the range (never extrapolated)."""
     if bisection.reached:
         return bisection.temperature, "matched"
+    if bisection.outcome == "range end":
+        return bisection.temperature, "range end"
     if bisection.outcome == "steps exhausted":
         return bisection.closest, "approximate"
     return None, "not reached"
 
 
 def match(model: Model, reference_eval: Axes, axis: str, target: float, evaluation: EvaluationSpec) -> dict[str, Any]:
-    """Bisect `model`'s calibration mean of `axis` onto `target`, then read both axes on the evaluation prompts at
-    that temperature: the other axis's difference from the reference is the result, this axis's is the check that
-    the match holds on unseen prompts."""
+    """Find the temperature where `model`'s calibration mean of `axis` meets `target` — diversity by bisection, quality
+    as the hottest temperature that still holds it (`highest_temperature_holding`: quality is flat near its best at
+    low temperatures) — then read both axes on the evaluation prompts at that temperature: the other axis's
+    difference from the reference is the result, this axis's is the check that the match holds on unseen prompts."""
     low, high = evaluation.temperature_range
-    bisection = bisect_temperature(
+    search = bisect_temperature if axis == "diversity" else highest_temperature_holding
+    bisection = search(
         lambda t: model.axes("calibration", t).mean(axis),
         target,
         low,
@@ -332,6 +338,9 @@ def _ci(interval: Mapping[str, Any] | None) -> str:
     return text if interval.get("method") == "BCa" else f"{text} ({interval['method']})"
 
 
+_STATUS_NOTE = {"approximate": " (approximate)", "range end": " (range end: quality still held there)"}
+
+
 def _matched_rows(results: Mapping[str, Any], axis: str) -> list[str]:
     other = _OTHER[axis]
     reference = results["reference"]
@@ -349,7 +358,7 @@ def _matched_rows(results: Mapping[str, Any], axis: str) -> list[str]:
                 reason = entry.get("bisection", {}).get("reason", entry.get("status", ""))
                 lines.append(f"| {name} | {seed} | not matched: {reason} | n/a | n/a |")
                 continue
-            t = f"{entry['temperature']:.3g}" + (" (approximate)" if entry["status"] == "approximate" else "")
+            t = f"{entry['temperature']:.3g}" + _STATUS_NOTE.get(entry["status"], "")
             lines.append(
                 f"| {name} | {seed} | {t} | {_ci(entry[f'{other}_difference'])} | {_ci(entry[f'{axis}_difference'])} |"
             )
@@ -395,7 +404,9 @@ def calibration_markdown(results: Mapping[str, Any]) -> str:
         "",
         f"Each model's sampling temperature is set by bisection on the calibration prompts so that its mean "
         f"{metric} (diversity), then separately its mean {quality} (quality), equals {reference}'s at T={t_ref:g} "
-        f"(same seed; relative tolerance {tolerance}). The evaluation prompts are then sampled at that temperature; "
+        f"(same seed; relative tolerance {tolerance}); for quality, the hottest temperature that still holds the "
+        "reference's quality, since quality is often flat near its best at low temperatures and every temperature "
+        "there matches it. The evaluation prompts are then sampled at that temperature; "
         f"differences are model − {reference}, paired over prompts, with 95 % BCa bootstrap CIs (scipy), per seed "
         "and pooled (per prompt, the mean over seeds). The check column shows how well the matched axis holds on "
         "the evaluation prompts.",

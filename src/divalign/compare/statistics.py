@@ -46,8 +46,9 @@ class Bisection:
     `outcome`: "reached" (some measured temperature's value lies within the tolerance of the target; `temperature`
     and `value` are that point), "out of range" (the target lies outside the values at the range's ends: `bracket`
     is the range, never extrapolated), "steps exhausted" (`bracket` is the last interval whose ends' values enclose
-    the target) or "undefined" (the measure was NaN somewhere); `temperature` is None unless reached, and `reason`
-    says it in words. `closest` is the measured temperature whose value is nearest to
+    the target), "undefined" (the measure was NaN somewhere) or, from `highest_temperature_holding` only, "range
+    end" (the target still holds at the range's upper end: `temperature` is that end); `temperature` is None unless
+    reached or at the range end, and `reason` says it in words. `closest` is the measured temperature whose value is nearest to
     the target, whatever happened; `evaluations` lists every (temperature, value) measured, in order.
     """
 
@@ -141,6 +142,84 @@ def bisect_temperature(
             low, f_low = mid, f_mid
     reason = f"not within {tolerance:g} of {target:.4g} after {max_steps} steps (target between T={low:g} and {high:g})"
     return done("steps exhausted", None, reason, (low, high))
+
+
+def holds(value: float, target: float, tolerance: float) -> bool:
+    """`value` is at least `target` up to the relative `tolerance` (value ≥ target − tolerance·|target|)."""
+    return math.isfinite(value) and value >= target - tolerance * abs(target)
+
+
+def highest_temperature_holding(
+    measure: Callable[[float], float],
+    target: float,
+    low: float,
+    high: float,
+    tolerance: float = 0.02,
+    max_steps: int = 8,
+    start: float | None = None,
+    resolution: float = 0.05,
+) -> Bisection:
+    """A temperature at the hot end of those in [low, high] at which `measure` (a quality: higher is better) still
+    holds `target` within the relative `tolerance`: the boundary between a temperature that holds it and a hotter
+    one that does not is bisected until they lie `resolution` apart with the holding end within the tolerance (or
+    the steps run out), and that holding end is the answer.
+
+    Quality is rarely monotone in temperature: it is often flat near its best at low temperatures and falls beyond;
+    every temperature on the flat part matches the target within its noise, and a plain bisection lands anywhere on
+    it (the least diverse end as readily as the most). Of all the temperatures at which the model keeps the target
+    quality, the hottest is its most diverse, so that is the one the comparison reads. The upper end is measured
+    first: if it holds, the outcome is "range end" (`temperature` is `high`: the model keeps the quality all the
+    way, and its diversity there is a lower bound). Otherwise a holding temperature is sought at `start`, then at
+    `low` ("out of range" if neither holds); the boundary is then bisected. "reached": the hottest holding temperature
+    measured lies within the tolerance of the target; "steps exhausted": it holds the target with room to spare
+    (quality falls faster than the bracket shrank; `closest` is that temperature). `bracket` is the last (holding,
+    not holding) pair."""
+    if not (0 < low < high) or not math.isfinite(high):
+        raise ValueError(f"temperature range must satisfy 0 < low < high, got ({low}, {high})")
+    if start is not None and not low < start < high:
+        raise ValueError(f"the search's start {start} must lie inside the range ({low}, {high})")
+    if tolerance < 0 or max_steps < 0:
+        raise ValueError(f"need tolerance >= 0 and max_steps >= 0, got {tolerance} and {max_steps}")
+    if not math.isfinite(target):
+        raise ValueError(f"the search's target must be a finite number, got {target}")
+    evaluations: list[tuple[float, float]] = []
+
+    def at(t: float) -> float:
+        value = float(measure(t))
+        evaluations.append((t, value))
+        return value
+
+    def done(outcome: str, t: float | None, reason: str, bracket: tuple[float, float], hottest: float) -> Bisection:
+        value = dict(evaluations)[t] if t is not None else None
+        return Bisection(target, tolerance, outcome, t, value, reason, bracket, hottest, list(evaluations))
+
+    f_high = at(high)
+    if holds(f_high, target, tolerance):
+        reason = f"holds {target:.4g} up to the range's upper end ({f_high:.4g} at T={high:g})"
+        return done("range end", high, reason, (low, high), high)
+    holding = None
+    for t in (start, low):
+        if t is not None and holds(at(t), target, tolerance):
+            holding = t
+            break
+    if holding is None:
+        measured = ", ".join(f"{v:.4g} at T={t:g}" for t, v in evaluations)
+        reason = f"target {target:.4g} is not held at any measured T ({measured})"
+        return done("out of range", None, reason, (low, high), low)
+    # even where `holding` already matches, the search goes on hotter: the same quality with more diversity
+    lo, hi = holding, high
+    for _ in range(max_steps):
+        if hi - lo <= resolution and within(dict(evaluations)[lo], target, tolerance):
+            break
+        mid = (lo + hi) / 2
+        if holds(at(mid), target, tolerance):
+            lo = mid
+        else:
+            hi = mid
+    if within(dict(evaluations)[lo], target, tolerance):
+        return done("reached", lo, "reached", (lo, hi), lo)
+    reason = f"not within {tolerance:g} of {target:.4g} after {max_steps} steps (held at T={lo:g}, not at T={hi:g})"
+    return done("steps exhausted", None, reason, (lo, hi), lo)
 
 
 # --- confidence intervals --------------------------------------------------------------------------------------
