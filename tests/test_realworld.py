@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from divalign.realworld.answer_metrics import category_coverage, entropy, prompt_scores, score_groups
@@ -381,3 +382,68 @@ def test_score_groups_and_category_coverage_pool_phrasings():
     assert category_coverage(groups, keys) == {"planet": 3 / 8, "month": 1 / 12}
     with pytest.raises(ValueError, match="2 sample groups but 1 category keys"):
         score_groups(groups[:2], keys[:1])
+
+
+# ----- what the demo adds to compare's report -----
+
+
+def _compare_report(tmp_path: Path) -> tuple[dict, Path]:
+    """A compare report of CE and GEM (seed 0) on 2 planet and 2 month prompts, with the samples it kept."""
+    samples = tmp_path / "samples"
+    texts = {
+        ("ce", 1.0): [["Mars", "Mars"], ["Venus", "Pluto"], ["May", "June"], ["no", "no"]],
+        ("gem", 0.8): [["Mars", "Earth"], ["Venus", "Saturn"], ["May", "May"], ["July", "no"]],
+    }
+    for (variant, t), groups in texts.items():
+        path = samples / variant / "seed0" / "key" / f"evaluation@T{t:.10g}.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"model": f"/models/{variant}", "texts": groups}))
+    calibration = {
+        "reference": "ce",
+        "reference_temperature": 1.0,
+        "pooled": {"gem": {}},
+        "evaluation": {"n_bootstrap": 200, "seed": 0},
+        "seeds": {
+            "0": {
+                "reference_evaluation": {"quality": [1.0, 0.5, 1.0, 0.0], "diversity": [1.0, 2.0, 2.0, 1.0]},
+                "matched": {
+                    "gem": {
+                        "at_diversity": {"temperature": 0.8, "quality_per_prompt": [1.0, 1.0, 1.0, 0.5]},
+                        "at_quality": {"temperature": None},
+                    }
+                },
+            }
+        },
+    }
+    cells = [{"variant": v, "seed": 0, "model": f"/models/{v}"} for v in ("ce", "gem")]
+    return {"cells": cells, "calibration": calibration}, samples
+
+
+def test_the_verifier_rows_and_the_split_differences_by_hand(tmp_path):
+    from divalign.realworld.report import split_differences, verifier_rows
+
+    world = RealWorld(RealWorldConfig(seen=("planet",), heldout=("month",)))
+    report, samples = _compare_report(tmp_path)
+    keys = ["planet", "planet", "month", "month"]
+    rows = verifier_rows(report, samples, keys, world)
+    assert [(r["variant"], r["at"], r["temperature"]) for r in rows] == [
+        ("ce", "T=1", 1.0),
+        ("gem", "ce's diversity", 0.8),
+    ]
+    ce, gem = rows
+    head = set(world.head("planet"))
+    assert ce["seen_validity"] == pytest.approx(0.75) and ce["seen_distinct_valid"] == pytest.approx(1.0)
+    assert ce["heldout_validity"] == pytest.approx(0.5) and ce["heldout_distinct_valid"] == pytest.approx(1.0)
+    ce_outside = [sum(i not in head for i in items) / len(items) for items in (["Mars", "Mars"], ["Venus"])]
+    assert ce["seen_outside_head"] == pytest.approx(np.mean(ce_outside))
+    assert gem["seen_validity"] == pytest.approx(1.0) and gem["heldout_validity"] == pytest.approx(0.75)
+    assert "heldout_outside_head" not in gem
+    splits = split_differences(report["calibration"], keys, world)
+    seen, heldout = splits["seen"]["gem"]["at_diversity"], splits["heldout"]["gem"]["at_diversity"]
+    assert seen["difference_of"] == "quality" and seen["pooled"]["estimate"] == pytest.approx(0.25)
+    assert heldout["pooled"]["estimate"] == pytest.approx(0.25)  # (0 + 0.5) / 2
+    assert splits["seen"]["gem"]["at_quality"] == {"difference_of": "diversity"}  # not matched at any seed
+    with pytest.raises(FileNotFoundError, match=r"no samples of /models/gem at T=1\.3"):
+        from divalign.realworld.report import sample_texts
+
+        sample_texts(samples, "gem", 0, "/models/gem", 1.3)
