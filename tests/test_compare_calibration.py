@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from divalign.compare import statistics
 from divalign.compare.calibration import calibration_markdown, compare_models
 from divalign.compare.spec import EvaluationSpec
 from divalign.compare.statistics import (
@@ -29,6 +28,7 @@ from divalign.compare.statistics import (
     seed_differences,
     single_point_label,
 )
+from divalign.diversity import bootstrap as bootstrap_module
 from divalign.strict_json import strict_json
 
 Z = stats.norm.ppf(0.975)
@@ -201,7 +201,7 @@ def test_the_percentile_interval_stands_in_only_where_bca_comes_back_undefined(m
             result.confidence_interval = type(result.confidence_interval)(math.nan, math.nan)
         return result
 
-    monkeypatch.setattr(statistics.stats, "bootstrap", bca_undefined)
+    monkeypatch.setattr(bootstrap_module.stats, "bootstrap", bca_undefined)
     interval = mean_ci([0.1, 0.5, 0.2, 0.8], n_resamples=500)
     assert calls == ["BCa", "percentile"]
     assert interval.method == "percentile" and "BCa undefined here" in interval.note

@@ -134,3 +134,29 @@ def test_paired_bootstrap_with_a_reference_whose_quality_varies_across_prompts()
     paired_width = np.array(result.ci_high) - np.array(result.ci_low)
     unpaired_width = np.nanpercentile(unpaired, 97.5, axis=0) - np.nanpercentile(unpaired, 2.5, axis=0)
     assert (unpaired_width > 3 * paired_width).all(), unpaired_width / paired_width
+
+
+def test_scipy_bootstrap_cannot_leave_out_resamples_that_miss_a_level_so_the_frontier_keeps_its_own():
+    """Why the matched-diversity CIs stay a percentile bootstrap of their own instead of `scipy.stats.bootstrap`: a
+    resample of prompts whose frontier does not reach a matched level has no value there. The frontier's interval
+    leaves such resamples out of that level; scipy's interval of the same statistic over the same resamples of
+    prompts turns NaN at the edge levels, where some resamples fall short."""
+    from scipy import stats
+
+    spread = np.array([0.0, 0.15, -0.1, 0.08, -0.12])  # each prompt's own diversity offset
+    ref_d = np.array([0.2, 0.45, 0.7])[:, None] + spread[None, :]
+    mod_d = ref_d + 0.04
+    ref_q = np.array([0.9, 0.75, 0.5])[:, None] + np.zeros(5)[None, :]
+    reference, model = FrontierCurve([0.7, 1.0, 1.3], ref_q, ref_d), FrontierCurve([0.7, 1.0, 1.3], ref_q + 0.05, mod_d)
+    result = matched_difference(reference, model, count=4, n_bootstrap=300, seed=2)
+    levels = np.asarray(result.levels)
+
+    def at_levels(prompts: np.ndarray) -> np.ndarray:
+        (rd, rq), (md, mq) = reference.points(prompts), model.points(prompts)
+        return quality_at(md, mq, levels) - quality_at(rd, rq, levels)
+
+    scipy_ci = stats.bootstrap(
+        (np.arange(5),), at_levels, vectorized=False, n_resamples=300, method="percentile", rng=2
+    ).confidence_interval
+    assert np.isnan(scipy_ci.low[[0, -1]]).all() or np.isnan(scipy_ci.high[[0, -1]]).all()
+    assert all(math.isfinite(v) for v in (*result.ci_low, *result.ci_high))

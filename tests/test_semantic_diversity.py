@@ -216,3 +216,40 @@ def test_within_share_is_the_law_of_total_variance():
         len(again) * again.var(axis=0).sum()
     )
     assert within_share(prompt_moments(groups), np.array(drawn)) == pytest.approx(expected)
+
+
+def _spread_groups(seed: int, prompts: int = 6) -> list[np.ndarray]:
+    """Six prompts of 4 unit-ish embeddings each: one prompt far more spread than the others (a skewed share)."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for p in range(prompts):
+        centre = rng.normal(size=8)
+        scale = 1.5 if p == 0 else 0.2
+        groups.append(centre + scale * rng.normal(size=(4, 8)))
+    return groups
+
+
+def test_the_within_share_ci_is_scipys_bca_over_prompts():
+    """The CI of the within-prompt share (a ratio of sums over prompts) is `scipy.stats.bootstrap`'s BCa interval of
+    the share recomputed on resampled prompts — recomputed here from the definition (total variance of the
+    unit-normalised embeddings), not from divalign's moments — and it holds the estimate inside."""
+    from scipy import stats
+
+    from divalign.evaluation.semantic_views import spread_view
+
+    groups = _spread_groups(3)
+    unit = [g / np.linalg.norm(g, axis=1, keepdims=True) for g in groups]
+
+    def share(index: np.ndarray) -> float:
+        chosen = [unit[i] for i in index]
+        everything = np.concatenate(chosen)
+        total = ((everything - everything.mean(axis=0)) ** 2).sum()
+        return sum(((g - g.mean(axis=0)) ** 2).sum() for g in chosen) / total
+
+    view = spread_view(groups, n_bootstrap=999, seed=7)
+    expected = stats.bootstrap(
+        (np.arange(6),), share, vectorized=False, n_resamples=999, method="BCa", rng=np.random.default_rng(7)
+    ).confidence_interval
+    assert view["within_share"] == pytest.approx(share(np.arange(6)))
+    assert (view["ci_low"], view["ci_high"]) == pytest.approx((expected.low, expected.high), rel=1e-9)
+    assert view["ci_low"] < view["within_share"] < view["ci_high"]

@@ -15,11 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
+from ..diversity.bootstrap import bootstrap_interval
 from ..evaluation.frontier import efficient
 
-CONFIDENCE = 0.95
 _ROUNDING = 1e-12  # a spread this small (relative) is float rounding: (x + 0.3) - x is not exactly 0.3 for every x
 
 
@@ -253,27 +252,6 @@ def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
-def _bootstrap(
-    samples: tuple[np.ndarray, ...],
-    statistic: Callable[..., np.ndarray],
-    paired: bool,
-    n_resamples: int,
-    seed: int,
-) -> tuple[float, float, str, str]:
-    """`scipy.stats.bootstrap`'s BCa interval; its percentile interval where BCa comes back undefined."""
-    kwargs = {"paired": paired, "n_resamples": n_resamples, "confidence_level": CONFIDENCE, "vectorized": True}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = stats.bootstrap(samples, statistic, method="BCa", rng=np.random.default_rng(seed), **kwargs)
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    if math.isfinite(low) and math.isfinite(high):
-        return low, high, "BCa", ""
-    why = next((str(w.message).split(".")[0] for w in caught), "BCa returned NaN")
-    result = stats.bootstrap(samples, statistic, method="percentile", rng=np.random.default_rng(seed), **kwargs)
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    return low, high, "percentile", f"BCa undefined here ({why}): percentile interval"
-
-
 def mean_ci(values: Sequence[float], n_resamples: int = 2000, seed: int = 0) -> Interval:
     """The mean over prompts (NaN values left out) and its 95 % bootstrap CI over prompts."""
     x = np.asarray(values, dtype=np.float64)
@@ -318,8 +296,8 @@ def _interval(
     if np.ptp(spread) <= _ROUNDING * max(1.0, float(np.abs(spread).max())):
         note = "every prompt gives the same value: no spread to resample, the interval is that value"
         return Interval(estimate, estimate, estimate, n, "no spread", note)
-    low, high, method, note = _bootstrap(samples, statistic, paired, n_resamples, seed)
-    return Interval(estimate, low, high, n, method, note)
+    found = bootstrap_interval(samples, statistic, paired=paired, n_resamples=n_resamples, seed=seed)
+    return Interval(estimate, found.low, found.high, n, found.method, found.note)
 
 
 # --- seeds -----------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Aggregation of per-prompt scores: mean and 10th/90th percentiles over prompts, bootstrap CI over prompts."""
+"""Aggregation of per-prompt scores: mean and 10th/90th percentiles over prompts, BCa bootstrap CI over prompts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from .bootstrap import bootstrap_interval
+
+_ROUNDING = 1e-12  # a relative spread this small is float rounding, not a spread to resample
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
@@ -26,16 +30,16 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
 def bootstrap_ci(
     values: Sequence[float], n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean over prompts (Efron & Tibshirani 1993): resample prompts with
-    replacement, take the mean of each resample, report the (1 ± confidence)/2 quantiles."""
+    """Bootstrap CI of the mean over prompts (NaN prompts left out): `scipy.stats.bootstrap`'s BCa interval, its
+    percentile interval where BCa is undefined (:mod:`divalign.diversity.bootstrap`); the mean itself, twice, for
+    fewer than two prompts or prompts that all score the same (nothing to resample)."""
     arr = _finite(values)
     if arr.size == 0:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = arr[rng.integers(0, arr.size, size=(n_resamples, arr.size))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    if arr.size < 2 or np.ptp(arr) <= _ROUNDING * max(1.0, float(np.abs(arr).max())):
+        return float(arr.mean()), float(arr.mean())
+    found = bootstrap_interval((arr,), np.mean, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    return found.low, found.high
 
 
 def summarize_with_ci(values: Sequence[float], n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:

@@ -7,7 +7,9 @@ frontier is the Pareto-efficient part of it — the points no other temperature 
 models are compared at matched diversity: each frontier is interpolated linearly in the diversity metric between its
 efficient points, and the quality difference is read at evenly spaced diversity levels inside the range both
 frontiers cover (never extrapolated). The 95 % CIs come from a percentile bootstrap over prompts, resampled jointly
-for both models and every temperature (the prompts are paired), so each resample re-draws both frontiers.
+for both models and every temperature (the prompts are paired), so each resample re-draws both frontiers. It is not
+`scipy.stats.bootstrap`: a resample whose frontiers do not reach a level has no value there and is left out of that
+level's interval, where scipy's interval would turn NaN.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..diversity.aggregate import bootstrap_ci
+from ..diversity.bootstrap import bootstrap_interval
 from ..diversity.embedding import Embedder
 from ..diversity.homogeneity import homogeneity_per_prompt
 from ..diversity.profile import MetricProfile
@@ -55,19 +56,26 @@ def homogeneity_view(embeddings: dict[str, list[np.ndarray]], n_bootstrap: int, 
 
 
 def spread_view(groups: list[np.ndarray], n_bootstrap: int, seed: int, confidence: float = 0.95) -> dict[str, float]:
-    """Within-prompt share of one model's embedding variance, with a percentile bootstrap CI over prompts (the
-    prompts resampled with replacement, the share recomputed from their moments)."""
+    """Within-prompt share of one model's embedding variance, with a BCa bootstrap CI over prompts (the prompts
+    resampled with replacement, the share recomputed from their moments; a ratio, so skewed: the percentile interval
+    can put the estimate on its own bound)."""
     moments = prompt_moments(groups)
     share = within_share(moments)
     count = len(moments.counts)
     if not count:
         return {"within_share": math.nan, "ci_low": math.nan, "ci_high": math.nan, "num_prompts": 0}
-    rng = np.random.default_rng(seed)
-    draws = np.array([within_share(moments, rng.integers(0, count, size=count)) for _ in range(n_bootstrap)])
-    draws = draws[~np.isnan(draws)]
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(draws, [alpha, 1.0 - alpha]) if draws.size else (math.nan, math.nan)
-    return {"within_share": share, "ci_low": float(low), "ci_high": float(high), "num_prompts": count}
+    low = high = math.nan
+    if count > 1 and math.isfinite(share):
+        found = bootstrap_interval(
+            (np.arange(count),),
+            lambda prompts: within_share(moments, prompts),
+            n_resamples=n_bootstrap,
+            seed=seed,
+            confidence=confidence,
+            vectorized=False,
+        )
+        low, high = found.low, found.high
+    return {"within_share": share, "ci_low": low, "ci_high": high, "num_prompts": count}
 
 
 def semantic_views(
