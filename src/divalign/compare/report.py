@@ -16,6 +16,7 @@ from ..launch.output_dir import finished_run
 from ..strict_json import strict_json
 from .runner import FINISHED, CellStatus, cell_command, model_path
 from .spec import CompareSpec
+from .stages import Outcomes, changes_between, stage_sections, stages_markdown
 
 Calibrate = Callable[..., dict[str, Any]]
 Markdown = Callable[[dict[str, Any]], str]
@@ -52,8 +53,11 @@ def _why_not(spec: CompareSpec, models: dict[str, dict[int, Path]]) -> str | Non
     return None
 
 
-def build_report(spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate) -> dict[str, Any]:
-    """The report's content: cells (finished and missing), and the calibrated comparison of the finished ones."""
+def build_report(
+    spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate, outcomes: Outcomes | None = None
+) -> dict[str, Any]:
+    """The report's content: cells (finished and missing), and the calibrated comparison of the finished ones (with
+    `evaluate_stages`: at each named stage, with the `outcomes` there, :mod:`divalign.compare.stages`)."""
     models = finished_models(statuses)
     report: dict[str, Any] = {
         "spec": str(spec.path),
@@ -66,6 +70,14 @@ def build_report(spec: CompareSpec, statuses: list[CellStatus], calibrate: Calib
         "missing": [status.cell.name for status in statuses if status.state != FINISHED],
     }
     skipped = _why_not(spec, models)
+    if spec.evaluate_stages is not None:
+        report["evaluate_stages"] = list(spec.evaluate_stages)
+        if skipped is not None:
+            report["stages"], report["calibration_skipped"] = {}, skipped
+            return report
+        report["stages"] = stage_sections(spec, statuses, calibrate, outcomes, CALIBRATION_DIR)
+        report["stage_changes"] = changes_between(spec, report["stages"])
+        return report
     if skipped is not None:
         report["calibration"], report["calibration_skipped"] = None, skipped
         return report
@@ -94,18 +106,24 @@ def _markdown(report: dict[str, Any], markdown: Markdown) -> str:
             f"Missing cells ({len(report['missing'])}), not in the comparison: {', '.join(report['missing'])}.",
             "",
         ]
-    if report["calibration"] is None:
+    if report.get("calibration_skipped"):
         lines += [f"No calibrated comparison: {report['calibration_skipped']}.", ""]
+    elif "stages" in report:
+        lines += stages_markdown(report, markdown)
     else:
         lines += [markdown(report["calibration"]).rstrip(), ""]
     return "\n".join(lines)
 
 
 def write_report(
-    spec: CompareSpec, statuses: list[CellStatus], calibrate: Calibrate, markdown: Markdown
+    spec: CompareSpec,
+    statuses: list[CellStatus],
+    calibrate: Calibrate,
+    markdown: Markdown,
+    outcomes: Outcomes | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``report/results.json`` and ``report/results.md`` under the spec's output root; returns their paths."""
-    report = strict_json(build_report(spec, statuses, calibrate))
+    """Write ``results.json`` and ``results.md`` in the spec's report directory; returns their paths."""
+    report = strict_json(build_report(spec, statuses, calibrate, outcomes))
     spec.report_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = spec.report_dir / "results.json", spec.report_dir / "results.md"
     json_path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
@@ -118,3 +136,10 @@ def default_calibration() -> tuple[Calibrate, Markdown]:
     from .calibration import calibrated_comparison, calibration_markdown
 
     return calibrated_comparison, calibration_markdown
+
+
+def default_outcomes() -> Outcomes:
+    """pass@1, pass@k, coverage and entropy from the calibration's cached samples (:mod:`divalign.compare.outcomes`)."""
+    from .outcomes import stage_outcomes
+
+    return stage_outcomes

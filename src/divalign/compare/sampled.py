@@ -152,10 +152,14 @@ class SampledModel:
         self._sampler: Any = None
         self.sampled: list[tuple[str, float]] = []  # what this instance had to sample (the rest came from disk)
 
+    def cache_file(self, prompt_set: str, temperature: float) -> Path:
+        """Where the samples and scores of (prompt set, temperature) are cached (the file `axes` reads or writes)."""
+        return self.cache_dir / f"{prompt_set}@T{temperature:.10g}.json"
+
     def axes(self, prompt_set: str, temperature: float) -> Axes:
         key = (prompt_set, float(temperature))
         if key not in self._memo:
-            path = self.cache_dir / f"{prompt_set}@T{temperature:.10g}.json"
+            path = self.cache_file(prompt_set, temperature)
             self._memo[key] = self._read(path) if path.is_file() else self._sample(prompt_set, temperature, path)
         return self._memo[key]
 

@@ -53,6 +53,10 @@ class CompareSpec:
     accelerate_config: str | None = None
     launch_args: tuple[str, ...] | None = None
     wandb_group: str | None = None
+    # the reference variant's stage names to compare at (each variant read at its stage in the same position);
+    # None: the last stage only, as one comparison
+    evaluate_stages: tuple[str, ...] | None = None
+    report_root: Path | None = None  # `report_dir:`; None: OUTPUT_ROOT/report
 
     @property
     def group(self) -> str:
@@ -61,4 +65,6 @@ class CompareSpec:
 
     @property
     def report_dir(self) -> Path:
-        return self.output_root / "report"
+        """Where the report is written: `report_dir` (two specs sharing an output root keep their own reports), else
+        OUTPUT_ROOT/report."""
+        return self.report_root if self.report_root is not None else self.output_root / "report"

@@ -26,6 +26,8 @@ SPEC_KEYS = {
     "accelerate_config",
     "launch_args",
     "wandb_group",
+    "evaluate_stages",
+    "report_dir",
 }
 STAGE_KEYS = {"name", "recipe", "overrides", "accelerate_config", "launch_args", "adapters"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")  # no '-': a cell is VARIANT-seedN
@@ -94,6 +96,38 @@ def _seeds(raw: Any, path: Path) -> tuple[int, ...]:
     return tuple(raw)
 
 
+def _evaluate_stages(
+    raw: Any, variants: dict[str, list[dict[str, Any]]], reference: str, path: Path
+) -> tuple[str, ...] | None:
+    """`evaluate_stages`: names of the reference variant's stages; every variant is read at its stage in the same
+    position, so the variants must have equally many stages."""
+    if raw is None:
+        return None
+    stages = [stage["name"] for stage in variants[reference]]
+    if not isinstance(raw, list) or not raw or not all(isinstance(name, str) for name in raw):
+        raise CompareError(
+            f"{path}: `evaluate_stages` must be a non-empty list of stage names of the reference {reference!r} "
+            f"({', '.join(stages)}), got {raw!r}"
+        )
+    for name in raw:
+        if name not in stages:
+            raise CompareError(
+                f"{path}: `evaluate_stages` names {name!r}, which is no stage of the reference variant {reference!r}; "
+                f"its stages are {', '.join(stages)}"
+            )
+    twice = sorted({name for name in raw if raw.count(name) > 1})
+    if twice:
+        raise CompareError(f"{path}: `evaluate_stages` lists {twice[0]!r} twice")
+    counts = {name: len(v) for name, v in variants.items()}
+    if len(set(counts.values())) > 1:
+        raise CompareError(
+            f"{path}: `evaluate_stages` reads every variant at the reference's stage in the same position, so the "
+            f"variants need equally many stages; stages per variant: "
+            + ", ".join(f"{name} {count}" for name, count in counts.items())
+        )
+    return tuple(raw)
+
+
 def _mapping(value: Any, key: str, path: Path) -> dict[str, Any]:
     if value is None:
         return {}
@@ -123,6 +157,9 @@ def load_compare(path: str | Path) -> CompareSpec:
             f"{path}: `reference` must name a variant ({', '.join(variants)}), got {content['reference']!r}"
         )
     launch_args = content.get("launch_args")
+    report_dir = content.get("report_dir")
+    if report_dir is not None and (not isinstance(report_dir, str) or not report_dir):
+        raise CompareError(f"{path}: `report_dir` must be a directory path, got {report_dir!r}")
     return CompareSpec(
         path=path,
         name=content["name"],
@@ -136,4 +173,6 @@ def load_compare(path: str | Path) -> CompareSpec:
         accelerate_config=content.get("accelerate_config"),
         launch_args=None if launch_args is None else tuple(str(a) for a in launch_args),
         wandb_group=content.get("wandb_group"),
+        evaluate_stages=_evaluate_stages(content.get("evaluate_stages"), variants, content["reference"], path),
+        report_root=None if report_dir is None else Path(report_dir),
     )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .cells import Cell, build_cells, find_cell
-from .report import default_calibration, write_report
+from .report import default_calibration, default_outcomes, write_report
 from .runner import CompareRunner
 from .spec import CompareError, CompareSpec
 from .spec_file import load_compare
@@ -33,6 +33,8 @@ def run_compare(
             log(item.name)
         return []
     calibration = runner_kwargs.pop("calibration", None)  # (calibrate, markdown): a test's stand-in
+    # with a stand-in calibration no samples are cached: the outcomes only where a test passes its own
+    outcomes = runner_kwargs.pop("outcomes", None if calibration else default_outcomes())
     runner = CompareRunner(spec, cells, force=force, dry_run=dry_run, log=log, **runner_kwargs)
     if cell is not None:
         chosen = find_cell(cells, cell, spec)
@@ -48,7 +50,7 @@ def run_compare(
     statuses = [runner.status(item) for item in cells]
     if dry_run:
         return statuses
-    json_path, md_path = write_report(spec, statuses, *(calibration or default_calibration()))
+    json_path, md_path = write_report(spec, statuses, *(calibration or default_calibration()), outcomes=outcomes)
     missing = [s.cell.name for s in statuses if not s.finished]
     if missing:
         log(f"[divalign compare {spec.name}] missing cells (not in the report): {', '.join(missing)}")
