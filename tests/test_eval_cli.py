@@ -556,7 +556,9 @@ def test_prompt_errors_name_the_place(tmp_path):
 
 
 def test_verifier_spec():
-    assert load_verifier("divalign.diversity.answers:final_answer_matches") is final_answer_matches
+    verify = load_verifier("divalign.diversity.answers:final_answer_matches")
+    for sample, answer in (("so the total is 18 apples", "18"), ("so the total is 17", "18")):
+        assert verify(sample, answer) is final_answer_matches(sample, answer)
     with pytest.raises(ValueError, match="module:function"):
         load_verifier("no_colon")
     with pytest.raises(ValueError, match="no callable 'nope'"):

@@ -5,6 +5,7 @@ local one), `--reference`, and signs of life (a sampling bar per model × temper
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -395,6 +396,27 @@ def test_a_quality_that_raises_or_returns_no_number_names_the_function_prompt_an
                           f"completion != 'd':\n        return 1\n{body}")  # fmt: skip
     with pytest.raises(ValueError, match=rf"^--quality '{name}:fn': '{name}:fn' {expected}"):
         run_quality(importable_here, f"{name}:fn")
+
+
+@pytest.mark.parametrize("as_spec", [True, False], ids=["module:function", "callable"])
+def test_a_verifier_that_raises_names_itself_the_sample_and_the_reference_answer(importable_here, monkeypatch, as_spec):
+    """The verifier accepts the first prompt's samples and fails on the second prompt's first sample ('d'), whether
+    named as MODULE:FUNCTION or handed in as a Python function."""
+    fixed_samplers(monkeypatch, {"m": [["a b", "c"], ["d", "e"]]})
+    name = quality_module(
+        importable_here,
+        "raising_verifier",
+        "def check(completion, answer):\n    return {'a b': 1, 'c': 0}[completion]\n",
+    )
+    if as_spec:
+        verifier, shown = f"{name}:check", f"{name}:check"
+    else:
+        sys.path.insert(0, str(importable_here))  # the fixture's own copy of the path: restored after the test
+        verifier, shown = importlib.import_module(name).check, "check"
+    with pytest.raises(ValueError) as error:
+        run_quality(importable_here, None, verifier=verifier)
+    assert str(error.value) == f"verifier '{shown}' raised KeyError on the sample 'd' (reference answer None): 'd'"
+    assert not (importable_here / "out" / "results.json").exists()
 
 
 def test_a_registry_reward_returning_a_string_is_refused(tmp_path, monkeypatch):

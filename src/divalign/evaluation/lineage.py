@@ -35,7 +35,7 @@ from .frontier_sweep import (
     temperature_sweep,
 )
 from .output_dir import check_out_dir, incomplete_output
-from .prompts import PromptRecord, load_prompts, load_verifier
+from .prompts import PromptRecord, checked_verifier, load_prompts, load_verifier
 from .quality import Quality, load_quality, prompt_quality
 from .quality_split import quality_split, score_quality
 from .report import write_results, write_samples
@@ -218,7 +218,13 @@ def evaluate_lineage(
     conventions = get_profile(profile)
     if not -1.0 <= cluster_threshold <= 1.0:
         raise ValueError(f"--cluster-threshold must be a cosine similarity in [-1, 1], got {cluster_threshold}")
-    answer_verifier = load_verifier(verifier) if isinstance(verifier, str) else verifier
+    answer_verifier = (
+        load_verifier(verifier)
+        if isinstance(verifier, str)
+        else checked_verifier(verifier, getattr(verifier, "__name__", repr(verifier)))
+        if verifier is not None
+        else None
+    )
     metric_names = _resolve_metrics(metrics, answer_verifier is not None, num_samples, conventions)
     scored_quality = None if quality is None else load_quality(quality, records)
     frontier = frontier_setup(temperatures, metric_names, frontier_metric, answer_verifier, scored_quality)

@@ -178,5 +178,22 @@ def _prompt(value: Any, name: str, where: str) -> str | Messages:
 
 
 def load_verifier(spec: str) -> Callable[[str, str | None], bool]:
-    """Import `module:function`; the function is called as `fn(completion_text, reference_answer) -> bool`."""
-    return load_callable(spec, "Verifier")
+    """Import `module:function`; the function is called as `fn(completion_text, reference_answer) -> bool`, and an
+    exception it raises is reported naming it, the sample and the reference answer (:func:`checked_verifier`)."""
+    return checked_verifier(load_callable(spec, "Verifier"), spec)
+
+
+def checked_verifier(verify: Callable[[str, str | None], Any], name: str) -> Callable[[str, str | None], bool]:
+    """`verify` as a 0/1 verdict; an exception it raises becomes a ValueError naming `name`, the sample and the
+    reference answer — a user's function failing on one sample among thousands must say which."""
+
+    def checked(completion: str, answer: str | None) -> bool:
+        try:
+            return bool(verify(completion, answer))
+        except Exception as err:
+            raise ValueError(
+                f"verifier {name!r} raised {type(err).__name__} on the sample {completion!r:.120} "
+                f"(reference answer {answer!r:.80}): {err}"
+            ) from err
+
+    return checked
