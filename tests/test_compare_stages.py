@@ -29,7 +29,7 @@ from divalign.compare.outcomes import (
 from divalign.compare.spec import EvaluationSpec
 from divalign.rewards.toy_validity import verify
 from divalign.smoke import build_smoke_assets, write_jsonl
-from pipelines import SFT_RECIPE, TOFU_RECIPE, CopyLauncher, flag
+from pipelines import REPO, SFT_RECIPE, TOFU_RECIPE, CopyLauncher, flag
 from test_compare_command import FakeCalibration, compare, write_spec
 
 
@@ -175,6 +175,39 @@ def test_the_rl_spec_reuses_the_sft_specs_finished_stages_and_keeps_its_own_repo
     assert again.calls == []
 
 
+def test_the_toy_rl_spec_is_toy_yamls_sft_cells_then_the_same_grpo_stage(tmp_path, monkeypatch):
+    """recipes/compare/toy_rl.yaml on a `make demo`-like runs/demo: its cells' SFT stages are toy.yaml's cells' own
+    stages (same directory, recipe, overrides, seed, launch: the inputs a finished stage is reused for), each
+    followed by the same GRPO stage (beta 0, the validity reward) with the cell's seed; its report is its own."""
+    import yaml
+
+    from divalign.compare.cells import build_cells
+    from divalign.smoke import save_tiny_model
+    from divalign.toyworld.preference_data import write_preference_data
+    from divalign.toyworld.world import ToyWorld
+
+    (tmp_path / "recipes").symlink_to(REPO / "recipes")
+    save_tiny_model(tmp_path / "runs" / "demo" / "base_model")
+    write_preference_data(ToyWorld(), tmp_path / "runs" / "demo" / "world", pairs_per_prompt=1)
+    monkeypatch.chdir(tmp_path)
+    toy, rl = load_compare("recipes/compare/toy.yaml"), load_compare("recipes/compare/toy_rl.yaml")
+    assert list(rl.variants) == ["ce", "tofu", "gem"] and len(rl.seeds) >= 3 and set(rl.seeds) <= set(toy.seeds)
+    assert rl.output_root == toy.output_root and rl.report_dir != toy.report_dir
+    assert (rl.evaluation, rl.reference, rl.evaluate_stages) == (toy.evaluation, "ce", ("ce_sft", "grpo"))
+    sft_cells = {c.name: c.pipeline for c in build_cells(toy)}
+    for cell in build_cells(rl):
+        sft, grpo = cell.pipeline.stages
+        assert (cell.pipeline.output_root, cell.pipeline.base_model) == (
+            sft_cells[cell.name].output_root,
+            sft_cells[cell.name].base_model,
+        )
+        assert sft == sft_cells[cell.name].stages[0], cell.name
+        assert (grpo.name, grpo.trainer, grpo.overrides["seed"]) == ("grpo", "grpo", cell.seed)
+        recipe = yaml.safe_load(grpo.recipe.read_text())
+        assert (recipe["beta"], recipe["rewards"]) == (0.0, ["toy_validity"])
+        assert {k: v for k, v in grpo.overrides.items() if k != "seed"} == dict(rl.overrides)
+
+
 # Outcomes from samples
 
 
@@ -239,3 +272,96 @@ def test_the_curves_figure_draws_an_rl_stage_of_every_start_and_skips_a_stage_wi
     sft = {"ce": {0: write_state(tmp_path / "sft", [{"step": 1, "loss": 2.0, "diversity/ead": 0.5}])}}
     assert plot_stage_curves(sft, tmp_path / "sft.png") is None and not (tmp_path / "sft.png").exists()
     assert plot_stage_curves({"ce": {0: tmp_path / "missing"}}, tmp_path / "none.png") is None
+
+
+# Quick mode: recipes/compare/toy_rl.yaml, only smaller, on a tiny toy world; its numbers recomputed from its samples
+
+TOY_RL_RECIPES = ("ce_sft.yaml", "tofu_sft.yaml", "grpo_klfree.yaml")
+
+
+def build_tiny_toy_world(root: Path) -> None:
+    """`make demo`'s layout under `root` (world with its prompt files, a base model pretrained a few steps) and the
+    toy recipes toy_rl.yaml runs."""
+    import shutil
+
+    from divalign.toyworld.preference_data import write_preference_data
+    from divalign.toyworld.pretrain import PretrainConfig, pretrain
+    from divalign.toyworld.world import ToyWorld, WorldConfig
+
+    world = ToyWorld(WorldConfig(pretrain_examples=2000))
+    world.write(root / "runs" / "demo" / "world")
+    write_preference_data(world, root / "runs" / "demo" / "world", pairs_per_prompt=2)
+    pretrain(world, root / "runs" / "demo" / "base_model", PretrainConfig(steps=20, batch_size=64, warmup_steps=2))
+    (root / "recipes" / "toy").mkdir(parents=True)
+    for name in TOY_RL_RECIPES:
+        shutil.copy(REPO / "recipes" / "toy" / name, root / "recipes" / "toy" / name)
+
+
+def quick_toy_rl_spec(root: Path) -> Path:
+    """recipes/compare/toy_rl.yaml with CE and TOFU x 2 seeds, 2 optimizer steps per stage, 4 samples a prompt, no
+    W&B process (the logs land in trainer_state.json), a one-temperature frontier grid."""
+    import yaml
+
+    content = yaml.safe_load((REPO / "recipes" / "compare" / "toy_rl.yaml").read_text())
+    content["variants"].pop("gem")
+    content["seeds"] = [0, 1]
+    content["overrides"].update(max_steps=2, logging_steps=1, report_to="none", per_device_train_batch_size=16)
+    content["then"][0]["overrides"] = {"per_device_train_batch_size": 8}  # 2 prompts x num_generations 4
+    content["evaluation"].update(samples=4, n_bootstrap=50, max_bisection_steps=2, temperature_grid=[1.0])
+    path = root / "toy_rl_quick.yaml"
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def recomputed(samples_file: Path, prompts_file: Path) -> dict[str, float]:
+    """pass@1, pass@k and coverage from a cached samples file, by the toy world's definition of a valid answer (the
+    words of the completion are one of the prompt's valid answers), independently of divalign's code."""
+    groups = json.loads(samples_file.read_text())["texts"]
+    answers = [set(json.loads(json.loads(line)["answer"])) for line in prompts_file.read_text().splitlines()]
+    valid = [[" ".join(t.split()) in truth for t in group] for group, truth in zip(groups, answers, strict=True)]
+    kinds = [{" ".join(t.split()) for t in group} & truth for group, truth in zip(groups, answers, strict=True)]
+    return {
+        "pass_at_1": float(np.mean([np.mean(v) for v in valid])),
+        "pass_at_k": float(np.mean([any(v) for v in valid])),
+        "coverage": float(np.mean([len(k) / len(truth) for k, truth in zip(kinds, answers, strict=True)])),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_toy_sft_then_grpo_report_recomputes_from_its_samples(tmp_path, monkeypatch):
+    from divalign.compare import run_compare
+    from test_compare_command import InProcessLauncher
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    build_tiny_toy_world(tmp_path)
+    spec = quick_toy_rl_spec(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    launcher = InProcessLauncher()
+    run_compare(str(spec), launcher=launcher, log=lambda line: None)
+
+    cells = Path("runs/demo/compare/cells")
+    launched = [(flag(c, "--model_name_or_path"), flag(c, "--output_dir")) for c, _ in launcher.calls]
+    assert (str(cells / "tofu-seed1" / "tofu_sft"), str(cells / "tofu-seed1" / "grpo")) in launched
+    report_dir = Path("runs/demo/compare/report_rl")
+    results = json.loads((report_dir / "results.json").read_text())
+    assert list(results["stages"]) == ["ce_sft", "grpo"] and results["missing"] == []
+    prompts = Path("runs/demo/world/prompts_eval.jsonl")
+    for stage, variant in (("grpo", "tofu"), ("ce_sft", "ce")):
+        outcomes = results["stages"][stage]["outcomes"]
+        assert outcomes["k"] == 4 and outcomes["temperature"] == 1.0
+        summary = outcomes["variants"][variant]
+        per_seed = {s: recomputed(Path(f), prompts) for s, f in outcomes["samples"][variant].items()}
+        for name in ("pass_at_1", "pass_at_k", "coverage"):
+            assert summary[name]["per_seed"] == pytest.approx({s: v[name] for s, v in per_seed.items()}), name
+            assert summary[name]["seed_mean"] == pytest.approx(np.mean([v[name] for v in per_seed.values()]))
+        # pass@1 is the calibration's quality at the reference temperature on the same samples
+        (point,) = results["stages"][stage]["calibration"]["seed_mean"]["grid"][variant]  # T = 1 only
+        quality = point["quality"]
+        assert summary["pass_at_1"]["seed_mean"] == pytest.approx(quality)
+    # the GRPO stage's curves of every start, in one figure
+    assert results["stages"]["grpo"]["curves_figure"] == "grpo_curves.png"
+    assert (report_dir / "grpo_curves.png").stat().st_size > 5_000
+    assert "curves_figure" not in results["stages"]["ce_sft"]  # SFT logs no reward: no RL curves
+    markdown = (report_dir / "results.md").read_text()
+    assert "## From `ce_sft` to `grpo`" in markdown and "| pass@1 | pass@4 | coverage |" in markdown
