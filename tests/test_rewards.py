@@ -249,7 +249,8 @@ def test_registry_parsing_and_names():
     specs = parse_rewards({"math_answer": None, "format": {"tags": ["think"]}})
     assert [(s.name, s.kwargs) for s in specs] == [("math_answer", {}), ("format", {"tags": ["think"]})]
     assert [build(s).__name__ for s in specs] == ["math_answer", "format"]
-    assert set(REWARDS) == {"math_answer", "format", "length_penalty", "reward_model", "darling", "toy_validity"}
+    names = {"math_answer", "format", "length_penalty", "reward_model", "darling", "toy_validity", "verifier"}
+    assert set(REWARDS) == names
     with pytest.raises(ValueError, match="unknown reward 'rouge'; known rewards: math_answer"):
         parse_rewards(["rouge"])
     with pytest.raises(ValueError, match="num_generations"):

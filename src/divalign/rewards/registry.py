@@ -14,6 +14,7 @@ from .length_penalty import LengthPenaltyReward
 from .math_answer import MathAnswerReward
 from .reward_model import RewardModelReward
 from .toy_validity import ToyValidityReward
+from .verifier import VerifierReward
 
 # Arguments the stage fills in; a recipe cannot set them.
 _CONTEXT_ARGS = ("num_generations", "build_reward")
@@ -34,6 +35,7 @@ REWARDS: dict[str, type] = {
     "reward_model": RewardModelReward,
     "darling": DarlingReward,
     "toy_validity": ToyValidityReward,
+    "verifier": VerifierReward,
 }
 
 
