@@ -231,21 +231,6 @@ def test_sampled_answers_end_at_the_eos(world, random_model):
     assert first_tokens and all(len(tokenizer(a, add_special_tokens=False)["input_ids"]) <= 1 for a in first_tokens)
 
 
-def test_toy_frontier_of_a_model_against_itself_is_flat(world, random_model, tmp_path):
-    from divalign.toyworld import frontier
-
-    model, tokenizer = random_model
-    model.save_pretrained(tmp_path / "m")
-    tokenizer.save_pretrained(tmp_path / "m")
-    result = frontier.toy_frontier(
-        {"a": (tmp_path / "m", "chat"), "b": (tmp_path / "m", "chat")}, tmp_path / "m", world, 8, reference="a"
-    )
-    assert result["points"]["a"] == result["points"]["b"]
-    comparison = result["comparisons"]["b"]
-    assert comparison["levels"] and comparison["difference"] == pytest.approx([0.0] * len(comparison["levels"]))
-    assert (frontier.plot(result, tmp_path / "frontier.png")).stat().st_size > 0
-
-
 def test_the_pretraining_schedule_against_transformers_cosine():
     """The base model's schedule is transformers' cosine-with-minimum after warm-up, bit for bit, and one step ahead
     of it during warm-up (why the demo keeps its own: the library's would change every number)."""

@@ -1,8 +1,9 @@
-"""End to end: the reduced toy demo (`--quick`) builds, pretrains, runs the three recipes, evaluates and reports."""
+"""End to end: the quick toy demo (`--quick`) builds the world and the base model, runs every cell of the toy compare
+spec through `divalign compare` (a derived spec under --out), and writes compare's report and the truth table; a
+number of each is recomputed here from what the run saved (the cells' models, compare's samples)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -12,19 +13,20 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from divalign.toyworld.report import EXACT_COLUMNS, SAMPLED_COLUMNS
+from divalign.toyworld.report import EXACT_COLUMNS
 from divalign.toyworld.world import ToyWorld, WorldConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("truth", "base (plain format)", "base (chat format)", "CE SFT", "TOFU SFT", "GEM SFT")
+SHIPPED = yaml.safe_load((REPO_ROOT / "recipes" / "compare" / "toy.yaml").read_text())
 
 
-def _table_rows(markdown: str, heading: str) -> list[list[str]]:
-    """The cells of the markdown table right under ``heading``."""
+def table_rows(markdown: str, heading: str) -> list[list[str]]:
+    """The cells of the first markdown table after ``heading``."""
     lines = markdown.splitlines()
-    start = lines.index(heading) + 2
+    start = next(i for i, line in enumerate(lines) if i > lines.index(heading) and line.startswith("|"))
     rows = []
     for line in lines[start:]:
         if not line.startswith("|"):
@@ -62,14 +64,15 @@ def exact_by_hand(model_dir: Path, tokenizer_dir: Path, world: ToyWorld) -> tupl
     return sum(validities) / len(validities), sum(entropies) / len(entropies)
 
 
-def _interpolate(points: list[tuple[float, float]], level: float) -> float:
-    """Linear interpolation by hand between the (diversity, quality) points around `level`, among the points that no
-    other point beats on both axes."""
-    kept = [(x, y) for x, y in points if not any(a >= x and b >= y and (a, b) != (x, y) for a, b in points)]
-    for (x0, y0), (x1, y1) in itertools.pairwise(sorted(kept)):
-        if x0 <= level <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (level - x0) / (x1 - x0)
-    return math.nan
+def valid_share_by_hand(samples_dir: Path, temperature: float, answers: list[set[str]]) -> list[float]:
+    """Per evaluation prompt, the share of compare's saved samples at ``temperature`` that are one of its valid answers
+    (whitespace runs collapsed: the toy tokenizer decodes words with spaces)."""
+    files = [json.loads(p.read_text()) for p in samples_dir.glob("*/evaluation@T*.json")]
+    (texts,) = [f["texts"] for f in files if f["temperature"] == temperature]
+    return [
+        sum(" ".join(t.split()) in valid for t in group) / len(group)
+        for group, valid in zip(texts, answers, strict=True)
+    ]
 
 
 def plain_load_stderr(model: Path) -> str:
@@ -81,7 +84,7 @@ def plain_load_stderr(model: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
@@ -92,74 +95,76 @@ def test_quick_demo_end_to_end(tmp_path):
         env={**os.environ, "WANDB_MODE": "offline"},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    # signs of life where work takes time (the SFT runs' diversity evaluations, the lineage eval's sampling, the
-    # frontier stage), no bar for each of the dozens of tiny models loaded; the control: transformers alone, loading
-    # one of the demo's models, draws that bar under this name (a renamed bar fails here, not passes unseen below)
-    for bar in ("diversity eval, step 0:", "sampling CE (T=1): 100%", "exact frontiers: 100%"):
+    # the shipped spec, derived under --out: its paths there, one seed, every variant
+    spec = yaml.safe_load((out / "spec" / "toy.yaml").read_text())
+    assert spec["output_root"] == str(out / "compare") and spec["base_model"] == str(out / "base_model")
+    assert spec["seeds"] == [0] and list(spec["variants"]) == list(SHIPPED["variants"])
+    assert yaml.safe_load(Path(spec["variants"]["ce"]).read_text())["dataset_name"] == str(out / "world" / "sft.jsonl")
+    # every cell trained through divalign compare's pipeline (finished markers, the recipe it ran), W&B offline
+    compare = json.loads((out / "compare" / "report" / "results.json").read_text())
+    assert [c["cell"] for c in compare["cells"]] == [f"{v}-seed0" for v in SHIPPED["variants"]]
+    for cell in compare["cells"]:
+        assert cell["state"] == "finished" and cell["steps"] == [40], cell
+        assert (Path(cell["model"]) / "divalign_finished.json").is_file()
+        assert (Path(cell["model"]) / "divalign_recipe.yaml").is_file()
+    assert any((out / "wandb").glob("offline-run-*"))
+    # signs of life where work takes time, no bar for each of the tiny models loaded; the control: transformers
+    # alone, loading one of the demo's models, draws that bar under this name (a renamed bar fails here)
+    for bar in ("pretrain base model:", "diversity eval, step 0:", "sampling ce (seed 0) (T=1): 100%"):
         assert bar in proc.stderr, bar
-    assert "Loading weights" in plain_load_stderr(out / "ce_sft")
+    assert "score the cells against the truth: 100%" in proc.stderr
+    assert "Loading weights" in plain_load_stderr(out / "base_model")
     assert "Loading weights" not in proc.stderr
+
     report = (out / "results.md").read_text()
-    for heading in ("## Exact, SFT prompts (seen)", "## Exact, held-out prompts (categories never in SFT)"):
-        rows = _table_rows(report, heading)
-        assert rows[0] == ["model", *(title for _, title in EXACT_COLUMNS)]
-        labels = [row[0] for row in rows[2:]]
-        assert set(MODELS) <= set(labels), labels
-        for row in rows[2:]:
-            assert len(row) == len(EXACT_COLUMNS) + 1
-            assert all(cell != "nan" for cell in row)
-    sampled = _table_rows(report, "### SFT prompts (seen)")
-    assert sampled[0] == ["model", *(title for _, title in SAMPLED_COLUMNS)]
     results = json.loads((out / "results.json").read_text())
-    world = ToyWorld(WorldConfig(**results["world"]))
-    truth = results["results"]["truth"]["seen"]["exact"]
+    assert "[compare/report/results.md](compare/report/results.md)" in report
+    assert results["compare"]["report_json"] == str(out / "compare" / "report" / "results.json")
+    world = ToyWorld(WorldConfig(**{**results["world"], "categories": tuple(results["world"]["categories"])}))
+    labels = ["truth", "SFT data (truth^2)", "base (plain format)", "base (chat format)"]
+    labels += [f"{v} SFT" for v in SHIPPED["variants"]]
+    for heading, expected in (
+        ("### SFT categories (seen)", labels),
+        ("### held-out categories (never in SFT)", [label for label in labels if label != "SFT data (truth^2)"]),
+    ):
+        rows = table_rows(report, heading)
+        assert rows[0] == ["model", "seeds", *(title for _, title in EXACT_COLUMNS)]
+        assert [row[0] for row in rows[2:]] == expected
+        for row in rows[2:]:
+            assert len(row) == len(EXACT_COLUMNS) + 2 and "nan" not in row
+    truth = results["references"]["truth"]["seen"]
     assert truth["validity"] == pytest.approx(1.0) and truth["kl"] == pytest.approx(0.0, abs=1e-9)
     assert truth["entropy"] == pytest.approx(zipf_entropy(len(world.prompts[0].answers), world.config.zipf_exponent))
-    num_samples, seen = results["plan"]["num_samples"], len(world.seen_prompts)
-    for label in ("CE SFT", "TOFU SFT", "GEM SFT"):
-        assert len(results["trajectories"][label.split()[0]]) >= 2  # step 0 and at least one checkpoint
-        scores = results["results"][label]["seen"]
-        # two independent routes to one number: the exact valid mass (a forward pass over every answer) and the
-        # share of valid answers among the generated samples; they agree within 5 standard errors
-        exact, sampled = scores["exact"]["validity"], scores["sampled"]["validity"]
-        assert abs(exact - sampled) < 5 * math.sqrt(max(exact * (1 - exact), 1e-4) / (seen * num_samples)), label
-        # the frontier at T = 1 is the exact table's point
-        point = results["frontier"]["points"][label]["1"]
-        assert point["quality"] == pytest.approx(scores["exact"]["validity"])
-        assert point["diversity"] == pytest.approx(scores["exact"]["coverage"])
-    frontier = results["frontier"]
-    assert frontier["reference"] == "CE SFT"
-    assert set(frontier["comparisons"]) == {"TOFU SFT", "GEM SFT", "base (plain format)"}
-    for name, comparison in frontier["comparisons"].items():
-        points = sorted((p["diversity"], p["quality"]) for p in frontier["points"][name].values())
-        reference = sorted((p["diversity"], p["quality"]) for p in frontier["points"]["CE SFT"].values())
-        for level, difference in zip(comparison["levels"], comparison["difference"], strict=True):
-            assert difference == pytest.approx(_interpolate(points, level) - _interpolate(reference, level)), name
-    assert "## Quality–diversity frontier (exact, SFT prompts; `frontier.png`)" in report
-    assert (out / "frontier.png").stat().st_size > 0
-    validity, answer_entropy = exact_by_hand(out / "ce_sft", out / "base_model", world)
-    ce = results["results"]["CE SFT"]["seen"]["exact"]
-    assert ce["validity"] == pytest.approx(validity, rel=1e-4)
-    assert ce["entropy"] == pytest.approx(answer_entropy, rel=1e-4)
-    for figure in results["figures"]:
-        assert Path(figure).stat().st_size > 0
-    # the recipes' diversity quality (toy_validity) over training, and its figure against EAD
-    assert str(out / "quality_diversity.png") in results["figures"]
-    for run in ("ce_sft", "tofu_sft", "gem_sft"):
-        history = json.loads((out / run / "trainer_state.json").read_text())["log_history"]
-        assert [e["step"] for e in history if "diversity/quality/mean" in e] == [0, 20, 40]
-    # the lineage evaluation (divalign eval over CE, TOFU, GEM): answers are single items, so every prompt's semantic
-    # cluster count is its number of distinct answers, read back from the written samples
-    lineage = json.loads((out / "lineage_eval" / "results.json").read_text())
-    assert [m["name"] for m in lineage["models"]] == ["CE", "TOFU", "GEM"]
-    for model in lineage["models"]:
-        lines = (out / "lineage_eval" / "samples" / f"{model['name']}.jsonl").read_text().splitlines()
-        distinct = [len({" ".join(t.split()) for t in json.loads(line)["samples"]}) for line in lines]
-        assert model["per_prompt"]["all"]["semantic_clusters"] == distinct, model["name"]
-        assert results["lineage"]["models"][model["name"]]["clusters_equal_distinct"] == 1.0
-    assert lineage["homogeneity"]["models"] == ["CE", "TOFU", "GEM"]
-    assert "## Lineage evaluation (`divalign eval`" in report
-    assert (out / "lineage_eval" / "homogeneity.png").stat().st_size > 0
-    # the runs went through divalign.train with W&B offline
-    assert (out / "ce_sft" / "divalign_recipe.yaml").exists()
-    assert any((out / "wandb").glob("offline-run-*"))
+
+    # the truth table's ce row, by hand from the cell's saved model (one seed: the mean alone)
+    validity, answer_entropy = exact_by_hand(
+        out / "compare" / "cells" / "ce-seed0" / "ce_sft", out / "base_model", world
+    )
+    ce_row = next(row for row in table_rows(report, "### SFT categories (seen)") if row[0] == "ce SFT")
+    assert ce_row[1] == "0"
+    assert float(ce_row[2]) == pytest.approx(validity, abs=5e-4 + 1e-6)
+    assert float(ce_row[5]) == pytest.approx(answer_entropy, abs=5e-4 + 1e-6)
+
+    # compare's quality difference at ce's diversity, by hand from its saved samples: the valid share of each
+    # evaluation prompt's samples, the variant at its matched temperature minus ce at the reference temperature
+    prompts = [json.loads(line) for line in (out / "world" / "prompts_eval.jsonl").read_text().splitlines()]
+    by_text = {p.text: set(p.answers) for p in world.prompts}
+    answers = [by_text[row["prompt"][0]["content"]] for row in prompts]
+    samples = out / "compare" / "report" / "calibration" / "samples"
+    calibration = compare["calibration"]
+    reference = valid_share_by_hand(samples / "ce" / "seed0", calibration["reference_temperature"], answers)
+    matched = {
+        name: entry["at_diversity"]
+        for name, entry in calibration["seeds"]["0"]["matched"].items()
+        if entry["at_diversity"].get("temperature") is not None
+    }
+    assert matched, "no variant matched ce's diversity"
+    heading = "## Calibrated comparison (`divalign compare`; [compare/report/results.md](compare/report/results.md))"
+    variant_rows = {row[0]: row for row in table_rows(report, heading)[2:]}
+    for name, entry in matched.items():
+        mine = valid_share_by_hand(samples / name / "seed0", entry["temperature"], answers)
+        difference = sum(a - b for a, b in zip(mine, reference, strict=True)) / len(mine)
+        assert entry["quality_difference"]["estimate"] == pytest.approx(difference, abs=1e-9), name
+        shown = float(variant_rows[name][1].split()[0])  # one seed: the pooled difference is the seed's
+        assert shown == pytest.approx(difference, abs=5e-4 + 1e-9), name
+    assert (out / "validity_vs_coverage.png").stat().st_size > 0

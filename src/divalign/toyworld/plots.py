@@ -1,4 +1,4 @@
-"""Figures of the toy demo: truth metrics along training, and the validity-vs-coverage trade-off."""
+"""The toy demo's figure: validity against expected coverage of the valid answers, per model and split."""
 
 from __future__ import annotations
 
@@ -9,39 +9,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: the demo runs headless
 import matplotlib.pyplot as plt
-
-# One trajectory: step -> split -> metric -> value
-Trajectory = Mapping[int, Mapping[str, Mapping[str, float]]]
-
-TRAJECTORY_METRICS: tuple[tuple[str, str], ...] = (
-    ("validity", "validity (valid mass)"),
-    ("coverage", "expected coverage@K (answers)"),
-    ("entropy", "entropy of valid answers (nats)"),
-    ("kl", "KL(truth ‖ model) (nats)"),
-)
-SPLIT_STYLES: dict[str, str] = {"seen": "-", "heldout": "--"}
-
-
-def plot_trajectories(trajectories: Mapping[str, Trajectory], truth_entropy: float, out: str | Path) -> Path:
-    """Exact truth metrics vs step for each run: seen prompts solid, held-out prompts dashed."""
-    fig, axes = plt.subplots(1, len(TRAJECTORY_METRICS), figsize=(5 * len(TRAJECTORY_METRICS), 4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (metric, title) in zip(axes, TRAJECTORY_METRICS, strict=True):
-        for color, (run, trajectory) in zip(colors, trajectories.items(), strict=False):
-            steps = sorted(trajectory)
-            for split, style in SPLIT_STYLES.items():
-                values = [trajectory[s][split][metric] for s in steps]
-                ax.plot(steps, values, style, color=color, marker="o", ms=3, label=f"{run} ({split})")
-        if metric == "entropy":
-            ax.axhline(truth_entropy, color="black", lw=0.8, ls=":", label="truth")
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
 
 
 def plot_validity_coverage(

@@ -1,12 +1,12 @@
-"""``results.md`` of the toy demo: model × truth metrics on seen and held-out prompts."""
+"""``results.md`` of the toy demo: the calibrated comparison's pooled result (read from `divalign compare`'s report)
+and the truth table (every variant's exact metrics against the known answer distribution, mean ± std over seeds)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from divalign.evaluation.frontier import MatchedDifference, difference_table
 
 # (key in the exact metrics, column header)
 EXACT_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -14,196 +14,100 @@ EXACT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("coverage", "coverage@K"),
     ("mass_coverage", "mass coverage@K"),
     ("entropy", "entropy"),
-    ("truth_entropy", "truth entropy"),
     ("kl", "KL(truth‖model)"),
     ("tail_mass", "tail share"),
 )
-SAMPLED_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("validity", "validity"),
-    ("coverage", "coverage"),
-    ("distinct", "distinct valid"),
-    ("entropy", "entropy (plug-in)"),
-    ("kl", "KL (smoothed)"),
-)
-SPLIT_TITLES: dict[str, str] = {"seen": "SFT prompts (seen)", "heldout": "held-out prompts (categories never in SFT)"}
+SPLIT_TITLES: dict[str, str] = {"seen": "SFT categories (seen)", "heldout": "held-out categories (never in SFT)"}
 
 
-def _row(label: str, values: Mapping[str, float] | None, columns: tuple[tuple[str, str], ...]) -> str:
-    cells = ["—" if values is None or key not in values else f"{values[key]:.3f}" for key, _ in columns]
-    return f"| {label} | " + " | ".join(cells) + " |"
+def mean_std_cell(value: Mapping[str, float | None]) -> str:
+    """``mean ± std`` of a variant's seeds (the mean alone for one seed)."""
+    if value["std"] is None:
+        return f"{value['mean']:.3f}"
+    return f"{value['mean']:.3f} ± {value['std']:.3f}"
 
 
-def _table(
-    results: Mapping[str, Any], split: str, kind: str, columns: tuple[tuple[str, str], ...], truth_entropy: float
-) -> list[str]:
-    lines = ["| model | " + " | ".join(title for _, title in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for label, by_split in results.items():
-        if split not in by_split or by_split[split][kind] is None:
-            continue
-        values = {**by_split[split][kind], "truth_entropy": truth_entropy}
-        lines.append(_row(label, values, columns))
-    return lines
-
-
-SPREAD_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("validity", "validity"),
-    ("coverage", "coverage@K"),
-    ("entropy", "entropy"),
-    ("kl", "KL"),
-)
-
-
-def _mean_std(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
-    return f"{mean:.3f} ± {std:.3f}"
-
-
-def spread_table(spread: Mapping[str, Mapping[Any, Mapping[str, Mapping[str, float]]]]) -> list[str]:
-    """Mean ± sample std over SFT seeds of the exact metrics, seen and held-out side by side."""
-    header = [f"{split} {title}" for split in SPLIT_TITLES for _, title in SPREAD_COLUMNS]
-    lines = ["| loss | seeds | " + " | ".join(header) + " |", "|---" * (len(header) + 2) + "|"]
-    for name, by_seed in spread.items():
-        cells = [
-            _mean_std([metrics[split][key] for metrics in by_seed.values()])
-            for split in SPLIT_TITLES
-            for key, _ in SPREAD_COLUMNS
-        ]
-        seeds = ", ".join(str(seed) for seed in by_seed)
-        lines.append(f"| {name} SFT | {seeds} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def summary_lines(results: Mapping[str, Any], reference: str = "base (plain format)") -> list[str]:
-    """One computed sentence per SFT model: its exact validity and its entropy / coverage as a share of the base's."""
-    lines = []
-    for label, by_split in results.items():
-        if not label.endswith(" SFT"):
-            continue
-        parts = []
-        for split in ("seen", "heldout"):
-            model, base = by_split[split]["exact"], results[reference][split]["exact"]
-            parts.append(
-                f"{split}: validity {model['validity']:.2f}, entropy {model['entropy'] / base['entropy']:.0%} and "
-                f"coverage@K {model['coverage'] / base['coverage']:.0%} of the base model's"
-            )
-        lines.append(f"- **{label}** — " + "; ".join(parts) + ".")
-    return lines
-
-
-def frontier_lines(frontier: Mapping[str, Any], k: int) -> list[str]:
-    """The exact frontier's points and the validity difference vs the reference model at matched coverage@K."""
-    reference, names = frontier["reference"], list(frontier["points"])
-    temperatures = frontier["temperatures"]
+def truth_table(payload: Mapping[str, Any], split: str) -> list[str]:
+    """The reference rows (truth, SFT data, base model), then every variant's mean ± std over its seeds."""
     lines = [
-        "## Quality–diversity frontier (exact, SFT prompts; `frontier.png`)",
-        "",
-        f"Validity and expected coverage@{k} of every model sampled at temperature T (exact: the answers' "
-        "probabilities under softmax(z / T)); base model in its pretraining format, SFT models in the chat format. "
-        "Diversity bought with temperature is the baseline TOFU and GEM must beat.",
-        "",
-        "| model | " + " | ".join(f"T={t:g}" for t in temperatures) + " |",
-        "|---" * (len(temperatures) + 1) + "|",
+        "| model | seeds | " + " | ".join(title for _, title in EXACT_COLUMNS) + " |",
+        "|---" * (len(EXACT_COLUMNS) + 2) + "|",
     ]
-    for name in names:
-        cells = [frontier["points"][name][f"{t:g}"] for t in temperatures]
-        lines.append(f"| {name} | " + " | ".join(f"{c['quality']:.3f} / {c['diversity']:.3f}" for c in cells) + " |")
+    for label, scores in payload["references"].items():
+        if split in scores:
+            lines.append(f"| {label} | | " + " | ".join(f"{scores[split][key]:.3f}" for key, _ in EXACT_COLUMNS) + " |")
+    for variant, summary in payload["variants"].items():
+        seeds = ", ".join(str(s) for s in summary["seeds"])
+        cells = [mean_std_cell(summary[split][key]) for key, _ in EXACT_COLUMNS]
+        lines.append(f"| {variant} SFT | {seeds} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _interval(value: Mapping[str, Any] | None) -> str:
+    if not value or value.get("estimate") is None:
+        return "n/a"
+    text = f"{value['estimate']:+.3f}"
+    if value.get("ci_low") is not None:
+        text += f" [{value['ci_low']:+.3f}, {value['ci_high']:+.3f}]"
+    return text
+
+
+def calibrated_lines(payload: Mapping[str, Any]) -> list[str]:
+    """The pooled calibrated differences of `divalign compare`'s report, one row per variant (its per-seed rows, the
+    matched temperatures and the figure are in that report)."""
+    compare = payload["compare"]
+    link = os.path.relpath(compare["report_md"], Path(payload["out"]))
+    calibration = compare.get("calibration")
+    lines = [f"## Calibrated comparison (`divalign compare`; [{link}]({link}))", ""]
+    if calibration is None:
+        return [*lines, f"No calibrated comparison: {compare.get('calibration_skipped', 'no report')}.", ""]
+    reference = calibration["reference"]
     lines += [
+        f"Each variant against {reference} of the same seed, at the sampling temperature where its "
+        f"{calibration.get('diversity_metric', 'diversity')} (diversity), then its {calibration.get('quality', 'quality')}"
+        f" (quality), matches {reference}'s at T={calibration['reference_temperature']:g} on the calibration prompts; "
+        "read on the evaluation prompts. Pooled over seeds (per prompt, the mean over seeds), 95 % CI over prompts; "
+        "seeds where no temperature matched are left out and named.",
         "",
-        "Cells: validity / coverage@K.",
-        "",
-        f"### At matched coverage@{k}, validity difference vs {reference}",
-        "",
+        f"| variant | quality − {reference}'s at {reference}'s diversity | unmatched seeds | diversity − {reference}'s "
+        f"at {reference}'s quality | unmatched seeds |",
+        "|---|---|---|---|---|",
     ]
-    comparisons = {name: MatchedDifference(**c) for name, c in frontier["comparisons"].items()}
-    lines += difference_table(reference, comparisons, f"coverage@{k}", "validity")
-    if frontier.get("seed_spread"):
-        lines += [
-            "",
-            f"Mean difference over the shared coverage range, per SFT seed (each vs {reference} of the same seed):",
-            "",
-        ]
-        for name, by_seed in frontier["seed_spread"].items():
-            values = [v for v in by_seed.values()]
-            lines.append(
-                f"- {name}: "
-                + ", ".join(f"seed {s} {v:+.3f}" for s, v in by_seed.items())
-                + f" (mean ± std {_mean_std(values)})"
-            )
+    for variant, pooled in calibration["pooled"].items():
+        cells = []
+        for axis in ("diversity", "quality"):
+            entry = pooled[f"at_{axis}"]
+            cells += [_interval(entry.get("pooled")), ", ".join(map(str, entry.get("unmatched_seeds", []))) or "—"]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
-def lineage_lines(lineage: Mapping[str, Any]) -> list[str]:
-    """The lineage evaluation's semantic views: clusters vs distinct answers, spread, and the homogeneity matrix."""
-    directory = Path(lineage["dir"]).name
-    lines = [
-        f"## Lineage evaluation (`divalign eval`; `{directory}/results.md`, `{directory}/homogeneity.png`)",
-        "",
-        f"{lineage['num_prompts']} SFT prompts × {lineage['num_samples']} samples (chat format, temperature 1), "
-        f"metric profile `{lineage['profile']}`, embeddings all-MiniLM-L6-v2. An answer is one item, so the semantic "
-        "clusters of a prompt's samples should be its distinct answers.",
-        "",
-        "| model | distinct answers / prompt | semantic clusters / prompt | prompts where they agree | SBERT diversity "
-        "| within-prompt share of spread |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, m in lineage["models"].items():
-        lines.append(
-            f"| {name} | {m['distinct_answers']:.2f} | {m['semantic_clusters']:.2f} | "
-            f"{m['clusters_equal_distinct']:.0%} | {m['sbert']:.3f} | {m['within_share']:.3f} |"
-        )
-    names = lineage["homogeneity"]["models"]
-    lines += [
-        "",
-        "Same-prompt similarity of the models' samples (row A, column B: mean cosine between A's sample i and B's "
-        "sample j, i ≠ j; diagonal: within a model):",
-        "",
-        "| model | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    for name, row in zip(names, lineage["homogeneity"]["mean"], strict=True):
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
-    return [*lines, ""]
-
-
-def write_report(path: str | Path, payload: Mapping[str, Any], truth_entropy: float) -> Path:
+def write_report(path: str | Path, payload: Mapping[str, Any]) -> Path:
     """Write the markdown report from the demo's ``results.json`` payload."""
-    world, plan, results = payload["world"], payload["plan"], payload["results"]
-    k = plan["num_samples"]
+    world, k = payload["world"], payload["truth_k"]
     lines = [
-        "# Toy world: SFT diversity collapse vs the truth",
+        "# Toy world: CE, TOFU, GEM and DFT SFT, calibrated and against the truth",
         "",
-        f"World: {len(world['categories'])} categories × 3 phrasings, 24 answers each with Zipf(s={world['zipf_exponent']}) "
-        f"frequencies; {world['num_heldout_categories']} categories held out of SFT. SFT data: "
-        f"{world['sft_examples_per_prompt']} chat examples per seen prompt drawn from truth^{world['sft_sharpening']:g} "
-        f"(tail = answers of rank > {world['tail_start_rank']}).",
+        f"World: {len(world['categories'])} categories × 3 phrasings, 24 answers each with Zipf(s="
+        f"{world['zipf_exponent']}) frequencies; {world['num_heldout_categories']} categories held out of SFT. SFT "
+        f"data: {world['sft_examples_per_prompt']} chat examples per seen prompt drawn from "
+        f"truth^{world['sft_sharpening']:g} (tail = answers of rank > {world['tail_start_rank']}). Spec: "
+        f"`{payload['compare']['spec']}`.",
         "",
-        "**Exact** metrics score every valid answer's probability (answer + EOS | prompt) under the model: validity = "
-        "total valid mass (quality); coverage@K = expected share of the 24 valid answers seen in K = "
-        f"{k} samples (mass coverage@K weights them by the truth); entropy (nats) of the model's distribution over the "
-        "valid answers; KL(truth‖model) with the invalid mass counted as a loss; tail share = share of the valid mass "
-        "on the truth's tail answers. Means over prompts. Entropy and tail share describe only the valid mass: where "
-        "validity is low, read coverage@K and KL, which count the invalid mass as lost.",
+        *calibrated_lines(payload),
+        "## Against the truth (exact, chat format, temperature 1)",
+        "",
+        "Every cell's final model scored exactly: validity = total probability of the valid answers (quality); "
+        f"coverage@K = expected share of the 24 valid answers seen in K = {k} samples (mass coverage@K weights them "
+        "by the truth); entropy (nats) of the model's distribution over the valid answers; KL(truth‖model) with the "
+        "invalid mass counted as a loss; tail share = share of the valid mass on the truth's tail answers. Means over "
+        "prompts; per variant the mean ± sample std over its seeds. Entropy and tail share describe only the valid "
+        "mass: where validity is low, read coverage@K and KL. The base model in its pretraining format shows what it "
+        "knows; in the chat format, where SFT starts.",
         "",
     ]
-    lines += ["## Summary (computed from the tables below; base = base model in its pretraining format)", ""]
-    lines += [*summary_lines(results), ""]
     for split, title in SPLIT_TITLES.items():
-        lines += [f"## Exact, {title}", "", *_table(results, split, "exact", EXACT_COLUMNS, truth_entropy), ""]
-    lines += [f"## Sampled ({k} samples per prompt, temperature 1, no top-k/top-p)", ""]
-    for split, title in SPLIT_TITLES.items():
-        lines += [f"### {title}", "", *_table(results, split, "sampled", SAMPLED_COLUMNS, truth_entropy), ""]
-    if payload.get("seed_spread"):
-        lines += [
-            "## Seed spread (exact; mean ± std over SFT seeds; same world, SFT set and base model)",
-            "",
-            *spread_table(payload["seed_spread"]),
-            "",
-        ]
-    if payload.get("frontier"):
-        lines += frontier_lines(payload["frontier"], k)
-    if payload.get("lineage"):
-        lines += lineage_lines(payload["lineage"])
+        lines += [f"### {title}", "", *truth_table(payload, split), ""]
     lines += run_lines(payload)
     out = Path(path)
     out.write_text("\n".join(lines))
@@ -216,7 +120,7 @@ def run_lines(payload: Mapping[str, Any]) -> list[str]:
     return [
         "## Run",
         "",
-        f"Timings of this invocation (stages reused from an earlier run count ~0 s; `--fresh` redoes all): {timings}.",
+        f"Timings of this invocation (work reused from an earlier run counts ~0 s; `--fresh` redoes all): {timings}.",
         "",
         "Figures: " + ", ".join(f"`{Path(f).name}`" for f in payload["figures"]),
         "",
