@@ -27,7 +27,7 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE := offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-latest lock coverage lint demo demo-quick demo-rl demo-real clean
+.PHONY: install test test-latest lock coverage lint demo demo-quick demo-rl demo-real demo-real-rl clean
 
 $(STAMP): pyproject.toml setup.py $(strip $(LOCK))
 	python3 -m venv --clear $(VENV)
@@ -92,6 +92,12 @@ demo-rl: $(STAMP)
 # `divalign compare recipes/compare/real.yaml`; the install step above brings the `real` extra
 demo-real: $(STAMP)
 	$(PYTHON) -m divalign.realworld.demo --out runs/demo-real
+
+# SFT, then RL on SmolLM2: the GRPO prompts (the seen categories), then `divalign compare recipes/compare/real_rl.yaml`,
+# the same verifier-rewarded GRPO stage after each of `make demo-real`'s SFT cells (reused); after `make demo-real`
+demo-real-rl: $(STAMP)
+	$(PYTHON) -m divalign.realworld.grpo_data runs/demo-real/world
+	$(VENV)/bin/divalign compare recipes/compare/real_rl.yaml
 
 clean:
 	rm -rf runs/smoke runs/demo-quick .pytest_cache .coverage .coverage.*

@@ -208,6 +208,57 @@ def test_the_toy_rl_spec_is_toy_yamls_sft_cells_then_the_same_grpo_stage(tmp_pat
         assert {k: v for k, v in grpo.overrides.items() if k != "seed"} == dict(rl.overrides)
 
 
+def test_the_real_rl_spec_is_real_yamls_sft_cells_then_the_same_verifier_grpo_stage(tmp_path, monkeypatch):
+    """recipes/compare/real_rl.yaml on a `make demo-real`-like runs/demo-real (a stand-in base model, the world's files
+    and its GRPO prompts): real.yaml's SFT stages, then GRPO rewarded by the evaluation's own verifier on the seen
+    categories' prompts as chat turns, every held-out category left out."""
+    import yaml
+
+    from divalign.compare.cells import build_cells
+    from divalign.realworld.grpo_data import main as grpo_data
+    from divalign.realworld.world import RealWorld
+    from divalign.smoke import save_tiny_model
+
+    (tmp_path / "recipes").symlink_to(REPO / "recipes")
+    save_tiny_model(tmp_path / "runs" / "demo-real" / "base_model")
+    world_dir = RealWorld().write(tmp_path / "runs" / "demo-real" / "world")
+    monkeypatch.chdir(tmp_path)
+    assert grpo_data(["runs/demo-real/world"]) == 0
+    rows = [json.loads(line) for line in (world_dir / "grpo.jsonl").read_text().splitlines()]
+    world = RealWorld()
+    seen = world.prompts(heldout=False)  # every phrasing of every seen category, and nothing else
+    assert sorted((r["prompt"][0]["content"], r["answer"]) for r in rows) == sorted((p.text, p.category) for p in seen)
+    assert {r["prompt"][0]["role"] for r in rows} == {"user"} and world.prompts(heldout=True)
+
+    real, rl = load_compare("recipes/compare/real.yaml"), load_compare("recipes/compare/real_rl.yaml")
+    assert list(rl.variants) == ["ce", "tofu", "gem"] and len(rl.seeds) >= 2 and set(rl.seeds) <= set(real.seeds)
+    assert rl.output_root == real.output_root and rl.report_dir != real.report_dir
+    assert (rl.evaluation, rl.evaluate_stages) == (real.evaluation, ("ce_sft", "grpo"))
+    sft_cells = {c.name: c.pipeline for c in build_cells(real)}
+    for cell in build_cells(rl):
+        sft, grpo = cell.pipeline.stages
+        assert sft == sft_cells[cell.name].stages[0], cell.name
+        assert (grpo.name, grpo.trainer, grpo.overrides["seed"]) == ("grpo", "grpo", cell.seed)
+    recipe = yaml.safe_load(grpo.recipe.read_text())
+    assert recipe["beta"] == 0.0
+    assert recipe["rewards"] == [{"verifier": {"function": rl.evaluation.verifier}}]
+    assert recipe["max_completion_length"] == rl.evaluation.max_new_tokens
+
+
+def test_the_real_grpo_prompts_need_the_world_first(tmp_path, capsys):
+    from divalign.realworld.grpo_data import main as grpo_data
+
+    with pytest.raises(SystemExit) as stopped:
+        grpo_data([str(tmp_path)])
+    assert stopped.value.code == 2
+    assert f"{tmp_path / 'world.json'} not found: build the world first (make demo-real)" in capsys.readouterr().err
+    (tmp_path / "world.json").write_text(json.dumps({"categories": {"c": {"heldout": False}}}))
+    (tmp_path / "prompts_eval.jsonl").write_text(json.dumps({"prompt": ["x"], "answer": "c"}) + "\n")
+    with pytest.raises(SystemExit):
+        grpo_data([str(tmp_path)])
+    assert "prompts_eval.jsonl:1: expected a string `prompt` and `answer`" in capsys.readouterr().err
+
+
 # Outcomes from samples
 
 

@@ -197,6 +197,7 @@ CHECKS: list[tuple[str, Callable[[str, Path], None], bool]] = [
     (r"^divalign compare recipes/compare/toy\.yaml", check_cli_parses, False),  # after `make demo`
     (r"^divalign compare recipes/compare/toy_rl\.yaml", check_cli_parses, False),  # after `make demo`
     (r"^divalign compare recipes/compare/real\.yaml", check_cli_parses, False),  # after `make demo-real`
+    (r"^divalign compare recipes/compare/real_rl\.yaml", check_cli_parses, False),  # after `make demo-real`
     (r"^divalign compare recipes/compare/smoke\.yaml --(dry-run|list-cells)", check_runs, False),
     (r"^divalign pipeline recipes/pipelines/smoke\.yaml --dry-run", check_runs, False),
     (r"^divalign pipeline recipes/pipelines/smoke\.yaml", check_runs, True),
