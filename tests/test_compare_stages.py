@@ -131,6 +131,25 @@ def test_each_named_stage_gets_its_own_comparison_against_the_reference_at_that_
     assert markdown.index("## After stage `sft_smoke`") < markdown.index("## After stage `rl`")
 
 
+def test_each_stages_calibration_figure_is_linked_from_the_report(tmp_path, assets):
+    """The calibration's figure lies in its stage's directory; the markdown beside it links it from the report dir."""
+
+    class WithFigure(FakeCalibration):
+        def __call__(self, models, reference, evaluation, out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "calibrated_frontiers.png").write_bytes(b"png")
+            figure = str(out_dir / "calibrated_frontiers.png")
+            return {**super().__call__(models, reference, evaluation, out_dir), "figure": figure, "figure_link": "x"}
+
+    path = write_spec(tmp_path, assets, then=THEN, evaluate_stages=["sft_smoke", "rl"], seeds=[0])
+    compare(path, CopyLauncher(), WithFigure())
+    report_dir = tmp_path / "out" / "report"
+    results = json.loads((report_dir / "results.json").read_text())
+    for stage in ("sft_smoke", "rl"):
+        link = results["stages"][stage]["calibration"]["figure_link"]
+        assert link == f"calibration/{stage}/calibrated_frontiers.png" and (report_dir / link).is_file()
+
+
 def test_no_finished_reference_says_why_for_every_stage(tmp_path, assets):
     path = write_spec(tmp_path, assets, then=THEN, evaluate_stages=["rl"])
     compare(path, CopyLauncher(), cell="tofu-seed0")

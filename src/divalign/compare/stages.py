@@ -63,7 +63,7 @@ def stage_sections(
             "position": position,
             "stages": {variant: stages[position]["name"] for variant, stages in spec.variants.items()},
             "models": {v: {str(s): str(p) for s, p in by_seed.items()} for v, by_seed in models.items()},
-            "calibration": calibrate(models, spec.reference, spec.evaluation, out_dir),
+            "calibration": _linked(calibrate(models, spec.reference, spec.evaluation, out_dir), spec.report_dir),
         }
         if outcomes is not None:
             section["outcomes"] = outcomes(models, spec.reference, spec.evaluation, out_dir)
@@ -75,6 +75,14 @@ def stage_sections(
             section["curves_figure"] = os.path.relpath(figure, spec.report_dir)
         sections[name] = section
     return sections
+
+
+def _linked(calibration: dict[str, Any], report_dir: Path) -> dict[str, Any]:
+    """The calibration's figure linked from the report's markdown (its own link is from out_dir's parent, the report
+    directory only when out_dir is REPORT_DIR/calibration)."""
+    if calibration.get("figure"):
+        calibration["figure_link"] = os.path.relpath(calibration["figure"], report_dir)
+    return calibration
 
 
 def changes_between(spec: CompareSpec, sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
