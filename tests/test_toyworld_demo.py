@@ -1,12 +1,14 @@
-"""End to end: the quick toy demo (`--quick`) builds the world and the base model, runs every cell of the toy compare
-spec through `divalign compare` (a derived spec under --out), and writes compare's report and the truth table; a
-number of each is recomputed here from what the run saved (the cells' models, compare's samples)."""
+"""End to end: the quick toy demo (`--quick`: CE and TOFU × 2 seeds) builds the world and the base model, runs every
+cell of the toy compare spec through `divalign compare` (a derived spec under --out), and writes compare's report and
+the truth table; numbers of each are recomputed here from what the run saved (the cells' models, compare's
+samples)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,8 @@ from divalign.toyworld.world import ToyWorld, WorldConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = yaml.safe_load((REPO_ROOT / "recipes" / "compare" / "toy.yaml").read_text())
+VARIANTS, SEEDS = ["ce", "tofu"], [0, 1]
+CELLS = [f"{v}-seed{s}" for v in VARIANTS for s in SEEDS]
 
 
 def table_rows(markdown: str, heading: str) -> list[list[str]]:
@@ -95,14 +99,15 @@ def test_quick_demo_end_to_end(tmp_path):
         env={**os.environ, "WANDB_MODE": "offline"},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    # the shipped spec, derived under --out: its paths there, one seed, every variant
+    # the shipped spec, derived under --out: its paths there, the quick plan's variants and seeds
     spec = yaml.safe_load((out / "spec" / "toy.yaml").read_text())
     assert spec["output_root"] == str(out / "compare") and spec["base_model"] == str(out / "base_model")
-    assert spec["seeds"] == [0] and list(spec["variants"]) == list(SHIPPED["variants"])
+    assert spec["seeds"] == SEEDS and list(spec["variants"]) == VARIANTS and spec["reference"] == SHIPPED["reference"]
+    assert spec["evaluation"]["verifier"] == SHIPPED["evaluation"]["verifier"]
     assert yaml.safe_load(Path(spec["variants"]["ce"]).read_text())["dataset_name"] == str(out / "world" / "sft.jsonl")
     # every cell trained through divalign compare's pipeline (finished markers, the recipe it ran), W&B offline
     compare = json.loads((out / "compare" / "report" / "results.json").read_text())
-    assert [c["cell"] for c in compare["cells"]] == [f"{v}-seed0" for v in SHIPPED["variants"]]
+    assert [c["cell"] for c in compare["cells"]] == CELLS
     for cell in compare["cells"]:
         assert cell["state"] == "finished" and cell["steps"] == [40], cell
         assert (Path(cell["model"]) / "divalign_finished.json").is_file()
@@ -122,7 +127,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert results["compare"]["report_json"] == str(out / "compare" / "report" / "results.json")
     world = ToyWorld(WorldConfig(**{**results["world"], "categories": tuple(results["world"]["categories"])}))
     labels = ["truth", "SFT data (truth^2)", "base (plain format)", "base (chat format)"]
-    labels += [f"{v} SFT" for v in SHIPPED["variants"]]
+    labels += [f"{v} SFT" for v in VARIANTS]
     for heading, expected in (
         ("### SFT categories (seen)", labels),
         ("### held-out categories (never in SFT)", [label for label in labels if label != "SFT data (truth^2)"]),
@@ -136,14 +141,16 @@ def test_quick_demo_end_to_end(tmp_path):
     assert truth["validity"] == pytest.approx(1.0) and truth["kl"] == pytest.approx(0.0, abs=1e-9)
     assert truth["entropy"] == pytest.approx(zipf_entropy(len(world.prompts[0].answers), world.config.zipf_exponent))
 
-    # the truth table's ce row, by hand from the cell's saved model (one seed: the mean alone)
-    validity, answer_entropy = exact_by_hand(
-        out / "compare" / "cells" / "ce-seed0" / "ce_sft", out / "base_model", world
-    )
+    # the truth table's ce row, by hand from the cells' saved models: mean ± sample std over the two seeds
+    cells = out / "compare" / "cells"
+    by_seed = [exact_by_hand(cells / f"ce-seed{s}" / "ce_sft", out / "base_model", world) for s in SEEDS]
+    assert by_seed[0] != by_seed[1]  # the seed changed the run
     ce_row = next(row for row in table_rows(report, "### SFT categories (seen)") if row[0] == "ce SFT")
-    assert ce_row[1] == "0"
-    assert float(ce_row[2]) == pytest.approx(validity, abs=5e-4 + 1e-6)
-    assert float(ce_row[5]) == pytest.approx(answer_entropy, abs=5e-4 + 1e-6)
+    assert ce_row[1] == "0, 1"
+    for column, values in ((2, [v for v, _ in by_seed]), (5, [e for _, e in by_seed])):
+        mean, std = (float(x) for x in ce_row[column].split(" ± "))
+        assert mean == pytest.approx(statistics.fmean(values), abs=5e-4 + 1e-6)
+        assert std == pytest.approx(statistics.stdev(values), abs=5e-4 + 1e-6)
 
     # compare's quality difference at ce's diversity, by hand from its saved samples: the valid share of each
     # evaluation prompt's samples, the variant at its matched temperature minus ce at the reference temperature
@@ -152,19 +159,18 @@ def test_quick_demo_end_to_end(tmp_path):
     answers = [by_text[row["prompt"][0]["content"]] for row in prompts]
     samples = out / "compare" / "report" / "calibration" / "samples"
     calibration = compare["calibration"]
-    reference = valid_share_by_hand(samples / "ce" / "seed0", calibration["reference_temperature"], answers)
-    matched = {
-        name: entry["at_diversity"]
-        for name, entry in calibration["seeds"]["0"]["matched"].items()
-        if entry["at_diversity"].get("temperature") is not None
-    }
-    assert matched, "no variant matched ce's diversity"
     heading = "## Calibrated comparison (`divalign compare`; [compare/report/results.md](compare/report/results.md))"
-    variant_rows = {row[0]: row for row in table_rows(report, heading)[2:]}
-    for name, entry in matched.items():
-        mine = valid_share_by_hand(samples / name / "seed0", entry["temperature"], answers)
-        difference = sum(a - b for a, b in zip(mine, reference, strict=True)) / len(mine)
-        assert entry["quality_difference"]["estimate"] == pytest.approx(difference, abs=1e-9), name
-        shown = float(variant_rows[name][1].split()[0])  # one seed: the pooled difference is the seed's
-        assert shown == pytest.approx(difference, abs=5e-4 + 1e-9), name
+    shown = {row[0]: row for row in table_rows(report, heading)[2:]}
+    by_hand = []
+    for seed in SEEDS:
+        reference = valid_share_by_hand(samples / "ce" / f"seed{seed}", calibration["reference_temperature"], answers)
+        entry = calibration["seeds"][str(seed)]["matched"]["tofu"]["at_diversity"]
+        if entry.get("temperature") is None:
+            continue
+        mine = valid_share_by_hand(samples / "tofu" / f"seed{seed}", entry["temperature"], answers)
+        by_hand.append(statistics.fmean(a - b for a, b in zip(mine, reference, strict=True)))
+        assert entry["quality_difference"]["estimate"] == pytest.approx(by_hand[-1], abs=1e-9), seed
+    assert by_hand, "tofu matched ce's diversity at no seed"
+    # pooled over the matched seeds: per prompt the mean over seeds, then over prompts (every prompt has a share)
+    assert float(shown["tofu"][1].split()[0]) == pytest.approx(statistics.fmean(by_hand), abs=5e-4 + 1e-9)
     assert (out / "validity_vs_coverage.png").stat().st_size > 0

@@ -9,8 +9,8 @@ on a CPU.
 2. runs `divalign compare` (:func:`divalign.compare.workflow.run_compare`) on ``recipes/compare/toy.yaml``: every
    variant × seed cell through `divalign train`, then the calibrated comparison (``OUT/compare/report/``). With
    another ``--out``, or ``--quick``, the spec and its recipes are derived from the shipped ones into ``OUT/spec/``
-   (their paths under ``OUT``; ``--quick``: few steps, one seed, few samples), so a quick run never touches the full
-   one;
+   (their paths under ``OUT``; ``--quick``: CE and TOFU × 2 seeds, few steps and samples), so a quick run never
+   touches the full one;
 3. adds what only the toy world can (:mod:`divalign.toyworld.truth_table`): every cell's final model scored exactly
    against the truth, seen and held-out, per variant mean ± std over seeds, beside the truth, the SFT data and the
    base model: ``OUT/results.md``, ``OUT/results.json`` (both point at the compare report) and
@@ -77,7 +77,8 @@ class Plan:
 FULL = Plan()
 QUICK = Plan(
     PretrainConfig(steps=300),
-    seeds=(0,),
+    variants=("tofu",),  # with the reference: two variants x two seeds, the cells' seed spread in the truth table
+    seeds=(0, 1),
     overrides={"max_steps": 40},
     diversity_every_steps=20,
     evaluation={"samples": 8, "max_bisection_steps": 3, "temperature_grid": [0.7, 1.0, 1.3], "n_bootstrap": 200},
@@ -247,7 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", default=None, help=f"output directory (default: {DEFAULT_OUT}; with --quick: {QUICK_OUT})"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="fewer pretraining and SFT steps, one seed, few samples (a smoke run)"
+        "--quick",
+        action="store_true",
+        help="CE and TOFU x 2 seeds, fewer pretraining and SFT steps, few samples (a smoke run)",
     )
     parser.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing finished work")
     args = parser.parse_args(argv)
