@@ -99,3 +99,6 @@ def test_a_reports_paired_differences_and_power_are_read_per_model_and_axis():
     lines = power_lines(found, "ref", ["diversity"])
     assert len(lines) == 1 and lines[0].startswith("- B at ref's diversity: the pooled CI of the quality difference")
     assert f"±{b['half_width']:.3f}" in lines[0] and f"about {b['prompts_for_target']} prompts" in lines[0]
+    assert f"({b['prompts_for_target_twice_the_seeds']} with twice the seeds)" in lines[0]
+    one_seed = {"B": {"at_diversity": {**b, "seeds": 1, "within_over_seeds": None}}}
+    assert "twice the seeds" not in power_lines(one_seed, "ref", ["diversity"])[0]

@@ -119,10 +119,13 @@ def power_lines(power_by_model: Mapping[str, Mapping[str, Any]], reference: str,
             p = by_axis.get(f"at_{axis}")
             if p is None:
                 continue
+            seeds = ""
+            if p["within_over_seeds"] is not None:  # one seed: nothing tells what more seeds would remove
+                seeds = f" ({p['prompts_for_target_twice_the_seeds']} with twice the seeds)"
             lines.append(
                 f"- {model} at {reference}'s {axis}: the pooled CI of the {p['difference_of']} difference resolves "
                 f"±{p['half_width']:.3f} ({p['prompts']} prompts × {p['seeds']} seed(s), SD {p['sd']:.3f} over "
                 f"prompts); ±{p['target']:g} would take about {p['prompts_for_target']} prompts at these seeds and "
-                f"samples ({p['prompts_for_target_twice_the_seeds']} with twice the seeds)."
+                f"samples{seeds}."
             )
     return lines
