@@ -38,6 +38,7 @@ import torch
 import yaml
 
 from divalign.quiet import quiet_loading_bars
+from divalign.strict_json import strict_json
 from divalign.toyworld.plots import plot_validity_coverage
 from divalign.toyworld.preference_data import write_preference_data
 from divalign.toyworld.pretrain import PretrainConfig, pretrain
@@ -230,7 +231,7 @@ def run_demo(out: str | Path | None = None, quick: bool = False, fresh: bool = F
         "timings_s": timings,
         "figures": [str(figure)],
     }
-    (out / "results.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
+    (out / "results.json").write_text(json.dumps(strict_json(payload), indent=1, allow_nan=False))
     results = write_report(out / "results.md", payload)
     print(f"[demo] done in {timings['total']:.0f}s\n[demo] table: {results}\n[demo] compare: {report['report_md']}")
     return results
