@@ -104,7 +104,15 @@ def test_quick_demo_end_to_end(tmp_path):
     assert spec["output_root"] == str(out / "compare") and spec["base_model"] == str(out / "base_model")
     assert spec["seeds"] == SEEDS and list(spec["variants"]) == VARIANTS and spec["reference"] == SHIPPED["reference"]
     assert spec["evaluation"]["verifier"] == SHIPPED["evaluation"]["verifier"]
-    assert yaml.safe_load(Path(spec["variants"]["ce"]).read_text())["dataset_name"] == str(out / "world" / "sft.jsonl")
+    assert spec["overrides"] == {**SHIPPED["overrides"], "max_steps": 40}
+    assert spec["evaluation"]["prompts"] == str(out / "world" / "prompts_eval.jsonl")
+    own = ("model_name_or_path", "dataset_name", "output_dir", "diversity")  # what the copies change
+    for name, path in spec["variants"].items():
+        recipe = yaml.safe_load(Path(path).read_text())
+        assert recipe["dataset_name"] == str(out / "world" / "sft.jsonl"), name
+        assert recipe["diversity"]["prompts"] == str(out / "world" / "prompts_probe.jsonl"), name
+        shipped = yaml.safe_load((REPO_ROOT / SHIPPED["variants"][name]).read_text())
+        assert {k: v for k, v in recipe.items() if k not in own} == {k: v for k, v in shipped.items() if k not in own}
     # every cell trained through divalign compare's pipeline (finished markers, the recipe it ran), W&B offline
     compare = json.loads((out / "compare" / "report" / "results.json").read_text())
     assert [c["cell"] for c in compare["cells"]] == CELLS
@@ -174,3 +182,13 @@ def test_quick_demo_end_to_end(tmp_path):
     # pooled over the matched seeds: per prompt the mean over seeds, then over prompts (every prompt has a share)
     assert float(shown["tofu"][1].split()[0]) == pytest.approx(statistics.fmean(by_hand), abs=5e-4 + 1e-9)
     assert (out / "validity_vs_coverage.png").stat().st_size > 0
+
+
+def test_a_plan_naming_a_variant_the_spec_lacks_is_refused_before_anything_is_written(tmp_path):
+    from dataclasses import replace
+
+    import divalign.toyworld.demo as demo
+
+    with pytest.raises(ValueError, match=r"Plan.variants: \['nope'\] are not variants of recipes/compare/toy.yaml"):
+        demo.derive_spec(tmp_path, replace(demo.QUICK, variants=("nope",)))
+    assert list(tmp_path.iterdir()) == []

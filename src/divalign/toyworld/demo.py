@@ -121,12 +121,12 @@ def _derived_recipe(recipe: Path, out: Path, plan: Plan, directory: Path) -> Pat
 def derive_spec(out: Path, plan: Plan) -> Path:
     """``OUT/spec/toy.yaml``: the shipped spec with every path under ``out`` and the plan's changes."""
     content = yaml.safe_load((REPO_ROOT / SPEC).read_text())
-    directory = out / "spec"
-    directory.mkdir(parents=True, exist_ok=True)
     variants = content["variants"]
     unknown = sorted(set(plan.variants or ()) - set(variants))
     if unknown:
         raise ValueError(f"Plan.variants: {unknown} are not variants of {SPEC} ({', '.join(variants)})")
+    directory = out / "spec"
+    directory.mkdir(parents=True, exist_ok=True)
     keep = set(plan.variants or variants) | {content["reference"]}
     content["output_root"] = str(out / "compare")
     content["base_model"] = str(out / "base_model")
