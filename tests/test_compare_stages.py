@@ -211,7 +211,7 @@ def test_the_toy_rl_spec_is_toy_yamls_sft_cells_then_the_same_grpo_stage(tmp_pat
     monkeypatch.chdir(tmp_path)
     toy, rl = load_compare("recipes/compare/toy.yaml"), load_compare("recipes/compare/toy_rl.yaml")
     assert list(rl.variants) == ["ce", "tofu", "gem"] and len(rl.seeds) >= 3 and set(rl.seeds) <= set(toy.seeds)
-    assert rl.output_root == toy.output_root and rl.report_dir != toy.report_dir
+    assert rl.output_root == toy.output_root and rl.report_dir != toy.report_dir and rl.group == toy.group
     assert (rl.evaluation, rl.reference, rl.evaluate_stages) == (toy.evaluation, "ce", ("ce_sft", "grpo"))
     sft_cells = {c.name: c.pipeline for c in build_cells(toy)}
     for cell in build_cells(rl):
