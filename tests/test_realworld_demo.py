@@ -137,6 +137,7 @@ def test_the_compare_report_and_the_verifier_numbers_recomputed_from_the_samples
     assert row["seen_distinct_valid"] == pytest.approx(np.mean([len(n) for n in named]))
     assert row["seen_validity"] == pytest.approx(np.mean([validity[i] for i in seen]))
     assert set(ours["splits"]) == {"seen", "heldout"} and set(ours["power"]) == {"tofu", "gem"}
+    assert set(ours["timings_s"]) == {"convert", "cells", "calibrated comparison (report)", "total"}
     results = (out / "results.md").read_text()
     assert "compare/report/results.md" in results and "## Power" in results
     assert (out / "compare" / "report" / "calibration" / "calibrated_frontiers.png").stat().st_size > 10_000
