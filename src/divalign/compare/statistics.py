@@ -72,6 +72,20 @@ def within(value: float, target: float, tolerance: float) -> bool:
     return math.isfinite(value) and abs(value - target) <= tolerance * abs(target)
 
 
+def _check_search(
+    name: str, target: float, low: float, high: float, tolerance: float, max_steps: int, start: float | None
+) -> None:
+    """The arguments every temperature search shares; `name` ("bisection", "search") says whose they are."""
+    if not (0 < low < high) or not math.isfinite(high):
+        raise ValueError(f"temperature range must satisfy 0 < low < high, got ({low}, {high})")
+    if start is not None and not low < start < high:
+        raise ValueError(f"the {name}'s start {start} must lie inside the range ({low}, {high})")
+    if tolerance < 0 or max_steps < 0:
+        raise ValueError(f"need tolerance >= 0 and max_steps >= 0, got {tolerance} and {max_steps}")
+    if not math.isfinite(target):
+        raise ValueError(f"the {name}'s target must be a finite number, got {target}")
+
+
 def bisect_temperature(
     measure: Callable[[float], float],
     target: float,
@@ -85,14 +99,7 @@ def bisect_temperature(
     within the relative `tolerance`, by bisection: the two ends are measured, then up to `max_steps` midpoints.
     With `start` (a first guess inside the range, e.g. the reference's temperature: a model like the reference
     matches near it), `start` is measured first and, if it misses, splits the range in place of the first midpoint."""
-    if not (0 < low < high) or not math.isfinite(high):
-        raise ValueError(f"temperature range must satisfy 0 < low < high, got ({low}, {high})")
-    if start is not None and not low < start < high:
-        raise ValueError(f"the bisection's start {start} must lie inside the range ({low}, {high})")
-    if tolerance < 0 or max_steps < 0:
-        raise ValueError(f"need tolerance >= 0 and max_steps >= 0, got {tolerance} and {max_steps}")
-    if not math.isfinite(target):
-        raise ValueError(f"the bisection's target must be a finite number, got {target}")
+    _check_search("bisection", target, low, high, tolerance, max_steps, start)
     evaluations: list[tuple[float, float]] = []
 
     def at(t: float) -> float:
@@ -173,14 +180,7 @@ def highest_temperature_holding(
     measured lies within the tolerance of the target; "steps exhausted": it holds the target with room to spare
     (quality falls faster than the bracket shrank; `closest` is that temperature). `bracket` is the last (holding,
     not holding) pair."""
-    if not (0 < low < high) or not math.isfinite(high):
-        raise ValueError(f"temperature range must satisfy 0 < low < high, got ({low}, {high})")
-    if start is not None and not low < start < high:
-        raise ValueError(f"the search's start {start} must lie inside the range ({low}, {high})")
-    if tolerance < 0 or max_steps < 0:
-        raise ValueError(f"need tolerance >= 0 and max_steps >= 0, got {tolerance} and {max_steps}")
-    if not math.isfinite(target):
-        raise ValueError(f"the search's target must be a finite number, got {target}")
+    _check_search("search", target, low, high, tolerance, max_steps, start)
     evaluations: list[tuple[float, float]] = []
 
     def at(t: float) -> float:
