@@ -21,37 +21,24 @@ Finished cells and samples are reused when the demo is run again; ``--fresh`` de
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import os
-import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..compare import demo_run
+from ..compare.demo_run import REPO_ROOT
 from ..compare.spec_file import load_compare
 from ..compare.workflow import run_compare
 from .convert import convert_gguf
 from .report import write_report
 from .world import RealWorld, RealWorldConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 SPEC = Path("recipes/compare/real.yaml")  # relative to REPO_ROOT, as its own paths are
 DEFAULT_OUT = Path("runs/demo-real")
 QUICK_OUT = Path("runs/demo-real-quick")
-ENV = {
-    "WANDB_MODE": "offline",
-    "WANDB_SILENT": "true",
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 
 
 @dataclass(frozen=True)
@@ -59,6 +46,7 @@ class Plan:
     """How much work the demo does beyond the shipped spec: the world, and changes to the spec's keys."""
 
     world: RealWorldConfig = field(default_factory=RealWorldConfig)
+    variants: tuple[str, ...] | None = None  # None: the spec's (the reference is always kept)
     seeds: list[int] | None = None  # None: the spec's
     overrides: dict[str, Any] = field(default_factory=dict)  # added to the spec's `overrides`
     diversity_every_steps: int | None = None  # the recipes' diversity callback
@@ -75,54 +63,9 @@ QUICK = Plan(
 )
 
 
-@contextlib.contextmanager
-def _working_directory(path: Path) -> Iterator[None]:
-    before = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
-def _derived_recipe(recipe: Path, out: Path, plan: Plan, directory: Path) -> Path:
-    """A copy of a real recipe reading the world and the model under `out` (and the plan's callback cadence)."""
-    content = yaml.safe_load(recipe.read_text())
-    content.update(
-        model_name_or_path=str(out / "base_model"),
-        dataset_name=str(out / "world" / "sft.jsonl"),
-        output_dir=str(out / recipe.stem),
-    )
-    content["diversity"]["prompts"] = str(out / "world" / "prompts_probe.jsonl")
-    if plan.diversity_every_steps is not None:
-        content["diversity"]["every_steps"] = plan.diversity_every_steps
-    path = directory / recipe.name
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    return path
-
-
 def derive_spec(out: Path, plan: Plan) -> Path:
     """`OUT/spec/real.yaml`: the shipped spec with every path under `out` and the plan's changes."""
-    content = yaml.safe_load((REPO_ROOT / SPEC).read_text())
-    directory = out / "spec"
-    directory.mkdir(parents=True, exist_ok=True)
-    content["output_root"] = str(out / "compare")
-    content["base_model"] = str(out / "base_model")
-    content["variants"] = {
-        name: str(_derived_recipe(REPO_ROOT / recipe, out, plan, directory))
-        for name, recipe in content["variants"].items()
-    }
-    if plan.seeds is not None:
-        content["seeds"] = plan.seeds
-    content["overrides"] = {**(content.get("overrides") or {}), **plan.overrides}
-    content["evaluation"].update(
-        prompts=str(out / "world" / "prompts_eval.jsonl"),
-        calibration_prompts=str(out / "world" / "prompts_calibration.jsonl"),
-        **plan.evaluation,
-    )
-    path = directory / SPEC.name
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    return path
+    return demo_run.derive_spec(SPEC, out, plan)
 
 
 def compare(spec: Path, timings: dict[str, float]) -> Path:
@@ -137,7 +80,7 @@ def compare(spec: Path, timings: dict[str, float]) -> Path:
         if line.startswith("[divalign pipeline ") and line.rstrip().endswith("] done"):
             cells_done = time.time()
 
-    with _working_directory(REPO_ROOT):
+    with demo_run.working_directory(REPO_ROOT):
         statuses = run_compare(str(spec), log=log, report=False)
         report = (load_compare(spec).report_dir / "results.json").resolve()
     missing = [s.cell.name for s in statuses if not s.finished]
@@ -151,38 +94,29 @@ def compare(spec: Path, timings: dict[str, float]) -> Path:
 def run_demo(out: str | Path | None = None, quick: bool = False, fresh: bool = False) -> Path:
     """World, conversion, `divalign compare`, the verifier's additions; returns OUT/results.md."""
     began = time.time()
-    out = Path(out if out is not None else QUICK_OUT if quick else DEFAULT_OUT).resolve()
-    if fresh and out.exists():
-        shutil.rmtree(out)
+    out = demo_run.output_directory(out, quick, fresh, DEFAULT_OUT, QUICK_OUT)
     plan = QUICK if quick else FULL
-    for key, value in ENV.items():
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("WANDB_DIR", str(out))
     timings: dict[str, float] = {}
-    world = RealWorld(plan.world)
-    world.write(out / "world")
-    tick = time.time()
-    convert_gguf(out / "base_model")
-    timings["convert"] = time.time() - tick
-    shipped = not quick and out == (REPO_ROOT / DEFAULT_OUT).resolve()
-    spec = REPO_ROOT / SPEC if shipped else derive_spec(out, plan)
-    report = compare(spec, timings)
-    timings["total"] = time.time() - began
-    results = write_report(out, report, world, timings)
+    with demo_run.offline_environment(out):
+        world = RealWorld(plan.world)
+        world.write(out / "world")
+        tick = time.time()
+        convert_gguf(out / "base_model")
+        timings["convert"] = time.time() - tick
+        shipped = not quick and out == (REPO_ROOT / DEFAULT_OUT).resolve()
+        spec = REPO_ROOT / SPEC if shipped else derive_spec(out, plan)
+        report = compare(spec, timings)
+        timings["total"] = time.time() - began
+        results = write_report(out, report, world, timings)
     print(f"[demo-real] done in {timings['total']:.0f}s\n[demo-real] report: {results}")
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m divalign.realworld.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--out", default=None, help=f"output directory (default: {DEFAULT_OUT}; with --quick: {QUICK_OUT})"
+    quick = "a few SFT steps, 1 seed, few prompts and samples"
+    return demo_run.demo_main(
+        argv, run_demo, "python -m divalign.realworld.demo", __doc__, (DEFAULT_OUT, QUICK_OUT), quick
     )
-    parser.add_argument("--quick", action="store_true", help="a few SFT steps, 1 seed, few prompts and samples")
-    parser.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing finished work")
-    args = parser.parse_args(argv)
-    run_demo(args.out, args.quick, args.fresh)
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,21 +22,18 @@ first.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
-import os
-import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from divalign.compare import demo_run
+from divalign.compare.demo_run import REPO_ROOT
 from divalign.quiet import quiet_loading_bars
 from divalign.strict_json import strict_json
 from divalign.toyworld.plots import plot_validity_coverage
@@ -46,20 +43,11 @@ from divalign.toyworld.report import write_report
 from divalign.toyworld.truth_table import base_rows, cell_rows, reference_rows, variant_summary
 from divalign.toyworld.world import ToyWorld, WorldConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 SPEC = Path("recipes/compare/toy.yaml")  # relative to REPO_ROOT, as its own paths are
 DEFAULT_OUT = Path("runs/demo")
 QUICK_OUT = Path("runs/demo-quick")
-ENV = {
-    "WANDB_MODE": "offline",
-    "WANDB_SILENT": "true",
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    # The matrices are tiny: a second thread buys little and thrashes when the CPU is shared
-    "OMP_NUM_THREADS": "1",
-}
+# The matrices are tiny: a second thread buys little and thrashes when the CPU is shared
+THREADS_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
@@ -86,66 +74,9 @@ QUICK = Plan(
 )
 
 
-@contextlib.contextmanager
-def _environment(out: Path) -> Iterator[None]:
-    """The working directory the shipped spec's paths start from, and an offline environment (W&B under ``out``);
-    a variable the caller set is kept; everything is restored afterwards."""
-    before_cwd, before_env = Path.cwd(), dict(os.environ)
-    for key, value in {**ENV, "WANDB_DIR": str(out)}.items():
-        os.environ.setdefault(key, value)
-    os.chdir(REPO_ROOT)
-    try:
-        yield
-    finally:
-        os.chdir(before_cwd)
-        os.environ.clear()
-        os.environ.update(before_env)
-
-
-def _derived_recipe(recipe: Path, out: Path, plan: Plan, directory: Path) -> Path:
-    """A copy of a toy recipe reading the world and the base model under ``out`` (and the plan's callback cadence)."""
-    content = yaml.safe_load(recipe.read_text())
-    content.update(
-        model_name_or_path=str(out / "base_model"),
-        dataset_name=str(out / "world" / "sft.jsonl"),
-        output_dir=str(out / recipe.stem),
-    )
-    content["diversity"]["prompts"] = str(out / "world" / "prompts_probe.jsonl")
-    if plan.diversity_every_steps is not None:
-        content["diversity"]["every_steps"] = plan.diversity_every_steps
-    path = directory / recipe.name
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    return path
-
-
 def derive_spec(out: Path, plan: Plan) -> Path:
     """``OUT/spec/toy.yaml``: the shipped spec with every path under ``out`` and the plan's changes."""
-    content = yaml.safe_load((REPO_ROOT / SPEC).read_text())
-    variants = content["variants"]
-    unknown = sorted(set(plan.variants or ()) - set(variants))
-    if unknown:
-        raise ValueError(f"Plan.variants: {unknown} are not variants of {SPEC} ({', '.join(variants)})")
-    directory = out / "spec"
-    directory.mkdir(parents=True, exist_ok=True)
-    keep = set(plan.variants or variants) | {content["reference"]}
-    content["output_root"] = str(out / "compare")
-    content["base_model"] = str(out / "base_model")
-    content["variants"] = {
-        name: str(_derived_recipe(REPO_ROOT / recipe, out, plan, directory))
-        for name, recipe in variants.items()
-        if name in keep
-    }
-    if plan.seeds is not None:
-        content["seeds"] = list(plan.seeds)
-    content["overrides"] = {**(content.get("overrides") or {}), **plan.overrides}
-    content["evaluation"].update(
-        prompts=str(out / "world" / "prompts_eval.jsonl"),
-        calibration_prompts=str(out / "world" / "prompts_calibration.jsonl"),
-        **plan.evaluation,
-    )
-    path = directory / SPEC.name
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    return path
+    return demo_run.derive_spec(SPEC, out, plan)
 
 
 def build(out: Path, plan: Plan, timings: dict[str, float]) -> ToyWorld:
@@ -196,16 +127,14 @@ def run_demo(out: str | Path | None = None, quick: bool = False, fresh: bool = F
     """World, base model, `divalign compare`, the truth table; returns ``OUT/results.md``. ``plan`` replaces the
     full or quick plan (a test's smaller one)."""
     began = time.time()
-    out = Path(out if out is not None else QUICK_OUT if quick else DEFAULT_OUT).resolve()
-    if fresh and out.exists():
-        shutil.rmtree(out)
+    out = demo_run.output_directory(out, quick, fresh, DEFAULT_OUT, QUICK_OUT)
     plan = plan or (QUICK if quick else FULL)
     quiet_loading_bars()  # a dozen tiny models load here: a line per stage, not a bar per model
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     timings: dict[str, float] = {}
     try:
-        with _environment(out):
+        with demo_run.offline_environment(out, THREADS_ENV), demo_run.working_directory(REPO_ROOT):
             world = build(out, plan, timings)
             shipped = plan == FULL and out == (REPO_ROOT / DEFAULT_OUT).resolve()
             spec = REPO_ROOT / SPEC if shipped else derive_spec(out, plan)
@@ -244,19 +173,10 @@ def _pooled(calibration: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m divalign.toyworld.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--out", default=None, help=f"output directory (default: {DEFAULT_OUT}; with --quick: {QUICK_OUT})"
+    quick = "CE and TOFU x 2 seeds, fewer pretraining and SFT steps, few samples (a smoke run)"
+    return demo_run.demo_main(
+        argv, run_demo, "python -m divalign.toyworld.demo", __doc__, (DEFAULT_OUT, QUICK_OUT), quick
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="CE and TOFU x 2 seeds, fewer pretraining and SFT steps, few samples (a smoke run)",
-    )
-    parser.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing finished work")
-    args = parser.parse_args(argv)
-    run_demo(args.out, args.quick, args.fresh)
-    return 0
 
 
 if __name__ == "__main__":
