@@ -507,6 +507,27 @@ def test_calibrated_comparison_of_two_tiny_checkpoints_is_strict_json_and_reruns
     assert sorted(p.relative_to(out) for p in (out / "samples").rglob("*.json")) == cached
 
 
+def test_a_second_report_naming_the_first_ones_samples_dir_reads_its_samples_and_loads_no_model(
+    tiny_comparison, monkeypatch, tmp_path
+):
+    from divalign.compare import calibration, sampled
+
+    models, evaluation, out = tiny_comparison
+    first = calibration.calibrated_comparison(models, "ce", evaluation, out, grid=(1.3,))
+    cached = sorted(p.relative_to(out) for p in (out / "samples").rglob("*.json"))
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the shared cache holds every sample this report needs")
+
+    monkeypatch.setattr(sampled, "open_sampler", no_loading)
+    shared = dataclasses.replace(evaluation, samples_dir=str(out / "samples"))
+    other = tmp_path / "other_report"
+    second = calibration.calibrated_comparison(models, "ce", shared, other, grid=(1.3,))
+    assert second["seeds"] == first["seeds"]
+    assert not (other / "samples").exists()
+    assert sorted(p.relative_to(out) for p in (out / "samples").rglob("*.json")) == cached
+
+
 def test_a_missing_reference_or_quality_is_refused_before_any_model_loads(tiny_comparison, monkeypatch):
     from divalign.compare import calibration, sampled
 

@@ -174,6 +174,7 @@ BAD_SPECS = [
     ({"evaluation": {"temperature_range": [1.5, 0.5]}}, r"`temperature_range` must be \[LOW, HIGH\] with 0 < LOW < HIGH"),
     ({"evaluation": {"temperature_grid": [1.0, 0]}}, r"`temperature_grid` must be a non-empty list of temperatures > 0, got \[1\.0, 0\]"),
     ({"evaluation": {"temperature_grid": []}}, r"`temperature_grid` must be a non-empty list of temperatures > 0"),
+    ({"evaluation": {"samples_dir": 3}}, r"`samples_dir` must be a non-empty string, got 3"),
     ({"evaluation": {"tolerance": 0}}, r"`tolerance` must be a number > 0, got 0"),
     ({"evaluation": {"sample": 4}}, r"unknown evaluation key 'sample' .*did you mean 'samples'"),
     ({"evaluation": {"diversity_metric": "distinct_9"}}, r"`diversity_metric`: Unknown diversity metric"),

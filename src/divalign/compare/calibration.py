@@ -269,7 +269,7 @@ def calibrated_comparison(
     device: str | None = None,
 ) -> dict[str, Any]:
     """Compare every finished `models[variant][seed]` (a trained model directory) with the same seed's `reference`
-    cell (see the module docstring). Samples are cached under `out_dir/samples/`, the figure is
+    cell (see the module docstring). Samples are cached under `evaluation.samples_root(out_dir)`, the figure is
     `out_dir/calibrated_frontiers.png` (`figure_link`: its path from `out_dir`'s parent, where the report's markdown
     lies). `grid`: the frontier's temperatures (default: the evaluation's `temperature_grid` when it has one, else
     `DEFAULT_GRID`; the reference temperature is always added). Returns strict-JSON-able results (NaN/inf as
@@ -283,7 +283,9 @@ def calibrated_comparison(
     out_dir = Path(out_dir)
     cells = {
         name: {
-            seed: SampledModel(f"{name} (seed {seed})", Path(path), scoring, out_dir / "samples" / name / f"seed{seed}")
+            seed: SampledModel(
+                f"{name} (seed {seed})", Path(path), scoring, evaluation.samples_root(out_dir) / name / f"seed{seed}"
+            )
             for seed, path in by_seed.items()
         }
         for name, by_seed in models.items()

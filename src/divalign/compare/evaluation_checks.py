@@ -21,7 +21,7 @@ _NUMBERS: dict[str, tuple[type, float, bool]] = {
     "reference_temperature": (float, 0, False),
     "tolerance": (float, 0, False),
 }
-_STRINGS = ("prompts", "calibration_prompts", "prompts_column", "answer_column", "quality", "verifier")
+_STRINGS = ("prompts", "calibration_prompts", "prompts_column", "answer_column", "quality", "verifier", "samples_dir")
 
 
 def _number(key: str, value: Any, where: str) -> float:

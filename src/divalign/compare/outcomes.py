@@ -137,7 +137,7 @@ def stage_outcomes(
     device: str | None = None,
 ) -> dict[str, Any]:
     """Every finished `models[variant][seed]`'s outcomes at the reference temperature on the evaluation prompts, read
-    from the sample cache under `out_dir/samples/` that :func:`divalign.compare.calibration.calibrated_comparison`
+    from the sample cache under `evaluation.samples_root(out_dir)` that :func:`divalign.compare.calibration.calibrated_comparison`
     wrote for the same models (a model missing there is sampled and cached the same way)."""
     from .sampled import SampledModel, load_scoring  # torch and the scorers only for real checkpoints
 
@@ -151,7 +151,8 @@ def stage_outcomes(
     for variant, by_seed in models.items():
         for seed, path in sorted(by_seed.items()):
             name = f"{variant} (seed {seed})"
-            model = SampledModel(name, Path(path), scoring, Path(out_dir) / "samples" / variant / f"seed{seed}", device)
+            cache_root = evaluation.samples_root(out_dir) / variant / f"seed{seed}"
+            model = SampledModel(name, Path(path), scoring, cache_root, device)
             try:
                 model.axes("evaluation", t_ref)  # read from the cache (or sampled into it)
             finally:

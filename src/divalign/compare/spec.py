@@ -29,12 +29,20 @@ class EvaluationSpec:
     diversity_metric: str = "semantic_clusters"  # a metric name `divalign eval --metrics` accepts
     reference_temperature: float = 1.0
     temperature_range: tuple[float, float] = (0.3, 2.5)  # bisection bounds
-    temperature_grid: tuple[float, ...] | None = None  # the frontier figure's temperatures (None: calibration's default)
+    # the frontier figure's temperatures (None: calibration's default)
+    temperature_grid: tuple[float, ...] | None = None
     tolerance: float = 0.02  # relative tolerance on the matched value
     max_bisection_steps: int = 8
     seed: int = 0  # sampling seed (same noise rule as divalign eval)
     batch_size: int = 8
     n_bootstrap: int = 2000
+    # where sampled axes are cached (None: REPORT_DIR/calibration[/STAGE]/samples); specs that name one directory reuse
+    # each other's samples of the same checkpoint (the cache key hashes its files and the settings that shape samples)
+    samples_dir: str | None = None
+
+    def samples_root(self, out_dir: Path) -> Path:
+        """The sample cache's root for a calibration writing to `out_dir`: `samples_dir`, else OUT_DIR/samples."""
+        return Path(self.samples_dir) if self.samples_dir is not None else Path(out_dir) / "samples"
 
 
 @dataclass(frozen=True)
