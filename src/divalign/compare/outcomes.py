@@ -137,8 +137,9 @@ def stage_outcomes(
     device: str | None = None,
 ) -> dict[str, Any]:
     """Every finished `models[variant][seed]`'s outcomes at the reference temperature on the evaluation prompts, read
-    from the sample cache under `evaluation.samples_root(out_dir)` that :func:`divalign.compare.calibration.calibrated_comparison`
-    wrote for the same models (a model missing there is sampled and cached the same way)."""
+    from the sample cache under `evaluation.samples_root(out_dir)` that
+    :func:`divalign.compare.calibration.calibrated_comparison` wrote for the same models (a model missing there is
+    sampled and cached the same way)."""
     from .sampled import SampledModel, load_scoring  # torch and the scorers only for real checkpoints
 
     if evaluation.verifier is None:
