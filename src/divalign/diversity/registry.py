@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -265,7 +266,20 @@ def score_groups(
     profile: str | MetricProfile | None = None,
     cluster_threshold: float = clusters.DEFAULT_CLUSTER_THRESHOLD,
 ) -> DiversityScores:
-    """Score every prompt's samples with each metric; see `compute_diversity` for the arguments."""
+    """Score every prompt's samples with each metric (per prompt, and across prompts where that makes sense).
+
+    Args:
+        groups: per prompt, its K sampled completions (texts).
+        token_ids: per prompt, per sample, the policy's token ids of the completion (for distinct-n, EAD, length).
+        metrics: names from `METRIC_NAMES`.
+        vocab_size: the policy tokenizer's vocabulary size (for EAD).
+        embedder: sentence embedder (for `sbert`, `vendi_*`); all samples are embedded in one `encode` call.
+        verifier: `verifier(sample_text, prompt_index) -> bool` (for `pass_at_*`).
+        nli_scorer: an `NLIScorer` (for `nli`, `semantic_clusters_nli`).
+        profile: the metric conventions (`divalign.diversity.profile`: "divalign", the default, "karouzos2026",
+            "tofu2026"); texts are prepared by it (e.g. reasoning stripped) before every text metric and embedding.
+        cluster_threshold: the cosine at which two samples are one semantic cluster (`semantic_clusters`).
+    """
     names = validate_metrics(metrics)
     conventions = get_profile(profile)
     given = {
@@ -295,42 +309,14 @@ def score_groups(
 def compute_diversity(
     groups: Sequence[Sequence[str]],
     token_ids: Sequence[Sequence[Sequence[int]]] | None = None,
-    *,
-    metrics: Sequence[str] = DEFAULT_TRAINING_METRICS,
-    vocab_size: int | None = None,
-    embedder: embedding.Embedder | None = None,
-    verifier: Verifier | None = None,
-    nli_scorer: nli.NLIScorer | None = None,
-    profile: str | MetricProfile | None = None,
-    cluster_threshold: float = clusters.DEFAULT_CLUSTER_THRESHOLD,
+    **scoring: Any,
 ) -> dict[str, float]:
-    """Diversity of sampled completions, as a flat dict ready for logging.
-
-    Args:
-        groups: per prompt, its K sampled completions (texts).
-        token_ids: per prompt, per sample, the policy's token ids of the completion (for distinct-n, EAD, length).
-        metrics: names from `METRIC_NAMES`.
-        vocab_size: the policy tokenizer's vocabulary size (for EAD).
-        embedder: sentence embedder (for `sbert`, `vendi_*`); all samples are embedded in one `encode` call.
-        verifier: `verifier(sample_text, prompt_index) -> bool` (for `pass_at_*`).
-        nli_scorer: an `NLIScorer` (for `nli`, `semantic_clusters_nli`).
-        profile: the metric conventions (`divalign.diversity.profile`: "divalign", the default, "karouzos2026",
-            "tofu2026"); texts are prepared by it (e.g. reasoning stripped) before every text metric and embedding.
-        cluster_threshold: the cosine at which two samples are one semantic cluster (`semantic_clusters`).
+    """Diversity of sampled completions, as a flat dict ready for logging: :func:`score_groups`' arguments (the
+    metrics, the scorers they need, the profile), its scores summarised.
 
     Returns:
         `<name>` = mean over prompts, `<name>_p10` / `<name>_p90` = percentiles over prompts, and `<name>_across` =
         the metric over the first sample of each prompt, for metrics where that makes sense. Undefined values
         (e.g. a pairwise metric with K = 1) are NaN and skipped by the aggregation.
     """
-    return score_groups(
-        groups,
-        token_ids,
-        metrics=metrics,
-        vocab_size=vocab_size,
-        embedder=embedder,
-        verifier=verifier,
-        nli_scorer=nli_scorer,
-        profile=profile,
-        cluster_threshold=cluster_threshold,
-    ).summary()
+    return score_groups(groups, token_ids, **scoring).summary()
