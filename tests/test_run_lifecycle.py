@@ -418,7 +418,7 @@ def test_a_run_that_lost_its_lock_stops_before_its_next_save(monkeypatch, assets
 
 
 def test_the_final_model_is_not_saved_without_the_lock(tmp_path):
-    from divalign.launch.lock_guard import require_lock
+    from divalign.launch.run_lock import require_lock
 
     lock = RunLock(tmp_path / "run").acquire()
     require_lock(lock, "before saving the final model")  # held: nothing happens

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from divalign.evaluation.prompts import load_prompts
 from divalign.launch.datasets_io import check_columns, load_recipe_dataset
-from divalign.launch.stages import dpo as dpo_stage
+from divalign.launch.stages import dpo_columns
+from divalign.prompts import load_prompts
 from divalign.rewards import build, parse_rewards
 from divalign.rewards.toy_validity import ToyValidityReward, is_valid, normalize_completion, verify
 from divalign.toyworld.preference_data import (
@@ -136,7 +136,7 @@ def test_written_files_load_with_the_columns_each_stage_reads(world, tmp_path):
         dataset_config = None
         dataset_streaming = False
 
-    for name, columns in (("dpo", dpo_stage.columns(None)), ("grpo", [("prompt", ANSWERS_COLUMN)])):
+    for name, columns in (("dpo", dpo_columns(None)), ("grpo", [("prompt", ANSWERS_COLUMN)])):
         Args.dataset_name = str(paths[name])
         train = load_recipe_dataset(Args)["train"]
         check_columns(train, columns, str(paths[name]))

@@ -6,7 +6,6 @@ python -m divalign.smoke runs/smoke     # then: python -m divalign.train recipes
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from collections.abc import Sequence
@@ -16,6 +15,8 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from .jsonl import write_jsonl
 
 WORDS = [f"w{i}" for i in range(40)] + ["user", "assistant", "say", "a", "word", ":"]
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -94,12 +95,6 @@ def prompt_completion_rows(count: int = 32, seed: int = 0) -> list[dict]:
             }
         )
     return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    """One JSON object per line, in UTF-8 with non-ASCII text kept as it is (names with accents stay readable)."""
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
 def messages_rows(count: int = 32, seed: int = 0) -> list[dict]:

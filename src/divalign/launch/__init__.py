@@ -10,12 +10,13 @@
   ``gem``, ``dpo``, ``grpo``);
 - the run's lifecycle: :mod:`~divalign.launch.output_dir` (fresh, resumed or finished; the resolved recipe),
   :mod:`~divalign.launch.checkpoints` (complete or cut short by a kill), :mod:`~divalign.launch.run_lock` (one run
-  per directory) and :mod:`~divalign.launch.lock_guard` (stop before saving without it),
+  per directory; stop before saving without it),
   :mod:`~divalign.launch.resume_changes` (values changed on resume), :mod:`~divalign.launch.main_process` (file
   decisions made once for every rank), :mod:`~divalign.launch.nonfinite_guard` (stop at the first NaN/inf step);
 - the checks before the model loads: :mod:`~divalign.launch.precision` (the launcher's mixed precision against the
   recipe's), :mod:`~divalign.launch.model_path` (a local path that is not there), :mod:`~divalign.launch.datasets_io`
-  (the dataset's file, splits, columns and the kind of its text fields), :mod:`~divalign.launch.tokenizer_checks`
+  (the dataset's file, splits, columns, the kind of its text fields, conversational data for ``assistant_only_loss``),
+  :mod:`~divalign.launch.tokenizer_checks`
   (``assistant_only_loss`` against the chat template, ``eos_token``).
 
 This module registers the `divalign train` subcommand and imports only the light launcher code; the training code is

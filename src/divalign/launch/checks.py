@@ -44,7 +44,7 @@ def has_gpu() -> bool:
 def _check_diversity(block: dict | None) -> None:
     if block is None:
         return
-    from ..diversity.callback import DiversityConfig, load_probe_records
+    from ..callback import DiversityConfig, load_probe_records
 
     try:
         config = DiversityConfig.from_dict(block)

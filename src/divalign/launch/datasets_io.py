@@ -5,7 +5,8 @@ Every failure names the file (and, for JSON Lines, the line) or the split at fau
 fields a stage reads (``messages``, ``prompt``, ``completion``, ``chosen``, ``rejected``, SFT's text field) must hold
 text or chat messages, one kind in every row and field of a row, and every message a known role and a ``content``
 (:func:`check_text_fields`): ``datasets`` loads a file that mixes them (typing the column ``Json``), and TRL then stops
-inside tokenization after the model has loaded, or trains on the mix (or on empty turns) silently.
+inside tokenization after the model has loaded, or trains on the mix (or on empty turns) silently. With
+``assistant_only_loss`` the data must be conversational (:func:`check_conversational`).
 """
 
 from __future__ import annotations
@@ -287,3 +288,15 @@ def check_text_fields(
         allowed[text_field] = {TEXT}
     if allowed and isinstance(dataset, Dataset) and len(dataset):
         check_row_types(dataset, allowed, row_locator(dataset_name, split))
+
+
+def check_conversational(dataset: Any, columns: tuple[str, ...], training_args: Any, dataset_name: str) -> None:
+    """Refuse ``assistant_only_loss`` on data that is not conversational (TRL refuses it after the model loads)."""
+    if not getattr(training_args, "assistant_only_loss", False) or not hasattr(dataset, "__len__") or not len(dataset):
+        return  # a streamed dataset is left to the trainer
+    if value_kind(dataset[0][columns[0]]) != CHAT:
+        raise RecipeError(
+            f"assistant_only_loss is true, but dataset {dataset_name!r} is not conversational (field "
+            f"{columns[0]!r} holds text); give chat messages (a `messages` column, or `prompt`/`completion` message "
+            "lists), or set `assistant_only_loss: false`"
+        )

@@ -1,10 +1,15 @@
 """One run per output directory: a lock file naming its owner (host, pid, start time), taken atomically.
 
-A second run started into the same directory is refused with the owner's name. A run whose lock file is deleted or
-taken over while it trains stops at its next save, before writing it (:mod:`divalign.launch.lock_guard`). A lock whose owner is gone — the
-pid is dead on this host, or the pid now belongs to another process (a different start time) — is stale: it is taken
+A second run started into the same directory is refused with the owner's name. A lock whose owner is gone — the pid
+is dead on this host, or the pid now belongs to another process (a different start time) — is stale: it is taken
 over with a warning, so a killed run never blocks the directory. A lock from another host cannot be checked from here
 and is refused; the message says which file to remove once that run is known to be gone.
+
+Deleting ``.divalign_lock`` (by hand, or a cleanup script) lets a second run take the directory; from then on two runs
+would save checkpoints, the resolved recipe and the final model into one place. So the running one checks its lock
+before each save — a checkpoint (:class:`LockGuard`), and the final model (:func:`require_lock`) — and stops without
+writing when the lock no longer holds its record, so its newest checkpoint stays as it was. Under a distributed
+launch the main process, which holds the lock, decides for every rank (:mod:`divalign.launch.main_process`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
+from .main_process import decide_on_main
 from .recipe import RecipeError
 
 LOCK_FILE = ".divalign_lock"
@@ -169,3 +177,21 @@ class RunLock:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.release()
+
+
+def require_lock(lock: RunLock, what_stops: str) -> None:
+    """Raise a :class:`RunLockError` on every rank when the main process lost ``lock``."""
+    message = decide_on_main(lambda: None if lock.still_held() else lock.lost_message(what_stops))
+    if message is not None:
+        raise RunLockError(message)
+
+
+class LockGuard(TrainerCallback):
+    """Check the run's lock at each step that is about to save a checkpoint; stop before the save when it is lost."""
+
+    def __init__(self, lock: RunLock):
+        self.lock = lock
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_save:
+            require_lock(self.lock, f"before saving checkpoint-{state.global_step}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .datasets_io import CHAT, value_kind
 from .recipe import RecipeError
 
 TEMPLATE_SUFFIXES = (".jinja", ".j2")  # a chat_template_path TRL reads as a template file (else: a tokenizer to clone)
@@ -171,15 +170,3 @@ def check_tokenizer(training_args: Any, model_args: Any, local_only: bool) -> No
         return
     check_special_tokens(tokenizer, training_args, model)
     check_assistant_only_loss(tokenizer, training_args, model, local_only)
-
-
-def check_conversational(dataset: Any, columns: tuple[str, ...], training_args: Any, dataset_name: str) -> None:
-    """Refuse ``assistant_only_loss`` on data that is not conversational (TRL refuses it after the model loads)."""
-    if not getattr(training_args, "assistant_only_loss", False) or not hasattr(dataset, "__len__") or not len(dataset):
-        return  # a streamed dataset is left to the trainer
-    if value_kind(dataset[0][columns[0]]) != CHAT:
-        raise RecipeError(
-            f"assistant_only_loss is true, but dataset {dataset_name!r} is not conversational (field "
-            f"{columns[0]!r} holds text); give chat messages (a `messages` column, or `prompt`/`completion` message "
-            "lists), or set `assistant_only_loss: false`"
-        )

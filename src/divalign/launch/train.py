@@ -12,7 +12,7 @@ every key and its range, the model path, the output path, the launcher's mixed p
 of every text field) and the diversity prompts are checked, then the output directory under its lock (resume, finished
 run, changed hyper-parameters: :mod:`divalign.launch.output_dir`); a run that stops before writing anything removes
 the folders it created. While training, :class:`~divalign.launch.nonfinite_guard.NonFiniteGuard` stops at the first
-NaN/inf step and :class:`~divalign.launch.lock_guard.LockGuard` before a save once the lock is no longer the run's.
+NaN/inf step and :class:`~divalign.launch.run_lock.LockGuard` before a save once the lock is no longer the run's.
 After the run the model, its tokenizer, ``trainer_state.json``, the resolved recipe (``divalign_recipe.yaml``) and,
 last, ``divalign_finished.json`` sit in ``output_dir``.
 """
@@ -32,8 +32,7 @@ from ..dashboards import install_dashboards
 from ..quiet import quiet_loading_bars, show_held_4bit_warnings
 from . import precision
 from .checkpoints import export_model, read_trainer_state
-from .datasets_io import check_columns, check_text_fields, eval_split, load_recipe_dataset
-from .lock_guard import LockGuard, require_lock
+from .datasets_io import check_columns, check_conversational, check_text_fields, eval_split, load_recipe_dataset
 from .main_process import decide_on_main
 from .model_path import check_model_available
 from .nonfinite_guard import NonFiniteError, NonFiniteGuard, check_finite_weights
@@ -60,36 +59,35 @@ from .recipe import (
 )
 from .relaunch import LaunchRequest, inside_distributed_launch, launch_request, run_command
 from .resume_changes import ApplyLearningRate
-from .run_lock import RunLock
-from .stages import STAGES, Stage, StageRun
-from .stages.common import model_init_kwargs
-from .tokenizer_checks import check_conversational, check_tokenizer
+from .run_lock import LockGuard, RunLock, require_lock
+from .stages import STAGES, Stage, StageRun, model_init_kwargs
+from .tokenizer_checks import check_tokenizer
 
 DRY_RUN_FLAGS = {"--dry-run", "--dry_run"}
 
 
-def _diversity_config(block: dict | None, recipe_path: str) -> Any:
-    """The recipe's diversity settings, with its probe prompts loaded once now so a bad file fails before the model."""
+def _diversity_callback(block: dict | None, recipe_path: str) -> Any:
+    """The recipe's diversity callback: its settings checked (the quality parsed once for the run) and its probe
+    prompts read once, now, so a bad file fails before the model."""
     if block is None:
         return None
-    from ..diversity.callback import DiversityConfig, load_probe_records
+    from ..callback import DiversityCallback, DiversityConfig, load_probe_records
 
     try:
         config = DiversityConfig.from_dict(block)
-        load_probe_records(config)
+        probes = load_probe_records(config)
     except (ValueError, FileNotFoundError) as error:
         raise RecipeError(f"{recipe_path}: diversity: {error}") from error
     _check_reward_model(config)
-    return config
+    return DiversityCallback(config, probes=probes)
 
 
 def _check_reward_model(config: Any) -> None:
     """A reward model named as the quality must be loadable here (a Hub id in the local cache while the Hub is
     offline), as the policy must: checked before the policy loads and samples step 0."""
-    from ..rewards.quality import parse_quality
     from ..rewards.registry import RewardSpec
 
-    spec = None if config.quality is None else parse_quality(config.quality)
+    spec = None if config.parsed_quality is None else config.parsed_quality.spec
     if isinstance(spec, RewardSpec) and spec.name == "reward_model":
         check_model_available(spec.kwargs["model"], "diversity.quality")
 
@@ -97,9 +95,7 @@ def _check_reward_model(config: Any) -> None:
 def _callbacks(diversity: Any, options: RunOptions) -> list:
     callbacks = []
     if diversity is not None:
-        from ..diversity.callback import DiversityCallback
-
-        callbacks.append(DiversityCallback(diversity))
+        callbacks.append(diversity)
     if options.stop_on_nonfinite:
         callbacks.append(NonFiniteGuard())
     return callbacks
@@ -137,7 +133,7 @@ def _save_outputs(trainer: Any, output_dir: str, resolved: dict[str, Any], plan:
         trainer.processing_class.save_pretrained(output_dir)
     trainer.save_state()  # trainer_state.json beside the model: the curves `divalign plot` draws
     if trainer.accelerator.is_main_process:
-        from ..diversity.reference import stop_reason
+        from ..callback.state import stop_reason
 
         write_resolved_recipe(output_dir, resolved, plan.resumes)
         write_finished(output_dir, trainer.state.global_step, stop_reason(trainer.state))
@@ -189,12 +185,13 @@ def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
     precision.check_precision(training_args, precision.from_environment())
     check_tokenizer(training_args, model_args, local_only=False)
     train_dataset, eval_dataset = _checked_datasets(stage, script_args, training_args)
-    diversity = _diversity_config(diversity_block, recipe_path)
+    diversity = _diversity_callback(diversity_block, recipe_path)
     note = None if diversity is None else stopped_start_note(model_args.model_name_or_path)
     if note is not None and PartialState().is_main_process:
         print(f"divalign.train: note: {note}", flush=True)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
-    resolved = resolve_recipe(trainer_name, diversity, env, options, script_args, training_args, model_args)
+    config = None if diversity is None else diversity.config
+    resolved = resolve_recipe(trainer_name, config, env, options, script_args, training_args, model_args)
     output_dir = training_args.output_dir
     created = outermost_missing(output_dir)  # removed again if the run stops before writing anything into it
     lock = RunLock(output_dir)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..launch import train
-from ..launch.stages.common import model_init_kwargs
+from ..launch.stages import model_init_kwargs
 
 
 def load_trainable_adapter(base: str, adapter_dir: str, init_kwargs: dict[str, Any]) -> Any:

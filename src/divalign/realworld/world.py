@@ -21,7 +21,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..smoke import write_jsonl
+from ..jsonl import write_jsonl
 from .catalog import NON_MEMBER_STATES, Category, category
 
 SEEN_CATEGORIES = ("european_country", "asian_country", "us_state", "chemical_element", "planet", "weekday")

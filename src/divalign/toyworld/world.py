@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from divalign.smoke import write_jsonl
+from divalign.jsonl import write_jsonl
 
 # The answers of every category, written for this world, in package data (categories.json: one category a line). Two-
 # word answers exist on purpose: an answer is a token *sequence*, so the exact answer probabilities have to multiply
