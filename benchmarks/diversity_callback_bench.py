@@ -103,7 +103,7 @@ def start_callback(callback, trainer) -> None:
 
 
 def diversity_config(args: argparse.Namespace, prompts: Path):
-    from divalign.diversity.callback import DiversityConfig
+    from divalign.callback import DiversityConfig
 
     overrides = {"prompts": str(prompts)}
     if args.every_steps:
@@ -117,7 +117,7 @@ def diversity_config(args: argparse.Namespace, prompts: Path):
 
 def main(argv: list[str] | None = None) -> dict:
     from divalign import TOFUConfig, TOFUTrainer
-    from divalign.diversity.callback import DiversityCallback
+    from divalign.callback import DiversityCallback
 
     args = parse_args(argv)
     on_cuda = args.device.startswith("cuda")
@@ -206,8 +206,8 @@ def _time_toy(trainer, config, repeats: int) -> dict[str, float]:
     samples without the quality (the metrics) and with it (the reward's call, verdicts, pass@k, correct-only metrics,
     the split against step 0), interleaved on the same samples so that the load of a shared CPU hits both alike; and
     the whole evaluation as the callback runs it (sampling, scoring, logging)."""
-    from divalign.diversity.callback import DiversityCallback
-    from divalign.diversity.probe_scores import against_reference, score_probe
+    from divalign.callback import DiversityCallback
+    from divalign.callback.probe_scores import against_reference, score_probe
 
     callback = DiversityCallback(config, trainer=trainer)
     start_callback(callback, trainer)
@@ -237,7 +237,7 @@ def toy_main(args: argparse.Namespace) -> dict:
 
     import yaml
 
-    from divalign.diversity.callback import DiversityConfig
+    from divalign.callback import DiversityConfig
 
     torch.set_num_threads(1)  # the demo's setting: tiny matrices, a shared CPU
     recipe = yaml.safe_load(Path(args.recipe).read_text())

@@ -167,7 +167,7 @@ def worker(args: argparse.Namespace) -> None:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from divalign.diversity.callback import DiversityCallback, DiversityConfig
+    from divalign.callback import DiversityCallback, DiversityConfig
 
     workdir = Path(args.workdir)
     # the config first: under ZeRO-3 it sets up the process group that partitioning the model at load needs

@@ -23,7 +23,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from divalign import generation
-from divalign.diversity.callback import DiversityCallback, DiversityConfig, load_probe_prompts, preserve_rng_state
+from divalign.callback import DiversityCallback, DiversityConfig, load_probe_records
+from divalign.callback.callback import preserve_rng_state
 from divalign.generation import render_prompt
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -349,6 +350,10 @@ def test_from_dict_rejects_bad_blocks(block, match):
 
 # ---------------------------------------------------------------------------------------------------------------
 # prompts, sharding, RNG
+
+
+def load_probe_prompts(config: DiversityConfig) -> list:
+    return [record.prompt for record in load_probe_records(config)]
 
 
 def test_load_probe_prompts_from_files_and_datasets(tmp_path: Path):

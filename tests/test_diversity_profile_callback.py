@@ -11,8 +11,8 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
+from divalign.callback import DiversityCallback, DiversityConfig
 from divalign.diversity import compute_diversity
-from divalign.diversity.callback import DiversityCallback, DiversityConfig
 from divalign.diversity.profile import embedding_model_for
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))

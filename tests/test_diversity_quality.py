@@ -20,9 +20,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from chat_checkpoints import save_reward_model
-from divalign.diversity.callback import DiversityCallback, DiversityConfig
-from divalign.diversity.probe_scores import against_reference, score_probe
-from divalign.diversity.reference import STATE_KEY, Reference, TrackingRecord
+from divalign.callback import DiversityCallback, DiversityConfig
+from divalign.callback.probe_scores import against_reference, score_probe
+from divalign.callback.state import STATE_KEY, Reference, TrackingRecord
 from divalign.rewards.quality import Quality, parse_quality
 from divalign.rewards.registry import RewardSpec
 from wandb_records import offline_runs
@@ -78,7 +78,7 @@ def test_quality_scores_every_sample_as_trl_calls_a_reward():
 
 
 def test_math_answer_reads_the_answer_column_of_the_probe_records(tmp_path):
-    from divalign.diversity.callback import load_probe_records
+    from divalign.callback import load_probe_records
 
     probe = tmp_path / "probe.jsonl"
     probe.write_text(
@@ -542,8 +542,8 @@ def test_training_and_eval_accept_and_refuse_the_same_quality_specs(importable_h
     both refuse it with the same reason."""
     from diversity_tiny import build_tokenizer
 
-    from divalign.evaluation.prompts import PromptRecord
     from divalign.evaluation.quality import load_quality
+    from divalign.prompts import PromptRecord
 
     judge = save_reward_model(importable_here / "rm_dir", build_tokenizer())
     accepted = ["toy_validity", {"format": {"boxed": False, "pattern": "x"}}, '{"format": {"tags": ["a"]}}',

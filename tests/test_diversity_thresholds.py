@@ -12,9 +12,9 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-import divalign.diversity.callback as callback_module
-from divalign.diversity.callback import DiversityCallback, DiversityConfig
-from divalign.diversity.reference import Reference, inactive_thresholds
+import divalign.callback.callback as callback_module
+from divalign.callback import DiversityCallback, DiversityConfig
+from divalign.callback.state import Reference, inactive_thresholds
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 from diversity_tiny import save_tiny_policy, train_records, write_probe_prompts

@@ -23,8 +23,8 @@ from divalign.cli import main
 from divalign.diversity import DEFAULT_EVAL_METRICS
 from divalign.diversity.answers import final_answer_matches
 from divalign.evaluation import evaluate_lineage, load_prompts, parse_model_spec
-from divalign.evaluation.prompts import load_verifier
 from divalign.generation import SeededSampler, encode_prompt, prompt_seed
+from divalign.user_code import load_verifier
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WORDS = ["<pad>", "<s>", "</s>", "<unk>", "user", "assistant", ":", "say", "a", "word"] + [f"w{i}" for i in range(30)]

@@ -22,9 +22,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import divalign.evaluation.lineage as lineage_module
 from chat_checkpoints import save_reward_model
 from divalign.evaluation import evaluate_lineage
-from divalign.evaluation.prompts import load_callable
 from divalign.evaluation.sampling import Samples
 from divalign.smoke import build_tokenizer, save_tiny_model, write_jsonl
+from divalign.user_code import load_callable
 
 REPO = Path(__file__).resolve().parents[1]
 DIVALIGN = Path(sys.executable).parent / "divalign"  # the console script: its sys.path[0] is bin/, not the cwd

@@ -91,6 +91,48 @@ def test_the_import_graph_has_no_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+# The package's rooms in layers, lowest first (docs/architecture.md, "Layers"): a module imports its own room and the
+# rooms of lower layers, never a room of its own layer or above. Top-level modules outside these rooms (generation.py,
+# dashboards.py, ...) are not checked here.
+LAYERS = [
+    ["diversity", "prompts"],
+    ["rewards"],
+    ["evaluation", "callback"],
+    ["trainers"],
+    ["launch"],
+    ["pipeline"],
+    ["compare"],
+]
+
+
+def room_of(module: str) -> str | None:
+    """``divalign.diversity.registry`` -> ``diversity``, ``divalign.prompts`` -> ``prompts``; ``None`` off the layers."""
+    parts = module.split(".")
+    room = parts[1] if len(parts) > 1 else None
+    return room if any(room in layer for layer in LAYERS) else None
+
+
+def test_no_module_imports_a_room_above_its_own():
+    """Lazy imports inside functions count too: the metrics library (diversity/) imports no command, reward or
+    callback; the rewards no evaluation or callback; the evaluation and the training callback neither each other nor
+    the launch path."""
+    layer = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
+    upward = [
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        for target in sorted(targets)
+        if (here := room_of(module)) and (there := room_of(target)) and here != there and layer[there] >= layer[here]
+    ]
+    assert not upward, upward
+
+
+def test_the_architecture_page_lists_the_layers():
+    page = (REPO / "docs" / "architecture.md").read_text()
+    section = page[page.index("## Layers") :].split("\n## ")[0]
+    listed = [re.findall(r"`(\w+)(?:/|\.py)`", line) for line in re.findall(r"^\d+\. (.+)$", section, re.MULTILINE)]
+    assert listed == LAYERS
+
+
 def test_no_module_imports_another_modules_private_names():
     offenders = [
         f"{module} imports {name} from {target}"

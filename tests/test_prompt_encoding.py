@@ -13,8 +13,8 @@ import yaml
 import divalign.launch.train as train
 from chat_checkpoints import SPECIALS, save_chat_checkpoint
 from divalign.cli import main as cli_main
-from divalign.evaluation.prompts import load_prompts
 from divalign.launch.recipe import RecipeError
+from divalign.prompts import load_prompts
 from divalign.smoke import build_smoke_assets
 
 REPO = Path(__file__).resolve().parents[1]

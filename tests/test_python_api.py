@@ -30,7 +30,7 @@ def test_the_names_a_training_script_needs_load_on_first_use():
         from divalign import (DiversityCallback, DiversityConfig, DivGRPOConfig, DivGRPOTrainer, GEMConfig, GEMTrainer,
                               TOFUConfig, TOFUTrainer, compute_diversity)
         from divalign.diversity import compute_diversity as metrics
-        from divalign.diversity.callback import DiversityCallback as Callback
+        from divalign.callback import DiversityCallback as Callback
         from divalign.trainers.grpo_trainer import DivGRPOTrainer as GRPO
         from trl import GRPOTrainer, SFTTrainer
         from transformers import TrainerCallback

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from trl import ModelConfig, ScriptArguments, SFTConfig
 
-from divalign.diversity.callback import DiversityConfig
+from divalign.callback import DiversityConfig
 from divalign.launch.recipe import DIVALIGN_KEYS, parse_recipe, split_recipe
 from divalign.launch.train import STAGES
 from divalign.pipeline import load_pipeline

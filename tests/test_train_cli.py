@@ -12,7 +12,7 @@ import yaml
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig, ScriptArguments
 
-from divalign.diversity.callback import DiversityConfig
+from divalign.callback import DiversityConfig
 from divalign.launch.recipe import RecipeError, parse_recipe, split_recipe
 from divalign.launch.run_lock import LOCK_FILE
 from divalign.launch.train import STAGES, main, run_stage

@@ -1,6 +1,7 @@
 """A function of your own named `MODULE:FUNCTION` (a verifier, a quality scorer): imported as `python -m` would,
 with a module in the current directory found, and a module that does not import (a syntax error, an error at import)
-reported as the name it was given under, its file and line, instead of a traceback.
+reported as the name it was given under, its file and line, instead of a traceback. A verifier's own error names the
+sample it failed on.
 """
 
 from __future__ import annotations
@@ -57,3 +58,25 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
     if not callable(fn):
         raise ValueError(f"{what} {spec!r}: module {module_name!r} has no callable {attr!r}")
     return fn
+
+
+def load_verifier(spec: str) -> Callable[[str, str | None], bool]:
+    """Import `module:function`; the function is called as `fn(completion_text, reference_answer) -> bool`, and an
+    exception it raises is reported naming it, the sample and the reference answer (:func:`checked_verifier`)."""
+    return checked_verifier(load_callable(spec, "Verifier"), spec)
+
+
+def checked_verifier(verify: Callable[[str, str | None], Any], name: str) -> Callable[[str, str | None], bool]:
+    """`verify` as a 0/1 verdict; an exception it raises becomes a ValueError naming `name`, the sample and the
+    reference answer — a user's function failing on one sample among thousands must say which."""
+
+    def checked(completion: str, answer: str | None) -> bool:
+        try:
+            return bool(verify(completion, answer))
+        except Exception as err:
+            raise ValueError(
+                f"verifier {name!r} raised {type(err).__name__} on the sample {completion!r:.120} "
+                f"(reference answer {answer!r:.80}): {err}"
+            ) from err
+
+    return checked

@@ -26,7 +26,7 @@ from trl import SFTConfig, SFTTrainer
 sys.path.insert(0, str(Path(__file__).parent))
 from diversity_tiny import train_records
 
-from divalign.diversity.callback import DiversityCallback, DiversityConfig
+from divalign.callback import DiversityCallback, DiversityConfig
 
 QUALITY_WORDS = r"\b(the|a|cat|dog|sat|ran|on|mat|tree|bird)\b"
 GENERATE_CALLS: list[bool] = []

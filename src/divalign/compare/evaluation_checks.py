@@ -90,8 +90,8 @@ def _check_metric(name: Any, where: str) -> None:
 
 def _read(evaluation: EvaluationSpec, key: str, where: str) -> list[Any] | None:
     """The prompt records of a local source (None for a Hub dataset id, read when the comparison samples)."""
-    from ..evaluation.prompts import load_prompts
     from ..pipeline.spec import is_local_prompts
+    from ..prompts import load_prompts
 
     source = getattr(evaluation, key)
     if not is_local_prompts(source):
@@ -128,7 +128,7 @@ def _check_quality(evaluation: EvaluationSpec, records: list[Any] | None, where:
             "matches quality as well as diversity"
         )
     if evaluation.verifier is not None:
-        from ..evaluation.prompts import load_verifier
+        from ..user_code import load_verifier
 
         try:
             load_verifier(evaluation.verifier)

@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,12 +27,16 @@ from ..diversity.embedding import CachedEmbedder
 from ..diversity.nli import DEFAULT_NLI_MODEL, NLIScorer
 from ..diversity.profile import DEFAULT_PROFILE, MetricProfile, get_profile, load_profile_embedder
 from ..diversity.registry import check_requirements, metric_needs, score_groups, validate_metrics
-from ..evaluation.prompts import PromptRecord, load_prompts, load_verifier
-from ..evaluation.quality import Quality, accuracy, load_quality, prompt_quality
+from ..evaluation.quality import accuracy, load_quality, prompt_quality
 from ..evaluation.sampling import EvalSampling, Samples, check_model_path, check_sampling, open_sampler
 from ..generation import SamplingSettings
+from ..prompts import PromptRecord, load_prompts
+from ..user_code import load_verifier
 from .spec import EvaluationSpec
 from .statistics import Axes
+
+if TYPE_CHECKING:
+    from ..rewards.quality import Quality
 
 _CACHE_VERSION = 1
 

@@ -9,17 +9,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..diversity import REGISTRY
 from ..diversity.aggregate import summarize_with_ci
 from ..diversity.registry import score_groups
+from ..prompts import PromptRecord
 from .frontier import FrontierCurve, matched_difference
-from .prompts import PromptRecord
-from .quality import Quality, accuracy, prompt_quality
+from .quality import accuracy, prompt_quality
 from .sampling import Samples
+
+if TYPE_CHECKING:
+    from ..rewards.quality import Quality
 
 AnswerVerifier = Callable[[str, "str | None"], bool]
 QualityScorer = Callable[[str, "str | None"], float]

@@ -2,7 +2,7 @@
 
 Each model samples K completions per prompt through `divalign.generation`; `divalign.diversity` scores them; the
 results are written by `report.py`. With a verifier: quality, diversity over correct samples only and the split of
-the drop (`quality_split.py`); with temperatures: the frontier (`frontier_sweep.py`); with an embedder: the semantic
+the drop (`diversity/quality_split.py`); with temperatures: the frontier (`frontier_sweep.py`); with an embedder: the semantic
 views (`semantic_views.py`).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, NLIScorer, validate_metrics
 from ..diversity.aggregate import summarize_with_ci
@@ -24,8 +24,11 @@ from ..diversity.profile import (
     get_profile,
     load_profile_embedder,
 )
+from ..diversity.quality_split import quality_split, score_quality
 from ..diversity.registry import DiversityScores, check_requirements, metric_needs, score_groups
 from ..generation import SamplingSettings
+from ..prompts import PromptRecord, load_prompts
+from ..user_code import checked_verifier, load_verifier
 from .frontier_sweep import (
     AnswerVerifier,
     QualityScorer,
@@ -35,12 +38,13 @@ from .frontier_sweep import (
     temperature_sweep,
 )
 from .output_dir import check_out_dir, incomplete_output
-from .prompts import PromptRecord, checked_verifier, load_prompts, load_verifier
-from .quality import Quality, load_quality, prompt_quality
-from .quality_split import quality_split, score_quality
+from .quality import load_quality, prompt_quality
 from .report import write_results, write_samples
 from .sampling import EvalSampling, Samples, check_model_path, check_sampling, open_sampler
 from .semantic_views import semantic_views
+
+if TYPE_CHECKING:
+    from ..rewards.quality import Quality
 
 _ANSWER_METRICS = ("unique_answers", "pass_at_1", "pass_at_k")
 
@@ -177,7 +181,7 @@ def evaluate_lineage(
 ) -> dict[str, Any]:
     """Sample from each (name, path) model in lineage order, score diversity, write results into `out_dir`.
 
-    `prompts_path` is anything `divalign.evaluation.prompts.load_prompts` reads (file, saved dataset, Hub id with
+    `prompts_path` is anything `divalign.prompts.load_prompts` reads (file, saved dataset, Hub id with
     `prompts_split` / `prompts_column`). `verifier` is `module:function` or a callable
     `fn(completion, reference_answer) -> bool`; the reference is the prompt's answer column. `quality` (a reward name
     of `divalign.rewards`, `reward_model:PATH`, a JSON `{name: settings}`, `module:function` or a callable

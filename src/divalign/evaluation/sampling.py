@@ -22,8 +22,8 @@ from ..generation import (
     stop_token_ids,
     uses_chat_template,
 )
+from ..prompts import PromptRecord
 from .backends import BACKENDS, use_vllm
-from .prompts import PromptRecord
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 

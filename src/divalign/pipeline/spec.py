@@ -239,7 +239,7 @@ def _parse_eval(raw: Any, path: Path) -> dict[str, Any] | None:
 
 def is_local_prompts(source: str) -> bool:
     """Whether an eval `prompts` source is on this machine (a file, a saved dataset, a data folder), not a Hub id."""
-    from ..evaluation.prompts import FILE_SUFFIXES
+    from ..prompts import FILE_SUFFIXES
 
     return Path(source).expanduser().exists() or Path(source).suffix in FILE_SUFFIXES or looks_local(source)
 
@@ -247,7 +247,7 @@ def is_local_prompts(source: str) -> bool:
 def _check_eval_prompts(raw: dict[str, Any], path: Path) -> None:
     """Read a local prompt source now, as `divalign eval` will (so a bad one fails before stage 1 trains); a Hub
     dataset id is read when the eval runs."""
-    from ..evaluation.prompts import load_prompts
+    from ..prompts import load_prompts
 
     source = raw["prompts"]
     if not isinstance(source, str) or not source.strip():

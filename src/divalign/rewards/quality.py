@@ -1,6 +1,7 @@
 """A reward of the registry, or a function of your own, as the quality of sampled completions: the one grammar and
-scorer behind the ``quality:`` of a recipe's ``diversity:`` block (the training callback) and ``divalign eval
---quality`` (the frontier, and quality next to diversity).
+the one ``Quality`` object behind the ``quality:`` of a recipe's ``diversity:`` block (the training callback, parsed
+once per run by its config), ``divalign eval --quality`` and ``--verifier`` (the frontier, and quality next to
+diversity) and a compare spec's ``evaluation.quality``.
 
 The value takes the forms a GRPO recipe's ``rewards:`` entries take, names a reward model, or a function:
 
@@ -28,12 +29,15 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..user_code import load_callable
 from .base import completion_text
 from .registry import REWARDS, RewardSpec, build, parse_reward
 from .reward_model import check_reward_model_reference
+
+if TYPE_CHECKING:
+    from ..prompts import PromptRecord
 
 WHERE = "diversity.quality"
 REWARD_MODEL_PREFIX = "reward_model:"
@@ -46,17 +50,21 @@ ANSWER_COLUMNS = ("answer", "solution")  # a function's reference answer, as the
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    """A quality function of your own: ``fn(completion, answer) -> float``, named by its ``MODULE:FUNCTION``."""
+    """A quality function of your own: ``fn(completion, answer) -> float``, named by its ``MODULE:FUNCTION``. With
+    ``verdict``, a verifier: its truth as a 0/1 score, its errors its own (`divalign.user_code.checked_verifier`)."""
 
     name: str
     fn: Callable[[str, str | None], Any]
+    verdict: bool = False
 
 
 def parse_quality(value: Any, where: str = WHERE) -> RewardSpec | FunctionSpec:
     """The reward a quality value names: a registry name, a one-key mapping ``{name: settings}`` (or its JSON),
     ``reward_model:PATH``, the path of a local reward-model directory, or ``MODULE:FUNCTION`` (imported now; a
-    Python callable is taken as it is). Errors start with ``where`` (the recipe key or flag) and say what it
-    accepts; a reward model's local path must hold a checkpoint."""
+    Python callable is taken as it is, a :class:`FunctionSpec` too). Errors start with ``where`` (the recipe key or
+    flag) and say what it accepts; a reward model's local path must hold a checkpoint."""
+    if isinstance(value, FunctionSpec):
+        return value
     if callable(value):
         return FunctionSpec(getattr(value, "__name__", "quality"), value)
     if isinstance(value, str) and value.lstrip().startswith("{"):
@@ -133,7 +141,7 @@ class Quality:
     @property
     def binary(self) -> bool:
         """Whether the scores are 0/1 verdicts."""
-        return bool(getattr(self.reward, "binary", False))
+        return bool(getattr(self.reward, "binary", False) or getattr(self.spec, "verdict", False))
 
     @property
     def has_verdicts(self) -> bool:
@@ -203,7 +211,18 @@ class Quality:
             out[i].append(self._number(value, first_index + i, prompts[i], k, groups[i][k]))
         return out
 
+    def score_record(
+        self, index: int, record: PromptRecord, texts: Sequence[str], token_ids: Sequence[Sequence[int]], chat: bool
+    ) -> list[float]:
+        """The quality of each sample of one prompt record (its prompt, columns and reference answer), as `divalign
+        eval` scores prompt by prompt; ``index`` is the prompt's, for the errors."""
+        answers = [record.answer]
+        (scores,) = self.score([record.prompt], [texts], [token_ids], [record.columns], chat, answers, index)
+        return scores
+
     def _call_function(self, index: int, prompt: Any, k: int, text: str, answer: str | None) -> float:
+        if self.spec.verdict:  # a checked verifier: its errors already name the sample
+            return float(bool(self.spec.fn(text, answer)))
         try:
             value = self.spec.fn(text, answer)
         except Exception as err:  # the user's function: name the sample it failed on

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from ..diversity import DEFAULT_PROFILE, METRIC_NAMES, REGISTRY, get_profile
+from ..diversity import DEFAULT_PROFILE, get_profile
+from ..diversity.training_metrics import check_training_metrics
 from ..rewards import parse_rewards
 
 ROLLOUT_DIVERSITY_METRICS = ["distinct_1", "distinct_2", "distinct_3", "distinct_4", "ead", "exact_dup_rate"]
@@ -96,12 +97,10 @@ class DivGRPOConfig(GRPOConfig):
 
     def _check_rollout_metrics(self) -> None:
         get_profile(self.rollout_diversity_profile)  # an unknown name raises, listing the valid ones
-        unknown = [name for name in self.rollout_diversity_metrics if name not in METRIC_NAMES]
-        if unknown:
-            raise ValueError(f"Unknown rollout_diversity_metrics {unknown}; valid metrics: {list(METRIC_NAMES)}")
-        unavailable = [m for m in self.rollout_diversity_metrics if REGISTRY[m].needs & {"verifier", "nli_scorer"}]
-        if unavailable:
-            raise ValueError(f"rollout_diversity_metrics {unavailable} need a verifier or an NLI model")
-        semantic = [m for m in self.rollout_diversity_metrics if "embedder" in REGISTRY[m].needs]
-        if semantic and not self.rollout_diversity_embedding_model:
-            raise ValueError(f"rollout_diversity_metrics {semantic} need rollout_diversity_embedding_model")
+        check_training_metrics(
+            self.rollout_diversity_metrics,
+            self.rollout_diversity_embedding_model,
+            unknown="Unknown rollout_diversity_metrics {names}; valid metrics: {valid}",
+            offline="rollout_diversity_metrics {names} need a verifier or an NLI model",
+            semantic="rollout_diversity_metrics {names} need rollout_diversity_embedding_model",
+        )

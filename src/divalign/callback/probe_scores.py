@@ -1,8 +1,8 @@
 """What one training-time evaluation of the probe set logs, computed on the main process from the sampled groups:
 the diversity metrics, and with a quality (:mod:`divalign.rewards.quality`) its mean, pass@1 / pass@K and the
-diversity over correct samples only; against the step-0 reference (:mod:`divalign.diversity.reference`) the retained
+diversity over correct samples only; against the step-0 reference (:mod:`divalign.callback.state`) the retained
 ratios and the quality-control / narrowing split. Quality, correct-only diversity and the split go through
-:mod:`divalign.evaluation.quality_split`, the code `divalign eval` uses.
+:mod:`divalign.diversity.quality_split`, the code `divalign eval` uses.
 
 Keys (each logged as ``diversity/<key>``): ``<metric>`` (and ``_p10`` / ``_p90`` / ``_across``), ``quality/mean``,
 ``quality/pass_at_1``, ``quality/pass_at_k``, ``correct_only/<metric>``, ``correct_only/num_prompts``,
@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..evaluation.quality_split import diversity_metrics, score_quality, split_drop
-from .aggregate import summarize
-from .reference import PerPrompt, Reference
-from .registry import REGISTRY, score_groups
+from ..diversity.aggregate import summarize
+from ..diversity.quality_split import diversity_metrics, score_quality, split_drop
+from ..diversity.registry import REGISTRY, score_groups
+from .state import PerPrompt, Reference
 
 PASS_METRICS = ("pass_at_1", "pass_at_k")
 

@@ -2,7 +2,7 @@
 2604.16027): a per-sample quality, diversity over correct samples only, and a model's diversity drop against a base
 split into quality control and genuine narrowing.
 
-One code path for `divalign eval` (`lineage.py`) and the training callback (`divalign.diversity.callback`, against
+One code path for `divalign eval` (`evaluation/lineage.py`) and the training callback (`divalign.callback`, against
 its step-0 evaluation). Like the paper's quality-filtered diversity, every correct-only metric and the split count a
 prompt only when it has at least :data:`MIN_CORRECT` correct samples: with one, a pairwise metric (SBERT, self-BLEU)
 is undefined while others are not (Vendi is 1.0, distinct-n is defined), and the correct-only averages would run
@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..diversity import REGISTRY
-from ..diversity.registry import DiversityScores, score_groups
+from .registry import REGISTRY, DiversityScores, score_groups
 
 MIN_CORRECT = 2  # correct samples a prompt needs to count in any correct-only metric or in the split
 

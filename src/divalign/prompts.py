@@ -1,4 +1,4 @@
-"""Prompt sets for every sampler (`divalign eval`, the training-time diversity callback), and the verifier loader.
+"""Prompt sets for every sampler (`divalign eval`, `divalign compare`, the training-time diversity callback).
 
 One loader reads every source either accepts: a local .jsonl / .json / .txt / .csv / .parquet file, a dataset saved
 with `save_to_disk`, a local data folder, or a Hub dataset id, with a split and a column. A record's prompt is a plain
@@ -14,8 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from ..user_code import load_callable
 
 Messages = list[dict[str, Any]]
 PROMPT_COLUMNS = ("prompt", "messages")
@@ -175,25 +173,3 @@ def _prompt(value: Any, name: str, where: str) -> str | Messages:
         f"{where}: {name!r} must be a non-empty string or a non-empty list of chat messages "
         f"({{'role': ..., 'content': ...}}), got {value!r:.100}"
     )
-
-
-def load_verifier(spec: str) -> Callable[[str, str | None], bool]:
-    """Import `module:function`; the function is called as `fn(completion_text, reference_answer) -> bool`, and an
-    exception it raises is reported naming it, the sample and the reference answer (:func:`checked_verifier`)."""
-    return checked_verifier(load_callable(spec, "Verifier"), spec)
-
-
-def checked_verifier(verify: Callable[[str, str | None], Any], name: str) -> Callable[[str, str | None], bool]:
-    """`verify` as a 0/1 verdict; an exception it raises becomes a ValueError naming `name`, the sample and the
-    reference answer — a user's function failing on one sample among thousands must say which."""
-
-    def checked(completion: str, answer: str | None) -> bool:
-        try:
-            return bool(verify(completion, answer))
-        except Exception as err:
-            raise ValueError(
-                f"verifier {name!r} raised {type(err).__name__} on the sample {completion!r:.120} "
-                f"(reference answer {answer!r:.80}): {err}"
-            ) from err
-
-    return checked

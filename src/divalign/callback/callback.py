@@ -17,13 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-import os
 import random
-import types
-import typing
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,26 +26,14 @@ import torch
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from divalign.compat import trainer_metrics_hidden, zero3_generation_state
-from divalign.dashboards import SamplesLog, install_dashboards, send_alert
-from divalign.diversity import DEFAULT_TRAINING_METRICS, METRIC_NAMES, REGISTRY
-from divalign.diversity.embedding import CachedEmbedder
-from divalign.diversity.probe_scores import against_reference, score_probe
-from divalign.diversity.profile import DEFAULT_PROFILE, get_profile, load_profile_embedder, record_profile
-from divalign.diversity.reference import (
-    Crossing,
-    Reference,
-    TrackingRecord,
-    crossings,
-    inactive_thresholds,
-    read_record,
-    retained_metrics,
-    write_record,
-)
-from divalign.generation import (
+from ..compat import trainer_metrics_hidden, zero3_generation_state
+from ..dashboards import SamplesLog, install_dashboards, send_alert
+from ..diversity import REGISTRY
+from ..diversity.embedding import CachedEmbedder
+from ..diversity.profile import load_profile_embedder, record_profile
+from ..generation import (
     Prompt,
     SamplingProgress,
-    SamplingSettings,
     decode_group,
     encode_prompt,
     pad_token_id,
@@ -59,289 +42,12 @@ from divalign.generation import (
     stop_token_ids,
     uses_chat_template,
 )
-from divalign.zero3 import whole_model_loading
-
-
-@dataclass
-class DiversityConfig:
-    """Settings of the in-training diversity evaluation (the recipe's `diversity:` block)."""
-
-    prompts: str = field(
-        metadata={
-            "help": "Probe prompts: a .jsonl/.json/.txt/.csv/.parquet file, a dataset saved with `save_to_disk`, a "
-            "data folder or a Hub dataset id (read with `prompts_split` and `prompts_column`); records hold a "
-            "`prompt` (text or chat messages) or a `messages` conversation, whose trailing non-user turns are dropped. "
-            "The same loader as `divalign eval --prompts`."
-        }
-    )
-    prompts_split: str = field(default="test", metadata={"help": "Split to read when `prompts` is a dataset."})
-    prompts_column: str | None = field(
-        default=None, metadata={"help": "Column holding the prompts; default: `prompt`, else `messages`."}
-    )
-    num_prompts: int = field(default=32, metadata={"help": "Use the first `num_prompts` probe prompts."})
-    samples_per_prompt: int = field(default=8, metadata={"help": "Completions sampled per prompt (K >= 2)."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Maximum new tokens per completion."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1 disables it."})
-    every_steps: int = field(default=100, metadata={"help": "Evaluate every `every_steps` optimizer steps."})
-    table_every_steps: int = field(
-        default=500,
-        metadata={
-            "help": "Add the samples to the run's W&B table (one table that grows) every `table_every_steps` steps "
-            "and at step 0; 0 = never. Every evaluation's samples also go to `diversity_samples.jsonl` in output_dir."
-        },
-    )
-    evaluate_last_step: bool = field(
-        default=True, metadata={"help": "Also evaluate at the last training step when it is off the cadence."}
-    )
-    embedding_model: str | None = field(
-        default="auto",
-        metadata={
-            "help": "Sentence-embedding model for the semantic metrics: `auto` = the metric profile's "
-            "(divalign: all-MiniLM-L6-v2, karouzos2026: all-mpnet-base-v2); null to load none."
-        },
-    )
-    profile: str = field(
-        default=DEFAULT_PROFILE,
-        metadata={
-            "help": "Metric conventions: `divalign` (the default), `karouzos2026` (Karouzos et al., arXiv 2604.16027: "
-            "EAD over words, think-stripped texts, all-mpnet-base-v2) or `tofu2026` (the TOFU paper's lowercased "
-            "self-BLEU on 0-100); recorded in the W&B run config as `diversity_profile`."
-        },
-    )
-    metrics: list[str] = field(
-        default_factory=lambda: list(DEFAULT_TRAINING_METRICS), metadata={"help": "Metrics to compute and log."}
-    )
-    seed: int = field(
-        default=0,
-        metadata={
-            "help": "Sampling seed (>= 0). A sample's noise depends only on the seed, the prompt's index, the "
-            "sample's index and max_new_tokens: the same at every evaluation and on any number of processes."
-        },
-    )
-    batch_size: int = field(
-        default=8,
-        metadata={
-            "help": "Prompts per `generate` call (each expanded to `samples_per_prompt` rows); changes speed and "
-            "memory, not the samples."
-        },
-    )
-    ds3_gather_for_generation: bool = field(
-        default=True,
-        metadata={
-            "help": "Under DeepSpeed ZeRO-3: gather the policy's weights once per evaluation and generate on each "
-            "rank locally (TRL's `unwrap_model_for_generation` semantics; needs the whole model in one device's "
-            "memory). false keeps the slow lock-step generation over sharded weights (`synced_gpus`, every layer "
-            "gathered at every decoded token), for models too big to gather. Same samples either way."
-        },
-    )
-    quality: str | dict[str, Any] | None = field(
-        default=None,
-        metadata={
-            "help": "The samples' quality, logged next to their diversity: a reward of the rewards registry by name "
-            "(what GRPO recipes' `rewards:` name, e.g. `math_answer` with the probe prompts' `answer` column, "
-            "`toy_validity` with their `valid_answers`), a one-key mapping `{name: settings}`, `reward_model:PATH` or a "
-            "local reward-model directory (a sequence-classification checkpoint with its head), or `MODULE:FUNCTION`, "
-            "`fn(completion, answer) -> float` of your own (MODULE installed or a .py file in the current directory): "
-            "the grammar of `divalign eval --quality`. Logs `diversity/quality/mean`; with a verifier (0/1 scores, or a `correct_threshold`) also "
-            "`diversity/quality/pass_at_1`, `pass_at_k`, `diversity/correct_only/<metric>` (prompts with at least two "
-            "correct samples) and, against step 0, `diversity/quality_control/<metric>` and "
-            "`diversity/narrowing/<metric>` (Karouzos et al., arXiv 2604.16027; the code of `divalign eval`)."
-        },
-    )
-    correct_threshold: float | None = field(
-        default=None,
-        metadata={
-            "help": "A sample whose quality is at least this counts as correct (for a reward model's scores); "
-            "default: a verifier's verdict (score 1), and no correctness for other rewards."
-        },
-    )
-    alert_below: dict[str, float] = field(
-        default_factory=dict,
-        metadata={
-            "help": "Per metric, a retained ratio (`diversity/retained/<metric>`, the value over its step-0 value) "
-            "in (0, 1]: the first evaluation below it sends a W&B alert (`wandb.alert`, when the run reports to W&B) "
-            "and prints a line, e.g. `{ead: 0.7}`. Metrics where higher means more diverse only."
-        },
-    )
-    stop_below: dict[str, float] = field(
-        default_factory=dict,
-        metadata={
-            "help": "Per metric, a retained ratio in (0, 1]: at the first evaluation below it training stops, every "
-            "process at the same step, with a checkpoint of that step, and says why (printed, in trainer_state.json, "
-            "as a W&B alert and, under `divalign train`, which then saves the final model, in "
-            "divalign_finished.json)."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if isinstance(self.metrics, str):
-            raise ValueError(f"diversity.metrics must be a list of metric names, got the string {self.metrics!r}")
-        self.metrics = list(self.metrics)
-        if isinstance(self.prompts, os.PathLike):
-            self.prompts = os.fspath(self.prompts)
-        for name, hint in typing.get_type_hints(type(self)).items():
-            _check_type(name, getattr(self, name), hint)
-        self._check_ranges()
-        get_profile(self.profile)  # an unknown name raises, listing the valid ones
-        self._check_metrics()
-        self._check_quality()
-        for name in ("alert_below", "stop_below"):
-            self._check_thresholds(name)
-
-    def _check_ranges(self) -> None:
-        """Value checks that a type check cannot express."""
-        if not self.prompts.strip():
-            raise ValueError("diversity.prompts must name a prompts file or dataset, got an empty string")
-        for name in ("num_prompts", "every_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"diversity.{name} must be >= 1, got {getattr(self, name)}")
-        if self.samples_per_prompt < 2:
-            raise ValueError(
-                f"diversity.samples_per_prompt must be >= 2 (diversity needs several samples per prompt), "
-                f"got {self.samples_per_prompt}"
-            )
-        if self.table_every_steps < 0:
-            raise ValueError(f"diversity.table_every_steps must be >= 0 (0 = off), got {self.table_every_steps}")
-        self.sampling.check(prefix="diversity.")
-
-    @property
-    def sampling(self) -> SamplingSettings:
-        """The sampling settings of every evaluation (neutral: temperature and top-p only)."""
-        return SamplingSettings(
-            num_samples=self.samples_per_prompt,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=self.seed,
-            batch_size=self.batch_size,
-        )
-
-    def _check_metrics(self) -> None:
-        """Known metric names, computable from what the callback has (token ids, vocabulary size, embedder)."""
-        if not self.metrics:
-            raise ValueError("diversity.metrics must name at least one metric")
-        unknown = [name for name in self.metrics if name not in METRIC_NAMES]
-        if unknown:
-            raise ValueError(f"Unknown diversity metric(s) {unknown}; valid metrics: {list(METRIC_NAMES)}")
-        offline = [name for name in self.metrics if REGISTRY[name].needs & {"verifier", "nli_scorer"}]
-        if offline:
-            raise ValueError(f"Diversity metric(s) {offline} need a verifier or an NLI model: use `divalign eval`")
-        semantic = [name for name in self.metrics if "embedder" in REGISTRY[name].needs]
-        if semantic and not self.embedding_model:
-            raise ValueError(f"Diversity metric(s) {semantic} need diversity.embedding_model, which is not set")
-
-    def _check_quality(self) -> None:
-        """A quality of `divalign.rewards.quality`'s grammar, built as `divalign eval --quality` builds it (a reward's
-        settings and a reward model's local path checked, a function of your own imported, no model loaded); a
-        threshold needs one."""
-        if self.quality is not None:
-            from divalign.rewards.quality import Quality
-
-            Quality(self.quality)
-        if self.correct_threshold is not None:
-            if self.quality is None:
-                raise ValueError("diversity.correct_threshold needs diversity.quality (whose scores it thresholds)")
-            if not math.isfinite(self.correct_threshold):
-                raise ValueError(f"diversity.correct_threshold must be a finite number, got {self.correct_threshold}")
-
-    def _check_thresholds(self, name: str) -> None:
-        """Retained-ratio thresholds: metrics computed here where higher means more diverse, ratios in (0, 1]."""
-        thresholds = getattr(self, name)
-        eligible = retained_metrics(self.metrics)
-        for metric, value in thresholds.items():
-            if metric not in eligible:
-                raise ValueError(
-                    f"diversity.{name}: {metric!r} has no retained ratio; name one of the metrics computed here where "
-                    f"higher means more diverse: {eligible}"
-                )
-            if not 0 < value <= 1:
-                raise ValueError(
-                    f"diversity.{name}.{metric} must be a retained ratio in (0, 1] (the share of the step-0 value), "
-                    f"got {value}"
-                )
-
-    @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> DiversityConfig:
-        """Build from a recipe's `diversity:` mapping; unknown keys and bad values raise `ValueError`."""
-        if not isinstance(config, Mapping):
-            raise ValueError(f"The diversity block must be a mapping, got {type(config).__name__}")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = [key for key in config if key not in valid]
-        if unknown:
-            raise ValueError(f"Unknown key(s) in the diversity block: {unknown}; valid keys: {valid}")
-        if "prompts" not in config:
-            raise ValueError("The diversity block needs `prompts` (a prompts file or dataset)")
-        return cls(**config)
-
-
-_PLAIN_TYPES = {float: "a number", int: "a whole number", str: "a string", bool: "true or false"}
-
-
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    """Raise a `ValueError` naming the field (and, in a mapping such as `stop_below`, its key) when `value` does not
-    match the annotation `hint`."""
-    if _matches(value, hint):
-        return
-    if typing.get_origin(hint) is dict and isinstance(value, dict):
-        key_hint, item_hint = typing.get_args(hint)
-        for key, item in value.items():
-            if not _matches(key, key_hint):
-                raise ValueError(f"diversity.{name}: key {key!r} must be {_PLAIN_TYPES.get(key_hint, key_hint)}")
-            if not _matches(item, item_hint):
-                expected = _PLAIN_TYPES.get(item_hint) or f"of type {item_hint}"
-                raise ValueError(f"diversity.{name}.{key} must be {expected}, got {item!r} ({type(item).__name__})")
-    shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-    raise ValueError(f"diversity.{name} must be of type {shown}, got {value!r} ({type(value).__name__})")
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """Minimal runtime check for the annotations used by `DiversityConfig`."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if origin is dict:
-        key, item = typing.get_args(hint)
-        return isinstance(value, dict) and all(_matches(k, key) and _matches(v, item) for k, v in value.items())
-    if hint is Any:
-        return True
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:  # YAML booleans are ints in Python; refuse them for counts
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Probe prompts and RNG
-
-
-def load_probe_records(config: DiversityConfig) -> list[Any]:
-    """The first `config.num_prompts` probe records (`divalign.evaluation.prompts.PromptRecord`: the prompt and the
-    record's other fields), read by the loader `divalign eval` uses; with a `quality`, every record must hold the
-    columns its reward reads (a `ValueError` names the file, the record and the column)."""
-    from divalign.evaluation.prompts import load_prompts
-
-    records = load_prompts(
-        config.prompts, split=config.prompts_split, column=config.prompts_column, limit=config.num_prompts
-    )
-    if config.quality is not None:
-        from divalign.rewards.quality import Quality
-
-        Quality(config.quality).check_columns([r.columns for r in records], config.prompts)
-    return records
-
-
-def load_probe_prompts(config: DiversityConfig) -> list[Prompt]:
-    """The first `config.num_prompts` probe prompts (strings or chat-message lists), see :func:`load_probe_records`."""
-    return [record.prompt for record in load_probe_records(config)]
+from ..prompts import PromptRecord
+from ..zero3 import whole_model_loading
+from .config import DiversityConfig
+from .probe_scores import against_reference, score_probe
+from .probes import load_probe_records
+from .state import Crossing, Reference, TrackingRecord, crossings, inactive_thresholds, read_record, write_record
 
 
 @contextlib.contextmanager
@@ -385,22 +91,27 @@ class DiversityCallback(TrainerCallback):
     without gathering, ranks generate in lock-step (`synced_gpus`) and a rank short of batches runs dummy ones, since
     an uneven number of `generate` calls would hang. Texts and token ids are gathered to the main process
     (`gather_object`: variable-length shares, nothing dropped), which alone scores them (the metrics, and the
-    `quality` with its correct-only diversity: `divalign.diversity.probe_scores`) and decides on the alert and stop
+    `quality` with its correct-only diversity: `divalign.callback.probe_scores`) and decides on the alert and stop
     thresholds; every rank then logs the same keys and takes the same decision, so their `log_history` agree and they
     stop at the same step. The evaluation runs inside a saved/restored RNG state, so the training trajectory is the
     same with or without the callback. On resume, the checkpoint's step is not evaluated again, and the step-0
-    reference (`divalign.diversity.reference`, kept in the trainer state) comes back from the checkpoint.
+    reference (`divalign.callback.state`, kept in the trainer state) comes back from the checkpoint.
     While it samples, the main process shows one tqdm bar (its share's tokens at every decoding step, tokens/s, time
     left, samples done), unless the run sets `disable_tqdm`.
 
     Args:
         config: evaluation settings.
         trainer: the trainer to log through; or call `bind(trainer)` before training.
+        probes: the probe records, when already read (`divalign.callback.probes.load_probe_records`, as `divalign
+            train` reads them before the model loads); by default read when training begins.
     """
 
-    def __init__(self, config: DiversityConfig, trainer: Any | None = None) -> None:
+    def __init__(
+        self, config: DiversityConfig, trainer: Any | None = None, probes: list[PromptRecord] | None = None
+    ) -> None:
         self.config = config
         self.trainer = trainer
+        self._probes = probes
         self._prompts: list[Prompt] = []
         self._columns: list[dict[str, Any]] = []
         self._prompt_ids: list[list[int]] = []
@@ -433,7 +144,9 @@ class DiversityCallback(TrainerCallback):
         if self.trainer is None:
             raise RuntimeError("DiversityCallback is not bound to a trainer: pass trainer=... or call bind(trainer)")
         tokenizer = self._tokenizer()
-        records = load_probe_records(self.config)
+        if self._probes is None:
+            self._probes = load_probe_records(self.config)
+        records = self._probes
         self._prompts, self._columns = [r.prompt for r in records], [r.columns for r in records]
         self._prompt_texts = [render_prompt(p, tokenizer) for p in self._prompts]
         self._prompt_ids = [encode_prompt(p, tokenizer) for p in self._prompts]
@@ -441,12 +154,9 @@ class DiversityCallback(TrainerCallback):
         if needs_embedder and _topology(self.trainer.accelerator)[2]:
             with whole_model_loading():
                 self._embedder = load_profile_embedder(self.config.profile, self.config.embedding_model, "diversity.")
-        if self.config.quality is not None:
-            from divalign.rewards.quality import Quality
-
-            self._quality = Quality(self.config.quality, self.config.correct_threshold)
-            if _topology(self.trainer.accelerator)[2]:  # the main process scores: a bad checkpoint fails before step 0
-                self._quality.load()
+        self._quality = self.config.parsed_quality
+        if self._quality is not None and _topology(self.trainer.accelerator)[2]:
+            self._quality.load()  # the main process scores: a bad checkpoint fails before step 0
         record_profile(args, self.config.profile)
         self._last_step = state.global_step  # on resume, the checkpoint's step was evaluated by the first run
         self.record = read_record(state) if state.global_step > 0 else TrackingRecord()

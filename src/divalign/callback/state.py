@@ -1,8 +1,8 @@
-"""The step-0 reference of the training-time diversity evaluations, and what is measured against it.
+"""The diversity callback's saved state: the step-0 reference of its evaluations, and what is measured against it.
 
 Every later evaluation is compared with the starting model's: each diversity metric as a ratio to its step-0 value
 (``diversity/retained/<metric>``, the number a user watches: the share of the base model's EAD a run kept), the split of
-the change into quality control and narrowing (:func:`divalign.evaluation.quality_split.split_drop`, the code
+the change into quality control and narrowing (:func:`divalign.diversity.quality_split.split_drop`, the code
 `divalign eval` uses), and the ``alert_below`` / ``stop_below`` thresholds on the retained ratios.
 
 The reference lives in the trainer state (``trainer_state.json``, under ``stateful_callbacks`` →
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .registry import REGISTRY
+from ..diversity.registry import REGISTRY
 
 STATE_KEY = "divalign_diversity"  # the record's key in TrainerState.stateful_callbacks (not a callback class name)
 PerPrompt = dict[str, dict[str, list[float]]]  # "all" / "correct_only" -> metric -> one value per probe prompt
