@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..diversity import DEFAULT_EVAL_METRICS, DEFAULT_NLI_MODEL, NLIScorer, validate_metrics
+from ..diversity import DEFAULT_EVAL_METRICS, NLIScorer, validate_metrics
 from ..diversity.aggregate import summarize_with_ci
-from ..diversity.clusters import DEFAULT_CLUSTER_THRESHOLD
 from ..diversity.embedding import CachedEmbedder
 from ..diversity.profile import (
-    DEFAULT_PROFILE,
     MetricProfile,
     embedding_model_for,
     get_profile,
@@ -31,12 +30,13 @@ from ..prompts import PromptRecord, load_prompts
 from ..user_code import checked_verifier, load_verifier
 from .frontier_sweep import (
     AnswerVerifier,
-    QualityScorer,
+    FrontierSetup,
     frontier_point,
     frontier_results,
     frontier_setup,
     temperature_sweep,
 )
+from .options import EvalOptions
 from .output_dir import check_out_dir, incomplete_output
 from .quality import load_quality, prompt_quality
 from .report import write_results, write_samples
@@ -148,53 +148,30 @@ def _load_resources(
     return resources
 
 
-def evaluate_lineage(
-    models: list[tuple[str, str]],
-    prompts_path: str | Path,
-    *,
-    prompts_split: str = "test",
-    prompts_column: str | None = None,
-    answer_column: str | None = None,
-    num_prompts: int | None = None,
-    num_samples: int = 16,
-    max_new_tokens: int = 256,
-    temperature: float = 1.0,
-    temperatures: Sequence[float] | None = None,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    seed: int = 0,
-    metrics: Sequence[str] | None = None,
-    profile: str = DEFAULT_PROFILE,
-    embedding_model: str | None = None,
-    cluster_threshold: float = DEFAULT_CLUSTER_THRESHOLD,
-    nli_model: str = DEFAULT_NLI_MODEL,
-    verifier: str | AnswerVerifier | None = None,
-    quality: str | QualityScorer | None = None,
-    frontier_metric: str | None = None,
-    reference: str | None = None,
-    backend: str = "auto",
-    batch_size: int = 8,
-    device: str | None = None,
-    n_bootstrap: int = 1000,
-    out_dir: str | Path = "eval_results",
-    move_aside: bool = False,
-) -> dict[str, Any]:
-    """Sample from each (name, path) model in lineage order, score diversity, write results into `out_dir`.
+@dataclass(frozen=True)
+class _Run:
+    """What every model of one evaluation is sampled and scored with, prepared and checked before any sampling."""
 
-    `prompts_path` is anything `divalign.prompts.load_prompts` reads (file, saved dataset, Hub id with
-    `prompts_split` / `prompts_column`). `verifier` is `module:function` or a callable
-    `fn(completion, reference_answer) -> bool`; the reference is the prompt's answer column. `quality` (a reward name
-    of `divalign.rewards`, `reward_model:PATH`, a JSON `{name: settings}`, `module:function` or a callable
-    `fn(completion, answer) -> float`; `divalign.evaluation.quality`) scores every sample: each model's mean at
-    `temperature` is reported next to its diversity. With `temperatures` every model is also sampled at each of
-    them, and its quality (the mean score of `quality`, else the verifier's accuracy) is set against the diversity
-    metric `frontier_metric`. `reference` names the model the others are compared with (the matched-diversity
-    differences and the quality-control/narrowing split); default: the first.
-    `profile` names the metric conventions (`divalign.diversity.profile.PROFILES`); `embedding_model` defaults to
-    the profile's embedder; `cluster_threshold` is the cosine at which samples share a semantic cluster.
-    `out_dir` must be empty or absent, unless `move_aside` moves the earlier one aside. Returns the dict written
-    to results.json.
-    """
+    options: EvalOptions
+    records: list[PromptRecord]
+    settings: SamplingSettings
+    sampling: EvalSampling
+    profile: MetricProfile
+    verifier: AnswerVerifier | None
+    metrics: list[str]
+    quality: Quality | None
+    frontier: FrontierSetup | None
+    out_dir: Path
+    resources: dict[str, Any]
+    sweep: list[float]
+
+    @property
+    def scoring(self) -> dict[str, Any]:
+        return {**self.resources, "profile": self.profile, "cluster_threshold": self.options.cluster_threshold}
+
+
+def _checked_reference(models: list[tuple[str, str]], reference: str | None) -> str:
+    """The model the others are compared with (default: the first), with the model names checked."""
     if not models:
         raise ValueError("evaluate_lineage needs at least one model")
     names = [n for n, _ in models]
@@ -203,106 +180,135 @@ def evaluate_lineage(
     reference = names[0] if reference is None else reference
     if reference not in names:
         raise ValueError(f"--reference {reference!r} is none of the models: {names}")
-    settings = SamplingSettings(
-        num_samples=num_samples,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        seed=seed,
-        batch_size=batch_size,
-    )
-    sampling = EvalSampling(settings=settings, backend=backend, device=device)
-    check_sampling(sampling, list(temperatures or []))
+    return reference
+
+
+def _answer_verifier(verifier: str | AnswerVerifier | None) -> AnswerVerifier | None:
+    if isinstance(verifier, str):
+        return load_verifier(verifier)
+    return None if verifier is None else checked_verifier(verifier, getattr(verifier, "__name__", repr(verifier)))
+
+
+def _prepare(models: list[tuple[str, str]], prompts_path: str | Path, options: EvalOptions) -> _Run:
+    """Every setting, model path, prompt, verifier, metric, quality and the output directory checked, and the
+    scorers loaded, before any model samples: a bad value fails in seconds, not after hours of sampling."""
+    o = options
+    fields = ("num_samples", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "batch_size")
+    settings = SamplingSettings(**{name: getattr(o, name) for name in fields})
+    sampling = EvalSampling(settings=settings, backend=o.backend, device=o.device)
+    check_sampling(sampling, list(o.temperatures or []))
     for name, path in models:
         check_model_path(name, path)
     records = load_prompts(
-        prompts_path, split=prompts_split, column=prompts_column, answer_column=answer_column, limit=num_prompts
+        prompts_path, split=o.prompts_split, column=o.prompts_column, answer_column=o.answer_column, limit=o.num_prompts
     )
-    conventions = get_profile(profile)
-    if not -1.0 <= cluster_threshold <= 1.0:
-        raise ValueError(f"--cluster-threshold must be a cosine similarity in [-1, 1], got {cluster_threshold}")
-    answer_verifier = (
-        load_verifier(verifier)
-        if isinstance(verifier, str)
-        else checked_verifier(verifier, getattr(verifier, "__name__", repr(verifier)))
-        if verifier is not None
-        else None
+    profile = get_profile(o.profile)
+    if not -1.0 <= o.cluster_threshold <= 1.0:
+        raise ValueError(f"--cluster-threshold must be a cosine similarity in [-1, 1], got {o.cluster_threshold}")
+    verifier = _answer_verifier(o.verifier)
+    metrics = _resolve_metrics(o.metrics, verifier is not None, o.num_samples, profile)
+    quality = None if o.quality is None else load_quality(o.quality, records)
+    frontier = frontier_setup(o.temperatures, metrics, o.frontier_metric, verifier, quality)
+    out_dir = Path(o.out_dir)
+    check_out_dir(out_dir, o.move_aside)
+    resources = _load_resources(metrics, profile, o.embedding_model, o.nli_model, o.device)
+    sweep = temperature_sweep(o.temperature, o.temperatures) if frontier else [o.temperature]
+    return _Run(
+        o, records, settings, sampling, profile, verifier, metrics, quality, frontier, out_dir, resources, sweep
     )
-    metric_names = _resolve_metrics(metrics, answer_verifier is not None, num_samples, conventions)
-    scored_quality = None if quality is None else load_quality(quality, records)
-    frontier = frontier_setup(temperatures, metric_names, frontier_metric, answer_verifier, scored_quality)
-    out_dir = Path(out_dir)
-    check_out_dir(out_dir, move_aside)
-    resources = _load_resources(metric_names, conventions, embedding_model, nli_model, device)
-    scoring = {**resources, "profile": conventions, "cluster_threshold": cluster_threshold}
-    sweep = temperature_sweep(temperature, temperatures) if frontier else [temperature]
-    results: dict[str, Any] = {
-        "config": {
-            "metrics": metric_names,
-            "num_prompts": len(records),
-            "num_samples": num_samples,
-            "max_new_tokens": max_new_tokens,
-            "temperature": temperature,
-            "temperatures": sweep,
-            "top_p": top_p,
-            "top_k": top_k,
-            "seed": seed,
-            "batch_size": batch_size,
-            "prompts": str(prompts_path),
-            "prompts_split": prompts_split,
-            "profile": conventions.name,
-            "profile_settings": conventions.settings(),
-            "embedding_model": embedding_model_for(conventions, embedding_model) if "embedder" in resources else None,
-            "cluster_threshold": cluster_threshold,
-            "verifier": None if verifier is None else str(verifier),
-            "quality": None if quality is None else str(quality),
-            "reference": reference,
-        },
-        "models": [],
+
+
+def _config_record(run: _Run, prompts_path: str | Path, reference: str) -> dict[str, Any]:
+    """results.json's `config`: what the evaluation ran with."""
+    o = run.options
+    embedder = "embedder" in run.resources
+    return {
+        "metrics": run.metrics,
+        "num_prompts": len(run.records),
+        "num_samples": o.num_samples,
+        "max_new_tokens": o.max_new_tokens,
+        "temperature": o.temperature,
+        "temperatures": run.sweep,
+        "top_p": o.top_p,
+        "top_k": o.top_k,
+        "seed": o.seed,
+        "batch_size": o.batch_size,
+        "prompts": str(prompts_path),
+        "prompts_split": o.prompts_split,
+        "profile": run.profile.name,
+        "profile_settings": run.profile.settings(),
+        "embedding_model": embedding_model_for(run.profile, o.embedding_model) if embedder else None,
+        "cluster_threshold": o.cluster_threshold,
+        "verifier": None if o.verifier is None else str(o.verifier),
+        "quality": None if o.quality is None else str(o.quality),
+        "reference": reference,
     }
-    with incomplete_output(out_dir, [_sample_file(name, t, temperature) for name, _ in models for t in sweep]):
+
+
+def _evaluate_model(run: _Run, name: str, path: str) -> tuple[dict[str, Any], list[list[str]]]:
+    """One model sampled at every temperature of the sweep (its samples written), scored at the main one: its
+    results.json entry and its main samples."""
+    o, scoring = run.options, run.scoring
+    sampler = open_sampler(name, path, run.sampling)
+    try:
+        entry: dict[str, Any] = {"name": name, "path": path}
+        by_temperature = {}
+        for t in run.sweep:
+            samples = sampler.sample(run.records, dataclasses.replace(run.settings, temperature=t))
+            prompts = [r.prompt for r in run.records]
+            write_samples(run.out_dir, _sample_file(name, t, o.temperature), prompts, samples.texts, samples.token_ids)
+            label, quality_here = f"{name} (T={t:g})", None
+            if t == o.temperature:
+                entry.update(
+                    _score_model(samples, run.records, run.metrics, scoring, o.n_bootstrap, o.seed, run.verifier)
+                )
+                texts = samples.texts
+                if run.quality is not None:
+                    quality_here = _quality_entry(
+                        entry, run.quality, run.records, samples, label, o.n_bootstrap, o.seed
+                    )
+            if run.frontier:
+                reuse = quality_here if run.frontier.quality is run.quality else None
+                by_temperature[f"{t:g}"] = frontier_point(samples, run.records, run.frontier, scoring, label, reuse)
+    finally:
+        sampler.close()
+    if run.frontier:
+        entry["per_prompt"]["frontier"] = by_temperature
+    return entry, texts
+
+
+def evaluate_lineage(
+    models: list[tuple[str, str]], prompts_path: str | Path, options: EvalOptions | None = None, **settings: Any
+) -> dict[str, Any]:
+    """Sample from each (name, path) model in lineage order, score diversity, write results into the options' `out_dir`.
+
+    `prompts_path` is anything `divalign.prompts.load_prompts` reads (file, saved dataset, Hub id with the options'
+    `prompts_split` / `prompts_column`). `options` (:class:`~divalign.evaluation.options.EvalOptions`, what the flags
+    of `divalign eval` set) says how to sample, score and write; keyword `settings` are its fields, set over
+    `options` or the defaults (``evaluate_lineage(models, path, num_samples=8, out_dir="eval")``). Returns the dict
+    written to results.json.
+    """
+    options = dataclasses.replace(options or EvalOptions(), **settings)
+    reference = _checked_reference(models, options.reference)
+    run = _prepare(models, prompts_path, options)
+    results: dict[str, Any] = {"config": _config_record(run, prompts_path, reference), "models": []}
+    files = [_sample_file(name, t, options.temperature) for name, _ in models for t in run.sweep]
+    with incomplete_output(run.out_dir, files):
         texts_by_model: dict[str, list[list[str]]] = {}
         for name, path in models:
-            sampler = open_sampler(name, path, sampling)
-            try:
-                entry: dict[str, Any] = {"name": name, "path": path}
-                by_temperature = {}
-                for t in sweep:
-                    samples = sampler.sample(records, dataclasses.replace(settings, temperature=t))
-                    write_samples(
-                        out_dir,
-                        _sample_file(name, t, temperature),
-                        [r.prompt for r in records],
-                        samples.texts,
-                        samples.token_ids,
-                    )
-                    label, quality_here = f"{name} (T={t:g})", None
-                    if t == temperature:
-                        entry.update(
-                            _score_model(samples, records, metric_names, scoring, n_bootstrap, seed, answer_verifier)
-                        )
-                        texts_by_model[name] = samples.texts
-                        if scored_quality is not None:
-                            quality_here = _quality_entry(
-                                entry, scored_quality, records, samples, label, n_bootstrap, seed
-                            )
-                    if frontier:
-                        reuse = quality_here if frontier.quality is scored_quality else None
-                        by_temperature[f"{t:g}"] = frontier_point(samples, records, frontier, scoring, label, reuse)
-            finally:
-                sampler.close()
-            if frontier:
-                entry["per_prompt"]["frontier"] = by_temperature
+            entry, texts_by_model[name] = _evaluate_model(run, name, path)
             results["models"].append(entry)
-        if answer_verifier is not None:
-            base = results["models"][names.index(reference)]
+        if run.verifier is not None:
+            base = results["models"][[n for n, _ in models].index(reference)]
             for model in results["models"]:
                 if model is not base:
                     model["split"] = quality_split(base, model)
-        if frontier:
-            results["frontier"] = frontier_results(results, frontier, reference, n_bootstrap, seed)
-        if "embedder" in resources:
-            results.update(semantic_views(texts_by_model, resources["embedder"], conventions, n_bootstrap, seed))
-        results["files"] = {k: str(v) for k, v in write_results(results, out_dir).items()}
+        if run.frontier:
+            results["frontier"] = frontier_results(results, run.frontier, reference, options.n_bootstrap, options.seed)
+        if "embedder" in run.resources:
+            views = semantic_views(
+                texts_by_model, run.resources["embedder"], run.profile, options.n_bootstrap, options.seed
+            )
+            results.update(views)
+        results["files"] = {k: str(v) for k, v in write_results(results, run.out_dir).items()}
     return results

@@ -13,12 +13,13 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .runner import StageResult
+    from .handoff import StageResult
 
 # The runner loads the launch checks (datasets, transformers): imported on first use, so that `divalign --help`
 # registers the subcommand without them
 _LAZY = {
-    **dict.fromkeys(("PipelineRunner", "StageResult", "launch_command", "merge_adapter", "stage_env"), ".runner"),
+    **dict.fromkeys(("PipelineRunner", "launch_command", "stage_env"), ".runner"),
+    **dict.fromkeys(("StageResult", "merge_adapter"), ".handoff"),
     **dict.fromkeys(("PipelineError", "PipelineSpec", "StageSpec", "load_pipeline"), ".spec"),
     **dict.fromkeys(("DONE_MARKER", "Status", "inspect_dir", "move_aside"), ".state"),
 }

@@ -3,7 +3,7 @@
 A stage is skipped when its directory holds a marker with the same inputs hash, resumed from its last checkpoint
 when it was interrupted, and refused when its inputs changed and it already has a result (``--force-rerun`` moves
 the old directory aside). Between stages the tokenizer's chat template and EOS token are compared, and a LoRA
-adapter is merged or handed on as the next stage asks. A stage a diversity threshold (``stop_below``) stopped is
+adapter is merged or handed on as the next stage asks (:mod:`divalign.pipeline.handoff`). A stage a diversity threshold (``stop_below``) stopped is
 recorded as finished, with why, and ends the pipeline there, in every rerun, unless ``--accept-stopped`` names it.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,17 @@ from ..launch.relaunch import launch_request, run_command
 from ..launch.run_lock import LOCK_FILE, RunLock, describe, is_stale
 from . import stage_values
 from .flags import override_flags
+from .handoff import (
+    ADAPTER_CONFIG,
+    MERGED_DIR,
+    TEMPLATE_KEYS,
+    StageInput,
+    StageResult,
+    merge_adapter,
+    short_text,
+    template_drift,
+    tokenizer_signature,
+)
 from .spec import EVAL_STAGE, PipelineError, PipelineSpec, StageSpec
 from .stage_values import validate_stages
 from .state import (
@@ -43,11 +53,7 @@ from .state import (
     write_marker,
 )
 
-ADAPTER_CONFIG = "adapter_config.json"
 MANIFEST = "pipeline.json"
-MERGED_DIR = "merged"
-# Trainer keys that change the tokenizer on purpose: a drift they explain is a warning, not an error
-TEMPLATE_KEYS = {"chat_template": "chat_template_path", "eos_token": "eos_token"}
 
 Launcher = Callable[[list[str], dict[str, str]], int]
 
@@ -55,36 +61,6 @@ Launcher = Callable[[list[str], dict[str, str]], int]
 def subprocess_launcher(command: list[str], env: dict[str, str]) -> int:
     """Run one stage's launch command with its output on the terminal; returns its exit status."""
     return run_command(command, env)
-
-
-@dataclass
-class StageResult:
-    """A finished (or, in a dry run, planned) stage: where its model is and what identifies that result."""
-
-    name: str
-    output_dir: Path
-    digest: str
-    run_id: str
-
-    @property
-    def is_adapter(self) -> bool:
-        return (self.output_dir / ADAPTER_CONFIG).is_file()
-
-
-@dataclass
-class StageInput:
-    """What a stage loads: a model path, flags that go with it, what identifies it in the hash, and the checkpoint
-    whose tokenizer (chat template, EOS) the stage must carry on (the model path, unless an adapter is continued)."""
-
-    model: str
-    flags: list[str] = field(default_factory=list)
-    identity: dict[str, Any] = field(default_factory=dict)
-    tokenizer_source: str | None = None
-    entry: list[str] = field(default_factory=lambda: ["-m", "divalign.train"])
-
-    @property
-    def tokenizer(self) -> str:
-        return self.tokenizer_source or self.model
 
 
 def launch_command(stage: StageSpec, model: StageInput, resume: bool, run_name: str | None) -> list[str]:
@@ -133,49 +109,6 @@ def write_manifest(spec: PipelineSpec) -> Path:
     stages = [{"name": stage.name, "output_dir": str(stage.output_dir)} for stage in spec.stages]
     path.write_text(json.dumps({"name": spec.name, "stages": stages}, indent=2))
     return path
-
-
-def merge_adapter(adapter_dir: Path) -> Path:
-    """Merge the LoRA adapter in ``adapter_dir`` into its base model; save model + tokenizer in ``adapter_dir/merged``.
-
-    Written to a temporary directory and renamed, so a ``merged`` directory is always complete and is reused.
-    """
-    target = adapter_dir / MERGED_DIR
-    if (target / "config.json").is_file():
-        return target
-    from peft import AutoPeftModelForCausalLM
-    from transformers import AutoTokenizer
-
-    temporary = adapter_dir / f"{MERGED_DIR}.tmp-{os.getpid()}"
-    model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype="auto")
-    model.merge_and_unload().save_pretrained(temporary)
-    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(temporary)
-    temporary.rename(target)
-    return target
-
-
-def tokenizer_signature(model: str) -> tuple[str | None, str | None]:
-    """The chat template and EOS token a checkpoint's tokenizer carries."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError) as error:
-        raise PipelineError(
-            f"cannot read the tokenizer of {model} to check its chat template and EOS: {error}"
-        ) from error
-    return tokenizer.chat_template, tokenizer.eos_token
-
-
-def _short(text: str | None, limit: int = 200) -> str:
-    if text is None:
-        return "None"
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
-
-
-def template_drift(before: tuple[str | None, str | None], after: tuple[str | None, str | None]) -> list[str]:
-    """Names of the tokenizer fields (``chat_template``, ``eos_token``) that differ."""
-    return [name for name, old, new in zip(TEMPLATE_KEYS, before, after, strict=True) if old != new]
 
 
 def prompts_identity(source: str) -> str:
@@ -394,7 +327,7 @@ class PipelineRunner:
             index = list(TEMPLATE_KEYS).index(name)
             message = (
                 f"stage {stage.name!r} changed the tokenizer's {name}: {input_model} has "
-                f"{_short(before[index])}, {stage.output_dir} has {_short(after[index])}"
+                f"{short_text(before[index])}, {stage.output_dir} has {short_text(after[index])}"
             )
             if stage.sets(TEMPLATE_KEYS[name]):
                 self._say(f"warning: {message} (set on purpose by `{TEMPLATE_KEYS[name]}` in its recipe)")
@@ -418,6 +351,7 @@ class PipelineRunner:
 
     def _run_eval(self, results: list[StageResult]) -> dict[str, Any] | None:
         from ..evaluation import evaluate_lineage
+        from ..evaluation.options import EvalOptions
 
         eval_kwargs = self.spec.eval
         directory = self.spec.lineage_dir
@@ -437,8 +371,8 @@ class PipelineRunner:
         self._say(f"eval: lineage {', '.join(name for name, _ in models)} → {directory}")
         if self.dry_run:
             return None
-        kwargs = {k: v for k, v in eval_kwargs.items() if k != "prompts_path"}
-        outcome = evaluate_lineage(models, eval_kwargs["prompts_path"], out_dir=directory, **kwargs)
+        options = EvalOptions(**{k: v for k, v in eval_kwargs.items() if k != "prompts_path"}, out_dir=directory)
+        outcome = evaluate_lineage(models, eval_kwargs["prompts_path"], options)
         write_marker(directory, digest, inputs, str(directory))
         return outcome
 

@@ -6,7 +6,7 @@ four stages have trained. Paths in a pipeline file are relative to the working d
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ ADAPTER_MODES = ("merge", "continue")
 RESERVED_OVERRIDES = ("output_dir", "model_name_or_path", "resume_from_checkpoint")
 EVAL_STAGE = "eval"
 LINEAGE_DIR = "lineage"
-# `divalign pipeline` eval: keys → `evaluate_lineage` keyword arguments (the `divalign eval` flag names)
+# `divalign pipeline` eval: keys → `evaluate_lineage`'s prompts and its `EvalOptions` fields (the `divalign eval` flag names)
 EVAL_KEY_ALIASES = {"prompts": "prompts_path", "samples": "num_samples", "bootstrap": "n_bootstrap"}
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -226,12 +226,13 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], output_root: Pa
 def _parse_eval(raw: Any, path: Path) -> dict[str, Any] | None:
     if raw is None:
         return None
-    from ..evaluation import evaluate_lineage
+    from ..evaluation.options import EvalOptions
 
     if not isinstance(raw, dict) or "prompts" not in raw:
         raise PipelineError(f"{path}: `eval` must be a mapping with at least `prompts`, got {raw!r}")
     flag_names = {argument: key for key, argument in EVAL_KEY_ALIASES.items()}
-    accepted = {flag_names.get(p, p) for p in inspect.signature(evaluate_lineage).parameters} - {"models", "out_dir"}
+    arguments = ["prompts_path", *(option.name for option in dataclasses.fields(EvalOptions))]
+    accepted = {flag_names.get(p, p) for p in arguments} - {"out_dir"}
     _known(list(raw), accepted, f"{path} eval", "eval")
     _check_eval_prompts(raw, path)
     return {EVAL_KEY_ALIASES.get(key, key): value for key, value in raw.items()}
