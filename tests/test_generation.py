@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, TemperatureLogitsWarper, TopPLogitsWarper
 
-from divalign import generation, smoke
+from divalign import generation, sampling_progress, smoke
 from divalign.generation import (
     SamplingProgress,
     SamplingSettings,
@@ -237,7 +237,7 @@ def produced(row, stop, pad):
 def every_step_drawn(monkeypatch):
     """Draw every update, however fast the tiny model is (tqdm reads its TQDM_* variables once, at import), and
     report the tokens at every decoding step."""
-    monkeypatch.setattr(generation, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))
+    monkeypatch.setattr(sampling_progress, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))
     monkeypatch.setattr(generation.TokenCounter, "interval", 0.0)
 
 

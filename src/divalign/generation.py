@@ -1,13 +1,11 @@
 """One sampling path for every diversity measurement: the training callback, `divalign eval` and the toy world.
 
-A diversity number is only comparable with another if both were sampled the same way. This module holds the whole
-way, so every caller renders, pads, stops, cuts and samples identically:
+A diversity number is only comparable with another if both were sampled the same way. This module (with the two
+it builds on) holds the whole way, so every caller renders, pads, stops, cuts and samples identically; the names of
+those two are importable from here too:
 
-- **rendering**: a prompt goes through the policy's chat template with TRL's `apply_chat_template` (generation
-  prompt added, or the final assistant turn continued); a tokenizer without a template gets the plain text with its
-  special tokens, as SFT tokenization adds them;
-- **stopping**: the tokenizer's EOS plus every EOS id of the checkpoint's generation config (chat models often stop
-  on several); a completion is cut before the first of them or the pad token;
+- **rendering** and **stopping** (`divalign.encoding`): a prompt through the policy's chat template; a completion
+  cut before its first stop or pad token;
 - **neutral sampling**: temperature and top-p as asked, nothing else. `generate` would otherwise merge the
   checkpoint's `generation_config.json` (a `top_k`, a `repetition_penalty`, ...) and transformers' defaults
   (`top_k=50`) into the call, so the distribution measured would change from checkpoint to checkpoint. Here
@@ -22,8 +20,8 @@ way, so every caller renders, pads, stops, cuts and samples identically:
   the rows of every sample but each prompt's first. `generate` then decodes greedily over scores that keep only the
   drawn token (`SeededSampler`). The same noise is reused at every evaluation, so a change in a curve is a change of
   the model, not of the dice;
-- **progress**: with a `SamplingProgress`, a tqdm bar counts the tokens generated as `generate` produces them, at
-  every decoding step (`TokenCounter`), with tokens/s, time left and the samples done.
+- **progress** (`divalign.sampling_progress`): with a `SamplingProgress`, a tqdm bar counts the tokens generated as
+  `generate` produces them, with tokens/s, time left and the samples done.
 
 vLLM (in `divalign.evaluation.sampling`) pins the same settings and seeds each prompt's request with `prompt_seed`.
 """
@@ -32,26 +30,61 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import (
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
-    StoppingCriteria,
     StoppingCriteriaList,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
-Prompt = str | list[dict[str, Any]]
+from .encoding import (
+    Prompt,
+    cut_at_stop,
+    decode_group,
+    encode_prompt,
+    generated_tokens,
+    pad_token_id,
+    render_prompt,
+    stop_token_ids,
+    uses_chat_template,
+)
+from .sampling_progress import SamplingProgress, TokenCounter, token_bar
+
+__all__ = [
+    "NEUTRAL_PROCESSING",
+    "Prompt",
+    "SamplingProgress",
+    "SamplingSettings",
+    "SeededSampler",
+    "TokenCounter",
+    "bare_generation_defaults",
+    "cut_at_stop",
+    "decode_group",
+    "encode_prompt",
+    "generate_batch",
+    "generated_tokens",
+    "generation_config",
+    "left_pad",
+    "pad_token_id",
+    "prompt_batches",
+    "prompt_seed",
+    "prompt_uniforms",
+    "rank_batches",
+    "render_prompt",
+    "sample_completions",
+    "sampling_processors",
+    "stop_token_ids",
+    "uses_chat_template",
+]
 
 # Processors that `generate` would build from a checkpoint's generation config even in greedy decoding, pinned off.
 NEUTRAL_PROCESSING: dict[str, Any] = {
@@ -100,93 +133,6 @@ class SamplingSettings:
             raise ValueError(f"{prefix}top_k must be >= 0 (0 = off), got {self.top_k}")
         if self.seed < 0:
             raise ValueError(f"{prefix}seed must be >= 0, got {self.seed}")
-
-
-@dataclass(frozen=True)
-class SamplingProgress:
-    """A tqdm bar over one `sample_completions` call, moving at every decoding step: the tokens generated so far of
-    this rank's share (each completion's tokens up to and including its stop token; the padding after it not), their
-    rate, the time left, and in its postfix the samples done. The total starts at the budget (samples ×
-    `max_new_tokens`) and drops by what a completion that stopped early left unused, so the time left is an upper
-    bound and the finished bar's total is the tokens generated.
-
-    Args:
-        description: the bar's label (which model, which temperature, which step).
-        leave: keep the finished bar on screen (a line per stage); False inside a training loop's own bar.
-    """
-
-    description: str
-    leave: bool = True
-
-    def bar(self, total: int, postfix: str = "") -> Any:
-        return tqdm(
-            total=total, desc=self.description, unit="token", leave=self.leave, dynamic_ncols=True, postfix=postfix
-        )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Prompts and stop tokens
-
-
-def uses_chat_template(tokenizer: Any) -> bool:
-    """Whether the policy reads its prompts through a chat template (a plain prompt then is one user turn)."""
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def render_prompt(prompt: Prompt, tokenizer: Any) -> str:
-    """The prompt as the policy sees it: through its chat template (TRL's `apply_chat_template`: generation prompt
-    after a user turn, continuation of a final assistant turn) when it has one, else the plain text."""
-    if uses_chat_template(tokenizer):
-        from trl.data_utils import apply_chat_template
-
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        return apply_chat_template({"prompt": messages}, tokenizer)["prompt"]
-    if not isinstance(prompt, str):
-        raise ValueError(
-            "its tokenizer has no chat template, so chat-message prompts cannot be rendered; use plain string "
-            "prompts or a model with a chat template"
-        )
-    return prompt
-
-
-def encode_prompt(prompt: Prompt, tokenizer: Any) -> list[int]:
-    """Token ids of the rendered prompt. A chat template already holds BOS and the other special tokens; plain
-    text gets them the way SFT tokenization adds them."""
-    templated = uses_chat_template(tokenizer)
-    return list(tokenizer(render_prompt(prompt, tokenizer), add_special_tokens=not templated)["input_ids"])
-
-
-def stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
-    """EOS ids of the tokenizer and of a checkpoint's generation config, tokenizer's first."""
-    ids: list[int] = []
-    for value in (getattr(tokenizer, "eos_token_id", None), getattr(generation_config, "eos_token_id", None)):
-        for token in value if isinstance(value, (list, tuple)) else [value]:
-            if token is not None and int(token) not in ids:
-                ids.append(int(token))
-    if not ids:
-        raise ValueError("Sampling needs an EOS token, and neither the tokenizer nor the model's config defines one")
-    return ids
-
-
-def pad_token_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
-    """The tokenizer's pad token, else the first stop token (it ends a completion anyway)."""
-    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else int(stop_ids[0])
-
-
-def generated_tokens(ids: Sequence[int], stop_ids: Sequence[int] | set[int]) -> int:
-    """Tokens `generate` produced for one raw completion: up to and including its first stop or pad token (the pads
-    after it only fill the batch), all of them when it ran to `max_new_tokens`."""
-    kept = len(cut_at_stop(ids, stop_ids))
-    return kept + (kept < len(ids))
-
-
-def cut_at_stop(ids: Sequence[int], stop_ids: Sequence[int] | set[int]) -> list[int]:
-    """The completion's tokens before its first stop token: a stop or pad id left in would count as an n-gram."""
-    stops = set(stop_ids)
-    for position, token in enumerate(ids):
-        if token in stops:
-            return list(ids[:position])
-    return list(ids)
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -381,7 +327,7 @@ def sample_completions(
     ends = {*stop_ids, pad_id}
     out: dict[int, list[list[int]]] = {}
     samples = sum(len(batch) for batch in batches if batch) * settings.num_samples
-    with _progress(progress, samples, settings.max_new_tokens, ends) as bar:
+    with token_bar(progress, samples, settings.max_new_tokens, ends) as bar:
         for batch in batches:
             indices = batch if batch is not None else [0]
             completions = generate_batch(
@@ -404,83 +350,3 @@ def sample_completions(
                 if bar:
                     bar.batch_done(completions)
     return out
-
-
-class TokenCounter(StoppingCriteria):
-    """A stopping criterion that never stops: after every decoding step it counts the rows that produced a token
-    (those that had not yet produced a stop or pad token) and passes the count to `on_tokens` at most every
-    `interval` seconds: reading the count waits for the device, so the steps between reads only add it up there."""
-
-    interval = 0.2
-
-    def __init__(self, on_tokens: Callable[[int], None], ends: set[int]) -> None:
-        self.on_tokens = on_tokens
-        self.ends = torch.tensor(sorted(ends))
-        self.finished: torch.Tensor | None = None
-        self.pending: torch.Tensor | None = None
-        self.reported = time.monotonic()
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        last = input_ids[:, -1]
-        if self.finished is None:
-            self.finished = torch.zeros_like(last, dtype=torch.bool)
-            self.pending = torch.zeros((), dtype=torch.long, device=last.device)
-            self.ends = self.ends.to(last.device)
-        self.pending += (~self.finished).sum()
-        self.finished |= torch.isin(last, self.ends)
-        if time.monotonic() - self.reported >= self.interval:
-            self.flush()
-        return torch.zeros_like(last, dtype=torch.bool)
-
-    def flush(self) -> None:
-        if self.pending is not None and (count := int(self.pending)):
-            self.on_tokens(count)
-            self.pending.zero_()
-        self.reported = time.monotonic()
-
-
-class _TokenBar:
-    """The bar of one `sample_completions` call: `step` adds tokens as they are generated, `batch_done` makes the
-    count exact from the batch's raw completions and drops the budget its early-stopped completions left unused."""
-
-    def __init__(self, progress: SamplingProgress, samples: int, max_new_tokens: int, ends: set[int]) -> None:
-        self.samples, self.max_new_tokens, self.ends = samples, max_new_tokens, ends
-        self.done_samples = self.done_tokens = 0
-        self.bar = progress.bar(samples * max_new_tokens, postfix=self._samples_text())
-
-    def _samples_text(self) -> str:
-        return f"{self.done_samples}/{self.samples} samples"
-
-    def step(self, tokens: int) -> None:
-        self.bar.update(tokens)
-
-    def batch_done(self, completions: list[list[list[int]]]) -> None:
-        rows = [row for group in completions for row in group]
-        self.done_tokens += sum(generated_tokens(row, self.ends) for row in rows)
-        self.done_samples += len(rows)
-        # the rows' unused budget leaves the total; the counted steps are replaced by the exact count
-        self.bar.total = self.done_tokens + (self.samples - self.done_samples) * self.max_new_tokens
-        self.bar.set_postfix_str(self._samples_text(), refresh=False)
-        # the steps not yet reported (or, negative, the extra step of a deferred stop check)
-        self.bar.update(self.done_tokens - self.bar.n)
-        self.bar.refresh()
-
-
-@contextlib.contextmanager
-def _progress(
-    progress: SamplingProgress | None, samples: int, max_new_tokens: int, ends: set[int]
-) -> Iterator[_TokenBar | None]:
-    """The token bar of `progress` for this call (None without one), closed at the end."""
-    if progress is None:
-        yield None
-        return
-    bar = _TokenBar(progress, samples, max_new_tokens, ends)
-    try:
-        yield bar
-    finally:
-        bar.bar.close()
-
-
-def decode_group(tokenizer: Any, group: Sequence[Sequence[int]]) -> list[str]:
-    """Texts of one prompt's completions (special tokens skipped)."""
-    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in group]
