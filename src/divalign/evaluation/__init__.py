@@ -14,11 +14,12 @@ the metric conventions (`divalign.diversity.profile`); every table says which.
 from importlib import import_module
 
 from .command import add_parser, parse_model_spec, run
+from .options import EvalOptions
 
 # torch and transformers load with these, on first use: `divalign --help` registers the subcommand without them
 _LAZY = {"evaluate_lineage": ".lineage", "load_prompts": "..prompts"}
 
-__all__ = ["add_parser", "evaluate_lineage", "load_prompts", "parse_model_spec", "run"]
+__all__ = ["EvalOptions", "add_parser", "evaluate_lineage", "load_prompts", "parse_model_spec", "run"]
 
 
 def __getattr__(name: str):
