@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..markdown_table import interval, markdown_table, mean_std
 from ..strict_json import strict_json
 from .spec import EvaluationSpec
 from .statistics import (
@@ -324,20 +325,8 @@ def calibrated_comparison(
 # --- the report's section ----------------------------------------------------------------------------------------
 
 
-def _num(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
-
-
-def _ci(interval: Mapping[str, Any] | None) -> str:
-    if not interval or interval.get("estimate") is None:
-        return "n/a"
-    text = _num(interval["estimate"], signed=True)
-    if interval.get("ci_low") is None:
-        return f"{text} (no CI: {interval.get('note', '')})"
-    text += f" [{_num(interval['ci_low'], True)}, {_num(interval['ci_high'], True)}]"
-    return text if interval.get("method") == "BCa" else f"{text} ({interval['method']})"
+def _ci(ci: Mapping[str, Any] | None) -> str:
+    return interval(ci, notes=True)
 
 
 _STATUS_NOTE = {"approximate": " (approximate)", "range end": " (range end: quality still held there)"}
@@ -346,11 +335,14 @@ _STATUS_NOTE = {"approximate": " (approximate)", "range end": " (range end: qual
 def _matched_rows(results: Mapping[str, Any], axis: str) -> list[str]:
     other = _OTHER[axis]
     reference = results["reference"]
-    lines = [
-        f"| model | seed | T at {reference}'s {axis} | {other} − {reference}'s [95 % CI] | {axis} − {reference}'s "
-        "on the evaluation prompts (check) |",
-        "|---|---|---|---|---|",
+    header = [
+        "model",
+        "seed",
+        f"T at {reference}'s {axis}",
+        f"{other} − {reference}'s [95 % CI]",
+        f"{axis} − {reference}'s on the evaluation prompts (check)",
     ]
+    rows = []
     for name, pooled in results["pooled"].items():
         for seed, result in results["seeds"].items():
             entry = result["matched"].get(name, {}).get(f"at_{axis}")
@@ -358,19 +350,17 @@ def _matched_rows(results: Mapping[str, Any], axis: str) -> list[str]:
                 continue
             if entry.get("temperature") is None:
                 reason = entry.get("bisection", {}).get("reason", entry.get("status", ""))
-                lines.append(f"| {name} | {seed} | not matched: {reason} | n/a | n/a |")
+                rows.append([name, seed, f"not matched: {reason}", "n/a", "n/a"])
                 continue
             t = f"{entry['temperature']:.3g}" + _STATUS_NOTE.get(entry["status"], "")
-            lines.append(
-                f"| {name} | {seed} | {t} | {_ci(entry[f'{other}_difference'])} | {_ci(entry[f'{axis}_difference'])} |"
-            )
+            rows.append([name, seed, t, _ci(entry[f"{other}_difference"]), _ci(entry[f"{axis}_difference"])])
         summary = pooled[f"at_{axis}"]
         if summary.get("pooled"):
             spread = ""
             if summary.get("seed_std") is not None:
-                spread = f"; over seeds {_num(summary['seed_mean'], True)} ± {_num(summary['seed_std'])}"
-            lines.append(f"| {name} | pooled | | {_ci(summary['pooled'])}{spread} | |")
-    return lines
+                spread = f"; over seeds {mean_std(summary['seed_mean'], summary['seed_std'], signed=True)}"
+            rows.append([name, "pooled", "", f"{_ci(summary['pooled'])}{spread}", ""])
+    return markdown_table(header, rows)
 
 
 def _dominance_lines(summary: Mapping[str, Any], reference: str) -> list[str]:

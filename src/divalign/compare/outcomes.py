@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..diversity.answers import extract_final_answer, pass_at_k
+from ..markdown_table import interval, markdown_table, mean_std
 from .spec import EvaluationSpec
 from .statistics import mean_ci, seed_differences
 
@@ -199,22 +200,16 @@ def stage_changes(
 # --- the report's section ----------------------------------------------------------------------------------------
 
 
-def _value(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def _ci(interval: Mapping[str, Any] | None, signed: bool = False) -> str:
-    if not interval or interval.get("estimate") is None:
-        return "n/a"
-    form = "{:+.3f}" if signed else "{:.3f}"
-    text = form.format(interval["estimate"])
-    if interval.get("ci_low") is None:
-        return text
-    return f"{text} [{form.format(interval['ci_low'])}, {form.format(interval['ci_high'])}]"
-
-
 def _labels(k: int) -> dict[str, str]:
     return {"pass_at_1": "pass@1", "pass_at_k": f"pass@{k}", "coverage": "coverage", "entropy": "entropy (nats)"}
+
+
+def _outcome_cell(summary: Mapping[str, Any]) -> str:
+    return f"{mean_std(summary['seed_mean'], summary['seed_std'])}; {interval(summary['pooled'], signed=False)}"
+
+
+def _difference_cell(summary: Mapping[str, Any]) -> str:
+    return interval((summary.get("vs_reference") or {}).get("pooled"))
 
 
 def outcomes_markdown(result: Mapping[str, Any], reference: str) -> str:
@@ -223,52 +218,44 @@ def outcomes_markdown(result: Mapping[str, Any], reference: str) -> str:
     if "skipped" in result:
         return f"No pass@k or coverage: {result['skipped']}.\n"
     labels = _labels(result["k"])
-    head = "| variant | " + " | ".join(labels.values()) + " |"
-    rule = "|---|" + "---|" * len(labels)
+    header = ["variant", *labels.values()]
+    rows = [[variant, *(_outcome_cell(summary[n]) for n in labels)] for variant, summary in result["variants"].items()]
     lines = [
         f"At T={result['temperature']:g} on the {result['prompts']} evaluation prompts, {result['k']} samples each "
         "(the calibration's cached samples): seed mean ± std, then the mean over prompts of the seeds' mean "
         "[95 % CI over prompts]. Coverage: distinct valid answers / the valid answers the prompt has.",
         "",
-        head,
-        rule,
+        *markdown_table(header, rows),
     ]
-    for variant, summary in result["variants"].items():
-        cells = [
-            f"{_value(summary[n]['seed_mean'])} ± {_value(summary[n]['seed_std'])}; {_ci(summary[n]['pooled'])}"
-            for n in labels
-        ]
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     others = {v: s for v, s in result["variants"].items() if v != reference}
     if others:
+        differences = [
+            [f"{variant} − {reference}", *(_difference_cell(summary[n]) for n in labels)]
+            for variant, summary in others.items()
+        ]
         lines += [
             "",
             f"Difference from {reference} (paired over prompts, pooled over seeds [95 % CI]):",
             "",
-            head,
-            rule,
+            *markdown_table(header, differences),
         ]
-        for variant, summary in others.items():
-            cells = [_ci((summary[n].get("vs_reference") or {}).get("pooled"), signed=True) for n in labels]
-            lines.append(f"| {variant} − {reference} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _change_cell(entry: Mapping[str, Any]) -> str:
+    if entry.get("seed_std") is None:
+        return interval(entry["pooled"])
+    return f"{interval(entry['pooled'])}; {mean_std(entry['seed_mean'], entry['seed_std'], signed=True)}"
 
 
 def changes_markdown(changes: Mapping[str, Any], before: str, after: str, k: int) -> str:
     """What the stage `after` changed of each variant's `before` model: pooled paired differences [95 % CI]."""
     labels = _labels(k)
+    rows = [[variant, *(_change_cell(by_name[name]) for name in labels)] for variant, by_name in changes.items()]
     lines = [
         f"Change from {before} to {after} (after − before, paired over prompts, pooled over seeds [95 % CI]; "
         "seed mean ± std of the per-seed changes):",
         "",
-        "| variant | " + " | ".join(labels.values()) + " |",
-        "|---|" + "---|" * len(labels),
+        *markdown_table(["variant", *labels.values()], rows),
     ]
-    for variant, by_name in changes.items():
-        cells = []
-        for name in labels:
-            entry = by_name[name]
-            spread = "" if entry.get("seed_std") is None else f"; {entry['seed_mean']:+.3f} ± {entry['seed_std']:.3f}"
-            cells.append(_ci(entry["pooled"], signed=True) + spread)
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..launch.output_dir import finished_run
+from ..markdown_table import markdown_table
 from ..strict_json import strict_json
 from .runner import FINISHED, CellStatus, cell_command, model_path
 from .spec import CompareSpec
@@ -86,6 +87,12 @@ def build_report(
     return report
 
 
+def _cell_line(row: dict[str, Any]) -> list[Any]:
+    where = f"`{row['model']}`" if row["state"] == FINISHED else f"`{row['command']}`"
+    state = f"{row['state']} ({row['detail']})" if row.get("detail") else row["state"]
+    return [row["cell"], row["variant"], row["seed"], state, where]
+
+
 def _markdown(report: dict[str, Any], markdown: Markdown) -> str:
     lines = [
         f"# divalign compare: {report['name']}",
@@ -93,14 +100,9 @@ def _markdown(report: dict[str, Any], markdown: Markdown) -> str:
         f"Spec `{report['spec']}`; reference `{report['reference']}`; seeds {', '.join(map(str, report['seeds']))}; "
         f"W&B group `{report['wandb_group']}`.",
         "",
-        "| cell | variant | seed | state | model or command |",
-        "|---|---|---|---|---|",
+        *markdown_table(["cell", "variant", "seed", "state", "model or command"], map(_cell_line, report["cells"])),
+        "",
     ]
-    for row in report["cells"]:
-        where = f"`{row['model']}`" if row["state"] == FINISHED else f"`{row['command']}`"
-        state = f"{row['state']} ({row['detail']})" if row.get("detail") else row["state"]
-        lines.append(f"| {row['cell']} | {row['variant']} | {row['seed']} | {state} | {where} |")
-    lines.append("")
     if report["missing"]:
         lines += [
             f"Missing cells ({len(report['missing'])}), not in the comparison: {', '.join(report['missing'])}.",

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..compare.power import power_lines, report_power
 from ..compare.statistics import seed_differences
+from ..markdown_table import interval, markdown_table, number
 from ..strict_json import strict_json
 from .answer_metrics import score_groups
 from .world import RealWorld
@@ -108,54 +109,44 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-def _num(value: float | None, decimals: int = 3, signed: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+VERIFIER_COLUMNS = (
+    "variant",
+    "seed",
+    "read at",
+    "T",
+    "seen: validity",
+    "distinct valid / prompt",
+    "outside SFT head",
+    "held-out: validity",
+    "distinct valid / prompt",
+)
 
 
-def _ci(interval: Mapping[str, Any] | None) -> str:
-    if not interval or interval.get("estimate") is None:
-        return "n/a"
-    text = _num(interval["estimate"], signed=True)
-    if interval.get("ci_low") is None:
-        return text
-    return f"{text} [{_num(interval['ci_low'], signed=True)}, {_num(interval['ci_high'], signed=True)}]"
+def _verifier_row(r: Mapping[str, Any]) -> list[Any]:
+    scores = [number(r["seen_validity"]), number(r["seen_distinct_valid"], 2), number(r["seen_outside_head"])]
+    scores += [number(r["heldout_validity"]), number(r["heldout_distinct_valid"], 2)]
+    return [r["variant"], r["seed"], r["at"], f"{r['temperature']:.3g}", *scores]
 
 
 def _verifier_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    lines = [
-        "| variant | seed | read at | T | seen: validity | distinct valid / prompt | outside SFT head | held-out: "
-        "validity | distinct valid / prompt |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        cells = [
-            _num(r["seen_validity"]),
-            _num(r["seen_distinct_valid"], 2),
-            _num(r["seen_outside_head"]),
-            _num(r["heldout_validity"]),
-            _num(r["heldout_distinct_valid"], 2),
-        ]
-        lines.append(
-            f"| {r['variant']} | {r['seed']} | {r['at']} | {r['temperature']:.3g} | " + " | ".join(cells) + " |"
-        )
-    return lines
+    return markdown_table(VERIFIER_COLUMNS, [_verifier_row(r) for r in rows])
+
+
+def _split_row(split: str, model: str, axis: str, s: Mapping[str, Any], metric: str) -> list[str]:
+    per_seed = "; ".join(f"seed {k}: {interval(v)}" for k, v in (s.get("per_seed") or {}).items()) or "n/a"
+    what = metric if s["difference_of"] == "diversity" else "validity"
+    return [split, model, axis, what, per_seed, interval(s.get("pooled"))]
 
 
 def _split_table(splits: Mapping[str, Any], reference: str, metric: str) -> list[str]:
-    lines = [
-        f"| categories | model | at {reference}'s | difference of | per seed [95 % CI] | pooled [95 % CI] |",
-        "|---|---|---|---|---|---|",
+    header = ["categories", "model", f"at {reference}'s", "difference of", "per seed [95 % CI]", "pooled [95 % CI]"]
+    rows = [
+        _split_row(split, model, axis, by_axis[f"at_{axis}"], metric)
+        for split, by_model in splits.items()
+        for model, by_axis in by_model.items()
+        for axis in AXES
     ]
-    for split, by_model in splits.items():
-        for model, by_axis in by_model.items():
-            for axis in AXES:
-                s = by_axis[f"at_{axis}"]
-                per_seed = "; ".join(f"seed {k}: {_ci(v)}" for k, v in (s.get("per_seed") or {}).items()) or "n/a"
-                what = metric if s["difference_of"] == "diversity" else "validity"
-                lines.append(f"| {split} | {model} | {axis} | {what} | {per_seed} | {_ci(s.get('pooled'))} |")
-    return lines
+    return markdown_table(header, rows)
 
 
 def write_report(out: Path, report_json: Path, world: RealWorld, timings: Mapping[str, float]) -> Path:

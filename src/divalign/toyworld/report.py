@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..markdown_table import interval, markdown_table, mean_std, number
+
 # (key in the exact metrics, column header)
 EXACT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("validity", "validity"),
@@ -23,33 +25,30 @@ SPLIT_TITLES: dict[str, str] = {"seen": "SFT categories (seen)", "heldout": "hel
 def mean_std_cell(value: Mapping[str, float | None]) -> str:
     """``mean ± std`` of a variant's seeds (the mean alone for one seed)."""
     if value["std"] is None:
-        return f"{value['mean']:.3f}"
-    return f"{value['mean']:.3f} ± {value['std']:.3f}"
+        return number(value["mean"])
+    return mean_std(value["mean"], value["std"])
 
 
 def truth_table(payload: Mapping[str, Any], split: str) -> list[str]:
     """The reference rows (truth, SFT data, base model), then every variant's mean ± std over its seeds."""
-    lines = [
-        "| model | seeds | " + " | ".join(title for _, title in EXACT_COLUMNS) + " |",
-        "|---" * (len(EXACT_COLUMNS) + 2) + "|",
+    rows = [
+        [label, "", *(number(scores[split][key]) for key, _ in EXACT_COLUMNS)]
+        for label, scores in payload["references"].items()
+        if split in scores
     ]
-    for label, scores in payload["references"].items():
-        if split in scores:
-            lines.append(f"| {label} | | " + " | ".join(f"{scores[split][key]:.3f}" for key, _ in EXACT_COLUMNS) + " |")
     for variant, summary in payload["variants"].items():
         seeds = ", ".join(str(s) for s in summary["seeds"])
-        cells = [mean_std_cell(summary[split][key]) for key, _ in EXACT_COLUMNS]
-        lines.append(f"| {variant} SFT | {seeds} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append([f"{variant} SFT", seeds, *(mean_std_cell(summary[split][key]) for key, _ in EXACT_COLUMNS)])
+    return markdown_table(["model", "seeds", *(title for _, title in EXACT_COLUMNS)], rows)
 
 
-def _interval(value: Mapping[str, Any] | None) -> str:
-    if not value or value.get("estimate") is None:
-        return "n/a"
-    text = f"{value['estimate']:+.3f}"
-    if value.get("ci_low") is not None:
-        text += f" [{value['ci_low']:+.3f}, {value['ci_high']:+.3f}]"
-    return text
+def _pooled_cells(pooled: Mapping[str, Any]) -> list[str]:
+    """A variant's pooled difference and unmatched seeds at the reference's diversity, then at its quality."""
+    cells = []
+    for axis in ("diversity", "quality"):
+        entry = pooled[f"at_{axis}"]
+        cells += [interval(entry.get("pooled")), ", ".join(map(str, entry.get("unmatched_seeds", []))) or "—"]
+    return cells
 
 
 def calibrated_lines(payload: Mapping[str, Any]) -> list[str]:
@@ -69,17 +68,11 @@ def calibrated_lines(payload: Mapping[str, Any]) -> list[str]:
         "read on the evaluation prompts. Pooled over seeds (per prompt, the mean over seeds), 95 % CI over prompts; "
         "seeds where no temperature matched are left out and named.",
         "",
-        f"| variant | quality − {reference}'s at {reference}'s diversity | unmatched seeds | diversity − {reference}'s "
-        f"at {reference}'s quality | unmatched seeds |",
-        "|---|---|---|---|---|",
     ]
-    for variant, pooled in calibration["pooled"].items():
-        cells = []
-        for axis in ("diversity", "quality"):
-            entry = pooled[f"at_{axis}"]
-            cells += [_interval(entry.get("pooled")), ", ".join(map(str, entry.get("unmatched_seeds", []))) or "—"]
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    header = ["variant", f"quality − {reference}'s at {reference}'s diversity", "unmatched seeds"]
+    header += [f"diversity − {reference}'s at {reference}'s quality", "unmatched seeds"]
+    rows = [[variant, *_pooled_cells(pooled)] for variant, pooled in calibration["pooled"].items()]
+    return [*lines, *markdown_table(header, rows), ""]
 
 
 def write_report(path: str | Path, payload: Mapping[str, Any]) -> Path:
