@@ -98,8 +98,7 @@ demo-real: $(STAMP)
 # SFT, then RL on SmolLM2: the GRPO prompts (the seen categories), then `divalign compare recipes/compare/real_rl.yaml`,
 # the same verifier-rewarded GRPO stage after each of `make demo-real`'s SFT cells (reused); after `make demo-real`
 demo-real-rl: $(STAMP)
-	$(PYTHON) -m divalign.realworld.grpo_data runs/demo-real/world
-	$(VENV)/bin/divalign compare recipes/compare/real_rl.yaml
+	$(PYTHON) -m divalign.realworld.rl_demo --out runs/demo-real
 
 clean:
 	rm -rf runs/smoke runs/demo-quick .pytest_cache .coverage .coverage.*

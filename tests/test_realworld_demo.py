@@ -215,6 +215,47 @@ def test_a_rerun_reuses_every_cell_and_sample(demo):
     assert sorted((out / "compare" / "report" / "calibration" / "samples").rglob("*.json")) == samples
 
 
+# SFT, then RL (`make demo-real-rl --quick`): after the quick demo's cells, last in this file (its GRPO models' samples
+# join the demo's cache, which the tests above read as the SFT models' only)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_sft_then_grpo_reuses_the_sft_cells_and_its_report_recomputes_from_the_samples(demo):
+    out, _ = demo
+    cache = out / "compare" / "report" / "calibration" / "samples"
+    sft_samples = {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")}
+    sft_models = {v: cell_dir(out, v).joinpath("model.safetensors").stat().st_mtime_ns for v in ("ce", "gem")}
+    command = [sys.executable, "-m", "divalign.realworld.rl_demo", "--quick", "--out", str(out)]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    for variant in ("ce", "gem"):
+        assert f"stage '{variant}_sft': skipped, finished with the same inputs" in proc.stdout
+        assert cell_dir(out, variant).joinpath("model.safetensors").stat().st_mtime_ns == sft_models[variant]
+        grpo = out / "compare" / "cells" / f"{variant}-seed0" / "grpo"
+        history = json.loads((grpo / "trainer_state.json").read_text())["log_history"]
+        assert max(h["step"] for h in history) == 2 and any("reward" in h for h in history)
+    assert "tofu-seed0" not in proc.stdout  # the quick RL spec keeps CE and GEM
+    # the SFT models' samples were read from the demo's cache, not drawn again; the GRPO models' joined it
+    assert {p: p.stat().st_mtime_ns for p in sft_samples} == sft_samples
+    added = set(cache.rglob("*.json")) - set(sft_samples)
+    assert added and all(json.loads(p.read_text())["model"].endswith("/grpo") for p in added)
+    report_dir = out / "compare" / "report_rl"
+    results = json.loads((report_dir / "results.json").read_text())
+    assert list(results["stages"]) == ["ce_sft", "grpo"] and results["missing"] == []
+    keys = [json.loads(line)["answer"] for line in (out / "world" / "prompts_eval.jsonl").read_text().splitlines()]
+    for stage in ("ce_sft", "grpo"):
+        outcomes = results["stages"][stage]["outcomes"]
+        assert outcomes["k"] == 4 and sorted(outcomes["variants"]) == ["ce", "gem"]
+        for variant, files in outcomes["samples"].items():
+            texts = json.loads(Path(files["0"]).read_text())["texts"]
+            valid = [[identify(t, key).valid for t in group] for group, key in zip(texts, keys, strict=True)]
+            summary = outcomes["variants"][variant]
+            assert summary["pass_at_1"]["per_seed"]["0"] == pytest.approx(np.mean([np.mean(v) for v in valid]))
+            assert summary["pass_at_k"]["per_seed"]["0"] == pytest.approx(np.mean([any(v) for v in valid]))
+    assert "## From `ce_sft` to `grpo`" in (report_dir / "results.md").read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_transformers_refuses_to_save_its_gguf_model_and_the_plain_copy_computes_the_same(tmp_path):

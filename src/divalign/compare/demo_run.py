@@ -58,7 +58,7 @@ def _derived_recipe(recipe: Path, out: Path, directory: Path, every_steps: int |
     content = yaml.safe_load(recipe.read_text())
     content.update(
         model_name_or_path=str(out / "base_model"),
-        dataset_name=str(out / "world" / "sft.jsonl"),
+        dataset_name=str(out / "world" / Path(content["dataset_name"]).name),
         output_dir=str(out / recipe.stem),
     )
     content["diversity"]["prompts"] = str(out / "world" / "prompts_probe.jsonl")
@@ -90,6 +90,7 @@ def derive_spec(spec: Path, out: Path, plan: SpecChanges) -> Path:
     directory = out / "spec"
     directory.mkdir(parents=True, exist_ok=True)
     keep = set(plan.variants or shipped) | {content.get("reference")}
+    shipped_root = Path(content["output_root"])
     content["output_root"] = str(out / "compare")
     content["base_model"] = str(out / "base_model")
     content["variants"] = {
@@ -105,9 +106,29 @@ def derive_spec(spec: Path, out: Path, plan: SpecChanges) -> Path:
         calibration_prompts=str(out / "world" / "prompts_calibration.jsonl"),
         **plan.evaluation,
     )
+    if content.get("then"):
+        content["then"] = [_derived_stage(stage, out, directory, plan) for stage in content["then"]]
+    for holder, key in ((content, "report_dir"), (content["evaluation"], "samples_dir")):
+        if holder.get(key) is not None:
+            holder[key] = str(_rebased(holder[key], shipped_root, out / "compare"))
     path = directory / spec.name
     path.write_text(yaml.safe_dump(content, sort_keys=False))
     return path
+
+
+def _derived_stage(stage: str | dict[str, Any], out: Path, directory: Path, plan: SpecChanges) -> dict[str, Any]:
+    """A `then:` stage of the shipped spec, its recipe derived as the variants' are."""
+    stage = {"recipe": stage} if isinstance(stage, str) else dict(stage)
+    stage["recipe"] = str(_derived_recipe(REPO_ROOT / stage["recipe"], out, directory, plan.diversity_every_steps))
+    return stage
+
+
+def _rebased(path: str, shipped_root: Path, root: Path) -> Path:
+    """``path`` (under the shipped spec's output root) under ``root`` instead."""
+    try:
+        return root / Path(path).relative_to(shipped_root)
+    except ValueError as error:
+        raise ValueError(f"{path} is not under the spec's output_root {shipped_root}: it cannot be derived") from error
 
 
 def output_directory(out: str | Path | None, quick: bool, fresh: bool, default: Path, quick_default: Path) -> Path:
@@ -122,15 +143,15 @@ def output_directory(out: str | Path | None, quick: bool, fresh: bool, default: 
 def demo_main(
     argv: Sequence[str] | None,
     run_demo: Callable[[str | None, bool, bool], Path],
-    prog: str,
+    module: str,
     doc: str,
     outs: tuple[Path, Path],
     quick_help: str,
 ) -> int:
-    """A demo's command line: ``prog [--out OUT] [--quick] [--fresh]`` (described by the first paragraph of its
-    module's ``doc``; ``outs``: the default ``--out`` and the one with ``--quick``), handed to
+    """A demo's command line: ``python -m MODULE [--out OUT] [--quick] [--fresh]`` (described by the first paragraph
+    of the module's ``doc``; ``outs``: the default ``--out`` and the one with ``--quick``), handed to
     ``run_demo(out, quick, fresh)``."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     parser.add_argument("--out", default=None, help=f"output directory (default: {outs[0]}; with --quick: {outs[1]})")
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing finished work")
