@@ -38,6 +38,7 @@ from .world import RealWorld, RealWorldConfig
 
 SPEC = Path("recipes/compare/real.yaml")  # relative to REPO_ROOT, as its own paths are
 DEFAULT_OUT = Path("runs/demo-real")
+QUICK_HELP = "a few SFT steps, 1 seed, few prompts and samples"
 QUICK_OUT = Path("runs/demo-real-quick")
 
 
@@ -113,10 +114,7 @@ def run_demo(out: str | Path | None = None, quick: bool = False, fresh: bool = F
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    quick = "a few SFT steps, 1 seed, few prompts and samples"
-    return demo_run.demo_main(
-        argv, run_demo, "python -m divalign.realworld.demo", __doc__, (DEFAULT_OUT, QUICK_OUT), quick
-    )
+    return demo_run.demo_main(argv, run_demo, __spec__.name, __doc__, (DEFAULT_OUT, QUICK_OUT), QUICK_HELP)
 
 
 if __name__ == "__main__":

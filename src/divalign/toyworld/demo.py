@@ -45,6 +45,7 @@ from divalign.toyworld.world import ToyWorld, WorldConfig
 
 SPEC = Path("recipes/compare/toy.yaml")  # relative to REPO_ROOT, as its own paths are
 DEFAULT_OUT = Path("runs/demo")
+QUICK_HELP = "CE and TOFU x 2 seeds, fewer pretraining and SFT steps, few samples (a smoke run)"
 QUICK_OUT = Path("runs/demo-quick")
 # The matrices are tiny: a second thread buys little and thrashes when the CPU is shared
 THREADS_ENV = {"OMP_NUM_THREADS": "1"}
@@ -173,10 +174,7 @@ def _pooled(calibration: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    quick = "CE and TOFU x 2 seeds, fewer pretraining and SFT steps, few samples (a smoke run)"
-    return demo_run.demo_main(
-        argv, run_demo, "python -m divalign.toyworld.demo", __doc__, (DEFAULT_OUT, QUICK_OUT), quick
-    )
+    return demo_run.demo_main(argv, run_demo, __spec__.name, __doc__, (DEFAULT_OUT, QUICK_OUT), QUICK_HELP)
 
 
 if __name__ == "__main__":
