@@ -352,7 +352,7 @@ def test_from_dict_rejects_bad_blocks(block, match):
 # prompts, sharding, RNG
 
 
-def load_probe_prompts(config: DiversityConfig) -> list:
+def probe_prompts(config: DiversityConfig) -> list:
     return [record.prompt for record in load_probe_records(config)]
 
 
@@ -360,21 +360,21 @@ def test_load_probe_prompts_from_files_and_datasets(tmp_path: Path):
     convo = [{"role": "user", "content": "where is the dog"}, {"role": "assistant", "content": "the dog"}]
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text(json.dumps({"prompt": "what is blue"}) + "\n" + json.dumps({"messages": convo}) + "\n")
-    assert load_probe_prompts(DiversityConfig(prompts=str(jsonl))) == ["what is blue", convo[:1]]
+    assert probe_prompts(DiversityConfig(prompts=str(jsonl))) == ["what is blue", convo[:1]]
 
     txt = tmp_path / "p.txt"
     txt.write_text("one\n\ntwo\nthree\n")
-    assert load_probe_prompts(DiversityConfig(prompts=str(txt), num_prompts=2)) == ["one", "two"]
+    assert probe_prompts(DiversityConfig(prompts=str(txt), num_prompts=2)) == ["one", "two"]
 
     saved = tmp_path / "ds"
     rows = [{"question": f"q{i}", "answer": "a"} for i in range(4)]
     datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(saved))
     config = DiversityConfig(prompts=str(saved), prompts_split="test", prompts_column="question", num_prompts=3)
-    assert load_probe_prompts(config) == ["q0", "q1", "q2"]
+    assert probe_prompts(config) == ["q0", "q1", "q2"]
     with pytest.raises(ValueError, match="has no 'prompt' or 'messages' field"):
-        load_probe_prompts(DiversityConfig(prompts=str(saved)))
+        probe_prompts(DiversityConfig(prompts=str(saved)))
     with pytest.raises(ValueError, match="split 'validation'"):
-        load_probe_prompts(DiversityConfig(prompts=str(saved), prompts_split="validation"))
+        probe_prompts(DiversityConfig(prompts=str(saved), prompts_split="validation"))
 
 
 def test_render_prompt_uses_chat_template_or_plain_text():

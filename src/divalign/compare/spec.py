@@ -18,7 +18,7 @@ class CompareError(ValueError):
 class EvaluationSpec:
     """How every trained model is sampled and scored for the calibrated comparison (`evaluation:` in a spec)."""
 
-    prompts: str  # evaluation prompts (anything divalign.evaluation.prompts.load_prompts reads)
+    prompts: str  # evaluation prompts (anything divalign.prompts.load_prompts reads)
     calibration_prompts: str  # calibration prompts, disjoint from `prompts` (checked: overlap is refused)
     prompts_column: str | None = None
     answer_column: str | None = None
