@@ -267,10 +267,13 @@ def test_the_loss_keys_of_every_trainer(tmp_path):
     from divalign.dashboards import loss_config
     from divalign.trainers.gem_config import GEMConfig
     from divalign.trainers.grpo_config import DivGRPOConfig
+    from divalign.trainers.tofu_config import TOFUConfig
 
     common = {"output_dir": str(tmp_path), "use_cpu": True, "report_to": "none", "seed": 7}
     gem = {"loss": "gem", "loss_beta": 0.6, "loss_h": "logsigmoid", "seed": 7}
     assert loss_config(GEMConfig(**common, gem_beta=0.6, gem_h="logsigmoid")) == gem
+    tofu = {"loss": "tofu", "loss_gamma": 2.0, "loss_beta": 0.9, "seed": 7}
+    assert loss_config(TOFUConfig(**common, tofu_gamma=2.0, tofu_beta=0.9)) == tofu
     assert loss_config(SFTConfig(**common)) == {"loss": "ce", "seed": 7}
     assert loss_config(SFTConfig(**common, loss_type="dft")) == {"loss": "dft", "seed": 7}
     assert loss_config(DPOConfig(**common, beta=0.2)) == {"loss": "dpo", "loss_beta": 0.2, "seed": 7}

@@ -50,16 +50,12 @@ def pipeline_step_offset(env: Mapping[str, str] = os.environ) -> int | None:
 
 
 def loss_config(args: Any) -> dict[str, Any]:
-    """The run-config keys runs are grouped by: ``loss``, its ``loss_gamma``/``loss_beta``/``loss_h``, ``seed``."""
+    """The run-config keys runs are grouped by: ``loss``, its ``loss_gamma``/``loss_beta``/``loss_h``, ``seed``. A
+    config of divalign's own declares its keys (``loss_keys()``); TRL's are read here."""
     from trl import DPOConfig, GRPOConfig, SFTConfig
 
-    from .trainers.gem_config import GEMConfig
-    from .trainers.tofu_config import TOFUConfig
-
-    if isinstance(args, TOFUConfig):
-        keys = {"loss": "tofu", "loss_gamma": args.tofu_gamma, "loss_beta": args.tofu_beta}
-    elif isinstance(args, GEMConfig):
-        keys = {"loss": "gem", "loss_beta": args.gem_beta, "loss_h": args.gem_h}
+    if callable(getattr(args, "loss_keys", None)):
+        keys = args.loss_keys()
     elif isinstance(args, SFTConfig):
         keys = {"loss": "ce" if args.loss_type == "nll" else args.loss_type}
     elif isinstance(args, DPOConfig):

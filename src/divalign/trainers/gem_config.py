@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..heads.hyperparameters import require_temperature
 from ..heads.losses import GEM_WEIGHTINGS
@@ -38,6 +39,10 @@ class GEMConfig(LossHeadSFTConfig):
             "choices": list(GEM_WEIGHTINGS),
         },
     )
+
+    def loss_keys(self) -> dict[str, Any]:
+        """The run-config keys the dashboards group these runs by (:func:`divalign.dashboards.loss_config`)."""
+        return {"loss": "gem", "loss_beta": self.gem_beta, "loss_h": self.gem_h}
 
     def __post_init__(self):
         self.gem_beta = require_temperature("gem_beta", self.gem_beta)

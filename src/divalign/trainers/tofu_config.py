@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..heads.hyperparameters import require_exponent, require_temperature
 from .loss_head_config import LossHeadSFTConfig
@@ -34,6 +35,10 @@ class TOFUConfig(LossHeadSFTConfig):
         default=0.8,
         metadata={"help": "Temperature β > 0 of the tempered distribution softmax(z / β); 1 gives focal loss."},
     )
+
+    def loss_keys(self) -> dict[str, Any]:
+        """The run-config keys the dashboards group these runs by (:func:`divalign.dashboards.loss_config`)."""
+        return {"loss": "tofu", "loss_gamma": self.tofu_gamma, "loss_beta": self.tofu_beta}
 
     def __post_init__(self):
         self.tofu_gamma = require_exponent("tofu_gamma", self.tofu_gamma)
