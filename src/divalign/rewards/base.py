@@ -1,4 +1,5 @@
-"""What every divalign reward shares: TRL's reward-function signature and the completion's text."""
+"""What every divalign reward shares: TRL's reward-function signature and the completion's text; what the 0/1
+verifier rewards share: a verdict per completion against its prompt's value of one dataset column."""
 
 from __future__ import annotations
 
@@ -39,3 +40,29 @@ def prompt_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in prompt)
+
+
+class ColumnVerdictReward:
+    """1.0 when :meth:`judge` accepts a completion's text against its prompt's value of the dataset column
+    ``column``, else 0.0 (a verifier's reward). A subclass sets ``column`` and ``__name__``, and says in
+    :meth:`needs` what the column holds."""
+
+    __name__: str
+    binary = True  # 0/1 verdicts: a sample is correct or not (pass@k, correct-only diversity)
+    column: str
+
+    def judge(self, text: str, value: Any) -> bool:
+        raise NotImplementedError
+
+    def needs(self) -> str:
+        """The error's start when the column is missing: who needs it and what it holds."""
+        raise NotImplementedError
+
+    def required_columns(self) -> list[tuple[str, ...]]:
+        return [(self.column,)]
+
+    def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float]:
+        if self.column not in kwargs:
+            raise ValueError(f"{self.needs()}; got {sorted(kwargs)}")
+        values = kwargs[self.column]
+        return [float(bool(self.judge(completion_text(c), v))) for c, v in zip(completions, values, strict=True)]

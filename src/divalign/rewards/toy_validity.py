@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .base import completion_text
+from .base import ColumnVerdictReward
 
 TOY_EOS = "<eos>"  # the toy tokenizer's EOS (divalign.toyworld.tokenizer.EOS), kept when a decoder keeps specials
 
@@ -47,7 +47,7 @@ def verify(completion: str, answer: str | None) -> bool:
     return is_valid(completion, answers)
 
 
-class ToyValidityReward:
+class ToyValidityReward(ColumnVerdictReward):
     """1.0 when the completion is one of the prompt's valid answers in the toy world's truth, else 0.0.
 
     Args:
@@ -56,23 +56,16 @@ class ToyValidityReward:
     """
 
     __name__ = "toy_validity"
-    binary = True  # 0/1 verdicts: a sample is correct or not (pass@k, correct-only diversity)
 
     def __init__(self, answers_column: str = "valid_answers", eos_token: str | None = TOY_EOS) -> None:
-        self.answers_column = answers_column
+        self.column = answers_column
         self.eos_token = eos_token
 
-    def required_columns(self) -> list[tuple[str, ...]]:
-        return [(self.answers_column,)]
+    def judge(self, text: str, value: Any) -> bool:
+        return is_valid(text, value, self.eos_token)
 
-    def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float]:
-        if self.answers_column not in kwargs:
-            raise ValueError(
-                f"toy_validity needs a dataset column {self.answers_column!r} (the prompt's valid answers, as written "
-                f"by divalign.toyworld.preference_data); got {sorted(kwargs)}"
-            )
-        answers = kwargs[self.answers_column]
-        return [
-            float(is_valid(completion_text(c), valid, self.eos_token))
-            for c, valid in zip(completions, answers, strict=True)
-        ]
+    def needs(self) -> str:
+        return (
+            f"toy_validity needs a dataset column {self.column!r} (the prompt's valid answers, as written "
+            "by divalign.toyworld.preference_data)"
+        )

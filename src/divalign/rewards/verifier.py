@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..user_code import load_callable
-from .base import completion_text
+from .base import ColumnVerdictReward
 
 
-class VerifierReward:
+class VerifierReward(ColumnVerdictReward):
     """1.0 when ``function(completion_text, answer)`` is true, else 0.0.
 
     Args:
@@ -22,25 +22,16 @@ class VerifierReward:
     """
 
     __name__ = "verifier"
-    binary = True  # 0/1 verdicts: a sample is correct or not (pass@k, correct-only diversity)
 
     def __init__(self, function: str, answer_column: str = "answer") -> None:
         if not isinstance(function, str) or ":" not in function:
             raise ValueError(f"rewards: verifier.function must be MODULE:FUNCTION, got {function!r}")
         self.function = function
         self.verify = load_callable(function, "rewards: verifier.function")
-        self.answer_column = answer_column
+        self.column = answer_column
 
-    def required_columns(self) -> list[tuple[str, ...]]:
-        return [(self.answer_column,)]
+    def judge(self, text: str, value: Any) -> bool:
+        return self.verify(text, value)
 
-    def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float]:
-        if self.answer_column not in kwargs:
-            raise ValueError(
-                f"the verifier reward ({self.function}) needs a dataset column {self.answer_column!r} (each prompt's "
-                f"answer); got {sorted(kwargs)}"
-            )
-        answers = kwargs[self.answer_column]
-        return [
-            float(bool(self.verify(completion_text(c), answer))) for c, answer in zip(completions, answers, strict=True)
-        ]
+    def needs(self) -> str:
+        return f"the verifier reward ({self.function}) needs a dataset column {self.column!r} (each prompt's answer)"
