@@ -139,7 +139,7 @@ def score_split(
     ``num_samples`` is both the number of samples drawn per prompt and the K of the exact expected coverage, so the
     two coverages estimate the same quantity.
     """
-    exact = exact_per_prompt(model, tokenizer, world, prompts, fmt, num_samples)[1.0]
+    exact = exact_rows(world, prompts, answer_probabilities(model, tokenizer, prompts, fmt)[1.0], num_samples)
     sampled = None
     if sample:
         answers = sample_answers(model, tokenizer, prompts, fmt, num_samples, seed=seed)
@@ -147,25 +147,15 @@ def score_split(
     return SplitScores(mean_metrics(exact), sampled)
 
 
-def exact_per_prompt(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    world: ToyWorld,
-    prompts: Sequence[Prompt],
-    fmt: PromptFormat,
-    num_samples: int,
-    temperatures: Sequence[float] = (1.0,),
-) -> dict[float, list[ExactMetrics]]:
-    """Exact metrics of every prompt at each sampling temperature (K = ``num_samples`` for the expected coverage)."""
+def exact_rows(
+    world: ToyWorld, prompts: Sequence[Prompt], probs: Sequence[dict[str, float]], k: int
+) -> list[ExactMetrics]:
+    """Exact metrics of every prompt from its answers' probabilities (K = ``k`` for the expected coverage)."""
     tail_rank = world.config.tail_start_rank
-    by_temperature = answer_probabilities(model, tokenizer, prompts, fmt, temperatures=temperatures)
-    return {
-        t: [
-            exact_metrics(probs, p.truth(), k=num_samples, tail=p.answers[tail_rank:])
-            for p, probs in zip(prompts, rows, strict=True)
-        ]
-        for t, rows in by_temperature.items()
-    }
+    return [
+        exact_metrics(answer_probs, p.truth(), k=k, tail=p.answers[tail_rank:])
+        for p, answer_probs in zip(prompts, probs, strict=True)
+    ]
 
 
 def load_model(
