@@ -11,7 +11,7 @@ from ..diversity import DEFAULT_EVAL_METRICS
 from ..diversity.clusters import DEFAULT_CLUSTER_THRESHOLD
 from ..diversity.profile import PROFILE_NAMES
 from .backends import BACKENDS, VLLM_OPT_IN
-from .options import DEFAULTS, EvalOptions
+from .options import EvalOptions, flag_defaults
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
@@ -44,90 +44,71 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="a .jsonl/.json/.txt/.csv/.parquet file (`prompt` or `messages`, optional `answer`), "
         "a save_to_disk folder, a data folder or a Hub dataset id (the diversity callback's loader)",
     )
-    parser.add_argument(
-        "--prompts-split", default=DEFAULTS.prompts_split, help="split to read when --prompts is a dataset"
-    )
-    parser.add_argument(
-        "--prompts-column", default=DEFAULTS.prompts_column, help="prompt column (default: prompt, else messages)"
-    )
+    parser.add_argument("--prompts-split", help="split to read when --prompts is a dataset")
+    parser.add_argument("--prompts-column", help="prompt column (default: prompt, else messages)")
     parser.add_argument(
         "--answer-column",
-        default=DEFAULTS.answer_column,
         help="reference-answer column (default: answer, else solution)",
     )
-    parser.add_argument(
-        "--num-prompts", type=int, default=DEFAULTS.num_prompts, help="use the first N prompts (default: all)"
-    )
-    parser.add_argument("--samples", type=int, default=DEFAULTS.num_samples, help="samples per prompt (K >= 2)")
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens)
-    parser.add_argument(
-        "--temperature", type=float, default=DEFAULTS.temperature, help="the temperature of the main tables"
-    )
+    parser.add_argument("--num-prompts", type=int, help="use the first N prompts (default: all)")
+    parser.add_argument("--samples", type=int, help="samples per prompt (K >= 2)")
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--temperature", type=float, help="the temperature of the main tables")
     parser.add_argument(
         "--temperatures",
         type=float,
         nargs="+",
-        default=DEFAULTS.temperatures,
         metavar="T",
         help="also sample at each T and draw every model's quality-diversity frontier (frontier.png, "
         "and the quality difference vs --reference at matched diversity); needs --verifier or --quality (without "
         "--temperatures, --quality is reported next to diversity at --temperature)",
     )
-    parser.add_argument("--top-p", type=float, default=DEFAULTS.top_p)
+    parser.add_argument("--top-p", type=float)
     parser.add_argument(
         "--top-k",
         type=int,
-        default=DEFAULTS.top_k,
         help="0 = off; nothing else is applied: the checkpoints' generation_config.json is ignored",
     )
     parser.add_argument(
         "--seed",
         type=int,
-        default=DEFAULTS.seed,
         help="a sample's noise depends only on the seed, its prompt's index, its own index and --max-new-tokens "
         "(another length budget changes the noise of every sample but each prompt's first)",
     )
     parser.add_argument(
         "--metrics",
         nargs="+",
-        default=DEFAULTS.metrics,
         help=f"metric names (space or comma separated; default: {' '.join(DEFAULT_EVAL_METRICS)})",
     )
     parser.add_argument(
         "--profile",
         choices=PROFILE_NAMES,
-        default=DEFAULTS.profile,
         help="metric conventions: divalign (default); karouzos2026 (Karouzos et al., arXiv 2604.16027: EAD over "
         "words, NLI over sentence pairs on [0, 2], all-mpnet-base-v2, <think> stripped); tofu2026 (the TOFU paper's "
         "lowercased self-BLEU on 0-100). Named in results.md and results.json",
     )
     parser.add_argument(
         "--embedding-model",
-        default=DEFAULTS.embedding_model,
         help="sentence embedder of the semantic metrics and views (default: the profile's; divalign: all-MiniLM-L6-v2)",
     )
     parser.add_argument(
         "--cluster-threshold",
         type=float,
-        default=DEFAULTS.cluster_threshold,
         help="cosine similarity at which two samples are one semantic cluster (semantic_clusters; default "
         f"{DEFAULT_CLUSTER_THRESHOLD}, chosen for all-MiniLM-L6-v2)",
     )
     parser.add_argument(
         "--nli-model",
-        default=DEFAULTS.nli_model,
         help="used only when `nli` or `semantic_clusters_nli` is among the metrics",
     )
     parser.add_argument(
         "--verifier",
-        default=DEFAULTS.verifier,
         metavar="MODULE:FUNCTION",
         help="fn(completion, answer) -> bool, e.g. divalign.diversity.answers:final_answer_matches; MODULE is "
         "installed or a .py file in the current directory",
     )
     parser.add_argument(
         "--quality",
-        default=DEFAULTS.quality,
         metavar="SPEC",
         help="a per-sample quality, reported next to diversity at --temperature and, with --temperatures, the "
         "frontier's quality (default there: the verifier's accuracy): a GRPO reward by name "
@@ -138,12 +119,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--frontier-metric",
-        default=DEFAULTS.frontier_metric,
         help="the frontier's diversity metric (default: the first diversity metric of --metrics)",
     )
     parser.add_argument(
         "--reference",
-        default=DEFAULTS.reference,
         metavar="NAME",
         help="the model the others are compared with: the frontier's matched-diversity quality differences and "
         "the quality-control/narrowing split (default: the first --model)",
@@ -151,23 +130,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
-        default=DEFAULTS.backend,
         help=f"auto (the default) is hf, transformers' generate; {VLLM_OPT_IN}",
     )
-    parser.add_argument(
-        "--batch-size", type=int, default=DEFAULTS.batch_size, help="prompts per generate call (speed, not samples)"
-    )
-    parser.add_argument("--device", default=DEFAULTS.device)
-    parser.add_argument(
-        "--bootstrap", type=int, default=DEFAULTS.n_bootstrap, help="bootstrap resamples for the 95%% CI"
-    )
-    parser.add_argument("--out", default=DEFAULTS.out_dir, help="output directory (must be empty or absent)")
+    parser.add_argument("--batch-size", type=int, help="prompts per generate call (speed, not samples)")
+    parser.add_argument("--device")
+    parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for the 95%% CI")
+    parser.add_argument("--out", help="output directory (must be empty or absent)")
     parser.add_argument(
         "--move-aside",
         action="store_true",
         help="when --out holds an earlier evaluation, rename it to <out>.old-<time> first",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, **flag_defaults())  # every option's default is its EvalOptions field's
     return parser
 
 

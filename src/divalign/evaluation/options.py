@@ -1,6 +1,7 @@
 """`EvalOptions`: how `divalign eval` (and a pipeline's lineage eval) samples, scores and writes, as one object built
 once — from the command line (:meth:`EvalOptions.from_args`) or from keyword arguments — and passed whole to
-`evaluate_lineage`. An option is a field here and a flag in `command.py`; the flag's default is the field's."""
+`evaluate_lineage`. An option is a field here and a flag in `command.py`; the flag's default is the field's
+(:func:`flag_defaults`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..diversity import DEFAULT_NLI_MODEL
 from ..diversity.clusters import DEFAULT_CLUSTER_THRESHOLD
@@ -81,3 +82,11 @@ class EvalOptions:
 
 
 DEFAULTS = EvalOptions()
+
+
+def flag_defaults() -> dict[str, Any]:
+    """The defaults of `divalign eval`'s flags, under their argparse names: the fields' own."""
+    return {
+        FLAG_NAMES.get(field.name, field.name): getattr(DEFAULTS, field.name)
+        for field in dataclasses.fields(EvalOptions)
+    }
