@@ -6,9 +6,9 @@ The trainers, configs and the diversity callback import TRL, transformers and pe
     from divalign import DiversityCallback, DiversityConfig, TOFUConfig, TOFUTrainer, compute_diversity
 """
 
-from importlib import import_module
 from importlib.metadata import version
 
+from .lazy_exports import lazy_getattr
 from .quiet import hold_4bit_warnings
 
 __version__ = version("divalign")
@@ -32,7 +32,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'divalign' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

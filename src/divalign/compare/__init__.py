@@ -7,9 +7,7 @@ where their diversity, then their quality, match (:mod:`.calibration`). Format: 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
+from ..lazy_exports import lazy_getattr
 from .command import add_parser, run
 from .spec import CompareError, CompareSpec, EvaluationSpec
 from .spec_file import load_compare
@@ -42,7 +40,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

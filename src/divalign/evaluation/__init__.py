@@ -11,8 +11,7 @@ cross-model similarity matrix and each model's within-prompt share of spread (`s
 the metric conventions (`divalign.diversity.profile`); every table says which.
 """
 
-from importlib import import_module
-
+from ..lazy_exports import lazy_getattr
 from .command import add_parser, parse_model_spec, run
 from .options import EvalOptions
 
@@ -22,7 +21,4 @@ _LAZY = {"evaluate_lineage": ".lineage", "load_prompts": "..prompts"}
 __all__ = ["EvalOptions", "add_parser", "evaluate_lineage", "load_prompts", "parse_model_spec", "run"]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

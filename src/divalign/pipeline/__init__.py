@@ -9,8 +9,9 @@ a lineage eval (``divalign eval``) can close the run. Format: recipes/pipelines/
 from __future__ import annotations
 
 import argparse
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from ..lazy_exports import lazy_getattr
 
 if TYPE_CHECKING:
     from .handoff import StageResult
@@ -44,10 +45,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def run_pipeline(
