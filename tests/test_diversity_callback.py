@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from divalign import generation
+from divalign import sampling_progress
 from divalign.callback import DiversityCallback, DiversityConfig, load_probe_records
 from divalign.callback.callback import preserve_rng_state
 from divalign.generation import render_prompt
@@ -136,7 +136,7 @@ def test_main_process_shows_a_bar_per_evaluation_unless_tqdm_is_off(
     """Steps 0 and 2 each draw one sampling bar over the 3 prompts × 3 samples, its tokens counted against a budget
     of 9 × 6 new tokens; `disable_tqdm` (the trainer's own switch for its bars) turns it off."""
     # draw every update, however fast the tiny model is (tqdm reads its TQDM_* variables once, at import)
-    monkeypatch.setattr(generation, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))
+    monkeypatch.setattr(sampling_progress, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))
     make_trainer(policy_dir, tmp_path / "on", DiversityCallback(diversity_config(probe_file)), max_steps=2,
                  disable_tqdm=False).train()  # fmt: skip
     bars = list(PROGRESS_BAR.finditer(capsys.readouterr().err))
