@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from chat_checkpoints import save_reward_model
-from divalign.callback import DiversityCallback, DiversityConfig
+from divalign.callback import DiversityCallback, DiversityConfig, load_probe_records
 from divalign.callback.probe_scores import against_reference, score_probe
 from divalign.callback.state import STATE_KEY, Reference, TrackingRecord
 from divalign.rewards.quality import Quality, parse_quality
@@ -78,8 +78,6 @@ def test_quality_scores_every_sample_as_trl_calls_a_reward():
 
 
 def test_math_answer_reads_the_answer_column_of_the_probe_records(tmp_path):
-    from divalign.callback import load_probe_records
-
     probe = tmp_path / "probe.jsonl"
     probe.write_text(
         json.dumps({"prompt": "2 + 2?", "answer": "4"}) + "\n" + json.dumps({"prompt": "3 * 3?", "answer": 9})
@@ -236,12 +234,26 @@ def distinct_1(groups: list[list[list[int]]]) -> list[float]:
     return [len({t for ids in g for t in ids}) / sum(map(len, g)) for g in groups]
 
 
-def test_quality_keys_at_every_evaluation_recomputed_from_the_samples(policy_dir, tmp_path):
-    callback = DiversityCallback(quality_config(write_probe_prompts(tmp_path / "probe.jsonl")))
+def test_quality_keys_at_every_evaluation_recomputed_from_the_samples(policy_dir, tmp_path, monkeypatch):
+    """Also: one run parses its quality once (the config's check builds the object the probe check and every
+    evaluation use) and reads its probe prompts once (as `divalign train` does, before the trainer)."""
+    import divalign.callback.probes as probes_module
+    import divalign.rewards.quality as quality_module
+
+    calls = {"parse": 0, "read": 0}
+
+    def counted(name, real):
+        return lambda *args, **kwargs: calls.update({name: calls[name] + 1}) or real(*args, **kwargs)
+
+    monkeypatch.setattr(quality_module, "parse_quality", counted("parse", quality_module.parse_quality))
+    monkeypatch.setattr(probes_module, "load_prompts", counted("read", probes_module.load_prompts))
+    config = quality_config(write_probe_prompts(tmp_path / "probe.jsonl"))
+    callback = DiversityCallback(config, probes=load_probe_records(config))
     trainer = make_trainer(policy_dir, tmp_path / "out", callback, max_steps=4)
     recorder = RecordSamples(callback)
     trainer.add_callback(recorder)
     trainer.train()
+    assert calls == {"parse": 1, "read": 1}
     logged = evaluations(trainer.state.log_history)
     assert list(logged) == [0, 2, 4]
     step0 = {}
