@@ -193,6 +193,7 @@ def fused_head_loss(
     chunk_rows: int | None = None,
     transform: LogitTransform = PLAIN_LOGITS,
     tile_cols: int | None = None,
+    backend: TileBackend = TORCH_BACKEND,
 ) -> HeadOutput:
     """Per-token CE/TOFU/GEM for ``logits = hidden @ weight.T (+ bias)`` without materialising a ``(rows, vocab)`` block.
 
@@ -210,5 +211,7 @@ def fused_head_loss(
         chunk_rows: token rows per chunk (default: all rows up to :data:`DEFAULT_FUSED_ROWS`).
         transform: logit scale and soft-capping the model applies after its head.
         tile_cols: vocabulary columns per tile (default: :func:`~divalign.heads.tiled.default_tile_cols`).
+        backend: who does the tile work: these PyTorch tiles, or the Triton kernels
+            (:func:`divalign.heads.triton_tiles.triton_head_loss` passes its ``TRITON_BACKEND``).
     """
-    return tiled_head_loss(hidden, weight, bias, labels, spec, chunk_rows, transform, tile_cols, TORCH_BACKEND)
+    return tiled_head_loss(hidden, weight, bias, labels, spec, chunk_rows, transform, tile_cols, backend)

@@ -16,22 +16,14 @@ Status: checked against the reference only in Triton's CPU interpreter (``TRITON
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from . import tiled
 from .losses import LossSpec
-from .projection import PLAIN_LOGITS, HeadOutput, LogitTransform
-from .tiled import (
-    RowResult,
-    RowStats,
-    TileBackend,
-    accumulate_mm,
-    finish_rows,
-    is_logsigmoid,
-    loss_beta,
-    target_logits,
-    tiled_head_loss,
-    tiles,
-)
+from .projection import HeadOutput, LogitTransform
+from .torch_tiles import fused_head_loss
 
 try:
     import triton
@@ -198,15 +190,17 @@ def _transform_args(transform: LogitTransform) -> tuple[float, float, bool]:
     return float(transform.scale), float(transform.softcap) if has_softcap else 1.0, has_softcap
 
 
-def _fold_rows(h, weight, bias, labels, spec, tile_cols, dtype, transform) -> tuple[RowResult, torch.Tensor | None]:
-    n, beta = h.shape[0], loss_beta(spec)
-    z_y_w = target_logits(h, weight, bias, labels, dtype, transform) if is_logsigmoid(spec) else None
+def _fold_rows(
+    h, weight, bias, labels, spec, tile_cols, dtype, transform
+) -> tuple[tiled.RowResult, torch.Tensor | None]:
+    n, beta = h.shape[0], tiled.loss_beta(spec)
+    z_y_w = tiled.target_logits(h, weight, bias, labels, dtype, transform) if tiled.is_logsigmoid(spec) else None
     stats = torch.zeros(N_STATS, n, dtype=torch.float32, device=h.device)
     stats[0] = float("-inf")
     argmax = torch.zeros(n, dtype=torch.int64, device=h.device)
     buffer = torch.empty(n, min(tile_cols, weight.shape[0]), dtype=dtype, device=h.device)  # reused by every tile
     scale, softcap, has_softcap = _transform_args(transform)
-    for start, cols in tiles(weight.shape[0], tile_cols):
+    for start, cols in tiled.tiles(weight.shape[0], tile_cols):
         tile = _leading_view(buffer, cols.stop - start)
         _project_into(tile, h, weight[cols].to(dtype), None if bias is None else bias[cols].to(dtype))
         _fold_kernel[(n,)](
@@ -216,11 +210,11 @@ def _fold_rows(h, weight, bias, labels, spec, tile_cols, dtype, transform) -> tu
         )  # fmt: skip
     m, z_y, s_p, t_p, s_q, u_q, a_q, b_q = stats
     kind = _kind(spec)
-    row_stats = RowStats(
+    row_stats = tiled.RowStats(
         m, argmax, z_y, s_p, t_p,
         s_q if kind > 0 else None, u_q if kind == 2 else None, a_q if kind == 3 else None, b_q if kind == 3 else None,
     )  # fmt: skip
-    return finish_rows(row_stats, labels, spec, z_y_w), z_y_w
+    return tiled.finish_rows(row_stats, labels, spec, z_y_w), z_y_w
 
 
 def _addmm_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -228,7 +222,7 @@ def _addmm_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     if acc.is_cuda and a.dtype != acc.dtype:
         torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
     else:
-        accumulate_mm(acc, a, b)
+        tiled.accumulate_mm(acc, a, b)
 
 
 def _grad_tiles(h, weight, bias, labels, spec, tile_cols, dtype, transform, q_shift, scaled_coef, mass, z_y_w):
@@ -237,36 +231,27 @@ def _grad_tiles(h, weight, bias, labels, spec, tile_cols, dtype, transform, q_sh
     buffer = torch.empty(n, min(tile_cols, vocab), dtype=dtype, device=h.device)
     scale, softcap, has_softcap = _transform_args(transform)
     logsigmoid = z_y_w is not None
-    for start, cols in tiles(vocab, tile_cols):
+    for start, cols in tiled.tiles(vocab, tile_cols):
         tile = _leading_view(buffer, cols.stop - start)
         w_tile = weight[cols].to(dtype)
         _project_into(tile, h, w_tile, None if bias is None else bias[cols].to(dtype))
         _grad_kernel[(n,)](
             tile, tile.stride(0), labels, z_y_w if logsigmoid else q_shift, q_shift,
-            scaled_coef, mass, start, tile.shape[1], 1.0 / loss_beta(spec), scale, softcap,
+            scaled_coef, mass, start, tile.shape[1], 1.0 / tiled.loss_beta(spec), scale, softcap,
             LOGSIGMOID=logsigmoid, HAS_SOFTCAP=has_softcap, BLOCK=BLOCK_COLS,
         )  # fmt: skip
         yield cols, w_tile, tile
 
 
 # One (rows, tile) buffer in the compute dtype per chunk: the tile budget is TRITON_TILE_ELEMENTS, not fp32 blocks
-TRITON_BACKEND = TileBackend(_fold_rows, _grad_tiles, _addmm_fp32, TRITON_TILE_ELEMENTS)
+TRITON_BACKEND = tiled.TileBackend(_fold_rows, _grad_tiles, _addmm_fp32, TRITON_TILE_ELEMENTS)
 
 
-def triton_head_loss(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    labels: torch.Tensor,
-    spec: LossSpec,
-    chunk_rows: int | None = None,
-    transform: LogitTransform = PLAIN_LOGITS,
-    tile_cols: int | None = None,
-) -> HeadOutput:
+def triton_head_loss(*args: Any, **kwargs: Any) -> HeadOutput:
     """:func:`divalign.heads.torch_tiles.fused_head_loss` with the tile folds in Triton kernels (same arguments and results).
 
     Runs on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1`` (how it is tested).
     """
     if triton is None:
         raise ImportError("triton_head_loss needs the `triton` package")
-    return tiled_head_loss(hidden, weight, bias, labels, spec, chunk_rows, transform, tile_cols, TRITON_BACKEND)
+    return fused_head_loss(*args, **kwargs, backend=TRITON_BACKEND)
