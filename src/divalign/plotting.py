@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .run_history import Curves, RunCurves, find_trainer_state, load_curves, load_run, run_labels
+from .subcommand import split_names
 
 __all__ = [
     "find_trainer_state",
@@ -251,7 +252,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run `divalign plot` from parsed arguments."""
-    metrics = None if args.metrics is None else [m for arg in args.metrics for m in arg.split(",") if m]
+    metrics = split_names(args.metrics)
     if args.trajectory is not None:
         if metrics is not None:
             raise ValueError("--metrics draws curves and --trajectory the quality–diversity plane: pass one of them")

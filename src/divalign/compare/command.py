@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..subcommand import flag_values
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `divalign compare`."""
@@ -39,12 +41,5 @@ def run(args: argparse.Namespace) -> int:
     """Run `divalign compare` from parsed arguments."""
     from .workflow import run_compare
 
-    run_compare(
-        args.spec,
-        cell=args.cell,
-        report=args.report,
-        list_cells=args.list_cells,
-        dry_run=args.dry_run,
-        force=args.force,
-    )
+    run_compare(args.spec, **flag_values(args, "cell", "report", "list_cells", "dry_run", "force"))
     return 0

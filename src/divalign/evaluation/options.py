@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..diversity import DEFAULT_NLI_MODEL
 from ..diversity.clusters import DEFAULT_CLUSTER_THRESHOLD
 from ..diversity.profile import DEFAULT_PROFILE
+from ..subcommand import split_names
 
 if TYPE_CHECKING:
     from .frontier_sweep import AnswerVerifier, QualityScorer
@@ -76,9 +77,7 @@ class EvalOptions:
         values = {
             field.name: getattr(args, FLAG_NAMES.get(field.name, field.name)) for field in dataclasses.fields(cls)
         }
-        if values["metrics"] is not None:
-            values["metrics"] = [metric for arg in values["metrics"] for metric in arg.split(",") if metric]
-        return cls(**values)
+        return cls(**{**values, "metrics": split_names(values["metrics"])})
 
 
 DEFAULTS = EvalOptions()

@@ -12,6 +12,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from ..lazy_exports import lazy_getattr
+from ..subcommand import flag_values
 
 if TYPE_CHECKING:
     from .handoff import StageResult
@@ -103,11 +104,5 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run `divalign pipeline` from parsed arguments."""
-    run_pipeline(
-        args.file,
-        force_rerun=args.force_rerun,
-        only=args.only,
-        dry_run=args.dry_run,
-        accept_stopped=args.accept_stopped,
-    )
+    run_pipeline(args.file, **flag_values(args, "force_rerun", "only", "dry_run", "accept_stopped"))
     return 0
