@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..diversity.registry import REGISTRY
+from ..strict_json import strict_json
 
 STATE_KEY = "divalign_diversity"  # the record's key in TrainerState.stateful_callbacks (not a callback class name)
 PerPrompt = dict[str, dict[str, list[float]]]  # "all" / "correct_only" -> metric -> one value per probe prompt
@@ -47,10 +48,6 @@ class Reference:
             base, now = self.means[name], means.get(name, math.nan)
             out[name] = now / base if base and not math.isnan(base) else math.nan
         return out
-
-
-def _plain(values: Sequence[float]) -> list[float | None]:
-    return [None if math.isnan(v) else float(v) for v in values]  # strict JSON in trainer_state.json
 
 
 def _floats(values: Sequence[float | None]) -> list[float]:
@@ -112,13 +109,10 @@ class TrackingRecord:
     def to_json(self) -> dict[str, Any]:
         reference = None
         if self.reference is not None:
-            reference = {
+            reference = {  # NaN as null: strict JSON in trainer_state.json
                 "step": self.reference.step,
-                "means": {k: _plain([v])[0] for k, v in self.reference.means.items()},
-                "per_prompt": {
-                    view: {k: _plain(v) for k, v in values.items()}
-                    for view, values in self.reference.per_prompt.items()
-                },
+                "means": strict_json(self.reference.means),
+                "per_prompt": strict_json(self.reference.per_prompt),
             }
         return {"reference": reference, "alerted": list(self.alerted), "stopped": self.stopped}
 
