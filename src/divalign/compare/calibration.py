@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..markdown_table import interval, markdown_table, mean_std
-from ..strict_json import strict_json
+from ..strict_json import nan_array, strict_json
 from .spec import EvaluationSpec
 from .statistics import (
     Axes,
@@ -243,7 +243,7 @@ def compare_models(
 
 
 def _nanmean(values: Sequence[float | None]) -> float:
-    arr = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    arr = nan_array(values)
     arr = arr[~np.isnan(arr)]
     return float(arr.mean()) if arr.size else math.nan
 

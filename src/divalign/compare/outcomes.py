@@ -22,6 +22,7 @@ import numpy as np
 
 from ..diversity.answers import extract_final_answer, pass_at_k
 from ..markdown_table import interval, markdown_table, mean_std
+from ..strict_json import finite_or_none
 from .spec import EvaluationSpec
 from .statistics import mean_ci, seed_differences
 
@@ -99,7 +100,7 @@ def summarize(
     means = [float(m) for m in _nanmean(stacked, axis=1)]
     defined = [m for m in means if math.isfinite(m)]
     out: dict[str, Any] = {
-        "per_seed": {str(s): m if math.isfinite(m) else None for s, m in zip(seeds, means, strict=True)},
+        "per_seed": {str(s): finite_or_none(m) for s, m in zip(seeds, means, strict=True)},
         "seed_mean": float(np.mean(defined)) if defined else None,
         "seed_std": float(np.std(defined, ddof=1)) if len(defined) > 1 else None,
         "pooled": mean_ci(_nanmean(stacked, axis=0), n_bootstrap, seed).as_dict(),

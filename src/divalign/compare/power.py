@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..strict_json import finite_or_none, nan_array
+
 Z95 = 1.959963984540054
 _OTHER = {"diversity": "quality", "quality": "diversity"}
 
@@ -77,11 +79,7 @@ def paired_differences(results: Mapping[str, Any], model: str, axis: str) -> np.
         entry = result["matched"].get(model, {}).get(f"at_{axis}", {})
         if entry.get("temperature") is None:
             continue
-        ours = np.array([math.nan if v is None else v for v in entry[f"{other}_per_prompt"]], dtype=np.float64)
-        theirs = np.array(
-            [math.nan if v is None else v for v in result["reference_evaluation"][other]], dtype=np.float64
-        )
-        columns.append(ours - theirs)
+        columns.append(nan_array(entry[f"{other}_per_prompt"]) - nan_array(result["reference_evaluation"][other]))
     return np.stack(columns, axis=1) if columns else None
 
 
@@ -102,7 +100,7 @@ def report_power(results: Mapping[str, Any], target: float = 0.03) -> dict[str, 
                 "prompts": p.prompts,
                 "seeds": p.seeds,
                 "sd": p.sd,
-                "within_over_seeds": None if math.isnan(p.within) else p.within,
+                "within_over_seeds": finite_or_none(p.within),
                 "half_width": p.half_width,
                 "target": target,
                 "prompts_for_target": p.prompts_for(target),

@@ -20,7 +20,7 @@ import numpy as np
 from ..compare.power import power_lines, report_power
 from ..compare.statistics import seed_differences
 from ..markdown_table import interval, markdown_table, number
-from ..strict_json import strict_json
+from ..strict_json import nan_array, strict_json
 from .answer_metrics import score_groups
 from .world import RealWorld
 
@@ -97,16 +97,12 @@ def split_differences(calibration: Mapping[str, Any], keys: Sequence[str], world
                     if entry.get("temperature") is None:
                         continue
                     ours, theirs = entry[f"{other}_per_prompt"], result["reference_evaluation"][other]
-                    pairs[int(seed)] = ([_nan(ours[i]) for i in index], [_nan(theirs[i]) for i in index])
+                    pairs[int(seed)] = (nan_array(ours[i] for i in index), nan_array(theirs[i] for i in index))
                 summary = (
                     seed_differences(pairs, evaluation["n_bootstrap"], evaluation["seed"]).as_dict() if pairs else {}
                 )
                 out.setdefault(split, {}).setdefault(model, {})[f"at_{axis}"] = {"difference_of": other, **summary}
     return out
-
-
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else value
 
 
 VERIFIER_COLUMNS = (
