@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from divalign.distributions import zipf_probs
 from divalign.realworld.answer_metrics import category_coverage, entropy, prompt_scores, score_groups
 from divalign.realworld.catalog import (
     CATEGORY_KEYS,
@@ -25,7 +26,7 @@ from divalign.realworld.catalog import (
     country_table,
 )
 from divalign.realworld.verifier import identify, names_valid_item, normalise
-from divalign.realworld.world import RealWorld, RealWorldConfig, zipf
+from divalign.realworld.world import RealWorld, RealWorldConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -350,7 +351,7 @@ def test_a_category_cannot_be_seen_and_held_out():
 
 
 def test_zipf_by_hand():
-    assert zipf(3, 1.0) == pytest.approx([6 / 11, 3 / 11, 2 / 11])
+    assert zipf_probs(3, 1.0) == pytest.approx([6 / 11, 3 / 11, 2 / 11])
 
 
 # ----- the verifier's metrics -----

@@ -19,6 +19,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
+from ..distributions import entropy as distribution_entropy
 from .catalog import category
 from .verifier import identify
 
@@ -30,7 +31,7 @@ def entropy(counts: Sequence[int]) -> float:
     total = sum(counts)
     if total == 0:
         return math.nan
-    return -sum(c / total * math.log(c / total) for c in counts if c > 0)
+    return distribution_entropy([c / total for c in counts])
 
 
 def named_items(texts: Sequence[str], category_key: str) -> list[str | None]:

@@ -21,6 +21,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..distributions import zipf_probs
 from ..jsonl import write_jsonl
 from .catalog import NON_MEMBER_STATES, Category, category
 
@@ -60,12 +61,6 @@ class PromptSpec:
     heldout: bool
 
 
-def zipf(n: int, exponent: float) -> list[float]:
-    """p(rank k) ∝ 1 / k^s for k = 1..n."""
-    weights = [k**-exponent for k in range(1, n + 1)]
-    return [w / sum(weights) for w in weights]
-
-
 class RealWorld:
     """The categories, their SFT heads and distributions, the prompts and the files."""
 
@@ -83,7 +78,7 @@ class RealWorld:
     def sft_distribution(self, key: str) -> dict[str, float]:
         """The SFT answer distribution of a seen category: {item: probability}, the steep Zipf over its head."""
         head = self.head(key)
-        return dict(zip(head, zipf(len(head), self.config.zipf_exponent), strict=True))
+        return dict(zip(head, zipf_probs(len(head), self.config.zipf_exponent), strict=True))
 
     def prompts(self, heldout: bool) -> list[PromptSpec]:
         """Every phrasing of the seen (or held-out) categories."""

@@ -21,11 +21,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-
-def entropy(probs: Sequence[float] | Mapping[str, float]) -> float:
-    """Shannon entropy ``−Σ p log p`` in nats of a normalised distribution (zeros contribute 0)."""
-    values = probs.values() if isinstance(probs, Mapping) else probs
-    return -sum(p * math.log(p) for p in values if p > 0)
+from divalign.distributions import entropy
 
 
 def normalise(weights: Mapping[str, float]) -> dict[str, float]:

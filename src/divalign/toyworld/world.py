@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from divalign.distributions import zipf_probs
 from divalign.jsonl import write_jsonl
 
 # The answers of every category, written for this world, in package data (categories.json: one category a line). Two-
@@ -73,13 +74,6 @@ class Prompt:
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
-
-
-def zipf_probs(n: int, exponent: float) -> list[float]:
-    """``p_k ∝ 1 / k^s`` for ranks ``k = 1..n``, normalised to sum to 1."""
-    weights = [1.0 / (rank**exponent) for rank in range(1, n + 1)]
-    total = sum(weights)
-    return [w / total for w in weights]
 
 
 def sharpen(probs: list[float] | tuple[float, ...], alpha: float) -> list[float]:
