@@ -86,6 +86,26 @@ def _check_search(
         raise ValueError(f"the {name}'s target must be a finite number, got {target}")
 
 
+class _Trace:
+    """What one temperature search measured, in order, and its result from them."""
+
+    def __init__(self, measure: Callable[[float], float], target: float, tolerance: float) -> None:
+        self.measure, self.target, self.tolerance = measure, target, tolerance
+        self.evaluations: list[tuple[float, float]] = []
+
+    def at(self, t: float) -> float:
+        value = float(self.measure(t))
+        self.evaluations.append((t, value))
+        return value
+
+    def result(
+        self, outcome: str, t: float | None, reason: str, bracket: tuple[float, float], closest: float
+    ) -> Bisection:
+        value = dict(self.evaluations)[t] if t is not None else None
+        evaluations = list(self.evaluations)
+        return Bisection(self.target, self.tolerance, outcome, t, value, reason, bracket, closest, evaluations)
+
+
 def bisect_temperature(
     measure: Callable[[float], float],
     target: float,
@@ -100,18 +120,12 @@ def bisect_temperature(
     With `start` (a first guess inside the range, e.g. the reference's temperature: a model like the reference
     matches near it), `start` is measured first and, if it misses, splits the range in place of the first midpoint."""
     _check_search("bisection", target, low, high, tolerance, max_steps, start)
-    evaluations: list[tuple[float, float]] = []
-
-    def at(t: float) -> float:
-        value = float(measure(t))
-        evaluations.append((t, value))
-        return value
+    trace = _Trace(measure, target, tolerance)
+    at = trace.at
 
     def done(outcome: str, t: float | None, reason: str, bracket: tuple[float, float]) -> Bisection:
-        finite = [(abs(v - target), t) for t, v in evaluations if math.isfinite(v)]
-        closest = min(finite)[1] if finite else low
-        value = dict(evaluations)[t] if t is not None else None
-        return Bisection(target, tolerance, outcome, t, value, reason, bracket, closest, list(evaluations))
+        finite = [(abs(v - target), t) for t, v in trace.evaluations if math.isfinite(v)]
+        return trace.result(outcome, t, reason, bracket, min(finite)[1] if finite else low)
 
     f_start = at(start) if start is not None else math.nan
     if start is not None and within(f_start, target, tolerance):
@@ -181,16 +195,8 @@ def highest_temperature_holding(
     (quality falls faster than the bracket shrank; `closest` is that temperature). `bracket` is the last (holding,
     not holding) pair."""
     _check_search("search", target, low, high, tolerance, max_steps, start)
-    evaluations: list[tuple[float, float]] = []
-
-    def at(t: float) -> float:
-        value = float(measure(t))
-        evaluations.append((t, value))
-        return value
-
-    def done(outcome: str, t: float | None, reason: str, bracket: tuple[float, float], hottest: float) -> Bisection:
-        value = dict(evaluations)[t] if t is not None else None
-        return Bisection(target, tolerance, outcome, t, value, reason, bracket, hottest, list(evaluations))
+    trace = _Trace(measure, target, tolerance)
+    at, done, evaluations = trace.at, trace.result, trace.evaluations
 
     f_high = at(high)
     if holds(f_high, target, tolerance):
