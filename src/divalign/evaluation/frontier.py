@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..markdown_table import markdown_table
+
 
 @dataclass
 class FrontierCurve:
@@ -139,21 +141,18 @@ def difference_table(
     def cell(value: float, low: float, high: float) -> str:
         return "n/a" if math.isnan(value) else f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
 
-    lines = [
-        f"| model | {diversity_name} | {quality_name} − {reference}'s [95 % CI] |",
-        "|---|---|---|",
-    ]
+    rows = []
     for name, comparison in comparisons.items():
         if not comparison.levels:
-            lines.append(f"| {name} | no diversity range shared with {reference} | n/a |")
+            rows.append([name, f"no diversity range shared with {reference}", "n/a"])
             continue
         for level, d, low, high in zip(
             comparison.levels, comparison.difference, comparison.ci_low, comparison.ci_high, strict=True
         ):
-            lines.append(f"| {name} | {level:.3f} | {cell(d, low, high)} |")
+            rows.append([name, f"{level:.3f}", cell(d, low, high)])
         span = f"mean over {comparison.levels[0]:.3f}–{comparison.levels[-1]:.3f}"
-        lines.append(f"| {name} | {span} | {cell(comparison.mean, *comparison.mean_ci)} |")
-    return lines
+        rows.append([name, span, cell(comparison.mean, *comparison.mean_ci)])
+    return markdown_table(["model", diversity_name, f"{quality_name} − {reference}'s [95 % CI]"], rows)
 
 
 def plot_frontiers(
