@@ -9,6 +9,7 @@ runs the real report, then recomputes its numbers from the saved samples.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -212,7 +213,10 @@ def test_the_toy_rl_spec_is_toy_yamls_sft_cells_then_the_same_grpo_stage(tmp_pat
     toy, rl = load_compare("recipes/compare/toy.yaml"), load_compare("recipes/compare/toy_rl.yaml")
     assert list(rl.variants) == ["ce", "tofu", "gem"] and len(rl.seeds) >= 3 and set(rl.seeds) <= set(toy.seeds)
     assert rl.output_root == toy.output_root and rl.report_dir != toy.report_dir and rl.group == toy.group
-    assert (rl.evaluation, rl.reference, rl.evaluate_stages) == (toy.evaluation, "ce", ("ce_sft", "grpo"))
+    # the same evaluation, reading the SFT models' samples from toy.yaml's cache
+    assert rl.evaluation.samples_dir == str(toy.report_dir / "calibration" / "samples")
+    shared = dataclasses.replace(rl.evaluation, samples_dir=None)
+    assert (shared, rl.reference, rl.evaluate_stages) == (toy.evaluation, "ce", ("ce_sft", "grpo"))
     sft_cells = {c.name: c.pipeline for c in build_cells(toy)}
     for cell in build_cells(rl):
         sft, grpo = cell.pipeline.stages
@@ -252,7 +256,9 @@ def test_the_real_rl_spec_is_real_yamls_sft_cells_then_the_same_verifier_grpo_st
     real, rl = load_compare("recipes/compare/real.yaml"), load_compare("recipes/compare/real_rl.yaml")
     assert list(rl.variants) == ["ce", "tofu", "gem"] and len(rl.seeds) >= 2 and set(rl.seeds) <= set(real.seeds)
     assert rl.output_root == real.output_root and rl.report_dir != real.report_dir
-    assert (rl.evaluation, rl.evaluate_stages) == (real.evaluation, ("ce_sft", "grpo"))
+    assert rl.evaluation.samples_dir == str(real.report_dir / "calibration" / "samples")
+    shared = dataclasses.replace(rl.evaluation, samples_dir=None)
+    assert (shared, rl.evaluate_stages) == (real.evaluation, ("ce_sft", "grpo"))
     sft_cells = {c.name: c.pipeline for c in build_cells(real)}
     for cell in build_cells(rl):
         sft, grpo = cell.pipeline.stages

@@ -15,6 +15,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..jsonl import write_jsonl
+
 PROMPT_FILES, WORLD_FILE, GRPO_FILE = ("prompts_eval.jsonl", "prompts_calibration.jsonl"), "world.json", "grpo.jsonl"
 
 
@@ -51,10 +53,7 @@ def grpo_rows(world_dir: Path) -> list[dict]:
 def write_grpo_data(world_dir: str | Path) -> Path:
     """Write `world_dir/grpo.jsonl`; returns its path."""
     world_dir = Path(world_dir)
-    rows = grpo_rows(world_dir)
-    path = world_dir / GRPO_FILE
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    return path
+    return write_jsonl(world_dir / GRPO_FILE, grpo_rows(world_dir))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
