@@ -44,8 +44,8 @@ def prompt_text(prompt: Any) -> str:
 
 class ColumnVerdictReward:
     """1.0 when :meth:`judge` accepts a completion's text against its prompt's value of the dataset column
-    ``column``, else 0.0 (a verifier's reward). A subclass sets ``column`` and ``__name__``, and says in
-    :meth:`needs` what the column holds."""
+    ``column``, else 0.0 (a verifier's reward). A subclass names ``column`` (a property over its own public
+    option) and ``__name__``, and says in :meth:`needs` what the column holds."""
 
     __name__: str
     binary = True  # 0/1 verdicts: a sample is correct or not (pass@k, correct-only diversity)

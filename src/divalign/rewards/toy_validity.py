@@ -58,8 +58,12 @@ class ToyValidityReward(ColumnVerdictReward):
     __name__ = "toy_validity"
 
     def __init__(self, answers_column: str = "valid_answers", eos_token: str | None = TOY_EOS) -> None:
-        self.column = answers_column
+        self.answers_column = answers_column
         self.eos_token = eos_token
+
+    @property
+    def column(self) -> str:
+        return self.answers_column
 
     def judge(self, text: str, value: Any) -> bool:
         return is_valid(text, value, self.eos_token)

@@ -28,7 +28,11 @@ class VerifierReward(ColumnVerdictReward):
             raise ValueError(f"rewards: verifier.function must be MODULE:FUNCTION, got {function!r}")
         self.function = function
         self.verify = load_callable(function, "rewards: verifier.function")
-        self.column = answer_column
+        self.answer_column = answer_column
+
+    @property
+    def column(self) -> str:
+        return self.answer_column
 
     def judge(self, text: str, value: Any) -> bool:
         return self.verify(text, value)
