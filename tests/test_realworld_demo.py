@@ -215,6 +215,17 @@ def test_a_rerun_reuses_every_cell_and_sample(demo):
     assert sorted((out / "compare" / "report" / "calibration" / "samples").rglob("*.json")) == samples
 
 
+def test_the_rl_demo_without_the_demos_world_names_the_command_that_makes_it(tmp_path, capsys):
+    from divalign.realworld.rl_demo import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--quick", "--out", str(tmp_path / "nothing")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nothing") in err and "python -m divalign.realworld.demo --quick" in err
+    assert not (tmp_path / "nothing").exists()
+
+
 # SFT, then RL (`make demo-real-rl --quick`): after the quick demo's cells, last in this file (its GRPO models' samples
 # join the demo's cache, which the tests above read as the SFT models' only)
 

@@ -59,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help=f"the demo's output (default: {DEFAULT_OUT}; --quick: {QUICK_OUT})")
     parser.add_argument("--quick", action="store_true", help="after the quick demo: CE and GEM, 2 GRPO steps")
     args = parser.parse_args(argv)
-    run_rl_demo(args.out, args.quick)
+    try:
+        run_rl_demo(args.out, args.quick)
+    except FileNotFoundError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     return 0
 
 
