@@ -18,7 +18,6 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ..compare import demo_run
 from ..compare.demo_run import REPO_ROOT
@@ -33,9 +32,8 @@ RL_SPEC = Path("recipes/compare/real_rl.yaml")  # relative to REPO_ROOT, as its 
 QUICK_RL = dataclasses.replace(QUICK, variants=("gem",), evaluation={**QUICK.evaluation, "temperature_grid": [1.0]})
 
 
-def run_rl_demo(out: str | Path | None = None, quick: bool = False, **compare_kwargs: Any) -> Path:
-    """GRPO prompts, then `divalign compare` on the RL spec; returns the report's results.md. `compare_kwargs` go to
-    :func:`divalign.compare.workflow.run_compare` (a test's in-process launcher)."""
+def run_rl_demo(out: str | Path | None = None, quick: bool = False) -> Path:
+    """GRPO prompts, then `divalign compare` on the RL spec; returns the report's results.md."""
     out = Path(out if out is not None else QUICK_OUT if quick else DEFAULT_OUT).resolve()
     if not (out / "world" / WORLD_FILE).is_file():
         demo = "python -m divalign.realworld.demo" + (" --quick" if quick else "")
@@ -45,7 +43,7 @@ def run_rl_demo(out: str | Path | None = None, quick: bool = False, **compare_kw
         shipped = not quick and out == (REPO_ROOT / DEFAULT_OUT).resolve()
         spec = REPO_ROOT / RL_SPEC if shipped else demo_run.derive_spec(RL_SPEC, out, QUICK_RL if quick else FULL)
         with demo_run.working_directory(REPO_ROOT):
-            statuses = run_compare(str(spec), log=lambda line: print(line, flush=True), **compare_kwargs)
+            statuses = run_compare(str(spec), log=lambda line: print(line, flush=True))
             results = (load_compare(spec).report_dir / "results.md").resolve()
     missing = [s.cell.name for s in statuses if not s.finished]
     if missing:
