@@ -31,6 +31,7 @@ from ..evaluation.quality import accuracy, load_quality, prompt_quality
 from ..evaluation.sampling import EvalSampling, Samples, check_model_path, check_sampling, open_sampler
 from ..generation import SamplingSettings
 from ..prompts import PromptRecord, load_prompts
+from ..strict_json import finite_or_none, nan_array
 from ..user_code import load_verifier
 from .spec import EvaluationSpec
 from .statistics import Axes
@@ -136,14 +137,6 @@ def _checkpoint_files(path: Path) -> list[list[Any]]:
     return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.iterdir()) if f.is_file()]
 
 
-def _strict(values: np.ndarray) -> list[float | None]:
-    return [None if not math.isfinite(v) else float(v) for v in np.asarray(values, dtype=np.float64)]
-
-
-def _loose(values: list[float | None]) -> np.ndarray:
-    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
-
-
 class SampledModel:
     """One trained cell: its `axes(prompt_set, temperature)`, read from the cache or sampled and scored."""
 
@@ -169,7 +162,7 @@ class SampledModel:
 
     def _read(self, path: Path) -> Axes:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Axes(_loose(data["diversity"]), _loose(data["quality"]))
+        return Axes(nan_array(data["diversity"]), nan_array(data["quality"]))
 
     def _sample(self, prompt_set: str, temperature: float, path: Path) -> Axes:
         scoring = self.scoring
@@ -183,8 +176,8 @@ class SampledModel:
             "model": str(self.path),
             "prompt_set": prompt_set,
             "temperature": temperature,
-            "diversity": _strict(axes.diversity),
-            "quality": _strict(axes.quality),
+            "diversity": [finite_or_none(v) for v in np.asarray(axes.diversity, dtype=np.float64)],
+            "quality": [finite_or_none(v) for v in np.asarray(axes.quality, dtype=np.float64)],
             "texts": samples.texts,
             "token_ids": samples.token_ids,
         }
