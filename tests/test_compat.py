@@ -3,6 +3,7 @@
 A failure here names the touch point an upgrade broke; pyproject pins TRL to the minor version these pass on.
 """
 
+import inspect
 import re
 from pathlib import Path
 
@@ -224,3 +225,15 @@ def test_no_module_but_compat_touches_the_private_names():
         if PRIVATE_NAMES.search(line)
     ]
     assert not offenders, "private TRL/transformers names outside divalign.compat:\n" + "\n".join(offenders)
+
+
+def test_the_cache_keyword_is_the_installed_transformers_one(model_dir):
+    """A forward's cache is found under the installed name, and `generate` takes it back under that name."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        cache = compat.model_output_cache(model(input_ids=ids, use_cache=True))
+    assert cache is not None and cache.get_seq_length() == 3
+    assert compat.generate_cache_kwargs(None) == {}
+    (keyword,) = compat.generate_cache_kwargs(cache)
+    assert keyword in inspect.signature(model.prepare_inputs_for_generation).parameters

@@ -303,3 +303,29 @@ def test_the_token_counter_counts_rows_until_their_stop_token_and_never_stops():
         input_ids = torch.tensor([[1, 1] + [steps[s][r] for s in range(t + 1)] for r in range(3)])
         assert not counter(input_ids, torch.zeros(3, 10)).any()
     assert heard == [3, 2, 1, 1]  # each stop token counts, the padding after it does not
+
+
+def test_each_prompt_is_prefilled_once_and_samples_as_a_row_by_row_prefill(tiny, monkeypatch):
+    """The shared prefill (`divalign.prompt_prefill`) is a speed-up only: the samples equal those of `generate`
+    prefilling all K rows itself (left padding of prompts of several lengths, a one-token prompt padded beside longer
+    ones, a batch of one one-token prompt with nothing to prefill), and the prompts' tokens go through the model once
+    per prompt, not once per sample."""
+    model, tokenizer, stop, pad = tiny
+    one_token = encode_prompt("say", tokenizer)[-1:]
+    ids = [encode_prompt(p, tokenizer) for p in PROMPTS] + [one_token, one_token]
+    settings = SamplingSettings(num_samples=6, max_new_tokens=5, temperature=0.8, top_p=0.95, seed=3, batch_size=3)
+    shapes: list[tuple[int, int]] = []
+    forward = model.forward
+
+    def recording_forward(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", recording_forward)
+    shared = sample_completions(model, ids, settings, stop, pad, cut=False)
+    first, second = (max(len(ids[i]) for i in batch) for batch in prompt_batches(len(ids), 3)[:2])
+    # one prefill of each batch's prompts; then one token of every row at a time (each row's last prompt token first)
+    assert [shape for shape in shapes if shape[1] > 1] == [(3, first - 1), (3, second - 1)]
+    assert {shape for shape in shapes if shape[1] == 1} == {(18, 1), (6, 1)}
+    monkeypatch.setattr(generation, "prefilled_prompt_cache", lambda *args: None)
+    assert sample_completions(model, ids, settings, stop, pad, cut=False) == shared

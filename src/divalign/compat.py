@@ -23,6 +23,8 @@ Touch points:
 - ``transformers.integrations.WandbCallback._initialized``: whether the callback has run its lazy ``setup`` (the
   W&B ``init``); divalign's dashboard callback, which logs its own rows, sets it up the same way
   (:func:`wandb_callback_set_up`).
+- transformers' name for a key/value cache in model outputs and ``generate`` (``past_key_values``, renamed
+  ``cache`` in a 5.x release that deprecates the old name): :func:`model_output_cache` and :func:`generate_cache_kwargs` read the installed one.
 - DeepSpeed ZeRO-3's parameter-offload internals (the root forward pre-hook, the coordinator's ``_invalidate_trace``):
   lifted and reset around generation with gathered weights (:func:`zero3_generation_state`).
 """
@@ -199,6 +201,26 @@ def multi_value_flags(parser: Any) -> frozenset[str]:
     if actions is None:
         raise _missing(f"{type(parser).__name__}._actions")
     return frozenset(action.dest for action in actions if action.nargs in ("+", "*"))
+
+
+# --- transformers' cache keyword ------------------------------------------------------------------------------------
+
+
+def _cache_keyword() -> str:
+    from transformers import GenerationMixin
+
+    parameters = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def model_output_cache(outputs: Any) -> Any:
+    """The key/value cache a forward with ``use_cache=True`` returned (None if it returned none)."""
+    return outputs.get(_cache_keyword())
+
+
+def generate_cache_kwargs(cache: Any) -> dict[str, Any]:
+    """The ``generate`` keyword that hands it a cache to continue from; nothing for no cache."""
+    return {} if cache is None else {_cache_keyword(): cache}
 
 
 # --- DeepSpeed ZeRO-3 internals -------------------------------------------------------------------------------

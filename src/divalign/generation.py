@@ -46,6 +46,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from . import compat
 from .encoding import (
     Prompt,
     cut_at_stop,
@@ -57,6 +58,7 @@ from .encoding import (
     stop_token_ids,
     uses_chat_template,
 )
+from .prompt_prefill import prefilled_prompt_cache
 from .sampling_progress import SamplingProgress, TokenCounter, token_bar
 
 __all__ = [
@@ -280,11 +282,13 @@ def generate_batch(
     on_tokens: Callable[[int], None] | None = None,
 ) -> list[list[list[int]]]:
     """K raw completions (token ids up to `max_new_tokens`, stop and pad tokens included) of each prompt, from one
-    `generate` call; `prompt_indices` key each prompt's noise. `on_tokens(n)` hears of the tokens generated as the
-    decoding steps go (`TokenCounter`)."""
+    `generate` call; `prompt_indices` key each prompt's noise. Each prompt is prefilled once for its K rows
+    (`divalign.prompt_prefill`). `on_tokens(n)` hears of the tokens generated as the decoding steps go
+    (`TokenCounter`)."""
     k = settings.num_samples
-    rows = [list(ids) for ids in prompt_ids for _ in range(k)]
-    input_ids, attention_mask = left_pad(rows, pad_id, model.device)
+    prompts, prompts_mask = left_pad([list(ids) for ids in prompt_ids], pad_id, model.device)
+    cache = prefilled_prompt_cache(model, prompts, prompts_mask, k)
+    input_ids, attention_mask = prompts.repeat_interleave(k, dim=0), prompts_mask.repeat_interleave(k, dim=0)
     noise = np.concatenate(
         [prompt_uniforms(settings.seed, i, k, settings.max_new_tokens) for i in prompt_indices], axis=0
     )
@@ -298,6 +302,7 @@ def generate_batch(
             logits_processor=sampling_processors(settings, torch.from_numpy(noise), width),
             stopping_criteria=counting,
             synced_gpus=synced_gpus,
+            **compat.generate_cache_kwargs(cache),
         )
     completions = sequences[:, width:].tolist()
     return [completions[j * k : (j + 1) * k] for j in range(len(prompt_ids))]
