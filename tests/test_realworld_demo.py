@@ -257,16 +257,30 @@ def test_quick_sft_then_grpo_reuses_the_sft_cells_and_its_report_recomputes_from
     results = json.loads((report_dir / "results.json").read_text())
     assert list(results["stages"]) == ["ce_sft", "grpo"] and results["missing"] == []
     keys = [json.loads(line)["answer"] for line in (out / "world" / "prompts_eval.jsonl").read_text().splitlines()]
+    validity: dict[tuple[str, str], np.ndarray] = {}  # (stage, variant) -> per-prompt valid share, from the texts
     for stage in ("ce_sft", "grpo"):
         outcomes = results["stages"][stage]["outcomes"]
         assert outcomes["k"] == 4 and sorted(outcomes["variants"]) == ["ce", "gem"]
         for variant, files in outcomes["samples"].items():
             texts = json.loads(Path(files["0"]).read_text())["texts"]
             valid = [[identify(t, key).valid for t in group] for group, key in zip(texts, keys, strict=True)]
+            validity[stage, variant] = np.array([np.mean(v) for v in valid])
             summary = outcomes["variants"][variant]
-            assert summary["pass_at_1"]["per_seed"]["0"] == pytest.approx(np.mean([np.mean(v) for v in valid]))
+            assert summary["pass_at_1"]["per_seed"]["0"] == pytest.approx(validity[stage, variant].mean())
             assert summary["pass_at_k"]["per_seed"]["0"] == pytest.approx(np.mean([any(v) for v in valid]))
     assert "## From `ce_sft` to `grpo`" in (report_dir / "results.md").read_text()
+    # the seen and held-out categories apart (results_rl.*), recomputed from the same texts
+    splits = json.loads((out / "results_rl.json").read_text())
+    heldout = np.array([key in QUICK.world.heldout for key in keys])
+    assert splits["prompts_per_split"] == {"seen": int((~heldout).sum()), "heldout": int(heldout.sum())}
+    for split, rows in (("seen", ~heldout), ("heldout", heldout)):
+        for variant in ("ce", "gem"):
+            change = splits["changes"]["ce_sft -> grpo"][split][variant]["pass_at_1"]
+            before, after = validity["ce_sft", variant][rows], validity["grpo", variant][rows]
+            assert (change["before"], change["after"]) == (pytest.approx(before.mean()), pytest.approx(after.mean()))
+            assert change["pooled"]["estimate"] == pytest.approx((after - before).mean())
+        assert set(splits["calibrated"]["grpo"][split]["gem"]) == {"at_diversity", "at_quality"}
+    assert "## What `grpo` changed of each start after `ce_sft`" in (out / "results_rl.md").read_text()
 
 
 @pytest.mark.slow

@@ -108,7 +108,8 @@ def run_demo(out: str | Path | None = None, quick: bool = False, fresh: bool = F
         spec = REPO_ROOT / SPEC if shipped else derive_spec(out, plan)
         report = compare(spec, timings)
         timings["total"] = time.time() - began
-        results = write_report(out, report, world, timings)
+        with demo_run.working_directory(REPO_ROOT):  # the report names the shipped spec's files from there
+            results = write_report(out, report, world, timings)
     print(f"[demo-real] done in {timings['total']:.0f}s\n[demo-real] report: {results}")
     return results
 

@@ -145,6 +145,15 @@ def _split_table(splits: Mapping[str, Any], reference: str, metric: str) -> list
     return markdown_table(header, rows)
 
 
+def split_section(heading: str, splits: Mapping[str, Any], reference: str, metric: str) -> list[str]:
+    """The markdown lines of a `split_differences` section: its heading, what the split means and the table."""
+    note = (
+        "The temperatures were matched on all categories together; here the same paired differences are averaged "
+        "over the seen and the held-out categories' prompts apart."
+    )
+    return [f"## {heading}", "", note, "", *_split_table(splits, reference, metric), ""]
+
+
 def write_report(out: Path, report_json: Path, world: RealWorld, timings: Mapping[str, float]) -> Path:
     """`OUT/results.md` and `OUT/results.json` from compare's report at `report_json`; returns results.md."""
     report = json.loads(report_json.read_text())
@@ -179,13 +188,7 @@ def write_report(out: Path, report_json: Path, world: RealWorld, timings: Mappin
         "",
         *_verifier_table(rows),
         "",
-        "## The calibrated differences on each split of categories",
-        "",
-        "The temperatures were matched on all categories together; here the same paired differences are averaged "
-        "over the seen and the held-out categories' prompts apart.",
-        "",
-        *_split_table(splits, reference, metric),
-        "",
+        *split_section("The calibrated differences on each split of categories", splits, reference, metric),
         "## Power: the smallest difference each pooled comparison resolves (≈ its 95 % CI's half-width)",
         "",
         *power_lines(power, reference, ("diversity",)),

@@ -7,8 +7,11 @@
 2. runs `divalign compare` on ``recipes/compare/real_rl.yaml``: the SFT stages of ``make demo-real``'s cells are
    reused (same recipes, seeds and launch), the same verifier-rewarded GRPO stage runs after each, and the report
    compares every start after SFT and after GRPO (``OUT/compare/report_rl/``), reading the SFT models' samples from
-   the demo's cache. With another ``--out``, or ``--quick`` (after ``python -m divalign.realworld.demo --quick``: its
-   CE and GEM cells, 2 GRPO steps each), the spec is derived into ``OUT/spec/`` as the demo's is.
+   the demo's cache;
+3. adds the seen and the held-out categories apart (:mod:`divalign.realworld.rl_report`: ``OUT/results_rl.md``).
+
+With another ``--out``, or ``--quick`` (after ``python -m divalign.realworld.demo --quick``: its CE and GEM cells, 2
+GRPO steps each), the spec is derived into ``OUT/spec/`` as the demo's is.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from ..compare.spec_file import load_compare
 from ..compare.workflow import run_compare
 from .demo import DEFAULT_OUT, FULL, QUICK, QUICK_OUT
 from .grpo_data import WORLD_FILE, write_grpo_data
+from .rl_report import write_rl_report
+from .world import RealWorld
 
 RL_SPEC = Path("recipes/compare/real_rl.yaml")  # relative to REPO_ROOT, as its own paths are
 # the quick demo's SFT cells (same plan: reused, not retrained), CE and GEM only; its `max_steps: 2` holds for GRPO
@@ -45,10 +50,12 @@ def run_rl_demo(out: str | Path | None = None, quick: bool = False) -> Path:
         with demo_run.working_directory(REPO_ROOT):
             statuses = run_compare(str(spec), log=lambda line: print(line, flush=True))
             results = (load_compare(spec).report_dir / "results.md").resolve()
-    missing = [s.cell.name for s in statuses if not s.finished]
-    if missing:
-        raise RuntimeError(f"divalign compare {spec}: cells not finished: {', '.join(missing)}")
-    print(f"[demo-real-rl] report: {results}")
+            missing = [s.cell.name for s in statuses if not s.finished]
+            if missing:
+                raise RuntimeError(f"divalign compare {spec}: cells not finished: {', '.join(missing)}")
+            # the report names the shipped spec's prompt files relative to the repository root
+            splits = write_rl_report(out, results.with_suffix(".json"), RealWorld((QUICK if quick else FULL).world))
+    print(f"[demo-real-rl] report: {results}\n[demo-real-rl] seen and held-out categories: {splits}")
     return results
 
 

@@ -1,0 +1,144 @@
+"""What the real world adds to `divalign compare`'s SFT-then-RL report: the seen and the held-out categories apart
+(``OUT/results_rl.md`` and ``OUT/results_rl.json``).
+
+Read from compare's ``report_rl/results.json`` alone (each stage's per-prompt outcomes and calibrated values), so
+every number here can be recomputed from it: what each later stage changed of each start on either split, and the
+calibrated differences from the reference start on either split at every stage.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..compare.statistics import seed_differences
+from ..markdown_table import interval, markdown_table, number
+from ..strict_json import nan_array, strict_json
+from .report import SPLITS, split_differences, split_section
+from .world import RealWorld
+
+CHANGED = ("pass_at_1", "entropy")  # pass@k sits at 1 and coverage needs valid-answer lists these prompts lack
+
+
+def split_indices(keys: Sequence[str], world: RealWorld) -> dict[str, list[int]]:
+    """The evaluation prompts' positions on each split, from their category keys."""
+    return {
+        split: [i for i, key in enumerate(keys) if (key in world.config.heldout) == (split == "heldout")]
+        for split in SPLITS
+    }
+
+
+def _split_mean(per_seed: Mapping[str, Sequence[float | None]], index: Sequence[int]) -> float | None:
+    """Per prompt of the split the mean over seeds, then the mean over those prompts (None if none is defined)."""
+    values = np.nanmean(np.array([nan_array(v[i] for i in index) for v in per_seed.values()]), axis=0)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else None
+
+
+def stage_split_changes(
+    before: Mapping[str, Any], after: Mapping[str, Any], index: Sequence[int], n_bootstrap: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Per start and outcome on the prompts at `index`: the mean before and after, and (after − before) paired over
+    those prompts at each seed both stages share, and pooled over seeds."""
+    out: dict[str, dict[str, Any]] = {}
+    first, second = before["per_prompt"], after["per_prompt"]
+    for variant in second:
+        seeds = sorted(set(first.get(variant, {})) & set(second[variant]), key=int)
+        if not seeds:
+            continue
+        out[variant] = {}
+        for name in CHANGED:
+            pairs = {
+                int(s): (
+                    nan_array(second[variant][s][name][i] for i in index),
+                    nan_array(first[variant][s][name][i] for i in index),
+                )
+                for s in seeds
+            }
+            out[variant][name] = {
+                "before": _split_mean({s: first[variant][s][name] for s in seeds}, index),
+                "after": _split_mean({s: second[variant][s][name] for s in seeds}, index),
+                **seed_differences(pairs, n_bootstrap, seed).as_dict(),
+            }
+    return out
+
+
+def rl_splits(report: Mapping[str, Any], keys: Sequence[str], world: RealWorld) -> dict[str, Any]:
+    """Every consecutive pair of stages' changes, and every stage's calibrated differences, on either split."""
+    stages = report["stages"]
+    names = list(stages)
+    evaluation = next(s["calibration"]["evaluation"] for s in stages.values() if s.get("calibration"))
+    indices = split_indices(keys, world)
+    changes = {
+        f"{a} -> {b}": {
+            split: stage_split_changes(
+                stages[a]["outcomes"], stages[b]["outcomes"], index, evaluation["n_bootstrap"], evaluation["seed"]
+            )
+            for split, index in indices.items()
+        }
+        for a, b in itertools.pairwise(names)
+    }
+    calibrated = {
+        name: split_differences(s["calibration"], keys, world) for name, s in stages.items() if s.get("calibration")
+    }
+    return {"prompts_per_split": {k: len(v) for k, v in indices.items()}, "changes": changes, "calibrated": calibrated}
+
+
+def _change_rows(changes: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    rows = []
+    for split, by_variant in changes.items():
+        for variant, by_outcome in by_variant.items():
+            p1, ent = by_outcome["pass_at_1"], by_outcome["entropy"]
+            moved = f"{number(p1['before'])} → {number(p1['after'])}"
+            rows.append([split, variant, moved, interval(p1["pooled"]), interval(ent["pooled"])])
+    return rows
+
+
+def write_rl_report(out: Path, report_json: Path, world: RealWorld) -> Path:
+    """`OUT/results_rl.md` and `OUT/results_rl.json` from compare's SFT-then-RL report at `report_json`."""
+    report = json.loads(report_json.read_text(encoding="utf-8"))
+    if not report.get("stages"):
+        raise RuntimeError(f"{report_json}: no evaluated stages")
+    first = next(iter(report["stages"].values()))
+    prompts = Path(first["calibration"]["evaluation"]["prompts"]) if first.get("calibration") else None
+    if prompts is None:
+        raise RuntimeError(f"{report_json}: no calibrated comparison at stage {next(iter(report['stages']))}")
+    keys = [json.loads(line)["answer"] for line in prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
+    splits = rl_splits(report, keys, world)
+    payload = {"compare_report": str(report_json), "world": world.describe(), **splits}
+    text = json.dumps(strict_json(payload), indent=1, ensure_ascii=False, allow_nan=False)
+    (out / "results_rl.json").write_text(text, encoding="utf-8")
+    reference = report["reference"]
+    metric = first["calibration"]["diversity_metric"]
+    compare_md = os.path.relpath(report_json.with_suffix(".md"), out)
+    counts = ", ".join(f"{n} prompts of the {SPLITS[s]}" for s, n in splits["prompts_per_split"].items())
+    lines = [
+        "# Real pretrained model: SFT, then RL, on the seen and the held-out categories",
+        "",
+        f"Compare's own report (every stage's outcomes and calibrated comparison on all prompts): [{compare_md}]"
+        f"({compare_md}). Below, the same per-prompt values averaged over each split's evaluation prompts ({counts}).",
+        "",
+    ]
+    for pair, changes in splits["changes"].items():
+        before, after = pair.split(" -> ")
+        lines += [
+            f"## What `{after}` changed of each start after `{before}` (after − before at T = 1, paired over prompts, pooled over seeds)",
+            "",
+            *markdown_table(
+                ["categories", "start", "pass@1 before → after", "pass@1 change [95 % CI]", "entropy change (nats)"],
+                _change_rows(changes),
+            ),
+            "",
+        ]
+    for stage, calibrated in splits["calibrated"].items():
+        heading = f"Calibrated differences from {reference}'s start after `{stage}`, on each split"
+        lines += split_section(heading, calibrated, reference, metric)
+    path = out / "results_rl.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
