@@ -306,8 +306,8 @@ def test_the_token_counter_counts_rows_until_their_stop_token_and_never_stops():
 
 
 def test_each_prompt_is_prefilled_once_and_samples_as_a_row_by_row_prefill(tiny, monkeypatch):
-    """The shared prefill (`divalign.prompt_prefill`) is a speed-up only: the samples equal those of `generate`
-    prefilling all K rows itself (left padding of prompts of several lengths, a one-token prompt padded beside longer
+    """The shared prefill (`divalign.prompt_prefill`) is a speed-up only: on this model the samples equal those of
+    `generate` prefilling all K rows itself (in general, up to float rounding; left padding of prompts of several lengths, a one-token prompt padded beside longer
     ones, a batch of one one-token prompt with nothing to prefill), and the prompts' tokens go through the model once
     per prompt, not once per sample."""
     model, tokenizer, stop, pad = tiny
@@ -327,5 +327,32 @@ def test_each_prompt_is_prefilled_once_and_samples_as_a_row_by_row_prefill(tiny,
     # one prefill of each batch's prompts; then one token of every row at a time (each row's last prompt token first)
     assert [shape for shape in shapes if shape[1] > 1] == [(3, first - 1), (3, second - 1)]
     assert {shape for shape in shapes if shape[1] == 1} == {(18, 1), (6, 1)}
-    monkeypatch.setattr(generation, "prefilled_prompt_cache", lambda *args: None)
+    shapes.clear()
+    monkeypatch.setattr(generation, "prefilled_prompt_cache", lambda *args: None)  # what prefill_bench.py times
     assert sample_completions(model, ids, settings, stop, pad, cut=False) == shared
+    assert [shape for shape in shapes if shape[1] > 1] == [(18, first), (18, second)]  # every row prefilled
+
+
+def test_the_prefill_benchmark_times_both_ways_and_counts_the_samples_that_differ(tmp_path):
+    """benchmarks/prefill_bench.py on a tiny checkpoint: both ways timed, the JSON written, and on this model no
+    sample differs (what the test above checks through `sample_completions`)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = smoke.save_tiny_model(tmp_path / "model")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:4]))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "prefill_bench.py"
+    args = [str(model), str(prompts), "--samples", "3", "--max-new-tokens", "4", "--batch-size", "3", "--repeats", "1"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--json", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert (result["prompts"], result["samples"], result["samples_differing"]) == (4, 12, 0)
+    assert result["seconds_prefilled_once"] > 0 and result["seconds_row_by_row"] > 0
