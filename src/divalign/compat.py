@@ -24,7 +24,8 @@ Touch points:
   W&B ``init``); divalign's dashboard callback, which logs its own rows, sets it up the same way
   (:func:`wandb_callback_set_up`).
 - transformers' name for a key/value cache in model outputs and ``generate`` (``past_key_values``, renamed
-  ``cache`` in a 5.x release that deprecates the old name): :func:`model_output_cache` and :func:`generate_cache_kwargs` read the installed one.
+  ``cache`` in a 5.x release that deprecates the old name): :func:`model_output_cache` and
+  :func:`generate_cache_kwargs` use the installed one.
 - DeepSpeed ZeRO-3's parameter-offload internals (the root forward pre-hook, the coordinator's ``_invalidate_trace``):
   lifted and reset around generation with gathered weights (:func:`zero3_generation_state`).
 """

@@ -1,8 +1,8 @@
 """One sampling path for every diversity measurement: the training callback, `divalign eval` and the toy world.
 
-A diversity number is only comparable with another if both were sampled the same way. This module (with the two
+A diversity number is only comparable with another if both were sampled the same way. This module (with the ones
 it builds on) holds the whole way, so every caller renders, pads, stops, cuts and samples identically; the names of
-those two are importable from here too:
+`encoding` and `sampling_progress` are importable from here too:
 
 - **rendering** and **stopping** (`divalign.encoding`): a prompt through the policy's chat template; a completion
   cut before its first stop or pad token;
@@ -20,6 +20,8 @@ those two are importable from here too:
   the rows of every sample but each prompt's first. `generate` then decodes greedily over scores that keep only the
   drawn token (`SeededSampler`). The same noise is reused at every evaluation, so a change in a curve is a change of
   the model, not of the dice;
+- **one prefill per prompt** (`divalign.prompt_prefill`): the prompt's key/value cache is computed once and repeated
+  for its K samples, a speed-up that leaves the logits as they were up to float rounding;
 - **progress** (`divalign.sampling_progress`): with a `SamplingProgress`, a tqdm bar counts the tokens generated as
   `generate` produces them, with tokens/s, time left and the samples done.
 

@@ -100,23 +100,7 @@ def _change_rows(changes: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def write_rl_report(out: Path, report_json: Path, world: RealWorld) -> Path:
-    """`OUT/results_rl.md` and `OUT/results_rl.json` from compare's SFT-then-RL report at `report_json`."""
-    report = json.loads(report_json.read_text(encoding="utf-8"))
-    if not report.get("stages"):
-        raise RuntimeError(f"{report_json}: no evaluated stages")
-    first = next(iter(report["stages"].values()))
-    prompts = Path(first["calibration"]["evaluation"]["prompts"]) if first.get("calibration") else None
-    if prompts is None:
-        raise RuntimeError(f"{report_json}: no calibrated comparison at stage {next(iter(report['stages']))}")
-    keys = [json.loads(line)["answer"] for line in prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
-    splits = rl_splits(report, keys, world)
-    payload = {"compare_report": str(report_json), "world": world.describe(), **splits}
-    text = json.dumps(strict_json(payload), indent=1, ensure_ascii=False, allow_nan=False)
-    (out / "results_rl.json").write_text(text, encoding="utf-8")
-    reference = report["reference"]
-    metric = first["calibration"]["diversity_metric"]
-    compare_md = os.path.relpath(report_json.with_suffix(".md"), out)
+def _markdown(splits: Mapping[str, Any], reference: str, metric: str, compare_md: str) -> list[str]:
     counts = ", ".join(f"{n} prompts of the {SPLITS[s]}" for s, n in splits["prompts_per_split"].items())
     lines = [
         "# Real pretrained model: SFT, then RL, on the seen and the held-out categories",
@@ -125,20 +109,35 @@ def write_rl_report(out: Path, report_json: Path, world: RealWorld) -> Path:
         f"({compare_md}). Below, the same per-prompt values averaged over each split's evaluation prompts ({counts}).",
         "",
     ]
+    header = ["categories", "start", "pass@1 before → after", "pass@1 change [95 % CI]", "entropy change (nats)"]
     for pair, changes in splits["changes"].items():
         before, after = pair.split(" -> ")
-        lines += [
-            f"## What `{after}` changed of each start after `{before}` (after − before at T = 1, paired over prompts, pooled over seeds)",
-            "",
-            *markdown_table(
-                ["categories", "start", "pass@1 before → after", "pass@1 change [95 % CI]", "entropy change (nats)"],
-                _change_rows(changes),
-            ),
-            "",
-        ]
+        heading = f"## What `{after}` changed of each start after `{before}`"
+        lines += [f"{heading} (after − before at T = 1, paired over prompts, pooled over seeds)", ""]
+        lines += [*markdown_table(header, _change_rows(changes)), ""]
     for stage, calibrated in splits["calibrated"].items():
         heading = f"Calibrated differences from {reference}'s start after `{stage}`, on each split"
         lines += split_section(heading, calibrated, reference, metric)
+    return lines
+
+
+def write_rl_report(out: Path, report_json: Path, world: RealWorld) -> Path:
+    """`OUT/results_rl.md` and `OUT/results_rl.json` from compare's SFT-then-RL report at `report_json`."""
+    report = json.loads(report_json.read_text(encoding="utf-8"))
+    if not report.get("stages"):
+        raise RuntimeError(f"{report_json}: no evaluated stages")
+    name, first = next(iter(report["stages"].items()))
+    calibration = first.get("calibration")
+    if not calibration:
+        raise RuntimeError(f"{report_json}: no calibrated comparison at stage {name}")
+    prompts = Path(calibration["evaluation"]["prompts"]).read_text(encoding="utf-8")
+    keys = [json.loads(line)["answer"] for line in prompts.splitlines() if line.strip()]
+    splits = rl_splits(report, keys, world)
+    payload = {"compare_report": str(report_json), "world": world.describe(), **splits}
+    text = json.dumps(strict_json(payload), indent=1, ensure_ascii=False, allow_nan=False)
+    (out / "results_rl.json").write_text(text, encoding="utf-8")
+    compare_md = os.path.relpath(report_json.with_suffix(".md"), out)
+    lines = _markdown(splits, report["reference"], calibration["diversity_metric"], compare_md)
     path = out / "results_rl.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
