@@ -181,19 +181,25 @@ def stage_changes(
 ) -> dict[str, dict[str, Any]]:
     """Per variant and outcome, (after − before) paired over prompts at each seed the two stages share, and pooled
     over seeds: what the later stage changed of each start."""
-    out: dict[str, dict[str, Any]] = {}
     first, second = before.get("per_prompt", {}), after.get("per_prompt", {})
+    return per_prompt_changes(first, second, OUTCOMES, evaluation.n_bootstrap, evaluation.seed)
+
+
+def per_prompt_changes(
+    first: Mapping[str, Any], second: Mapping[str, Any], names: Sequence[str], n_bootstrap: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """`stage_changes` on per-prompt values (`{variant: {seed: {outcome: [per prompt]}}}`, e.g. one subset of the
+    prompts): per variant and outcome in `names`, (second − first) paired over prompts at each shared seed, pooled."""
+    out: dict[str, dict[str, Any]] = {}
     for variant in second:
         seeds = sorted(set(first.get(variant, {})) & set(second[variant]), key=int)
         if not seeds:
             continue
         out[variant] = {
             name: seed_differences(
-                {int(s): (second[variant][s][name], first[variant][s][name]) for s in seeds},
-                evaluation.n_bootstrap,
-                evaluation.seed,
+                {int(s): (second[variant][s][name], first[variant][s][name]) for s in seeds}, n_bootstrap, seed
             ).as_dict()
-            for name in OUTCOMES
+            for name in names
         }
     return out
 

@@ -31,7 +31,7 @@ from ..evaluation.quality import accuracy, load_quality, prompt_quality
 from ..evaluation.sampling import EvalSampling, Samples, check_model_path, check_sampling, open_sampler
 from ..generation import SamplingSettings
 from ..prompts import PromptRecord, load_prompts
-from ..strict_json import finite_or_none, nan_array
+from ..strict_json import nan_array, strict_json
 from ..user_code import load_verifier
 from .spec import EvaluationSpec
 from .statistics import Axes
@@ -176,8 +176,8 @@ class SampledModel:
             "model": str(self.path),
             "prompt_set": prompt_set,
             "temperature": temperature,
-            "diversity": [finite_or_none(v) for v in np.asarray(axes.diversity, dtype=np.float64)],
-            "quality": [finite_or_none(v) for v in np.asarray(axes.quality, dtype=np.float64)],
+            "diversity": strict_json(np.asarray(axes.diversity, dtype=np.float64)),
+            "quality": strict_json(np.asarray(axes.quality, dtype=np.float64)),
             "texts": samples.texts,
             "token_ids": samples.token_ids,
         }

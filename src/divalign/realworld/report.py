@@ -81,13 +81,26 @@ def verifier_rows(
     return rows
 
 
+def evaluation_keys(calibration: Mapping[str, Any]) -> list[str]:
+    """The category key (`answer`) of each evaluation prompt, in order, from the prompt file compare read."""
+    prompts = Path(calibration["evaluation"]["prompts"]).read_text(encoding="utf-8")
+    return [json.loads(line)["answer"] for line in prompts.splitlines() if line.strip()]
+
+
+def split_indices(keys: Sequence[str], world: RealWorld) -> dict[str, list[int]]:
+    """The evaluation prompts' positions on each split, from their category keys."""
+    return {
+        split: [i for i, key in enumerate(keys) if (key in world.config.heldout) == (split == "heldout")]
+        for split in SPLITS
+    }
+
+
 def split_differences(calibration: Mapping[str, Any], keys: Sequence[str], world: RealWorld) -> dict[str, Any]:
     """The calibrated differences on each split's evaluation prompts alone: per model and matched axis, per seed and
     pooled (the temperatures were matched on all categories together)."""
     evaluation = calibration["evaluation"]
     out: dict[str, Any] = {}
-    for split in SPLITS:
-        index = [i for i, key in enumerate(keys) if (key in world.config.heldout) == (split == "heldout")]
+    for split, index in split_indices(keys, world).items():
         for model in calibration["pooled"]:
             for axis in AXES:
                 other = _OTHER[axis]
@@ -160,8 +173,7 @@ def write_report(out: Path, report_json: Path, world: RealWorld, timings: Mappin
     calibration = report["calibration"]
     if calibration is None:
         raise RuntimeError(f"{report_json}: no calibrated comparison: {report.get('calibration_skipped')}")
-    prompts = Path(calibration["evaluation"]["prompts"])
-    keys = [json.loads(line)["answer"] for line in prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
+    keys = evaluation_keys(calibration)
     samples = report_json.parent / "calibration" / "samples"
     rows = verifier_rows(report, samples, keys, world)
     splits = split_differences(calibration, keys, world)

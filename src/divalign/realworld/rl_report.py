@@ -17,28 +17,30 @@ from typing import Any
 
 import numpy as np
 
-from ..compare.statistics import seed_differences
+from ..compare.outcomes import per_prompt_changes
 from ..markdown_table import interval, markdown_table, number
 from ..strict_json import nan_array, strict_json
-from .report import SPLITS, split_differences, split_section
+from .report import SPLITS, evaluation_keys, split_differences, split_indices, split_section
 from .world import RealWorld
 
 CHANGED = ("pass_at_1", "entropy")  # pass@k sits at 1 and coverage needs valid-answer lists these prompts lack
 
 
-def split_indices(keys: Sequence[str], world: RealWorld) -> dict[str, list[int]]:
-    """The evaluation prompts' positions on each split, from their category keys."""
-    return {
-        split: [i for i, key in enumerate(keys) if (key in world.config.heldout) == (split == "heldout")]
-        for split in SPLITS
-    }
-
-
-def _split_mean(per_seed: Mapping[str, Sequence[float | None]], index: Sequence[int]) -> float | None:
-    """Per prompt of the split the mean over seeds, then the mean over those prompts (None if none is defined)."""
-    values = np.nanmean(np.array([nan_array(v[i] for i in index) for v in per_seed.values()]), axis=0)
+def _split_mean(per_seed: Mapping[str, Sequence[float | None]]) -> float | None:
+    """Per prompt the mean over seeds, then the mean over the prompts (None if none is defined)."""
+    values = np.nanmean(np.array([nan_array(v) for v in per_seed.values()]), axis=0)
     values = values[~np.isnan(values)]
     return float(values.mean()) if values.size else None
+
+
+def _subset(per_prompt: Mapping[str, Any], index: Sequence[int]) -> dict[str, Any]:
+    """`{variant: {seed: {outcome: [per prompt]}}}` on the prompts at `index` only."""
+    return {
+        variant: {
+            s: {name: [values[i] for i in index] for name, values in by_name.items()} for s, by_name in seeds.items()
+        }
+        for variant, seeds in per_prompt.items()
+    }
 
 
 def stage_split_changes(
@@ -46,27 +48,17 @@ def stage_split_changes(
 ) -> dict[str, dict[str, Any]]:
     """Per start and outcome on the prompts at `index`: the mean before and after, and (after − before) paired over
     those prompts at each seed both stages share, and pooled over seeds."""
-    out: dict[str, dict[str, Any]] = {}
-    first, second = before["per_prompt"], after["per_prompt"]
-    for variant in second:
-        seeds = sorted(set(first.get(variant, {})) & set(second[variant]), key=int)
-        if not seeds:
-            continue
-        out[variant] = {}
-        for name in CHANGED:
-            pairs = {
-                int(s): (
-                    nan_array(second[variant][s][name][i] for i in index),
-                    nan_array(first[variant][s][name][i] for i in index),
-                )
-                for s in seeds
+    first, second = _subset(before["per_prompt"], index), _subset(after["per_prompt"], index)
+    changes = per_prompt_changes(first, second, CHANGED, n_bootstrap, seed)
+    for variant, by_name in changes.items():
+        for name, change in by_name.items():
+            seeds = change["per_seed"]  # the seeds both stages share
+            means = {
+                "before": _split_mean({s: first[variant][s][name] for s in seeds}),
+                "after": _split_mean({s: second[variant][s][name] for s in seeds}),
             }
-            out[variant][name] = {
-                "before": _split_mean({s: first[variant][s][name] for s in seeds}, index),
-                "after": _split_mean({s: second[variant][s][name] for s in seeds}, index),
-                **seed_differences(pairs, n_bootstrap, seed).as_dict(),
-            }
-    return out
+            by_name[name] = {**means, **change}
+    return changes
 
 
 def rl_splits(report: Mapping[str, Any], keys: Sequence[str], world: RealWorld) -> dict[str, Any]:
@@ -130,9 +122,7 @@ def write_rl_report(out: Path, report_json: Path, world: RealWorld) -> Path:
     calibration = first.get("calibration")
     if not calibration:
         raise RuntimeError(f"{report_json}: no calibrated comparison at stage {name}")
-    prompts = Path(calibration["evaluation"]["prompts"]).read_text(encoding="utf-8")
-    keys = [json.loads(line)["answer"] for line in prompts.splitlines() if line.strip()]
-    splits = rl_splits(report, keys, world)
+    splits = rl_splits(report, evaluation_keys(calibration), world)
     payload = {"compare_report": str(report_json), "world": world.describe(), **splits}
     text = json.dumps(strict_json(payload), indent=1, ensure_ascii=False, allow_nan=False)
     (out / "results_rl.json").write_text(text, encoding="utf-8")
