@@ -11,6 +11,9 @@ virtualenvs sharing `~/.cache/torch_extensions`, rebuilt it again and again.
 `accelerate launch` without a port takes 29500, or, when that port is busy, lets torchrun pick a free one. `make test`
 runs two pytest workers, so two launches could both find 29500 free and collide: the session keeps 29500 busy, and
 every launch without a port of its own gets a free one from the OS.
+
+Before any test runs, the disk under pytest's temporary folders must have room for the real-model checkpoints
+(tests/disk_space.py); otherwise the run stops at once with a usage error naming the folder.
 """
 
 import os
@@ -19,6 +22,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from disk_space import require_free_disk, temporary_root
 
 TEST_ENVIRONMENT = {
     "HF_HUB_OFFLINE": "1",
@@ -50,6 +55,12 @@ def pytest_configure(config):
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+
+
+def pytest_sessionstart(session):
+    """The controller checks the disk once (xdist's workers share its temporary root)."""
+    if not hasattr(session.config, "workerinput"):
+        require_free_disk(temporary_root(session.config.option.basetemp))
 
 
 @pytest.fixture(scope="session", autouse=True)
