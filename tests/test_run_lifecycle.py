@@ -3,12 +3,14 @@ recorded that did not happen. Real (tiny) runs through `divalign.train`; kills a
 exception raised from a callback, a checkpoint left without the file transformers writes last)."""
 
 import dataclasses
+import gc
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,30 @@ def uninterrupted(assets, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("whole") / "run"
     train.run_stage(str(SMOKE_RECIPE), flags(assets, out))
     return out
+
+
+def test_the_trainer_is_freed_before_the_run_returns(monkeypatch, assets, tmp_path):
+    """The trainer's reference cycles (callbacks bound to it, its accelerator) would keep its model, and on a
+    distributed run the DDP wrapper holding the gloo group, alive until the interpreter's exit; `run_stage` collects
+    them before it returns. Automatic collection is off here, so only that collection can free the trainer."""
+    built = []
+
+    def recording(build):
+        def wrapped(run):
+            trainer = build(run)
+            built.append(weakref.ref(trainer))
+            return trainer
+
+        return wrapped
+
+    for name, stage in list(train.STAGES.items()):
+        monkeypatch.setitem(train.STAGES, name, dataclasses.replace(stage, build=recording(stage.build)))
+    gc.disable()
+    try:
+        train.run_stage(str(SMOKE_RECIPE), flags(assets, tmp_path / "run", "--max_steps", "2"))
+        assert len(built) == 1 and built[0]() is None
+    finally:
+        gc.enable()
 
 
 def test_finished_run_refuses_to_resume(assets, uninterrupted):

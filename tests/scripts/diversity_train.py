@@ -14,6 +14,7 @@ Usage: python diversity_train.py MODEL_DIR PROBE_FILE OUTPUT_DIR [--max-steps N]
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -138,3 +139,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    gc.collect()  # as `divalign train` does: the trainer's cycles would keep the DDP model to the interpreter's exit

@@ -19,6 +19,7 @@ last, ``divalign_finished.json`` sit in ``output_dir``.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -171,6 +172,15 @@ def _train(
 
 def run_stage(recipe_path: str, overrides: Sequence[str] = ()) -> str:
     """Run the recipe at ``recipe_path`` with ``overrides``; returns the output directory."""
+    output_dir = _run_recipe(recipe_path, overrides)
+    # The trainer's reference cycles (its callbacks hold it) keep its DDP model, and through it the gloo group's
+    # threads, alive past `trainer.end()` until the interpreter's exit, where their teardown now and then aborted a
+    # finished rank (SIGABRT, "terminate called without an active exception"): freed here, while all is whole.
+    gc.collect()
+    return output_dir
+
+
+def _run_recipe(recipe_path: str, overrides: Sequence[str]) -> str:
     trainer_name, diversity_block, env = split_recipe(recipe_path, list(STAGES))
     options = read_run_options(recipe_path, overrides)
     os.environ.update(env)
