@@ -130,6 +130,7 @@ def test_a_recipe_asking_for_4_bit_loading_shows_them(assets, kernels, four_bit)
     assert ("kernels-community" in result.stderr) is four_bit
 
 
+@pytest.mark.slow  # trains end to end (and puts this file of fresh interpreters, 100 s in all, among the first)
 def test_a_4_bit_run_shows_them_once_in_order(assets, kernels, tmp_path):
     """QLoRA on the tiny model, trained in this process: the held messages are shown when the recipe is read.
 
