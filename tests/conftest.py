@@ -12,8 +12,8 @@ virtualenvs sharing `~/.cache/torch_extensions`, rebuilt it again and again.
 runs two pytest workers, so two launches could both find 29500 free and collide: the session keeps 29500 busy, and
 every launch without a port of its own gets a free one from the OS.
 
-Before any test runs, the disk under pytest's temporary folders must have room for the real-model checkpoints
-(tests/disk_space.py); otherwise the run stops at once with a usage error naming the folder.
+Before any test runs, a run that reaches the real-model tests checks that the disk under pytest's temporary folders
+has room for their checkpoints (tests/disk_space.py); otherwise it stops at once with a usage error naming the folder.
 """
 
 import os
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from disk_space import require_free_disk, temporary_root
+from disk_space import require_free_disk, selects_real_model_tests, temporary_root
 
 TEST_ENVIRONMENT = {
     "HF_HUB_OFFLINE": "1",
@@ -58,9 +58,13 @@ def pytest_configure(config):
 
 
 def pytest_sessionstart(session):
-    """The controller checks the disk once (xdist's workers share its temporary root)."""
-    if not hasattr(session.config, "workerinput"):
-        require_free_disk(temporary_root(session.config.option.basetemp))
+    """The controller checks the disk once (xdist's workers share its temporary root), for runs that reach the
+    real-model tests."""
+    config = session.config
+    from_testpaths = config.args_source == pytest.Config.ArgsSource.TESTPATHS
+    base = config.rootpath if from_testpaths else config.invocation_params.dir
+    if not hasattr(config, "workerinput") and selects_real_model_tests(config.args, base):
+        require_free_disk(temporary_root(config.option.basetemp))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -19,6 +19,16 @@ GB = 10**9
 NEEDED_BYTES = 6 * GB
 
 
+REAL_MODEL_TESTS = Path(__file__).with_name("test_realworld_demo.py")
+
+
+def selects_real_model_tests(args: list[str], base: Path) -> bool:
+    """Whether a run of these test paths (relative to `base`) reaches the real-model tests; `-k`/`-m` filters are
+    not read, so a filtered run may be asked for room it does not use."""
+    paths = [(base / arg.split("::")[0]).resolve() for arg in args]
+    return any(REAL_MODEL_TESTS.resolve().is_relative_to(path) for path in paths)
+
+
 def temporary_root(basetemp: str | None) -> Path:
     """Where pytest puts its temporary folders: `--basetemp`, else the system's temporary directory (TMPDIR)."""
     return Path(basetemp) if basetemp else Path(tempfile.gettempdir())
