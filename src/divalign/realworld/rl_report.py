@@ -61,11 +61,13 @@ def stage_split_changes(
     return changes
 
 
-def rl_splits(report: Mapping[str, Any], keys: Sequence[str], world: RealWorld) -> dict[str, Any]:
-    """Every consecutive pair of stages' changes, and every stage's calibrated differences, on either split."""
+def rl_splits(
+    report: Mapping[str, Any], evaluation: Mapping[str, Any], keys: Sequence[str], world: RealWorld
+) -> dict[str, Any]:
+    """Every consecutive pair of stages' changes (bootstrapped as `evaluation` says), and every stage's calibrated
+    differences, on either split."""
     stages = report["stages"]
     names = list(stages)
-    evaluation = next(s["calibration"]["evaluation"] for s in stages.values() if s.get("calibration"))
     indices = split_indices(keys, world)
     changes = {
         f"{a} -> {b}": {
@@ -122,7 +124,7 @@ def write_rl_report(out: Path, report_json: Path, world: RealWorld) -> Path:
     calibration = first.get("calibration")
     if not calibration:
         raise RuntimeError(f"{report_json}: no calibrated comparison at stage {name}")
-    splits = rl_splits(report, evaluation_keys(calibration), world)
+    splits = rl_splits(report, calibration["evaluation"], evaluation_keys(calibration), world)
     payload = {"compare_report": str(report_json), "world": world.describe(), **splits}
     text = json.dumps(strict_json(payload), indent=1, ensure_ascii=False, allow_nan=False)
     (out / "results_rl.json").write_text(text, encoding="utf-8")
